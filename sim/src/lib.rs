@@ -1,0 +1,2 @@
+//! The VOPR: runs whole clusters of the production `Replica` on a simulated network, disk and
+//! clock, injects faults, and checks safety and liveness. Deterministic per seed.

@@ -1,0 +1,19 @@
+//! vsr: a replicated financial ledger on Viewstamped Replication.
+//!
+//! The protocol code (`replica`, `journal`, `superblock`, `clock`, `client`) is written once and
+//! runs both in production and in the simulator (`sim/`, the VOPR), generic over the seams in
+//! `storage`, `bus` and `time`.
+
+pub mod bus;
+pub mod checksum;
+pub mod config;
+pub mod header;
+pub mod message;
+pub mod state_machine;
+pub mod storage;
+pub mod superblock;
+pub mod time;
+
+pub use config::Config;
+pub use header::{Command, Header, Operation};
+pub use message::{Message, MessagePool};

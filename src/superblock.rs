@@ -1,0 +1,383 @@
+//! The superblock: the replica's durable VSR state (view, log_view, commit_max, the view's head
+//! headers), kept in `SUPERBLOCK_COPIES` checksummed copies with a sequence number.
+//!
+//! Writes go copy by copy, so a crash tears at most one copy and the others hold either the old or
+//! the new state. On open the newest valid copy wins: a copy is only acted on by the replica after
+//! every copy of it is durable, so the newest valid copy is never older than the state acted on.
+
+use crate::checksum::checksum;
+use crate::config::{Config, PROTOCOL_VERSION};
+use crate::header::{Command, Header, HEADER_SIZE};
+use crate::storage::{Layout, SUPERBLOCK_COPIES};
+use std::fmt;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+pub const SUPERBLOCK_FIXED_SIZE: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct SuperBlockHeader {
+    /// BLAKE3-128 over the copy after this field: the rest of this header and the view headers.
+    pub checksum: u128,
+    pub cluster: u128,
+    pub sequence: u64,
+    pub commit_max: u64,
+    pub view: u32,
+    pub log_view: u32,
+    pub message_size_max: u32,
+    pub journal_slot_count: u32,
+    pub pipeline_max: u32,
+    pub clients_max: u32,
+    pub view_headers_count: u32,
+    pub protocol: u16,
+    pub replica: u8,
+    pub replica_count: u8,
+    pub copy: u8,
+    pub reserved: [u8; 175],
+}
+
+const _: () = assert!(core::mem::size_of::<SuperBlockHeader>() == SUPERBLOCK_FIXED_SIZE);
+
+/// The VSR state the superblock makes durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsrState {
+    pub view: u32,
+    pub log_view: u32,
+    pub commit_max: u64,
+    /// The head of the log as of `log_view`'s start_view (newest first, contiguous ops, hash
+    /// chained). After a crash, journal ops above the first of these that carry a view older than
+    /// `log_view` were truncated by that view change and are discarded.
+    pub view_headers: Vec<Header>,
+}
+
+impl VsrState {
+    pub fn assert_valid(&self) {
+        assert!(self.log_view <= self.view);
+        assert!(!self.view_headers.is_empty());
+        for pair in self.view_headers.windows(2) {
+            assert_eq!(
+                pair[0].op,
+                pair[1].op + 1,
+                "view headers are not contiguous"
+            );
+            assert_eq!(
+                pair[0].parent, pair[1].checksum,
+                "view headers do not chain"
+            );
+        }
+    }
+
+    /// The op of the log head recorded by the last view change.
+    pub fn view_head_op(&self) -> u64 {
+        self.view_headers[0].op
+    }
+
+    /// True if `self` may replace `old` on disk: VSR state only moves forward.
+    pub fn monotonic_after(&self, old: &VsrState) -> bool {
+        self.view >= old.view && self.log_view >= old.log_view && self.commit_max >= old.commit_max
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuperBlock {
+    pub cluster: u128,
+    pub replica: u8,
+    pub replica_count: u8,
+    pub sequence: u64,
+    pub message_size_max: u32,
+    pub journal_slot_count: u32,
+    pub pipeline_max: u32,
+    pub clients_max: u32,
+    pub vsr_state: VsrState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// No copy has a valid checksum: the file was never formatted, or is not a data file.
+    NoValidCopy,
+    Foreign {
+        what: &'static str,
+        expected: String,
+        found: String,
+    },
+    /// Two valid copies claim the same sequence but differ.
+    Conflict { sequence: u64 },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NoValidCopy => write!(
+                f,
+                "no valid superblock copy: the data file is unformatted or damaged (run `vsr format`)"
+            ),
+            OpenError::Foreign { what, expected, found } => {
+                write!(f, "data file belongs elsewhere: {what} is {found}, expected {expected}")
+            }
+            OpenError::Conflict { sequence } => {
+                write!(f, "superblock copies disagree at sequence {sequence}: refusing to guess")
+            }
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl SuperBlock {
+    pub fn new(config: &Config, cluster: u128, replica: u8, vsr_state: VsrState) -> SuperBlock {
+        SuperBlock {
+            cluster,
+            replica,
+            replica_count: config.replica_count,
+            sequence: 1,
+            message_size_max: config.message_size_max,
+            journal_slot_count: config.journal_slot_count,
+            pipeline_max: config.pipeline_max,
+            clients_max: config.clients_max,
+            vsr_state,
+        }
+    }
+
+    /// The state of a freshly formatted replica: view 0, only the root prepare.
+    pub fn formatted(config: &Config, cluster: u128, replica: u8) -> SuperBlock {
+        let vsr_state = VsrState {
+            view: 0,
+            log_view: 0,
+            commit_max: 0,
+            view_headers: vec![Header::root_prepare(cluster)],
+        };
+        SuperBlock::new(config, cluster, replica, vsr_state)
+    }
+
+    /// Encodes copy `copy` into `buffer` (at least `layout.superblock_copy_size` bytes).
+    pub fn encode(&self, copy: u8, buffer: &mut [u8], layout: &Layout) {
+        let size = layout.superblock_copy_size as usize;
+        let buffer = &mut buffer[..size];
+        buffer.fill(0);
+        let headers = &self.vsr_state.view_headers;
+        assert!(SUPERBLOCK_FIXED_SIZE + headers.len() * HEADER_SIZE <= size);
+        let header = SuperBlockHeader {
+            checksum: 0,
+            cluster: self.cluster,
+            sequence: self.sequence,
+            commit_max: self.vsr_state.commit_max,
+            view: self.vsr_state.view,
+            log_view: self.vsr_state.log_view,
+            message_size_max: self.message_size_max,
+            journal_slot_count: self.journal_slot_count,
+            pipeline_max: self.pipeline_max,
+            clients_max: self.clients_max,
+            view_headers_count: headers.len() as u32,
+            protocol: PROTOCOL_VERSION,
+            replica: self.replica,
+            replica_count: self.replica_count,
+            copy,
+            reserved: [0; 175],
+        };
+        buffer[..SUPERBLOCK_FIXED_SIZE].copy_from_slice(header.as_bytes());
+        for (i, h) in headers.iter().enumerate() {
+            let at = SUPERBLOCK_FIXED_SIZE + i * HEADER_SIZE;
+            buffer[at..at + HEADER_SIZE].copy_from_slice(h.as_bytes());
+        }
+        let sum = checksum(&buffer[16..]);
+        buffer[..16].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    /// Decodes one copy; None if it is damaged or malformed.
+    pub fn decode(buffer: &[u8], layout: &Layout) -> Option<SuperBlock> {
+        let size = layout.superblock_copy_size as usize;
+        let buffer = &buffer[..size];
+        let header = SuperBlockHeader::read_from_bytes(&buffer[..SUPERBLOCK_FIXED_SIZE]).ok()?;
+        if header.checksum != checksum(&buffer[16..]) || header.protocol != PROTOCOL_VERSION {
+            return None;
+        }
+        let count = header.view_headers_count as usize;
+        if count == 0 || SUPERBLOCK_FIXED_SIZE + count * HEADER_SIZE > size {
+            return None;
+        }
+        if header.reserved.iter().any(|&b| b != 0) || header.log_view > header.view {
+            return None;
+        }
+        let mut view_headers = Vec::with_capacity(count);
+        for i in 0..count {
+            let at = SUPERBLOCK_FIXED_SIZE + i * HEADER_SIZE;
+            let h = Header::read_from(&buffer[at..at + HEADER_SIZE]);
+            if !h.valid_checksum() || h.command() != Some(Command::Prepare) {
+                return None;
+            }
+            view_headers.push(h);
+        }
+        let vsr_state = VsrState {
+            view: header.view,
+            log_view: header.log_view,
+            commit_max: header.commit_max,
+            view_headers,
+        };
+        Some(SuperBlock {
+            cluster: header.cluster,
+            replica: header.replica,
+            replica_count: header.replica_count,
+            sequence: header.sequence,
+            message_size_max: header.message_size_max,
+            journal_slot_count: header.journal_slot_count,
+            pipeline_max: header.pipeline_max,
+            clients_max: header.clients_max,
+            vsr_state,
+        })
+    }
+
+    /// Chooses the superblock from the decoded copies (None = damaged copy): the newest sequence
+    /// among valid copies. Valid copies of one sequence must agree.
+    pub fn choose(copies: &[Option<SuperBlock>]) -> Result<SuperBlock, OpenError> {
+        assert_eq!(copies.len(), SUPERBLOCK_COPIES);
+        let mut best: Option<&SuperBlock> = None;
+        for copy in copies.iter().flatten() {
+            match best {
+                Some(b) if b.sequence > copy.sequence => {}
+                Some(b) if b.sequence == copy.sequence => {
+                    if b != copy {
+                        return Err(OpenError::Conflict {
+                            sequence: copy.sequence,
+                        });
+                    }
+                }
+                _ => best = Some(copy),
+            }
+        }
+        best.cloned().ok_or(OpenError::NoValidCopy)
+    }
+
+    /// Refuses a data file formatted for another cluster, replica or configuration.
+    pub fn check_identity(
+        &self,
+        config: &Config,
+        cluster: Option<u128>,
+        replica: Option<u8>,
+    ) -> Result<(), OpenError> {
+        let foreign = |what, expected: String, found: String| {
+            Err(OpenError::Foreign {
+                what,
+                expected,
+                found,
+            })
+        };
+        if let Some(cluster) = cluster {
+            if self.cluster != cluster {
+                return foreign("cluster", cluster.to_string(), self.cluster.to_string());
+            }
+        }
+        if let Some(replica) = replica {
+            if self.replica != replica {
+                return foreign(
+                    "replica index",
+                    replica.to_string(),
+                    self.replica.to_string(),
+                );
+            }
+        }
+        if self.replica_count != config.replica_count {
+            return foreign(
+                "replica count",
+                config.replica_count.to_string(),
+                self.replica_count.to_string(),
+            );
+        }
+        let layout = [
+            (
+                "message_size_max",
+                config.message_size_max,
+                self.message_size_max,
+            ),
+            (
+                "journal_slot_count",
+                config.journal_slot_count,
+                self.journal_slot_count,
+            ),
+            ("pipeline_max", config.pipeline_max, self.pipeline_max),
+            ("clients_max", config.clients_max, self.clients_max),
+        ];
+        for (what, expected, found) in layout {
+            if expected != found {
+                return foreign(what, expected.to_string(), found.to_string());
+            }
+        }
+        if self.replica >= self.replica_count {
+            return foreign(
+                "replica index",
+                format!("< {}", self.replica_count),
+                self.replica.to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Config, Layout, SuperBlock) {
+        let mut config = Config::timing_defaults(3);
+        config.message_size_max = 8192;
+        let layout = Layout::new(&config);
+        let sb = SuperBlock::formatted(&config, 77, 1);
+        (config, layout, sb)
+    }
+
+    #[test]
+    fn roundtrip() {
+        let (_, layout, sb) = setup();
+        let mut buf = vec![0u8; layout.superblock_copy_size as usize];
+        sb.encode(2, &mut buf, &layout);
+        assert_eq!(SuperBlock::decode(&buf, &layout), Some(sb));
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let (_, layout, sb) = setup();
+        let mut buf = vec![0u8; layout.superblock_copy_size as usize];
+        sb.encode(0, &mut buf, &layout);
+        for at in [0, 20, 100, 300, buf.len() - 1] {
+            let mut b = buf.clone();
+            b[at] ^= 0x40;
+            assert_eq!(SuperBlock::decode(&b, &layout), None, "flip at {at}");
+        }
+    }
+
+    #[test]
+    fn newest_valid_copy_wins() {
+        let (_, _, sb) = setup();
+        let mut newer = sb.clone();
+        newer.sequence = 2;
+        newer.vsr_state.view = 5;
+        let chosen = SuperBlock::choose(&[
+            Some(sb.clone()),
+            None,
+            Some(newer.clone()),
+            Some(sb.clone()),
+        ])
+        .unwrap();
+        assert_eq!(chosen, newer);
+        assert_eq!(
+            SuperBlock::choose(&[None, None, None, None]),
+            Err(OpenError::NoValidCopy)
+        );
+        let mut conflicting = newer.clone();
+        conflicting.vsr_state.view = 6;
+        assert!(matches!(
+            SuperBlock::choose(&[Some(newer), Some(conflicting), None, None]),
+            Err(OpenError::Conflict { sequence: 2 })
+        ));
+    }
+
+    #[test]
+    fn foreign_file_refused() {
+        let (config, _, sb) = setup();
+        assert!(sb.check_identity(&config, Some(77), Some(1)).is_ok());
+        assert!(sb.check_identity(&config, Some(78), None).is_err());
+        assert!(sb.check_identity(&config, None, Some(2)).is_err());
+        let mut other = config.clone();
+        other.journal_slot_count = 512;
+        assert!(sb.check_identity(&other, None, None).is_err());
+    }
+}
