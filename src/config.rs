@@ -148,7 +148,7 @@ impl Config {
             self.primary_abdicate_timeout,
             self.request_timeout,
         ];
-        if timeouts.iter().any(|&t| t == 0) {
+        if timeouts.contains(&0) {
             return err("every timeout must be at least one tick".into());
         }
         // A backup must not give up on the primary before the primary has had a chance to

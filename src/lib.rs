@@ -6,8 +6,11 @@
 
 pub mod bus;
 pub mod checksum;
+pub mod clock;
 pub mod config;
 pub mod header;
+pub mod io_token;
+pub mod journal;
 pub mod message;
 pub mod state_machine;
 pub mod storage;
@@ -17,3 +20,4 @@ pub mod time;
 pub use config::Config;
 pub use header::{Command, Header, Operation};
 pub use message::{Message, MessagePool};
+pub mod replica;

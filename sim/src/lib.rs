@@ -1,2 +1,7 @@
 //! The VOPR: runs whole clusters of the production `Replica` on a simulated network, disk and
 //! clock, injects faults, and checks safety and liveness. Deterministic per seed.
+
+pub mod network;
+pub mod rng;
+pub mod storage;
+pub mod time;

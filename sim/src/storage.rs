@@ -1,0 +1,950 @@
+//! Simulated storage: an in-memory data file with latency, reordered completions, and faults.
+//!
+//! Requests complete after a random latency (minimum plus an exponential tail), in a random order
+//! among those that are ready. A request takes effect when the replica receives its completion
+//! (`next_completion`): a read copies the bytes then, a write lands then. So a write is durable
+//! exactly when it is acknowledged, and a crash loses or tears only writes the replica has not
+//! seen complete.
+//!
+//! Faults, each drawn per request while faults are enabled:
+//!
+//! - read fault: one sector of the returned buffer is corrupted (bits flipped or garbage); the
+//!   stored data is unchanged;
+//! - write fault: the write lands, but one of its sectors is corrupted on disk;
+//! - misdirected write: the write lands at another sector-aligned offset in the same zone; the
+//!   intended place keeps its old bytes;
+//! - crash: every write still in flight is lost, fully written, or torn (a random prefix of its
+//!   sectors written, and/or one sector of garbage).
+//!
+//! Read faults, write faults and misdirects only touch areas that the cluster's `FaultAtlas`
+//! allows for this replica (for a misdirect: every area of the intended range and of the landing
+//! range). Crash tears are allowed anywhere: they only hit writes that were never acknowledged.
+
+use crate::rng;
+use rand_chacha::rand_core::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::rc::Rc;
+use vsr::config::{REPLICAS_MAX, SECTOR_SIZE};
+use vsr::storage::{IoCompletion, IoKind, IoRequest, Layout, Storage, Zone, SUPERBLOCK_COPIES};
+
+const SECTOR: u64 = SECTOR_SIZE as u64;
+
+/// Which replicas may suffer storage faults where. Built once per cluster and shared by every
+/// replica's storage, so the promise "each byte of committed data is intact on at least one
+/// replica" holds across the cluster:
+///
+/// - WAL prepares (per slot), WAL headers (per sector) and client replies (per slot): at most
+///   `quorum_replication - 1` replicas are faulty per area. A committed op is on at least a
+///   replication quorum, so at least one of those copies is outside the faulty set.
+/// - Superblock: at most 2 of the `SUPERBLOCK_COPIES` copies are faulty per replica (the copies
+///   protect a replica from itself, so this holds even for a single replica).
+#[derive(Clone, Debug)]
+pub struct FaultAtlas {
+    replica_count: u8,
+    quorum_replication: usize,
+    layout: Layout,
+    /// Per replica: bit `c` set when superblock copy `c` may be faulty.
+    superblock: Vec<u8>,
+    /// Per area: bit `r` set when replica `r` may be faulty there.
+    wal_headers: Vec<u8>,
+    wal_prepares: Vec<u8>,
+    client_replies: Vec<u8>,
+}
+
+/// Superblock copies per replica that may be faulty.
+pub const SUPERBLOCK_FAULTY_COPIES_MAX: usize = 2;
+
+impl FaultAtlas {
+    pub fn new(replica_count: u8, quorum_replication: usize, layout: &Layout, seed: u64) -> Self {
+        assert!(replica_count >= 1 && replica_count as usize <= REPLICAS_MAX);
+        assert!(quorum_replication >= 1 && quorum_replication <= replica_count as usize);
+        const { assert!(REPLICAS_MAX <= 8 && SUPERBLOCK_COPIES <= 8) };
+        let mut rng = rng::seeded(seed);
+        let faulty_max = quorum_replication - 1;
+        let n = replica_count as usize;
+
+        let mut areas = |zone: Zone| -> Vec<u8> {
+            (0..area_count(layout, zone))
+                .map(|_| random_mask(&mut rng, n, faulty_max))
+                .collect()
+        };
+        let wal_headers = areas(Zone::WalHeaders);
+        let wal_prepares = areas(Zone::WalPrepares);
+        let client_replies = areas(Zone::ClientReplies);
+        let superblock = (0..n)
+            .map(|_| random_mask(&mut rng, SUPERBLOCK_COPIES, SUPERBLOCK_FAULTY_COPIES_MAX))
+            .collect();
+        FaultAtlas {
+            replica_count,
+            quorum_replication,
+            layout: layout.clone(),
+            superblock,
+            wal_headers,
+            wal_prepares,
+            client_replies,
+        }
+    }
+
+    pub fn replica_count(&self) -> u8 {
+        self.replica_count
+    }
+
+    pub fn quorum_replication(&self) -> usize {
+        self.quorum_replication
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Number of areas in `zone` (superblock: its copies).
+    pub fn area_count(&self, zone: Zone) -> u64 {
+        area_count(&self.layout, zone)
+    }
+
+    /// Bytes per area of `zone`.
+    pub fn area_size(&self, zone: Zone) -> u64 {
+        area_size(&self.layout, zone)
+    }
+
+    /// The area holding byte `offset` of `zone`.
+    pub fn area_of(&self, zone: Zone, offset: u64) -> u64 {
+        assert!(offset < self.layout.zone_size(zone));
+        offset / self.area_size(zone)
+    }
+
+    /// Whether `replica` may suffer faults in area `area` of `zone`.
+    pub fn faulty(&self, replica: u8, zone: Zone, area: u64) -> bool {
+        assert!(replica < self.replica_count);
+        assert!(area < self.area_count(zone));
+        let area = area as usize;
+        match zone {
+            Zone::Superblock => self.superblock[replica as usize] & (1 << area) != 0,
+            Zone::WalHeaders => self.wal_headers[area] & (1 << replica) != 0,
+            Zone::WalPrepares => self.wal_prepares[area] & (1 << replica) != 0,
+            Zone::ClientReplies => self.client_replies[area] & (1 << replica) != 0,
+        }
+    }
+
+    /// Replicas that may be faulty in `area` of `zone`.
+    pub fn faulty_replicas(&self, zone: Zone, area: u64) -> Vec<u8> {
+        (0..self.replica_count)
+            .filter(|&r| self.faulty(r, zone, area))
+            .collect()
+    }
+
+    /// Whether every area that `offset..offset + len` of `zone` touches may be faulty.
+    pub fn range_faulty(&self, replica: u8, zone: Zone, offset: u64, len: u64) -> bool {
+        assert!(len > 0);
+        let first = self.area_of(zone, offset);
+        let last = self.area_of(zone, offset + len - 1);
+        (first..=last).all(|area| self.faulty(replica, zone, area))
+    }
+}
+
+fn area_size(layout: &Layout, zone: Zone) -> u64 {
+    match zone {
+        Zone::Superblock => layout.superblock_copy_size,
+        Zone::WalHeaders => SECTOR,
+        Zone::WalPrepares | Zone::ClientReplies => layout.message_size_max,
+    }
+}
+
+fn area_count(layout: &Layout, zone: Zone) -> u64 {
+    layout.zone_size(zone).div_ceil(area_size(layout, zone))
+}
+
+/// A mask over `0..n` with a random number (uniform in `0..=max`, capped at `n`) of bits set.
+fn random_mask(rng: &mut ChaCha8Rng, n: usize, max: usize) -> u8 {
+    let count = rng::range(rng, 0, max.min(n) as u64) as usize;
+    let mut members: Vec<u8> = (0..n as u8).collect();
+    rng::shuffle(rng, &mut members);
+    members[..count].iter().fold(0, |mask, &m| mask | (1 << m))
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageOptions {
+    /// Latency in ticks: `min + exponential(mean - min)`, never less than one tick.
+    pub read_latency_min: u64,
+    pub read_latency_mean: u64,
+    pub write_latency_min: u64,
+    pub write_latency_mean: u64,
+    /// Per read: one sector of the returned data is corrupted.
+    pub read_fault_probability: f64,
+    /// Per write: one sector lands corrupted.
+    pub write_fault_probability: f64,
+    /// Per write: the write lands at another offset in the same zone.
+    pub write_misdirect_probability: f64,
+    /// Per write in flight at a crash: it is torn (otherwise it is lost or fully written, 50/50).
+    pub crash_fault_probability: f64,
+}
+
+impl Default for StorageOptions {
+    /// A fault-free disk with small latencies.
+    fn default() -> Self {
+        StorageOptions {
+            read_latency_min: 1,
+            read_latency_mean: 2,
+            write_latency_min: 1,
+            write_latency_mean: 3,
+            read_fault_probability: 0.0,
+            write_fault_probability: 0.0,
+            write_misdirect_probability: 0.0,
+            crash_fault_probability: 0.0,
+        }
+    }
+}
+
+impl StorageOptions {
+    pub fn assert_valid(&self) {
+        assert!(self.read_latency_mean >= self.read_latency_min);
+        assert!(self.write_latency_mean >= self.write_latency_min);
+        for (name, p) in [
+            ("read_fault_probability", self.read_fault_probability),
+            ("write_fault_probability", self.write_fault_probability),
+            (
+                "write_misdirect_probability",
+                self.write_misdirect_probability,
+            ),
+            ("crash_fault_probability", self.crash_fault_probability),
+        ] {
+            assert!((0.0..=1.0).contains(&p), "{name} {p} outside 0..=1");
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Requests submitted.
+    pub reads: u64,
+    pub writes: u64,
+    pub read_faults: u64,
+    pub write_faults: u64,
+    pub misdirects: u64,
+    /// In-flight writes torn by a crash.
+    pub torn_writes: u64,
+    /// In-flight writes that a crash kept from landing at all.
+    pub lost_writes: u64,
+}
+
+struct InFlight {
+    request: IoRequest,
+    ready_at: u64,
+}
+
+pub struct SimStorage {
+    layout: Layout,
+    replica: u8,
+    options: StorageOptions,
+    atlas: Rc<FaultAtlas>,
+    rng: ChaCha8Rng,
+    /// The whole data file. Zeroed allocation, so pages never touched cost no memory.
+    memory: Vec<u8>,
+    now: u64,
+    faults: bool,
+    /// Submitted, latency not yet elapsed.
+    pending: Vec<InFlight>,
+    /// Latency elapsed; handed out in random order by `next_completion`.
+    ready: Vec<IoRequest>,
+    stats: StorageStats,
+}
+
+impl SimStorage {
+    pub fn new(
+        layout: Layout,
+        replica: u8,
+        options: StorageOptions,
+        atlas: Rc<FaultAtlas>,
+        seed: u64,
+    ) -> Self {
+        options.assert_valid();
+        assert!(replica < atlas.replica_count());
+        assert_eq!(
+            &layout,
+            atlas.layout(),
+            "the atlas was built for another layout"
+        );
+        let size = usize::try_from(layout.total_size()).expect("data file fits in memory");
+        SimStorage {
+            memory: vec![0; size],
+            layout,
+            replica,
+            options,
+            atlas,
+            rng: rng::seeded(seed),
+            now: 0,
+            faults: true,
+            pending: Vec::new(),
+            ready: Vec::new(),
+            stats: StorageStats::default(),
+        }
+    }
+
+    pub fn replica(&self) -> u8 {
+        self.replica
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        self.stats
+    }
+
+    pub fn atlas(&self) -> &Rc<FaultAtlas> {
+        &self.atlas
+    }
+
+    /// Requests submitted and not yet handed back.
+    pub fn pending(&self) -> usize {
+        self.pending.len() + self.ready.len()
+    }
+
+    /// Enables or disables new read, write, misdirect and crash-tear faults. Bytes already
+    /// corrupted stay corrupted.
+    pub fn set_faults(&mut self, enabled: bool) {
+        self.faults = enabled;
+    }
+
+    pub fn faults(&self) -> bool {
+        self.faults
+    }
+
+    /// Advances one tick: requests whose latency has elapsed become ready to complete.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        let now = self.now;
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].ready_at <= now {
+                self.ready.push(self.pending.remove(i).request);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The process crashed: writes in flight are lost, written, or torn; every request is
+    /// dropped (its buffer returns to the pool). Acknowledged writes are untouched.
+    pub fn crash(&mut self) {
+        let mut in_flight: Vec<IoRequest> = self.pending.drain(..).map(|f| f.request).collect();
+        in_flight.append(&mut self.ready);
+        for request in in_flight {
+            if request.kind == IoKind::Write {
+                self.crash_write(&request);
+            }
+        }
+    }
+
+    /// Writes bytes directly, with no latency or faults (formatting, tests).
+    pub fn write_raw(&mut self, zone: Zone, offset: u64, bytes: &[u8]) {
+        let start = self.absolute(zone, offset, bytes.len());
+        self.memory[start..start + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Reads bytes directly, with no latency or faults (checkers, tests).
+    pub fn read_raw(&self, zone: Zone, offset: u64, len: usize) -> &[u8] {
+        let start = self.absolute(zone, offset, len);
+        &self.memory[start..start + len]
+    }
+
+    /// The whole data file, zones in layout order (checkers, digests).
+    pub fn data_file(&self) -> &[u8] {
+        &self.memory
+    }
+
+    /// Index into `memory` of `offset` in `zone`, checking `len` bytes stay in the zone.
+    fn absolute(&self, zone: Zone, offset: u64, len: usize) -> usize {
+        assert!(
+            offset + len as u64 <= self.layout.zone_size(zone),
+            "{zone:?} access beyond zone: {offset}+{len}"
+        );
+        (self.layout.zone_offset(zone) + offset) as usize
+    }
+
+    fn latency(&mut self, min: u64, mean: u64) -> u64 {
+        (min + rng::exponential(&mut self.rng, mean - min)).max(1)
+    }
+
+    fn complete(&mut self, mut request: IoRequest) -> IoCompletion {
+        match request.kind {
+            IoKind::Read => self.complete_read(&mut request),
+            IoKind::Write => self.complete_write(&request),
+        }
+        IoCompletion {
+            kind: request.kind,
+            zone: request.zone,
+            offset: request.offset,
+            len: request.len,
+            buffer: request.buffer,
+            token: request.token,
+        }
+    }
+
+    fn complete_read(&mut self, request: &mut IoRequest) {
+        let (zone, offset, len) = (request.zone, request.offset, request.len);
+        let start = self.absolute(zone, offset, len);
+        let buffer = &mut request.buffer.buffer_mut()[..len];
+        buffer.copy_from_slice(&self.memory[start..start + len]);
+        if self.faults && rng::chance(&mut self.rng, self.options.read_fault_probability) {
+            if let Some(sector) = self.pick_faulty_sector(zone, offset, len) {
+                let at = (sector - offset) as usize;
+                corrupt_sector(&mut self.rng, &mut buffer[at..at + SECTOR_SIZE]);
+                self.stats.read_faults += 1;
+            }
+        }
+    }
+
+    fn complete_write(&mut self, request: &IoRequest) {
+        let (zone, len) = (request.zone, request.len);
+        let data = &request.buffer.buffer()[..len];
+        let mut target = request.offset;
+        if self.faults && rng::chance(&mut self.rng, self.options.write_misdirect_probability) {
+            if let Some(landing) = self.misdirect_target(zone, request.offset, len) {
+                target = landing;
+                self.stats.misdirects += 1;
+            }
+        }
+        let start = self.absolute(zone, target, len);
+        self.memory[start..start + len].copy_from_slice(data);
+        if self.faults && rng::chance(&mut self.rng, self.options.write_fault_probability) {
+            if let Some(sector) = self.pick_faulty_sector(zone, target, len) {
+                let at = self.absolute(zone, sector, SECTOR_SIZE);
+                corrupt_sector(&mut self.rng, &mut self.memory[at..at + SECTOR_SIZE]);
+                self.stats.write_faults += 1;
+            }
+        }
+    }
+
+    /// A random sector (offset in zone) of `offset..offset + len` whose area may be faulty.
+    fn pick_faulty_sector(&mut self, zone: Zone, offset: u64, len: usize) -> Option<u64> {
+        let candidates: Vec<u64> = (offset..offset + len as u64)
+            .step_by(SECTOR_SIZE)
+            .filter(|&s| {
+                self.atlas
+                    .faulty(self.replica, zone, self.atlas.area_of(zone, s))
+            })
+            .collect();
+        (!candidates.is_empty()).then(|| *rng::pick(&mut self.rng, &candidates))
+    }
+
+    /// Another sector-aligned offset in `zone` for a misdirected write, if the intended range
+    /// and some landing range are both in faulty areas. Prefers the same place in another area
+    /// (another slot, another copy), as a wrong block number would.
+    fn misdirect_target(&mut self, zone: Zone, offset: u64, len: usize) -> Option<u64> {
+        let len = len as u64;
+        let atlas = Rc::clone(&self.atlas);
+        if !atlas.range_faulty(self.replica, zone, offset, len) {
+            return None;
+        }
+        let zone_size = self.layout.zone_size(zone);
+        let area_size = atlas.area_size(zone);
+        let sectors = (zone_size - len) / SECTOR;
+        for _ in 0..16 {
+            let landing = if rng::chance(&mut self.rng, 0.5) {
+                let area = rng::range(&mut self.rng, 0, atlas.area_count(zone) - 1);
+                area * area_size + offset % area_size
+            } else {
+                rng::range(&mut self.rng, 0, sectors) * SECTOR
+            };
+            if landing != offset
+                && landing + len <= zone_size
+                && atlas.range_faulty(self.replica, zone, landing, len)
+            {
+                return Some(landing);
+            }
+        }
+        None
+    }
+
+    fn crash_write(&mut self, request: &IoRequest) {
+        let (zone, offset, len) = (request.zone, request.offset, request.len);
+        let data = &request.buffer.buffer()[..len];
+        let start = self.absolute(zone, offset, len);
+        let torn = self.faults && rng::chance(&mut self.rng, self.options.crash_fault_probability);
+        if !torn {
+            if rng::chance(&mut self.rng, 0.5) {
+                self.memory[start..start + len].copy_from_slice(data);
+            } else {
+                self.stats.lost_writes += 1;
+            }
+            return;
+        }
+        self.stats.torn_writes += 1;
+        let sectors = len / SECTOR_SIZE;
+        let prefix = rng::range(&mut self.rng, 0, sectors as u64) as usize;
+        let prefix_bytes = prefix * SECTOR_SIZE;
+        self.memory[start..start + prefix_bytes].copy_from_slice(&data[..prefix_bytes]);
+        // All or nothing would not be torn: then a garbage sector is certain.
+        if prefix == 0 || prefix == sectors || rng::chance(&mut self.rng, 0.5) {
+            let sector = rng::index(&mut self.rng, sectors);
+            let at = start + sector * SECTOR_SIZE;
+            self.rng.fill_bytes(&mut self.memory[at..at + SECTOR_SIZE]);
+        }
+    }
+}
+
+/// Corrupts a sector: half the time a few flipped bits, otherwise garbage. Always changes it
+/// (garbage equal to the old bytes has probability 2^-32768).
+fn corrupt_sector(rng: &mut ChaCha8Rng, sector: &mut [u8]) {
+    assert_eq!(sector.len(), SECTOR_SIZE);
+    if rng::chance(rng, 0.5) {
+        let flips = rng::range(rng, 1, 8) as usize;
+        // Distinct bytes, each XORed with a non-zero mask, so flips never cancel out.
+        let mut bytes: Vec<usize> = (0..flips).map(|_| rng::index(rng, SECTOR_SIZE)).collect();
+        bytes.sort_unstable();
+        bytes.dedup();
+        for at in bytes {
+            sector[at] ^= 1 << rng::range(rng, 0, 7);
+        }
+    } else {
+        rng.fill_bytes(sector);
+    }
+}
+
+impl Storage for SimStorage {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn submit(&mut self, request: IoRequest) {
+        request.assert_valid(&self.layout);
+        let latency = match request.kind {
+            IoKind::Read => {
+                self.stats.reads += 1;
+                self.latency(
+                    self.options.read_latency_min,
+                    self.options.read_latency_mean,
+                )
+            }
+            IoKind::Write => {
+                self.stats.writes += 1;
+                self.latency(
+                    self.options.write_latency_min,
+                    self.options.write_latency_mean,
+                )
+            }
+        };
+        self.pending.push(InFlight {
+            request,
+            ready_at: self.now + latency,
+        });
+    }
+
+    fn next_completion(&mut self) -> Option<IoCompletion> {
+        if self.ready.is_empty() {
+            return None;
+        }
+        let index = rng::index(&mut self.rng, self.ready.len());
+        let request = self.ready.swap_remove(index);
+        Some(self.complete(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vsr::config::Config;
+    use vsr::message::{Message, MessagePool};
+    use vsr::storage::ZONES;
+
+    fn config(replica_count: u8) -> Config {
+        Config {
+            message_size_max: 4 * SECTOR_SIZE as u32,
+            journal_slot_count: 64,
+            pipeline_max: 4,
+            clients_max: 4,
+            ..Config::timing_defaults(replica_count)
+        }
+    }
+
+    fn setup(replica_count: u8, seed: u64) -> (Config, Layout, Rc<FaultAtlas>, MessagePool) {
+        let config = config(replica_count);
+        config.validate().unwrap();
+        let layout = Layout::new(&config);
+        let atlas = Rc::new(FaultAtlas::new(
+            replica_count,
+            config.quorum_replication(),
+            &layout,
+            seed,
+        ));
+        let pool = MessagePool::new(64, config.message_size_max as usize);
+        (config, layout, atlas, pool)
+    }
+
+    fn message(pool: &MessagePool, fill: u8) -> Message {
+        let mut m = pool.get().unwrap();
+        m.buffer_mut().fill(fill);
+        m
+    }
+
+    fn request(kind: IoKind, zone: Zone, offset: u64, len: usize, buffer: Message) -> IoRequest {
+        IoRequest {
+            kind,
+            zone,
+            offset,
+            len,
+            buffer,
+            token: offset,
+        }
+    }
+
+    /// Ticks until every request has completed; returns the completions in order.
+    fn drain(storage: &mut SimStorage) -> Vec<IoCompletion> {
+        let mut done = Vec::new();
+        for _ in 0..10_000 {
+            storage.tick();
+            while let Some(c) = storage.next_completion() {
+                done.push(c);
+            }
+            if storage.pending() == 0 {
+                return done;
+            }
+        }
+        panic!("storage never drained");
+    }
+
+    fn faulty_options() -> StorageOptions {
+        StorageOptions {
+            read_latency_min: 1,
+            read_latency_mean: 5,
+            write_latency_min: 1,
+            write_latency_mean: 5,
+            read_fault_probability: 0.5,
+            write_fault_probability: 0.5,
+            write_misdirect_probability: 0.5,
+            crash_fault_probability: 0.5,
+        }
+    }
+
+    #[test]
+    fn atlas_invariants() {
+        for replica_count in 1..=6u8 {
+            for seed in 0..20 {
+                let config = config(replica_count);
+                let layout = Layout::new(&config);
+                let qr = config.quorum_replication();
+                let atlas = FaultAtlas::new(replica_count, qr, &layout, seed);
+                let mut any = false;
+                for zone in [Zone::WalHeaders, Zone::WalPrepares, Zone::ClientReplies] {
+                    assert_eq!(
+                        atlas.area_count(zone) * atlas.area_size(zone),
+                        layout.zone_size(zone)
+                    );
+                    for area in 0..atlas.area_count(zone) {
+                        let faulty = atlas.faulty_replicas(zone, area);
+                        assert!(faulty.len() < qr, "{zone:?} area {area}: {faulty:?}");
+                        any |= !faulty.is_empty();
+                    }
+                }
+                assert_eq!(any, qr > 1);
+                assert_eq!(atlas.area_count(Zone::Superblock), SUPERBLOCK_COPIES as u64);
+                for replica in 0..replica_count {
+                    let copies = (0..SUPERBLOCK_COPIES as u64)
+                        .filter(|&c| atlas.faulty(replica, Zone::Superblock, c))
+                        .count();
+                    assert!(copies <= SUPERBLOCK_FAULTY_COPIES_MAX);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn atlas_is_deterministic() {
+        let config = config(5);
+        let layout = Layout::new(&config);
+        let dump = |seed| {
+            let atlas = FaultAtlas::new(5, 3, &layout, seed);
+            let mut v = Vec::new();
+            for zone in ZONES {
+                for area in 0..atlas.area_count(zone) {
+                    v.push(atlas.faulty_replicas(zone, area));
+                }
+            }
+            v
+        };
+        assert_eq!(dump(1), dump(1));
+        assert_ne!(dump(1), dump(2));
+    }
+
+    #[test]
+    fn read_after_write_without_faults() {
+        let (_, layout, atlas, pool) = setup(3, 1);
+        let mut storage = SimStorage::new(layout.clone(), 0, faulty_options(), atlas, 7);
+        storage.set_faults(false);
+        let mut expected = Vec::new();
+        for (i, zone) in ZONES.into_iter().enumerate() {
+            let len = 2 * SECTOR_SIZE;
+            let offset = layout.zone_size(zone) - len as u64;
+            let m = message(&pool, 0x10 + i as u8);
+            let shared = m.clone(); // writes may share the buffer with the journal
+            storage.submit(request(IoKind::Write, zone, offset, len, m));
+            expected.push((zone, offset, len, 0x10 + i as u8));
+            drop(shared);
+        }
+        assert_eq!(storage.next_completion().map(|c| c.token), None);
+        let writes = drain(&mut storage);
+        assert_eq!(writes.len(), 4);
+        drop(writes);
+        for &(zone, offset, len, fill) in &expected {
+            storage.submit(request(IoKind::Read, zone, offset, len, message(&pool, 0)));
+            assert!(storage
+                .read_raw(zone, offset, len)
+                .iter()
+                .all(|&b| b == fill));
+        }
+        for c in drain(&mut storage) {
+            let &(_, _, len, fill) = expected
+                .iter()
+                .find(|e| e.0 == c.zone && e.1 == c.offset)
+                .unwrap();
+            assert_eq!(c.kind, IoKind::Read);
+            assert!(c.buffer.buffer()[..len].iter().all(|&b| b == fill));
+        }
+        let stats = storage.stats();
+        assert_eq!((stats.reads, stats.writes), (4, 4));
+        assert_eq!(stats.read_faults + stats.write_faults + stats.misdirects, 0);
+        assert_eq!(pool.available(), pool.capacity());
+    }
+
+    #[test]
+    fn completions_are_reordered() {
+        let (_, layout, atlas, pool) = setup(3, 1);
+        let mut storage = SimStorage::new(layout, 0, StorageOptions::default(), atlas, 3);
+        for slot in 0..32u64 {
+            storage.submit(request(
+                IoKind::Read,
+                Zone::WalPrepares,
+                slot * 4 * SECTOR,
+                SECTOR_SIZE,
+                message(&pool, 0),
+            ));
+        }
+        let order: Vec<u64> = drain(&mut storage).iter().map(|c| c.token).collect();
+        assert_eq!(order.len(), 32);
+        assert!(order.windows(2).any(|w| w[0] > w[1]));
+    }
+
+    /// Writes a distinct pattern to every sector of every zone through the storage (faults on),
+    /// then checks that every difference from the intended image is in an area the atlas allows.
+    fn faulty_run(replica: u8, seed: u64) -> (Vec<u8>, StorageStats) {
+        let (_, layout, atlas, pool) = setup(3, seed);
+        let mut storage = SimStorage::new(
+            layout.clone(),
+            replica,
+            faulty_options(),
+            atlas.clone(),
+            seed,
+        );
+        let mut image = vec![0u8; layout.total_size() as usize];
+        let mut pattern = 0u8;
+        for zone in ZONES {
+            let zone_size = layout.zone_size(zone);
+            let chunk = atlas.area_size(zone).min(4 * SECTOR);
+            let mut offset = 0;
+            while offset < zone_size {
+                pattern = pattern.wrapping_add(1).max(1);
+                let len = chunk.min(zone_size - offset) as usize;
+                storage.submit(request(
+                    IoKind::Write,
+                    zone,
+                    offset,
+                    len,
+                    message(&pool, pattern),
+                ));
+                let start = (layout.zone_offset(zone) + offset) as usize;
+                image[start..start + len].fill(pattern);
+                offset += len as u64;
+                if storage.pending() > 16 {
+                    drain(&mut storage);
+                }
+            }
+        }
+        drain(&mut storage);
+        let stats = storage.stats();
+        assert!(stats.write_faults > 0 && stats.misdirects > 0, "{stats:?}");
+
+        for zone in ZONES {
+            let zone_offset = layout.zone_offset(zone);
+            for sector in 0..layout.zone_size(zone) / SECTOR {
+                let offset = sector * SECTOR;
+                let start = (zone_offset + offset) as usize;
+                let stored = storage.read_raw(zone, offset, SECTOR_SIZE);
+                if stored != &image[start..start + SECTOR_SIZE] {
+                    let area = atlas.area_of(zone, offset);
+                    assert!(
+                        atlas.faulty(replica, zone, area),
+                        "corruption in {zone:?} area {area} not allowed for replica {replica}"
+                    );
+                }
+            }
+        }
+
+        // Read faults only hit allowed areas too, and never change the stored data.
+        let before = storage
+            .read_raw(Zone::WalPrepares, 0, layout.wal_prepares_size as usize)
+            .to_vec();
+        for slot in 0..layout.slot_count {
+            let offset = slot * layout.message_size_max;
+            let len = layout.message_size_max as usize;
+            storage.submit(request(
+                IoKind::Read,
+                Zone::WalPrepares,
+                offset,
+                len,
+                message(&pool, 0),
+            ));
+        }
+        for c in drain(&mut storage) {
+            let stored = storage.read_raw(c.zone, c.offset, c.len);
+            if stored != &c.buffer.buffer()[..c.len] {
+                assert!(atlas.faulty(replica, c.zone, atlas.area_of(c.zone, c.offset)));
+            }
+        }
+        assert_eq!(before, storage.read_raw(Zone::WalPrepares, 0, before.len()));
+        assert!(storage.stats().read_faults > 0);
+        (storage.data_file().to_vec(), storage.stats())
+    }
+
+    #[test]
+    fn corruption_only_in_allowed_areas() {
+        for replica in 0..3 {
+            faulty_run(replica, 100 + replica as u64);
+        }
+    }
+
+    #[test]
+    fn deterministic_per_seed() {
+        let a = faulty_run(1, 5);
+        let b = faulty_run(1, 5);
+        assert!(a == b, "same seed, different result");
+        let c = faulty_run(1, 6);
+        assert!(a != c);
+    }
+
+    #[test]
+    fn single_replica_has_no_wal_faults() {
+        let (_, layout, atlas, pool) = setup(1, 3);
+        let mut storage = SimStorage::new(layout.clone(), 0, faulty_options(), atlas, 3);
+        for slot in 0..layout.slot_count {
+            let offset = slot * layout.message_size_max;
+            storage.submit(request(
+                IoKind::Write,
+                Zone::WalPrepares,
+                offset,
+                SECTOR_SIZE,
+                message(&pool, 9),
+            ));
+            if storage.pending() > 16 {
+                drain(&mut storage);
+            }
+        }
+        drain(&mut storage);
+        let stats = storage.stats();
+        assert_eq!(stats.write_faults + stats.misdirects, 0);
+        for slot in 0..layout.slot_count {
+            let offset = slot * layout.message_size_max;
+            assert!(storage
+                .read_raw(Zone::WalPrepares, offset, SECTOR_SIZE)
+                .iter()
+                .all(|&b| b == 9));
+        }
+    }
+
+    #[test]
+    fn crash_tears_only_in_flight_writes() {
+        let options = StorageOptions {
+            crash_fault_probability: 1.0,
+            ..StorageOptions::default()
+        };
+        for seed in 0..10 {
+            let (_, layout, atlas, pool) = setup(3, seed);
+            let mut storage = SimStorage::new(layout.clone(), 2, options.clone(), atlas, seed);
+            // Acknowledged writes: slots 0..8, pattern 1.
+            let len = layout.message_size_max as usize;
+            for slot in 0..8 {
+                storage.submit(request(
+                    IoKind::Write,
+                    Zone::WalPrepares,
+                    slot * len as u64,
+                    len,
+                    message(&pool, 1),
+                ));
+            }
+            drain(&mut storage);
+            // In flight at the crash: slots 4..6 (some latency elapsed, some not), pattern 2.
+            for slot in 4..6 {
+                storage.submit(request(
+                    IoKind::Write,
+                    Zone::WalPrepares,
+                    slot * len as u64,
+                    len,
+                    message(&pool, 2),
+                ));
+            }
+            storage.submit(request(
+                IoKind::Read,
+                Zone::WalPrepares,
+                0,
+                len,
+                message(&pool, 0),
+            ));
+            storage.tick();
+            assert_eq!(storage.pending(), 3);
+            storage.crash();
+            assert_eq!(storage.pending(), 0);
+            assert!(storage.next_completion().is_none());
+            assert_eq!(pool.available(), pool.capacity());
+            assert_eq!(storage.stats().torn_writes, 2);
+            for slot in 0..8u64 {
+                let bytes = storage.read_raw(Zone::WalPrepares, slot * len as u64, len);
+                if (4..6).contains(&slot) {
+                    // Torn: not the whole new write, and not the whole old one.
+                    assert!(bytes.iter().any(|&b| b != 2));
+                    assert!(bytes.iter().any(|&b| b != 1));
+                } else {
+                    assert!(
+                        bytes.iter().all(|&b| b == 1),
+                        "slot {slot} damaged by a crash"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crash_without_faults_loses_or_writes_whole() {
+        let (_, layout, atlas, pool) = setup(3, 4);
+        let mut storage = SimStorage::new(layout.clone(), 0, StorageOptions::default(), atlas, 4);
+        let len = layout.message_size_max as usize;
+        for slot in 0..32u64 {
+            storage.submit(request(
+                IoKind::Write,
+                Zone::WalPrepares,
+                slot * len as u64,
+                len,
+                message(&pool, 3),
+            ));
+        }
+        storage.crash();
+        let stats = storage.stats();
+        assert_eq!(stats.torn_writes, 0);
+        assert!(stats.lost_writes > 0 && stats.lost_writes < 32);
+        let mut written = 0;
+        for slot in 0..32u64 {
+            let bytes = storage.read_raw(Zone::WalPrepares, slot * len as u64, len);
+            assert!(bytes.iter().all(|&b| b == 3) || bytes.iter().all(|&b| b == 0));
+            written += bytes[0] as u64 / 3;
+        }
+        assert_eq!(written + stats.lost_writes, 32);
+    }
+
+    #[test]
+    fn raw_access_round_trips() {
+        let (_, layout, atlas, _) = setup(3, 4);
+        let mut storage = SimStorage::new(layout.clone(), 1, StorageOptions::default(), atlas, 4);
+        storage.write_raw(Zone::ClientReplies, 5, b"hello");
+        assert_eq!(storage.read_raw(Zone::ClientReplies, 5, 5), b"hello");
+        let end = layout.zone_size(Zone::Superblock);
+        storage.write_raw(Zone::Superblock, end - 2, b"ok");
+        assert_eq!(storage.read_raw(Zone::Superblock, end - 2, 2), b"ok");
+        assert_eq!(storage.read_raw(Zone::WalHeaders, 0, 2), [0, 0]);
+    }
+}

@@ -1,0 +1,814 @@
+//! Cluster time: a wall clock the replicas agree on, within a tolerance, or no clock at all.
+//!
+//! Each replica measures the offset of every peer's wall clock against its own with ping/pong
+//! round trips, and once per epoch runs Marzullo's algorithm over those samples (plus itself) to
+//! find the interval of offsets that a majority of the cluster agrees on. Only a clock that a
+//! majority vouches for is believed: a replica whose clock is far off is outvoted, and a cluster
+//! whose clocks all disagree is detected (`epochs_failed`) and stays unsynchronized, so the
+//! primary prepares nothing rather than stamping transfers with a time nobody can defend.
+//!
+//! Everything here is deterministic: time comes in as arguments (never from the OS), there is no
+//! randomness and no hashing, and all memory is allocated in `Clock::new`.
+
+use crate::config::REPLICAS_MAX;
+
+/// The bound kinds of Marzullo's tuples. Lower sorts before upper at the same offset, so that
+/// intervals that merely touch (one ends where the other begins) count as overlapping there.
+const BOUND_LOWER: i8 = -1;
+const BOUND_UPPER: i8 = 1;
+
+/// The result of Marzullo's algorithm: the offsets `[lower, upper]` (inclusive) that
+/// `sources_true` sources agree on, while `sources_false` sources lie outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval {
+    pub lower: i64,
+    pub upper: i64,
+    pub sources_true: u8,
+    pub sources_false: u8,
+}
+
+impl Interval {
+    /// `upper - lower`, which cannot overflow as a `u64`.
+    pub fn width(&self) -> u64 {
+        assert!(self.lower <= self.upper);
+        self.upper.abs_diff(self.lower)
+    }
+}
+
+/// Marzullo's algorithm: the smallest interval consistent with the largest number of sources.
+///
+/// Each source is an inclusive interval `(lower, upper)` with `lower <= upper`. Intervals that
+/// touch at a single point agree at that point. Ties are broken deterministically: among the
+/// regions covered by the largest number of sources, the narrowest wins, and among equally narrow
+/// ones the lowest (the first in offset order).
+///
+/// `out` is scratch for the sorted bounds; it is cleared and only grows if its capacity is below
+/// `2 * intervals.len()`, so a caller that keeps it allocates nothing after the first call.
+/// With no sources, the result is `[0, 0]` agreed by nobody.
+pub fn marzullo(intervals: &[(i64, i64)], out: &mut Vec<(i64, i8)>) -> Interval {
+    assert!(intervals.len() <= usize::from(u8::MAX));
+    let sources = intervals.len() as u8;
+
+    out.clear();
+    out.reserve(intervals.len() * 2);
+    for &(lower, upper) in intervals {
+        assert!(lower <= upper);
+        out.push((lower, BOUND_LOWER));
+        out.push((upper, BOUND_UPPER));
+    }
+    // Equal tuples are indistinguishable, so an unstable (non-allocating) sort is deterministic.
+    out.sort_unstable();
+
+    let mut best = Interval {
+        lower: 0,
+        upper: 0,
+        sources_true: 0,
+        sources_false: sources,
+    };
+    let mut count: u8 = 0;
+    for i in 0..out.len() {
+        let (offset, bound) = out[i];
+        if bound == BOUND_LOWER {
+            count += 1;
+            assert!(count <= sources);
+            // Until the next bound, exactly `count` sources cover [offset, next]. A next bound
+            // exists: this source's own upper bound sorts after its lower bound.
+            let next = out[i + 1].0;
+            assert!(next >= offset);
+            let better = count > best.sources_true
+                || (count == best.sources_true && next.abs_diff(offset) < best.width());
+            if better {
+                best.lower = offset;
+                best.upper = next;
+                best.sources_true = count;
+            }
+        } else {
+            assert_eq!(bound, BOUND_UPPER);
+            assert!(count > 0);
+            count -= 1;
+        }
+    }
+    assert_eq!(count, 0);
+
+    best.sources_false = sources - best.sources_true;
+    assert!(best.lower <= best.upper);
+    best
+}
+
+/// The best (lowest round trip) measurement of one peer's clock in the current epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sample {
+    /// The peer's wall clock minus ours, in ns.
+    clock_offset: i64,
+    round_trip: u64,
+}
+
+impl Sample {
+    /// The pong's timestamp was taken somewhere within the round trip; assuming the middle, the
+    /// error is at most half the round trip either way.
+    fn one_way_delay(&self) -> u64 {
+        self.round_trip / 2
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EpochStart {
+    monotonic: u64,
+    realtime: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Synchronized {
+    /// Offsets from our wall clock to cluster time.
+    interval: Interval,
+    /// Our monotonic time when the interval was installed; it expires `window_ns` later.
+    monotonic: u64,
+}
+
+/// A replica's view of cluster time. See the module documentation.
+///
+/// Agreement with tolerance: a measured offset is only known to within half its round trip, and
+/// clocks inside the tolerance are expected to differ by more than that. So for Marzullo each
+/// source's interval `[offset - rtt/2, offset + rtt/2]` (ours: `[0, 0]`) is widened by `t` on
+/// both sides, starting at `t = offset_tolerance_max_ns / 2`: two clocks then agree when they are
+/// within the tolerance of each other (plus measurement error). While a majority still agrees,
+/// `t` is halved, to find the tightest interval a majority vouches for (the majority may shrink
+/// to a smaller one, but never below quorum). The result is installed only if its width is also
+/// within the tolerance (a round trip so slow that it says little cannot widen it past that).
+#[derive(Debug)]
+pub struct Clock {
+    replica_count: u8,
+    replica: u8,
+    offset_tolerance_max_ns: u64,
+    epoch_ns: u64,
+    window_ns: u64,
+
+    /// `None` until the first tick begins the first epoch.
+    epoch_start: Option<EpochStart>,
+    /// Indexed by replica; our own slot stays `None`.
+    samples: Vec<Option<Sample>>,
+    synchronized: Option<Synchronized>,
+    /// The latest monotonic time we were given; monotonic time never goes backwards.
+    monotonic_last: u64,
+
+    epochs_synchronized: u64,
+    epochs_failed: u64,
+
+    /// Scratch for Marzullo, sized in `new` so that epochs allocate nothing.
+    sources: Vec<(i64, i64)>,
+    tuples: Vec<(i64, i8)>,
+}
+
+impl Clock {
+    pub fn new(
+        replica_count: u8,
+        replica: u8,
+        offset_tolerance_max_ns: u64,
+        epoch_ns: u64,
+        window_ns: u64,
+    ) -> Clock {
+        assert!(replica_count >= 1);
+        assert!(usize::from(replica_count) <= REPLICAS_MAX);
+        assert!(replica < replica_count);
+        // Widened intervals must stay representable as i64 offsets.
+        assert!(offset_tolerance_max_ns <= i64::MAX as u64 / 4);
+        assert!(epoch_ns > 0);
+        // A synchronized epoch must outlive the next epoch, or the clock would flicker.
+        assert!(window_ns > epoch_ns);
+
+        let n = usize::from(replica_count);
+        Clock {
+            replica_count,
+            replica,
+            offset_tolerance_max_ns,
+            epoch_ns,
+            window_ns,
+            epoch_start: None,
+            samples: vec![None; n],
+            synchronized: None,
+            monotonic_last: 0,
+            epochs_synchronized: 0,
+            epochs_failed: 0,
+            sources: Vec::with_capacity(n),
+            tuples: Vec::with_capacity(2 * n),
+        }
+    }
+
+    /// Records a pong: we pinged `replica_from` at our monotonic `m0`, it answered with its wall
+    /// clock `t1`, and the pong arrived at our monotonic `m2` and wall clock `r2`.
+    ///
+    /// `replica_from`, `m0` and `t1` came over the network: samples that cannot be right (from
+    /// ourselves or no replica, answering a ping from the future, or slower than the window) are
+    /// dropped, not asserted. Only the lowest round trip per peer is kept for the epoch.
+    pub fn learn(&mut self, replica_from: u8, m0: u64, t1: i64, m2: u64, r2: i64) {
+        self.observe_monotonic(m2);
+
+        if replica_from >= self.replica_count || replica_from == self.replica {
+            return;
+        }
+        if m2 < m0 {
+            return;
+        }
+        let round_trip = m2 - m0;
+        if round_trip > self.window_ns {
+            return;
+        }
+
+        let one_way_delay = round_trip / 2;
+        let clock_offset = saturate(i128::from(t1) + i128::from(one_way_delay) - i128::from(r2));
+        let sample = Sample {
+            clock_offset,
+            round_trip,
+        };
+        let slot = &mut self.samples[usize::from(replica_from)];
+        match slot {
+            // On equal round trips keep the first: the choice must not depend on anything else.
+            Some(best) if best.round_trip <= round_trip => {}
+            _ => *slot = Some(sample),
+        }
+    }
+
+    /// Called on every replica tick. When the epoch has run `epoch_ns`, decides it: installs the
+    /// interval a majority agrees on within tolerance, or counts a failed epoch. Either way a new
+    /// epoch begins with no samples.
+    pub fn tick(&mut self, monotonic: u64, realtime: i64) {
+        self.observe_monotonic(monotonic);
+        self.expire(monotonic);
+
+        let Some(start) = self.epoch_start else {
+            self.epoch_begin(monotonic, realtime);
+            return;
+        };
+        assert!(monotonic >= start.monotonic);
+        if monotonic - start.monotonic < self.epoch_ns {
+            return;
+        }
+
+        // Offsets were measured against our wall clock; if it jumped during the epoch, the samples
+        // straddle the jump and describe no single clock.
+        let realtime_elapsed = i128::from(realtime) - i128::from(start.realtime);
+        let monotonic_elapsed = i128::from(monotonic - start.monotonic);
+        let realtime_jumped = (realtime_elapsed - monotonic_elapsed).unsigned_abs()
+            > u128::from(self.offset_tolerance_max_ns);
+
+        let agreed = if realtime_jumped {
+            None
+        } else {
+            self.epoch_agreement()
+        };
+        match agreed {
+            Some(interval) => {
+                self.synchronized = Some(Synchronized {
+                    interval,
+                    monotonic,
+                });
+                self.epochs_synchronized += 1;
+            }
+            // The previous synchronized epoch, if any, stays until it expires.
+            None => self.epochs_failed += 1,
+        }
+        self.epoch_begin(monotonic, realtime);
+    }
+
+    /// Cluster time, or `None` while unsynchronized.
+    ///
+    /// Our wall clock is clamped into `[realtime + lower, realtime + upper]`: when the cluster's
+    /// majority agrees with us, our own clock is returned untouched (the interval contains offset
+    /// 0), so a healthy replica keeps its clock's smooth progress; when our clock has wandered
+    /// outside what the majority agrees on, it is corrected by the least amount that puts it back
+    /// inside, so it never reports a time the majority does not vouch for.
+    pub fn realtime_synchronized(&self, monotonic: u64, realtime: i64) -> Option<i64> {
+        let interval = self.synchronized_interval(monotonic)?;
+        let lower = realtime.saturating_add(interval.lower);
+        let upper = realtime.saturating_add(interval.upper);
+        assert!(lower <= upper);
+        let clamped = realtime.clamp(lower, upper);
+        assert!(lower <= clamped && clamped <= upper);
+        Some(clamped)
+    }
+
+    pub fn synchronized(&self, monotonic: u64) -> bool {
+        self.synchronized_interval(monotonic).is_some()
+    }
+
+    /// The installed offsets from our wall clock to cluster time, while they are fresh.
+    pub fn synchronized_interval(&self, monotonic: u64) -> Option<Interval> {
+        assert!(monotonic >= self.monotonic_last);
+        if self.replica_count == 1 {
+            // A cluster of one is its own majority, at offset 0.
+            return Some(Interval {
+                lower: 0,
+                upper: 0,
+                sources_true: 1,
+                sources_false: 0,
+            });
+        }
+        let synchronized = self.synchronized?;
+        assert!(monotonic >= synchronized.monotonic);
+        if monotonic - synchronized.monotonic > self.window_ns {
+            return None;
+        }
+        Some(synchronized.interval)
+    }
+
+    /// Epochs that installed a new synchronized interval.
+    pub fn epochs_synchronized(&self) -> u64 {
+        self.epochs_synchronized
+    }
+
+    /// Epochs where no majority agreed within tolerance (or our own wall clock jumped): clocks
+    /// out of tolerance are detected here, not believed.
+    pub fn epochs_failed(&self) -> u64 {
+        self.epochs_failed
+    }
+
+    fn observe_monotonic(&mut self, monotonic: u64) {
+        assert!(monotonic >= self.monotonic_last);
+        self.monotonic_last = monotonic;
+    }
+
+    fn expire(&mut self, monotonic: u64) {
+        if let Some(synchronized) = self.synchronized {
+            assert!(monotonic >= synchronized.monotonic);
+            if monotonic - synchronized.monotonic > self.window_ns {
+                self.synchronized = None;
+            }
+        }
+    }
+
+    fn epoch_begin(&mut self, monotonic: u64, realtime: i64) {
+        self.epoch_start = Some(EpochStart {
+            monotonic,
+            realtime,
+        });
+        self.samples.fill(None);
+        assert!(self.samples[usize::from(self.replica)].is_none());
+    }
+
+    /// The tightest interval a majority agrees on within tolerance, if any.
+    fn epoch_agreement(&mut self) -> Option<Interval> {
+        let quorum = self.replica_count / 2 + 1;
+        assert!(quorum <= self.replica_count);
+        let mut tolerance = self.offset_tolerance_max_ns / 2;
+        let mut agreed: Option<Interval> = None;
+        // At most 64 halvings reach 0 from any u64.
+        for _ in 0..=u64::BITS {
+            self.sources_fill(tolerance);
+            let interval = marzullo(&self.sources, &mut self.tuples);
+            assert_eq!(
+                usize::from(interval.sources_true) + usize::from(interval.sources_false),
+                self.sources.len()
+            );
+            if interval.sources_true < quorum {
+                break;
+            }
+            // Agreed within some source: no wider than tolerance plus the slowest round trip.
+            // (Not necessarily narrower than the previous round: the majority may change.)
+            assert!(
+                u128::from(interval.width())
+                    <= 2 * u128::from(tolerance) + u128::from(self.window_ns)
+            );
+            agreed = Some(interval);
+            if tolerance == 0 {
+                break;
+            }
+            tolerance /= 2;
+        }
+        assert!(self.sources.capacity() == usize::from(self.replica_count));
+        agreed.filter(|interval| interval.width() <= self.offset_tolerance_max_ns)
+    }
+
+    /// Fills the Marzullo sources: ourselves at offset 0 and each peer's best sample, each widened
+    /// by `tolerance` on both sides.
+    fn sources_fill(&mut self, tolerance: u64) {
+        assert!(tolerance <= self.offset_tolerance_max_ns);
+        self.sources.clear();
+        let t = i64::try_from(tolerance).expect("tolerance asserted in new");
+        self.sources.push((-t, t));
+        for sample in self.samples.iter().flatten() {
+            let error = i128::from(sample.one_way_delay()) + i128::from(tolerance);
+            let offset = i128::from(sample.clock_offset);
+            self.sources
+                .push((saturate(offset - error), saturate(offset + error)));
+        }
+        assert!(self.sources.len() <= usize::from(self.replica_count));
+    }
+}
+
+fn saturate(x: i128) -> i64 {
+    x.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000_000_000;
+
+    fn run(intervals: &[(i64, i64)]) -> Interval {
+        let mut out = Vec::new();
+        marzullo(intervals, &mut out)
+    }
+
+    fn interval(lower: i64, upper: i64, sources_true: u8, sources_false: u8) -> Interval {
+        Interval {
+            lower,
+            upper,
+            sources_true,
+            sources_false,
+        }
+    }
+
+    #[test]
+    fn marzullo_classic() {
+        assert_eq!(run(&[(8, 12), (11, 13), (10, 12)]), interval(11, 12, 3, 0));
+        assert_eq!(run(&[(8, 12), (11, 13), (14, 15)]), interval(11, 12, 2, 1));
+        assert_eq!(run(&[(8, 9), (8, 12), (10, 12)]), interval(8, 9, 2, 1));
+    }
+
+    #[test]
+    fn marzullo_disjoint() {
+        // One source each: the narrowest wins.
+        assert_eq!(run(&[(0, 2), (5, 6), (10, 13)]), interval(5, 6, 1, 2));
+        // One source each, equally narrow: the lowest wins.
+        assert_eq!(run(&[(10, 11), (0, 1), (5, 6)]), interval(0, 1, 1, 2));
+    }
+
+    #[test]
+    fn marzullo_one_source() {
+        assert_eq!(run(&[(3, 7)]), interval(3, 7, 1, 0));
+        assert_eq!(run(&[(-4, -4)]), interval(-4, -4, 1, 0));
+    }
+
+    #[test]
+    fn marzullo_identical() {
+        assert_eq!(run(&[(1, 4), (1, 4), (1, 4)]), interval(1, 4, 3, 0));
+        assert_eq!(run(&[(0, 0), (0, 0)]), interval(0, 0, 2, 0));
+    }
+
+    #[test]
+    fn marzullo_touching() {
+        assert_eq!(run(&[(0, 5), (5, 10)]), interval(5, 5, 2, 0));
+        assert_eq!(run(&[(0, 5), (5, 10), (5, 5)]), interval(5, 5, 3, 0));
+        assert_eq!(run(&[(0, 10), (0, 5), (5, 10)]), interval(5, 5, 3, 0));
+        // Not touching (a gap of one): one source each, the narrower wins.
+        assert_eq!(run(&[(0, 5), (6, 10)]), interval(6, 10, 1, 1));
+    }
+
+    #[test]
+    fn marzullo_ties() {
+        // Two regions agreed by two sources: the narrower wins, wherever it is.
+        assert_eq!(
+            run(&[(0, 10), (2, 5), (20, 30), (21, 22)]),
+            interval(21, 22, 2, 2)
+        );
+        // Equally narrow: the lower wins, whatever the input order.
+        assert_eq!(
+            run(&[(20, 30), (21, 22), (0, 10), (2, 3)]),
+            interval(2, 3, 2, 2)
+        );
+    }
+
+    #[test]
+    fn marzullo_extremes() {
+        assert_eq!(run(&[]), interval(0, 0, 0, 0));
+        assert_eq!(run(&[(i64::MIN, i64::MAX), (0, 1)]), interval(0, 1, 2, 0));
+        assert_eq!(
+            run(&[(i64::MIN, i64::MIN), (i64::MAX, i64::MAX)]),
+            interval(i64::MIN, i64::MIN, 1, 1)
+        );
+    }
+
+    #[test]
+    fn marzullo_reuses_scratch() {
+        let mut out = Vec::new();
+        marzullo(&[(0, 1), (1, 2), (2, 3)], &mut out);
+        let capacity = out.capacity();
+        let pointer = out.as_ptr();
+        for _ in 0..10 {
+            marzullo(&[(5, 9), (6, 7)], &mut out);
+            marzullo(&[(0, 1), (1, 2), (2, 3)], &mut out);
+        }
+        assert_eq!(out.capacity(), capacity);
+        assert_eq!(out.as_ptr(), pointer);
+    }
+
+    /// A cluster of clocks whose wall clocks are `offsets` ahead of true time; the network delay
+    /// is `delay` each way. Monotonic clocks all read true time (from an arbitrary origin).
+    struct Cluster {
+        clocks: Vec<Clock>,
+        offsets: Vec<i64>,
+        now: u64,
+        delay: u64,
+    }
+
+    const TOLERANCE: u64 = 10 * S;
+    const EPOCH: u64 = 3 * S;
+    const WINDOW: u64 = 20 * S;
+    /// Neither monotonic nor wall time starts at zero.
+    const ORIGIN: u64 = 1_700_000_000 * S;
+
+    impl Cluster {
+        fn new(offsets: &[i64]) -> Cluster {
+            let count = offsets.len() as u8;
+            let mut cluster = Cluster {
+                clocks: (0..count)
+                    .map(|replica| Clock::new(count, replica, TOLERANCE, EPOCH, WINDOW))
+                    .collect(),
+                offsets: offsets.to_vec(),
+                now: ORIGIN,
+                delay: 5 * MS,
+            };
+            cluster.tick();
+            cluster
+        }
+
+        fn realtime(&self, replica: usize, monotonic: u64) -> i64 {
+            monotonic as i64 + self.offsets[replica]
+        }
+
+        fn tick(&mut self) {
+            for replica in 0..self.clocks.len() {
+                let realtime = self.realtime(replica, self.now);
+                self.clocks[replica].tick(self.now, realtime);
+            }
+        }
+
+        /// Every replica pings every other; pongs arrive after the round trip.
+        fn ping_all(&mut self) {
+            let m0 = self.now;
+            let m2 = m0 + 2 * self.delay;
+            for replica in 0..self.clocks.len() {
+                for peer in 0..self.clocks.len() {
+                    if peer == replica {
+                        continue;
+                    }
+                    let t1 = self.realtime(peer, m0 + self.delay);
+                    let r2 = self.realtime(replica, m2);
+                    self.clocks[replica].learn(peer as u8, m0, t1, m2, r2);
+                }
+            }
+            self.now = m2;
+        }
+
+        /// Runs one epoch: a ping round every second, ticks in between, then the deciding tick.
+        fn epoch(&mut self, ping: bool) {
+            let end = self.now + EPOCH;
+            while self.now < end {
+                if ping {
+                    self.ping_all();
+                }
+                self.now = (self.now + S).min(end);
+                self.tick();
+            }
+        }
+
+        fn synchronized(&self, replica: usize) -> bool {
+            self.clocks[replica].synchronized(self.now)
+        }
+
+        /// Cluster time minus true time.
+        fn error(&self, replica: usize) -> i64 {
+            let realtime = self.realtime(replica, self.now);
+            let cluster_time = self.clocks[replica]
+                .realtime_synchronized(self.now, realtime)
+                .unwrap();
+            cluster_time - self.now as i64
+        }
+    }
+
+    #[test]
+    fn clock_three_within_tolerance() {
+        let mut cluster = Cluster::new(&[0, S as i64, -2 * S as i64]);
+        for replica in 0..3 {
+            assert!(!cluster.synchronized(replica));
+        }
+        cluster.epoch(true);
+        for replica in 0..3 {
+            assert!(cluster.synchronized(replica));
+            assert_eq!(cluster.clocks[replica].epochs_synchronized(), 1);
+            assert_eq!(cluster.clocks[replica].epochs_failed(), 0);
+            // Within the spread of the clocks that agreed.
+            let error = cluster.error(replica);
+            assert!((-2 * S as i64..=S as i64).contains(&error), "{error}");
+        }
+    }
+
+    #[test]
+    fn clock_two_within_tolerance() {
+        let mut cluster = Cluster::new(&[0, 3 * S as i64]);
+        cluster.epoch(true);
+        for replica in 0..2 {
+            assert!(cluster.synchronized(replica));
+            let error = cluster.error(replica);
+            assert!((0..=3 * S as i64).contains(&error), "{error}");
+        }
+        // Each is pulled towards the other, never apart.
+        assert!(cluster.error(0).abs_diff(cluster.error(1)) <= 3 * S);
+    }
+
+    #[test]
+    fn clock_identical_clocks_keep_their_time() {
+        let mut cluster = Cluster::new(&[0, 0, 0]);
+        cluster.epoch(true);
+        for replica in 0..3 {
+            assert!(cluster.synchronized(replica));
+            assert_eq!(cluster.error(replica), 0);
+        }
+    }
+
+    #[test]
+    fn clock_tightest_majority_wins() {
+        // All three are within tolerance, but two agree exactly: they keep their own time, and
+        // the third is corrected to theirs (up to the measurement error).
+        let mut cluster = Cluster::new(&[0, 0, S as i64]);
+        cluster.epoch(true);
+        assert_eq!(cluster.error(0), 0);
+        assert_eq!(cluster.error(1), 0);
+        assert!(cluster.error(2).unsigned_abs() <= cluster.delay);
+    }
+
+    #[test]
+    fn clock_outlier_outvoted() {
+        let mut cluster = Cluster::new(&[0, S as i64, 60 * S as i64]);
+        cluster.epoch(true);
+        for replica in 0..3 {
+            assert!(cluster.synchronized(replica));
+            let interval = cluster.clocks[replica]
+                .synchronized_interval(cluster.now)
+                .unwrap();
+            assert_eq!(interval.sources_true, 2);
+            assert_eq!(interval.sources_false, 1);
+            // The faulty clock is corrected too: everyone stays near the majority.
+            let error = cluster.error(replica);
+            assert!(
+                (0..=S as i64).contains(&error),
+                "replica {replica}: {error}"
+            );
+        }
+        // Replica 2 reports cluster time, not its own clock.
+        assert!(cluster.offsets[2] - cluster.error(2) >= 59 * S as i64);
+    }
+
+    #[test]
+    fn clock_all_disagree() {
+        let mut cluster = Cluster::new(&[0, 30 * S as i64, -30 * S as i64]);
+        for _ in 0..3 {
+            cluster.epoch(true);
+        }
+        for replica in 0..3 {
+            assert!(!cluster.synchronized(replica));
+            let realtime = cluster.realtime(replica, cluster.now);
+            assert_eq!(
+                cluster.clocks[replica].realtime_synchronized(cluster.now, realtime),
+                None
+            );
+            assert_eq!(cluster.clocks[replica].epochs_synchronized(), 0);
+            assert_eq!(cluster.clocks[replica].epochs_failed(), 3);
+        }
+    }
+
+    #[test]
+    fn clock_synchronization_expires() {
+        let mut cluster = Cluster::new(&[0, 0, S as i64]);
+        cluster.epoch(true);
+        let installed = cluster.now;
+        assert!(cluster.synchronized(0));
+
+        // No pongs: each epoch has only ourselves, no majority.
+        while cluster.now - installed <= WINDOW {
+            assert!(cluster.synchronized(0));
+            cluster.epoch(false);
+        }
+        for replica in 0..3 {
+            assert!(!cluster.synchronized(replica));
+            assert_eq!(cluster.clocks[replica].epochs_synchronized(), 1);
+            assert!(cluster.clocks[replica].epochs_failed() >= WINDOW / EPOCH);
+        }
+
+        // Pongs again: synchronized again after one epoch.
+        cluster.epoch(true);
+        assert!(cluster.synchronized(0));
+        assert_eq!(cluster.clocks[0].epochs_synchronized(), 2);
+    }
+
+    #[test]
+    fn clock_expires_exactly_after_window() {
+        let mut clock = Clock::new(2, 0, TOLERANCE, EPOCH, WINDOW);
+        clock.tick(ORIGIN, ORIGIN as i64);
+        clock.learn(
+            1,
+            ORIGIN,
+            ORIGIN as i64 + 5 * MS as i64,
+            ORIGIN + 10 * MS,
+            ORIGIN as i64,
+        );
+        clock.tick(ORIGIN + EPOCH, (ORIGIN + EPOCH) as i64);
+        assert!(clock.synchronized(ORIGIN + EPOCH));
+        assert!(clock.synchronized(ORIGIN + EPOCH + WINDOW));
+        assert!(!clock.synchronized(ORIGIN + EPOCH + WINDOW + 1));
+    }
+
+    #[test]
+    fn clock_ignores_bad_samples() {
+        let mut clock = Clock::new(3, 0, TOLERANCE, EPOCH, WINDOW);
+        let m = ORIGIN;
+        let r = ORIGIN as i64;
+        clock.tick(m, r);
+        // A pong answering a ping from the future.
+        clock.learn(1, m + S, r, m + 1, r);
+        // From ourselves, and from a replica that does not exist.
+        clock.learn(0, m, r, m + MS, r);
+        clock.learn(3, m, r, m + MS, r);
+        clock.learn(200, m, r, m + MS, r);
+        // Slower than the window.
+        clock.learn(2, m, r, m + WINDOW + 1, r);
+        assert!(clock.samples.iter().all(Option::is_none));
+
+        clock.tick(m + WINDOW + 1, r + (WINDOW + 1) as i64);
+        assert!(!clock.synchronized(m + WINDOW + 1));
+        assert_eq!(clock.epochs_failed(), 1);
+    }
+
+    #[test]
+    fn clock_keeps_lowest_round_trip() {
+        let mut clock = Clock::new(3, 1, TOLERANCE, EPOCH, WINDOW);
+        let m = ORIGIN;
+        let r = ORIGIN as i64;
+        clock.tick(m, r);
+        // Round trips of 100 ms, 200 ms, 20 ms, 20 ms.
+        clock.learn(0, m, r + 7 * S as i64, m + 100 * MS, r);
+        clock.learn(0, m + 100 * MS, r + 5 * S as i64, m + 300 * MS, r);
+        clock.learn(0, m + 300 * MS, r + 3 * S as i64, m + 320 * MS, r);
+        clock.learn(0, m + 320 * MS, r + 4 * S as i64, m + 340 * MS, r);
+        assert_eq!(
+            clock.samples[0],
+            Some(Sample {
+                clock_offset: 3 * S as i64 + 10 * MS as i64,
+                round_trip: 20 * MS,
+            })
+        );
+        assert_eq!(clock.samples[1], None);
+        assert_eq!(clock.samples[2], None);
+
+        // A new epoch starts with no samples.
+        clock.tick(m + EPOCH, r + EPOCH as i64);
+        assert!(clock.samples.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn clock_single_replica() {
+        let mut clock = Clock::new(1, 0, TOLERANCE, EPOCH, WINDOW);
+        assert!(clock.synchronized(0));
+        assert_eq!(clock.realtime_synchronized(0, 12345), Some(12345));
+        clock.tick(ORIGIN, -7);
+        clock.tick(ORIGIN + EPOCH, -7 + EPOCH as i64);
+        let later = EPOCH + 100 * WINDOW;
+        clock.tick(ORIGIN + later, -7 + later as i64);
+        assert!(clock.synchronized(ORIGIN + later));
+        assert_eq!(clock.realtime_synchronized(ORIGIN + later, 5), Some(5));
+        assert_eq!(clock.epochs_synchronized(), 2);
+        assert_eq!(clock.epochs_failed(), 0);
+    }
+
+    #[test]
+    fn clock_realtime_jump_fails_epoch() {
+        let mut clock = Clock::new(2, 0, TOLERANCE, EPOCH, WINDOW);
+        let m = ORIGIN;
+        let r = ORIGIN as i64;
+        clock.tick(m, r);
+        clock.learn(1, m, r + 5 * MS as i64, m + 10 * MS, r + 10 * MS as i64);
+        // Our wall clock stepped back an hour during the epoch.
+        clock.tick(m + EPOCH, r + EPOCH as i64 - 3600 * S as i64);
+        assert!(!clock.synchronized(m + EPOCH));
+        assert_eq!(clock.epochs_failed(), 1);
+    }
+
+    #[test]
+    fn clock_clamps_toward_cluster() {
+        // Two replicas: the peer is 4 s ahead of us, inside the tolerance.
+        let mut clock = Clock::new(2, 0, TOLERANCE, EPOCH, WINDOW);
+        let m = ORIGIN;
+        let r = ORIGIN as i64;
+        clock.tick(m, r);
+        clock.learn(
+            1,
+            m,
+            r + 4 * S as i64 + 5 * MS as i64,
+            m + 10 * MS,
+            r + 10 * MS as i64,
+        );
+        let m_end = m + EPOCH;
+        let r_end = r + EPOCH as i64;
+        clock.tick(m_end, r_end);
+        let interval = clock.synchronized_interval(m_end).unwrap();
+        assert_eq!(interval.sources_true, 2);
+        assert!(
+            interval.lower > 0 && interval.upper < 4 * S as i64,
+            "{interval:?}"
+        );
+        let time = clock.realtime_synchronized(m_end, r_end).unwrap();
+        assert_eq!(time, r_end + interval.lower);
+    }
+}

@@ -1,0 +1,704 @@
+//! The journal (write-ahead log): a ring of prepare slots plus a redundant ring of their headers.
+//!
+//! Write order per slot: the prepare first, then the header-ring sector holding its header. A
+//! slot is clean (and the replica may acknowledge it) only once both are durable. That order is
+//! what makes every slot classifiable after a crash (see `classify` and docs/protocol.md):
+//! a header-ring entry never names a prepare that was not durably written.
+//!
+//! At most one prepare write per slot is in flight; a newer write for a busy slot waits in
+//! `pending_write`. Header-ring sectors are written from an in-memory image, one write per sector
+//! at a time, so a slow write can never land over a newer one.
+
+use crate::config::{Config, SECTOR_SIZE};
+use crate::header::{Command, Header, HEADER_SIZE};
+use crate::io_token::{Purpose, Token};
+use crate::message::{Message, MessagePool};
+use crate::storage::{IoCompletion, IoKind, IoRequest, Storage, Zone};
+use crate::superblock::VsrState;
+
+const HEADERS_PER_SECTOR: usize = SECTOR_SIZE / HEADER_SIZE;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotRecovery {
+    /// Prepare (and maybe header) intact: trust it.
+    Clean(Header),
+    /// The slot should hold this op but its prepare is damaged or missing: repair from a peer.
+    FaultyKnown(Header),
+    /// Damaged beyond telling which op it held: repair, and the log head is uncertain.
+    FaultyUnknown,
+    /// Never written, or a torn write that was never acknowledged.
+    Empty,
+}
+
+/// What recovery found, for the replica and for `vsr inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub op_head: u64,
+    pub head_certain: bool,
+    pub clean: u64,
+    pub faulty_known: u64,
+    pub faulty_unknown: u64,
+    pub empty: u64,
+    pub discarded: u64,
+    pub header_ring_repairs: u64,
+}
+
+#[derive(Debug)]
+pub enum JournalEvent {
+    /// The prepare is durably written (prepare and header ring): the replica may acknowledge it.
+    Durable { op: u64, checksum: u128 },
+    /// A read finished; `message` is None if the slot no longer holds that prepare intact.
+    Read {
+        op: u64,
+        checksum: u128,
+        aux: u32,
+        message: Option<Message>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    pub prepare_writes: u64,
+    pub header_writes: u64,
+    pub reads: u64,
+    pub reads_faulty: u64,
+}
+
+struct Recovery {
+    ring: Vec<Option<Header>>,
+    prepares: Vec<Option<Option<Header>>>,
+    headers_chunks_done: usize,
+    headers_chunks: usize,
+    next_slot: usize,
+    prepares_done: usize,
+}
+
+pub struct Journal {
+    cluster: u128,
+    slot_count: usize,
+    message_size_max: usize,
+    /// The log as this replica believes it: one header per slot, `Reserved` when empty.
+    headers: Vec<Header>,
+    /// Header-ring image to write: updated when a slot's prepare is durable.
+    ring: Vec<Header>,
+    /// Header ring as durable on disk (as far as this replica knows).
+    ring_durable: Vec<Header>,
+    /// Checksum of the prepare durably in each slot (0: none known).
+    prepare_durable: Vec<u128>,
+    /// `headers[slot]` is not yet durable here.
+    dirty: Vec<bool>,
+    /// The slot's disk content is damaged: it must never be reported as a nack.
+    faulty: Vec<bool>,
+    writing: Vec<Option<u128>>,
+    pending_write: Vec<Option<Message>>,
+    sector_writing: Vec<bool>,
+    sector_again: Vec<bool>,
+    reads_in_flight: usize,
+    io_max: usize,
+    events: Vec<JournalEvent>,
+    recovery: Option<Recovery>,
+    pub stats: JournalStats,
+}
+
+impl Journal {
+    pub fn new(config: &Config, cluster: u128) -> Journal {
+        let slot_count = config.journal_slot_count as usize;
+        let sectors = (slot_count * HEADER_SIZE).div_ceil(SECTOR_SIZE);
+        let reserved: Vec<Header> = (0..slot_count)
+            .map(|slot| Header::reserved(cluster, slot as u64))
+            .collect();
+        Journal {
+            cluster,
+            slot_count,
+            message_size_max: config.message_size_max as usize,
+            headers: reserved.clone(),
+            ring: reserved.clone(),
+            ring_durable: reserved,
+            prepare_durable: vec![0; slot_count],
+            dirty: vec![false; slot_count],
+            faulty: vec![false; slot_count],
+            writing: vec![None; slot_count],
+            pending_write: (0..slot_count).map(|_| None).collect(),
+            sector_writing: vec![false; sectors],
+            sector_again: vec![false; sectors],
+            reads_in_flight: 0,
+            io_max: crate::config::journal_io_max(config),
+            events: Vec::with_capacity(slot_count + 16),
+            recovery: None,
+            stats: JournalStats::default(),
+        }
+    }
+
+    pub fn slot_count(&self) -> u64 {
+        self.slot_count as u64
+    }
+
+    pub fn slot(&self, op: u64) -> usize {
+        (op % self.slot_count as u64) as usize
+    }
+
+    /// The header for `op`, if the journal has one (clean or not).
+    pub fn header(&self, op: u64) -> Option<&Header> {
+        let h = &self.headers[self.slot(op)];
+        (h.command == Command::Prepare as u8 && h.op == op).then_some(h)
+    }
+
+    pub fn has_header(&self, op: u64, checksum: u128) -> bool {
+        self.header(op).is_some_and(|h| h.checksum == checksum)
+    }
+
+    /// The prepare for `op` with `checksum` is durable here.
+    pub fn has_clean(&self, op: u64, checksum: u128) -> bool {
+        self.has_header(op, checksum) && !self.dirty[self.slot(op)]
+    }
+
+    pub fn is_dirty(&self, op: u64) -> bool {
+        self.header(op).is_some() && self.dirty[self.slot(op)]
+    }
+
+    pub fn is_faulty_slot(&self, op: u64) -> bool {
+        self.faulty[self.slot(op)]
+    }
+
+    pub fn faulty_count(&self) -> usize {
+        self.faulty.iter().filter(|&&f| f).count()
+    }
+
+    pub fn dirty_count(&self) -> usize {
+        self.dirty.iter().filter(|&&d| d).count()
+    }
+
+    pub fn writing(&self, op: u64) -> bool {
+        self.header(op)
+            .is_some_and(|h| self.writing[self.slot(op)] == Some(h.checksum))
+    }
+
+    /// Sets the header for its op, replacing whatever the slot held. The prepare is not durable
+    /// until written (`dirty`), unless the slot already holds it durably.
+    pub fn set_header(&mut self, header: &Header) {
+        assert_eq!(header.command, Command::Prepare as u8);
+        assert!(header.valid_checksum());
+        let slot = self.slot(header.op);
+        if self.headers[slot].checksum == header.checksum
+            && self.headers[slot].command == header.command
+        {
+            return;
+        }
+        self.headers[slot] = *header;
+        let durable = self.prepare_durable[slot] == header.checksum
+            && self.ring_durable[slot].checksum == header.checksum;
+        self.dirty[slot] = !durable;
+        if durable {
+            self.faulty[slot] = false;
+        }
+    }
+
+    /// Forgets `op` (truncation or a header proven stale). Disk content stays; on restart the
+    /// superblock's view headers tell truncated ops apart.
+    pub fn remove(&mut self, op: u64) {
+        let slot = self.slot(op);
+        if self.header(op).is_some() {
+            self.headers[slot] = Header::reserved(self.cluster, slot as u64);
+            self.dirty[slot] = false;
+        }
+    }
+
+    /// Marks the slot of `op` faulty (a read found it damaged).
+    pub fn set_faulty(&mut self, op: u64) {
+        let slot = self.slot(op);
+        if self.header(op).is_some() {
+            self.dirty[slot] = true;
+            self.faulty[slot] = true;
+            self.prepare_durable[slot] = 0;
+        }
+    }
+
+    pub fn events(&mut self) -> std::vec::Drain<'_, JournalEvent> {
+        self.events.drain(..)
+    }
+
+    /// Writes a prepare whose header is already set. Returns false if nothing was submitted
+    /// (already durable or being written, or queued behind the slot's current write).
+    pub fn write_prepare<S: Storage>(&mut self, storage: &mut S, message: &Message) -> bool {
+        let header = *message.header();
+        let slot = self.slot(header.op);
+        assert_eq!(
+            self.headers[slot].checksum, header.checksum,
+            "write of a prepare whose header is not set"
+        );
+        if !self.dirty[slot] || self.writing[slot] == Some(header.checksum) {
+            return false;
+        }
+        if self.writing[slot].is_some() {
+            self.pending_write[slot] = Some(message.clone());
+            return false;
+        }
+        self.writing[slot] = Some(header.checksum);
+        self.stats.prepare_writes += 1;
+        storage.submit(IoRequest {
+            kind: IoKind::Write,
+            zone: Zone::WalPrepares,
+            offset: slot as u64 * self.message_size_max as u64,
+            len: message.size_sectors(),
+            buffer: message.clone(),
+            token: Token::new(Purpose::PrepareWrite, 0, slot as u32).encode(),
+        });
+        true
+    }
+
+    /// Reads the prepare `op`/`checksum` from disk; the result comes back as `JournalEvent::Read`
+    /// with `aux`. Returns false if the read cannot be started now (busy or no buffer).
+    pub fn read_prepare<S: Storage>(
+        &mut self,
+        storage: &mut S,
+        pool: &MessagePool,
+        op: u64,
+        checksum: u128,
+        aux: u32,
+    ) -> bool {
+        if self.reads_in_flight >= self.io_max || !self.has_clean(op, checksum) {
+            return false;
+        }
+        let Some(buffer) = pool.get() else {
+            return false;
+        };
+        let slot = self.slot(op);
+        let size = self.headers[slot].size as usize;
+        self.reads_in_flight += 1;
+        self.stats.reads += 1;
+        storage.submit(IoRequest {
+            kind: IoKind::Read,
+            zone: Zone::WalPrepares,
+            offset: slot as u64 * self.message_size_max as u64,
+            len: size.next_multiple_of(SECTOR_SIZE),
+            buffer,
+            token: Token::new(Purpose::PrepareRead, aux, slot as u32).encode(),
+        });
+        // The checksum is recovered from `headers` at completion; the op is the slot's.
+        let _ = checksum;
+        true
+    }
+
+    pub fn on_completion<S: Storage>(
+        &mut self,
+        storage: &mut S,
+        pool: &MessagePool,
+        completion: IoCompletion,
+    ) {
+        let token = Token::decode(completion.token);
+        let slot = token.index as usize;
+        match token.purpose {
+            Purpose::PrepareWrite => {
+                self.on_prepare_written(storage, pool, slot, completion.buffer)
+            }
+            Purpose::HeaderSectorWrite => {
+                self.on_sector_written(storage, pool, slot, completion.buffer)
+            }
+            Purpose::PrepareRead => self.on_prepare_read(slot, token.aux, completion.buffer),
+            Purpose::RecoveryHeaders => {
+                self.on_recovery_headers(storage, pool, slot, completion.buffer)
+            }
+            Purpose::RecoveryPrepare => {
+                self.on_recovery_prepare(storage, pool, slot, completion.buffer)
+            }
+            other => panic!("journal got a completion for {other:?}"),
+        }
+    }
+
+    fn on_prepare_written<S: Storage>(
+        &mut self,
+        storage: &mut S,
+        pool: &MessagePool,
+        slot: usize,
+        message: Message,
+    ) {
+        let header = *message.header();
+        assert_eq!(self.writing[slot], Some(header.checksum));
+        self.writing[slot] = None;
+        self.prepare_durable[slot] = header.checksum;
+        if self.headers[slot].checksum == header.checksum {
+            self.ring[slot] = header;
+            self.write_sector(storage, pool, slot / HEADERS_PER_SECTOR);
+        }
+        if let Some(next) = self.pending_write[slot].take() {
+            if self.headers[slot].checksum == next.header().checksum {
+                self.write_prepare(storage, &next);
+            }
+        }
+    }
+
+    fn write_sector<S: Storage>(&mut self, storage: &mut S, pool: &MessagePool, sector: usize) {
+        if self.sector_writing[sector] {
+            self.sector_again[sector] = true;
+            return;
+        }
+        let Some(mut buffer) = pool.get() else {
+            // Retried from `flush`, called every tick.
+            self.sector_again[sector] = true;
+            return;
+        };
+        self.sector_again[sector] = false;
+        self.sector_writing[sector] = true;
+        let first = sector * HEADERS_PER_SECTOR;
+        let last = (first + HEADERS_PER_SECTOR).min(self.slot_count);
+        let bytes = buffer.buffer_mut();
+        bytes[..SECTOR_SIZE].fill(0);
+        for slot in first..last {
+            let at = (slot - first) * HEADER_SIZE;
+            bytes[at..at + HEADER_SIZE]
+                .copy_from_slice(zerocopy::IntoBytes::as_bytes(&self.ring[slot]));
+        }
+        self.stats.header_writes += 1;
+        storage.submit(IoRequest {
+            kind: IoKind::Write,
+            zone: Zone::WalHeaders,
+            offset: (sector * SECTOR_SIZE) as u64,
+            len: SECTOR_SIZE,
+            buffer,
+            token: Token::new(Purpose::HeaderSectorWrite, 0, sector as u32).encode(),
+        });
+    }
+
+    /// Retries header-ring writes that found no buffer. Called every tick.
+    pub fn flush<S: Storage>(&mut self, storage: &mut S, pool: &MessagePool) {
+        for sector in 0..self.sector_again.len() {
+            if self.sector_again[sector] && !self.sector_writing[sector] {
+                self.write_sector(storage, pool, sector);
+            }
+        }
+    }
+
+    fn on_sector_written<S: Storage>(
+        &mut self,
+        storage: &mut S,
+        pool: &MessagePool,
+        sector: usize,
+        buffer: Message,
+    ) {
+        assert!(self.sector_writing[sector]);
+        self.sector_writing[sector] = false;
+        let first = sector * HEADERS_PER_SECTOR;
+        let last = (first + HEADERS_PER_SECTOR).min(self.slot_count);
+        for slot in first..last {
+            let at = (slot - first) * HEADER_SIZE;
+            self.ring_durable[slot] = Header::read_from(&buffer.buffer()[at..at + HEADER_SIZE]);
+            let h = self.headers[slot];
+            if h.command == Command::Prepare as u8
+                && self.dirty[slot]
+                && self.prepare_durable[slot] == h.checksum
+                && self.ring_durable[slot].checksum == h.checksum
+            {
+                self.dirty[slot] = false;
+                self.faulty[slot] = false;
+                self.events.push(JournalEvent::Durable {
+                    op: h.op,
+                    checksum: h.checksum,
+                });
+            }
+        }
+        if self.sector_again[sector] {
+            self.write_sector(storage, pool, sector);
+        }
+    }
+
+    fn on_prepare_read(&mut self, slot: usize, aux: u32, buffer: Message) {
+        self.reads_in_flight -= 1;
+        let expected = self.headers[slot];
+        let h = *buffer.header();
+        let intact = expected.command == Command::Prepare as u8
+            && h.valid_checksum()
+            && h.checksum == expected.checksum
+            && h.size as usize <= self.message_size_max
+            && h.valid_checksum_body(buffer.body());
+        if !intact && expected.command == Command::Prepare as u8 && !self.dirty[slot] {
+            // The disk lost or damaged a prepare we had written: repair it from a peer.
+            self.stats.reads_faulty += 1;
+            self.set_faulty(expected.op);
+        }
+        self.events.push(JournalEvent::Read {
+            op: expected.op,
+            checksum: expected.checksum,
+            aux,
+            message: intact.then_some(buffer),
+        });
+    }
+
+    // ---- Recovery -------------------------------------------------------------------------
+
+    /// Starts reading the whole journal. `recovery_done()` turns true once every read finished.
+    pub fn recover_start<S: Storage>(&mut self, storage: &mut S, pool: &MessagePool) {
+        assert!(self.recovery.is_none());
+        let ring_bytes = storage.layout().wal_headers_size as usize;
+        let chunks = ring_bytes.div_ceil(self.message_size_max);
+        self.recovery = Some(Recovery {
+            ring: vec![None; self.slot_count],
+            prepares: vec![None; self.slot_count],
+            headers_chunks_done: 0,
+            headers_chunks: chunks,
+            next_slot: 0,
+            prepares_done: 0,
+        });
+        for chunk in 0..chunks {
+            let offset = chunk * self.message_size_max;
+            let len = (ring_bytes - offset).min(self.message_size_max);
+            let buffer = pool.get().expect("message pool too small for recovery");
+            storage.submit(IoRequest {
+                kind: IoKind::Read,
+                zone: Zone::WalHeaders,
+                offset: offset as u64,
+                len,
+                buffer,
+                token: Token::new(Purpose::RecoveryHeaders, 0, chunk as u32).encode(),
+            });
+        }
+        self.recover_prepares_continue(storage, pool);
+    }
+
+    fn recover_prepares_continue<S: Storage>(&mut self, storage: &mut S, pool: &MessagePool) {
+        let recovery = self.recovery.as_mut().unwrap();
+        while recovery.next_slot < self.slot_count
+            && recovery.next_slot - recovery.prepares_done < self.io_max
+        {
+            let Some(buffer) = pool.get() else { break };
+            let slot = recovery.next_slot;
+            recovery.next_slot += 1;
+            storage.submit(IoRequest {
+                kind: IoKind::Read,
+                zone: Zone::WalPrepares,
+                offset: (slot * self.message_size_max) as u64,
+                len: self.message_size_max,
+                buffer,
+                token: Token::new(Purpose::RecoveryPrepare, 0, slot as u32).encode(),
+            });
+        }
+    }
+
+    fn on_recovery_headers<S: Storage>(
+        &mut self,
+        storage: &mut S,
+        pool: &MessagePool,
+        chunk: usize,
+        buffer: Message,
+    ) {
+        let slot_count = self.slot_count;
+        let per_chunk = self.message_size_max / HEADER_SIZE;
+        let recovery = self.recovery.as_mut().unwrap();
+        for i in 0..per_chunk {
+            let slot = chunk * per_chunk + i;
+            if slot >= slot_count {
+                break;
+            }
+            let h = Header::read_from(&buffer.buffer()[i * HEADER_SIZE..(i + 1) * HEADER_SIZE]);
+            let valid = h.valid_checksum()
+                && h.cluster == self.cluster
+                && h.invalid(self.message_size_max).is_none()
+                && match h.command() {
+                    Some(Command::Prepare) => h.op % slot_count as u64 == slot as u64,
+                    Some(Command::Reserved) => h.op == slot as u64,
+                    _ => false,
+                };
+            recovery.ring[slot] = valid.then_some(h);
+            if valid {
+                self.ring_durable[slot] = h;
+                self.ring[slot] = h;
+            }
+        }
+        recovery.headers_chunks_done += 1;
+        let _ = (storage, pool);
+    }
+
+    fn on_recovery_prepare<S: Storage>(
+        &mut self,
+        storage: &mut S,
+        pool: &MessagePool,
+        slot: usize,
+        buffer: Message,
+    ) {
+        let slot_count = self.slot_count as u64;
+        let h = *buffer.header();
+        let valid = h.valid_checksum()
+            && h.cluster == self.cluster
+            && h.invalid(self.message_size_max).is_none()
+            && h.command() == Some(Command::Prepare)
+            && h.op % slot_count == slot as u64
+            && h.valid_checksum_body(buffer.body());
+        let never_written = !valid && buffer.buffer()[..HEADER_SIZE].iter().all(|&b| b == 0);
+        let recovery = self.recovery.as_mut().unwrap();
+        // Some(Some(h)): intact. Some(None): damaged. None (left as is): never written.
+        recovery.prepares[slot] = if valid {
+            Some(Some(h))
+        } else if never_written {
+            None
+        } else {
+            Some(None)
+        };
+        recovery.prepares_done += 1;
+        if valid {
+            self.prepare_durable[slot] = h.checksum;
+        }
+        self.recover_prepares_continue(storage, pool);
+    }
+
+    pub fn recovery_done(&self) -> bool {
+        self.recovery.as_ref().is_some_and(|r| {
+            r.headers_chunks_done == r.headers_chunks && r.prepares_done == self.slot_count
+        })
+    }
+
+    /// Classifies every slot from what recovery read, installs the result, and returns the report.
+    /// `vsr_state` comes from the superblock: its view headers are authoritative for their ops,
+    /// and journal ops above them from an older view were truncated by that view change.
+    pub fn recover_finish<S: Storage>(
+        &mut self,
+        storage: &mut S,
+        pool: &MessagePool,
+        vsr_state: &VsrState,
+    ) -> RecoveryReport {
+        assert!(self.recovery_done());
+        let recovery = self.recovery.take().unwrap();
+        let view_head_op = vsr_state.view_head_op();
+        let mut report = RecoveryReport {
+            head_certain: true,
+            ..Default::default()
+        };
+        let mut results: Vec<SlotRecovery> = (0..self.slot_count)
+            .map(|slot| classify(recovery.ring[slot], recovery.prepares[slot]))
+            .collect();
+        for result in results.iter_mut() {
+            let header = match *result {
+                SlotRecovery::Clean(h) | SlotRecovery::FaultyKnown(h) => h,
+                _ => continue,
+            };
+            if header.op > view_head_op && header.view < vsr_state.log_view {
+                report.discarded += 1;
+                *result = SlotRecovery::Empty;
+            }
+        }
+        for (slot, result) in results.iter().enumerate() {
+            match *result {
+                SlotRecovery::Clean(h) => {
+                    report.clean += 1;
+                    self.headers[slot] = h;
+                    self.dirty[slot] = false;
+                    report.op_head = report.op_head.max(h.op);
+                    if self.ring_durable[slot].checksum != h.checksum {
+                        // The crash came between the prepare write and its header-ring write.
+                        report.header_ring_repairs += 1;
+                        self.ring[slot] = h;
+                        self.sector_again[slot / HEADERS_PER_SECTOR] = true;
+                    }
+                }
+                SlotRecovery::FaultyKnown(h) => {
+                    report.faulty_known += 1;
+                    self.headers[slot] = h;
+                    self.dirty[slot] = true;
+                    self.faulty[slot] = true;
+                    report.op_head = report.op_head.max(h.op);
+                }
+                SlotRecovery::FaultyUnknown => {
+                    report.faulty_unknown += 1;
+                    report.head_certain = false;
+                    self.faulty[slot] = true;
+                }
+                SlotRecovery::Empty => report.empty += 1,
+            }
+        }
+        for vh in &vsr_state.view_headers {
+            let slot = self.slot(vh.op);
+            if self.headers[slot].checksum != vh.checksum {
+                let was_faulty = self.faulty[slot];
+                self.set_header(vh);
+                self.faulty[slot] = was_faulty;
+            }
+        }
+        report.op_head = report.op_head.max(view_head_op);
+        self.flush(storage, pool);
+        report
+    }
+
+    // ---- View change support --------------------------------------------------------------
+
+    /// Flags describing what this replica has for `op` (for do_view_change bodies).
+    pub fn view_change_flags(&self, op: u64) -> u8 {
+        let mut flags = 0;
+        if self.header(op).is_some() {
+            flags |= FLAG_PRESENT;
+            if !self.dirty[self.slot(op)] {
+                flags |= FLAG_CLEAN;
+            }
+        }
+        if self.faulty[self.slot(op)] {
+            flags |= FLAG_FAULTY;
+        }
+        flags
+    }
+
+    /// Every header the journal holds as a prepare (for checkers and inspect).
+    pub fn headers(&self) -> impl Iterator<Item = &Header> {
+        self.headers
+            .iter()
+            .filter(|h| h.command == Command::Prepare as u8)
+    }
+}
+
+pub const FLAG_PRESENT: u8 = 1;
+pub const FLAG_CLEAN: u8 = 2;
+pub const FLAG_FAULTY: u8 = 4;
+
+/// The recovery decision for one slot, from its header-ring entry (`ring`: None if damaged) and
+/// its prepare (`prepare`: None = never written, Some(None) = damaged, Some(Some(h)) = intact).
+/// The table and its reasons are in docs/protocol.md.
+pub fn classify(ring: Option<Header>, prepare: Option<Option<Header>>) -> SlotRecovery {
+    let ring_prepare = ring.filter(|h| h.command == Command::Prepare as u8);
+    let ring_reserved = ring.is_some_and(|h| h.command == Command::Reserved as u8);
+    match (ring_prepare, prepare) {
+        (Some(r), Some(Some(p))) if r.checksum == p.checksum => SlotRecovery::Clean(p),
+        // The prepare is newer than the ring: the crash came between the two writes.
+        (Some(r), Some(Some(p))) if p.op > r.op || (p.op == r.op && p.view > r.view) => {
+            SlotRecovery::Clean(p)
+        }
+        // The ring names a newer prepare than the slot holds: the prepare write was lost or
+        // misdirected after the ring said it was there.
+        (Some(r), Some(Some(_))) => SlotRecovery::FaultyKnown(r),
+        (Some(r), Some(None)) | (Some(r), None) => SlotRecovery::FaultyKnown(r),
+        (None, Some(Some(p))) => SlotRecovery::Clean(p),
+        // The ring was never written for this slot, so no prepare here was ever acknowledged:
+        // a damaged prepare is a torn first write.
+        (None, Some(None)) if ring_reserved => SlotRecovery::Empty,
+        (None, None) if ring_reserved => SlotRecovery::Empty,
+        (None, _) => SlotRecovery::FaultyUnknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(op: u64, view: u32) -> Header {
+        let mut h = Header::new(Command::Prepare, 1, 0, view);
+        h.op = op;
+        h.client = 5;
+        h.operation = 128;
+        h.set_checksum();
+        h
+    }
+
+    #[test]
+    fn classification_table() {
+        let a = prepare(3, 1);
+        let b = prepare(3, 2);
+        let reserved = Header::reserved(1, 3);
+        use SlotRecovery::*;
+        assert_eq!(classify(Some(a), Some(Some(a))), Clean(a));
+        assert_eq!(classify(Some(a), Some(Some(b))), Clean(b));
+        assert_eq!(classify(Some(b), Some(Some(a))), FaultyKnown(b));
+        assert_eq!(classify(Some(a), Some(None)), FaultyKnown(a));
+        assert_eq!(classify(Some(a), None), FaultyKnown(a));
+        assert_eq!(classify(Some(reserved), Some(Some(a))), Clean(a));
+        assert_eq!(classify(Some(reserved), Some(None)), Empty);
+        assert_eq!(classify(Some(reserved), None), Empty);
+        assert_eq!(classify(None, Some(Some(a))), Clean(a));
+        assert_eq!(classify(None, Some(None)), FaultyUnknown);
+        assert_eq!(classify(None, None), FaultyUnknown);
+    }
+}

@@ -1,0 +1,811 @@
+//! The replica: Viewstamped Replication with protocol-aware recovery, written once and driven by
+//! its loop through `tick`, `on_message` and `on_io_completion`. Generic over the seams so the
+//! simulator runs exactly this code.
+//!
+//! Submodules hold one concern each: `normal` (requests, prepares, commits), `view_change`,
+//! `repair`, `client_table`, `timeout`.
+
+pub mod client_table;
+mod normal;
+mod repair;
+pub mod timeout;
+mod view_change;
+
+use crate::bus::MessageBus;
+use crate::clock::Clock;
+use crate::config::{Config, REPLICAS_MAX, TICK_MS};
+use crate::header::{Command, Header, HEADER_SIZE};
+use crate::io_token::{Purpose, Token};
+use crate::journal::{Journal, JournalEvent, RecoveryReport};
+use crate::message::{Message, MessagePool};
+use crate::state_machine::StateMachine;
+use crate::storage::{IoCompletion, IoKind, IoRequest, Storage, Zone, SUPERBLOCK_COPIES};
+use crate::superblock::{OpenError, SuperBlock, VsrState};
+use crate::time::Time;
+use client_table::ClientTable;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+use timeout::Timeout;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Reading the superblock and journal.
+    Recovering,
+    Normal,
+    ViewChange,
+    /// After a crash, the journal had a slot damaged beyond telling its op, so the log head may
+    /// be missing ops this replica acknowledged. It must not vote or acknowledge until a
+    /// start_view gives it the head.
+    RecoveringHead,
+}
+
+/// A prepare in the primary's pipeline and who has acknowledged it.
+pub struct PipelineEntry {
+    pub header: Header,
+    /// None when loaded lazily after a view change (read from the journal when needed).
+    pub message: Option<Message>,
+    pub ok_from: u8,
+}
+
+/// Counters the simulator prints and checks that every fault class was exercised.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplicaStats {
+    pub view_changes: u64,
+    pub views_started: u64,
+    pub repairs_headers: u64,
+    pub repairs_prepares: u64,
+    pub truncations: u64,
+    pub commits: u64,
+    pub evictions: u64,
+    pub messages_dropped_invalid: u64,
+    pub pool_exhausted: u64,
+}
+
+pub struct ReplicaOptions {
+    pub cluster: u128,
+    pub replica: u8,
+    pub config: Config,
+    /// Seeds the jitter PRNG (with the cluster and replica index): deterministic per replica.
+    pub seed: u64,
+}
+
+pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
+    pub config: Config,
+    pub cluster: u128,
+    pub replica: u8,
+    pub replica_count: u8,
+    quorum_replication: usize,
+    quorum_view_change: usize,
+
+    pub status: Status,
+    pub view: u32,
+    pub log_view: u32,
+    /// The head of the log.
+    pub op: u64,
+    /// The highest op applied to the state machine here.
+    pub commit_min: u64,
+    /// The highest op known committed in the cluster.
+    pub commit_max: u64,
+
+    pub pool: MessagePool,
+    pub storage: S,
+    pub bus: B,
+    pub time: T,
+    pub state_machine: M,
+    pub journal: Journal,
+    pub clients: ClientTable,
+    clock: Clock,
+    prng: ChaCha8Rng,
+
+    superblock: Option<SuperBlock>,
+    superblock_copies: Vec<Option<SuperBlock>>,
+    superblock_reads: usize,
+    superblock_writing: Option<(SuperBlock, usize)>,
+    superblock_queued: Option<VsrState>,
+    pub open_error: Option<String>,
+    pub recovery_report: Option<RecoveryReport>,
+
+    pipeline: VecDeque<PipelineEntry>,
+    request_queue: VecDeque<Message>,
+    /// Recently received prepares, by op modulo capacity, so backups commit without a disk read.
+    prepare_cache: Vec<Option<Message>>,
+    prepare_timestamp: u64,
+    commit_reading: Option<u64>,
+
+    // View change.
+    svc_from: u8,
+    dvc_messages: Vec<Option<Message>>,
+    dvc_sent: bool,
+    /// Primary: the new log is chosen and the start_view waits for the superblock.
+    start_view_pending: bool,
+    /// Backup: a start_view is installed and waits for the superblock.
+    start_view_install_pending: bool,
+    request_start_view_nonce: u128,
+
+    // Repair.
+    repair_peer: u8,
+    last_heard: [u64; REPLICAS_MAX],
+
+    ticks: u64,
+    ping_timeout: Timeout,
+    prepare_timeout: Timeout,
+    commit_timeout: Timeout,
+    normal_status_timeout: Timeout,
+    view_change_status_timeout: Timeout,
+    view_change_message_timeout: Timeout,
+    repair_timeout: Timeout,
+
+    pub stats: ReplicaStats,
+    pub trace: bool,
+}
+
+impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
+    /// Creates the replica and starts reading its superblock and journal. It becomes usable
+    /// (status other than `Recovering`) once those reads complete; `open_error` is set if the data
+    /// file is unusable.
+    pub fn open(options: ReplicaOptions, storage: S, bus: B, time: T, state_machine: M) -> Self {
+        let config = options.config;
+        config.validate().expect("replica configuration");
+        assert!(options.replica < config.replica_count);
+        assert_eq!(*storage.layout(), crate::storage::Layout::new(&config));
+        let (quorum_replication, quorum_view_change) =
+            crate::config::quorums(config.replica_count as usize);
+        let pool = MessagePool::new(config.messages_max(), config.message_size_max as usize);
+        let seed = options.seed
+            ^ (options.cluster as u64)
+            ^ ((options.cluster >> 64) as u64)
+            ^ (options.replica as u64) << 56;
+        let mut replica = Replica {
+            cluster: options.cluster,
+            replica: options.replica,
+            replica_count: config.replica_count,
+            quorum_replication,
+            quorum_view_change,
+            status: Status::Recovering,
+            view: 0,
+            log_view: 0,
+            op: 0,
+            commit_min: 0,
+            commit_max: 0,
+            pool,
+            storage,
+            bus,
+            time,
+            state_machine,
+            journal: Journal::new(&config, options.cluster),
+            clients: ClientTable::new(config.clients_max as usize),
+            clock: Clock::new(
+                config.replica_count,
+                options.replica,
+                config.clock_offset_tolerance_max_ns,
+                config.clock_epoch_ns,
+                config.clock_synchronization_window_ns,
+            ),
+            prng: ChaCha8Rng::seed_from_u64(seed),
+            superblock: None,
+            superblock_copies: vec![None; SUPERBLOCK_COPIES],
+            superblock_reads: 0,
+            superblock_writing: None,
+            superblock_queued: None,
+            open_error: None,
+            recovery_report: None,
+            pipeline: VecDeque::with_capacity(config.pipeline_max as usize),
+            request_queue: VecDeque::with_capacity(config.clients_max as usize),
+            prepare_cache: (0..config.pipeline_max as usize * 2)
+                .map(|_| None)
+                .collect(),
+            prepare_timestamp: 0,
+            commit_reading: None,
+            svc_from: 0,
+            dvc_messages: (0..REPLICAS_MAX).map(|_| None).collect(),
+            dvc_sent: false,
+            start_view_pending: false,
+            start_view_install_pending: false,
+            request_start_view_nonce: 0,
+            repair_peer: options.replica,
+            last_heard: [0; REPLICAS_MAX],
+            ticks: 0,
+            ping_timeout: Timeout::new("ping", config.ping_timeout),
+            prepare_timeout: Timeout::new("prepare", config.prepare_timeout),
+            commit_timeout: Timeout::new("commit", config.commit_timeout),
+            normal_status_timeout: Timeout::new("normal_status", config.normal_status_timeout),
+            view_change_status_timeout: Timeout::new(
+                "view_change_status",
+                config.view_change_status_timeout,
+            ),
+            view_change_message_timeout: Timeout::new(
+                "view_change_message",
+                config.view_change_message_timeout,
+            ),
+            repair_timeout: Timeout::new("repair", config.repair_timeout),
+            config,
+            stats: ReplicaStats::default(),
+            trace: false,
+        };
+        replica.superblock_read_start();
+        replica
+    }
+
+    // ---- Roles and quorums ------------------------------------------------------------------
+
+    pub fn primary_index(&self, view: u32) -> u8 {
+        (view % self.replica_count as u32) as u8
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.primary_index(self.view) == self.replica
+    }
+
+    pub fn is_backup(&self) -> bool {
+        !self.is_primary()
+    }
+
+    pub fn quorum_replication(&self) -> usize {
+        self.quorum_replication
+    }
+
+    pub fn quorum_view_change(&self) -> usize {
+        self.quorum_view_change
+    }
+
+    /// Nacks that prove an op cannot have committed: more replicas than could complete a
+    /// replication quorum without them.
+    fn quorum_nack(&self) -> usize {
+        self.replica_count as usize - self.quorum_replication + 1
+    }
+
+    pub fn pipeline_len(&self) -> usize {
+        self.pipeline.len()
+    }
+
+    pub fn superblock(&self) -> Option<&SuperBlock> {
+        self.superblock.as_ref()
+    }
+
+    pub fn clock_synchronized(&self) -> bool {
+        self.clock.synchronized(self.time.monotonic())
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    fn log(&self, args: std::fmt::Arguments) {
+        if self.trace {
+            eprintln!(
+                "[r{} v{} {:?} op={} cmin={} cmax={}] {}",
+                self.replica,
+                self.view,
+                self.status,
+                self.op,
+                self.commit_min,
+                self.commit_max,
+                args
+            );
+        }
+    }
+
+    /// Invariants that hold between events; checked after each one.
+    pub fn assert_invariants(&self) {
+        assert!(
+            self.commit_min <= self.commit_max,
+            "commit_min {} > commit_max {}",
+            self.commit_min,
+            self.commit_max
+        );
+        if self.status == Status::Recovering {
+            return;
+        }
+        assert!(self.log_view <= self.view);
+        if self.status == Status::Normal {
+            assert!(
+                self.commit_max <= self.op || self.is_backup(),
+                "primary commit_max > op"
+            );
+        }
+        if self.status == Status::Normal && self.is_primary() {
+            assert!(self.commit_max <= self.op);
+            assert!(
+                self.op - self.commit_max <= self.config.pipeline_max as u64,
+                "primary pipeline too long: op={} commit_max={}",
+                self.op,
+                self.commit_max
+            );
+            assert!(self.pipeline.len() as u64 <= self.op - self.commit_min.min(self.op));
+            let first = self.op + 1 - self.pipeline.len() as u64;
+            for (expect, entry) in (first..).zip(self.pipeline.iter()) {
+                assert_eq!(entry.header.op, expect, "pipeline ops are contiguous");
+            }
+        }
+        if let Some(sb) = &self.superblock {
+            assert!(sb.vsr_state.view <= self.view);
+            assert!(sb.vsr_state.log_view <= self.log_view || self.status != Status::Normal);
+        }
+    }
+
+    // ---- Driving ----------------------------------------------------------------------------
+
+    /// Called every `TICK_MS` of the replica's monotonic clock.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        if self.status == Status::Recovering {
+            return;
+        }
+        self.clock.tick(self.time.monotonic(), self.time.realtime());
+        self.journal.flush(&mut self.storage, &self.pool);
+        let timeouts = [
+            &mut self.ping_timeout,
+            &mut self.prepare_timeout,
+            &mut self.commit_timeout,
+            &mut self.normal_status_timeout,
+            &mut self.view_change_status_timeout,
+            &mut self.view_change_message_timeout,
+            &mut self.repair_timeout,
+        ];
+        for t in timeouts {
+            t.tick();
+        }
+        if self.ping_timeout.fired() {
+            self.ping_timeout.rearm(&mut self.prng);
+            self.send_pings();
+        }
+        if self.prepare_timeout.fired() {
+            self.on_prepare_timeout();
+        }
+        if self.commit_timeout.fired() {
+            self.commit_timeout.rearm(&mut self.prng);
+            self.on_commit_timeout();
+        }
+        if self.normal_status_timeout.fired() {
+            self.on_normal_status_timeout();
+        }
+        if self.view_change_status_timeout.fired() {
+            self.on_view_change_status_timeout();
+        }
+        if self.view_change_message_timeout.fired() {
+            self.view_change_message_timeout.rearm(&mut self.prng);
+            self.on_view_change_message_timeout();
+        }
+        if self.repair_timeout.fired() {
+            self.repair_timeout.rearm(&mut self.prng);
+            self.repair();
+        }
+        self.assert_invariants();
+    }
+
+    /// A message from the network. Verified here (checksums, `invalid()`, cluster) before anything
+    /// acts on it; the production bus verifies too, but the replica trusts nobody.
+    pub fn on_message(&mut self, message: Message) {
+        if self.status == Status::Recovering {
+            return;
+        }
+        let header = *message.header();
+        if !header.valid_checksum()
+            || header.size as usize > message.capacity()
+            || header
+                .invalid(self.config.message_size_max as usize)
+                .is_some()
+            || !header.valid_checksum_body(message.body())
+            || header.cluster != self.cluster
+        {
+            self.stats.messages_dropped_invalid += 1;
+            self.log(format_args!(
+                "drop invalid {:?}: {:?}",
+                header,
+                header.invalid(self.config.message_size_max as usize)
+            ));
+            return;
+        }
+        let command = header.command().unwrap();
+        let from_replica = matches!(
+            command,
+            Command::Ping
+                | Command::Pong
+                | Command::Prepare
+                | Command::PrepareOk
+                | Command::Commit
+                | Command::StartViewChange
+                | Command::DoViewChange
+                | Command::StartView
+                | Command::RequestStartView
+                | Command::RequestHeaders
+                | Command::RequestPrepare
+                | Command::Headers
+        );
+        if from_replica && header.replica >= self.replica_count {
+            self.stats.messages_dropped_invalid += 1;
+            return;
+        }
+        if from_replica && header.replica == self.replica && command != Command::DoViewChange {
+            // Our own prepares come back along the ring only if misrouted; ignore.
+            return;
+        }
+        if from_replica && header.view == self.view {
+            self.last_heard[header.replica as usize] = self.ticks;
+        }
+        match command {
+            Command::Ping => self.on_ping(&header),
+            Command::Pong => self.on_pong(&header),
+            Command::PingClient => self.on_ping_client(&header),
+            Command::Request => self.on_request(message),
+            Command::Prepare => self.on_prepare(message),
+            Command::PrepareOk => self.on_prepare_ok(&header),
+            Command::Commit => self.on_commit(&header),
+            Command::StartViewChange => self.on_start_view_change(&header),
+            Command::DoViewChange => self.on_do_view_change(message),
+            Command::StartView => self.on_start_view(message),
+            Command::RequestStartView => self.on_request_start_view(&header),
+            Command::RequestHeaders => self.on_request_headers(&header),
+            Command::RequestPrepare => self.on_request_prepare(&header),
+            Command::Headers => self.on_headers(message),
+            Command::Reserved | Command::Reply | Command::Eviction | Command::PongClient => {
+                self.stats.messages_dropped_invalid += 1;
+            }
+        }
+        self.assert_invariants();
+    }
+
+    /// An I/O completion from storage, routed by its token.
+    pub fn on_io_completion(&mut self, completion: IoCompletion) {
+        let token = Token::decode(completion.token);
+        match token.purpose {
+            Purpose::SuperblockRead => self.on_superblock_read(token.index as usize, completion),
+            Purpose::SuperblockWrite => self.on_superblock_written(),
+            Purpose::ClientReplyWrite => {}
+            Purpose::RecoveryHeaders | Purpose::RecoveryPrepare => {
+                self.journal
+                    .on_completion(&mut self.storage, &self.pool, completion);
+                if self.journal.recovery_done() {
+                    self.recovery_finish();
+                }
+            }
+            Purpose::PrepareWrite | Purpose::HeaderSectorWrite | Purpose::PrepareRead => {
+                self.journal
+                    .on_completion(&mut self.storage, &self.pool, completion);
+                self.on_journal_events();
+            }
+        }
+        self.assert_invariants();
+    }
+
+    fn on_journal_events(&mut self) {
+        let mut durable: [(u64, u128); 32] = [(0, 0); 32];
+        loop {
+            let mut durable_count = 0;
+            let mut reads = Vec::new();
+            for event in self.journal.events() {
+                match event {
+                    JournalEvent::Durable { op, checksum } => {
+                        if durable_count < durable.len() {
+                            durable[durable_count] = (op, checksum);
+                            durable_count += 1;
+                        }
+                    }
+                    JournalEvent::Read {
+                        op,
+                        checksum,
+                        aux,
+                        message,
+                    } => reads.push((op, checksum, aux, message)),
+                }
+            }
+            if durable_count == 0 && reads.is_empty() {
+                break;
+            }
+            for &(op, checksum) in &durable[..durable_count] {
+                self.on_prepare_durable(op, checksum);
+            }
+            for (op, checksum, aux, message) in reads {
+                self.on_prepare_read(op, checksum, aux, message);
+            }
+        }
+    }
+
+    // ---- Superblock ---------------------------------------------------------------------------
+
+    fn superblock_read_start(&mut self) {
+        let size = self.storage.layout().superblock_copy_size;
+        for copy in 0..SUPERBLOCK_COPIES {
+            let buffer = self.pool.get().expect("pool");
+            self.storage.submit(IoRequest {
+                kind: IoKind::Read,
+                zone: Zone::Superblock,
+                offset: copy as u64 * size,
+                len: size as usize,
+                buffer,
+                token: Token::new(Purpose::SuperblockRead, 0, copy as u32).encode(),
+            });
+        }
+    }
+
+    fn on_superblock_read(&mut self, copy: usize, completion: IoCompletion) {
+        assert_eq!(self.status, Status::Recovering);
+        self.superblock_copies[copy] =
+            SuperBlock::decode(completion.buffer.buffer(), self.storage.layout());
+        self.superblock_reads += 1;
+        if self.superblock_reads < SUPERBLOCK_COPIES {
+            return;
+        }
+        let chosen = SuperBlock::choose(&self.superblock_copies).and_then(|sb| {
+            sb.check_identity(&self.config, Some(self.cluster), Some(self.replica))?;
+            Ok(sb)
+        });
+        match chosen {
+            Ok(sb) => {
+                sb.vsr_state.assert_valid();
+                self.superblock = Some(sb);
+                self.journal.recover_start(&mut self.storage, &self.pool);
+            }
+            Err(error) => self.fail_open(error),
+        }
+    }
+
+    fn fail_open(&mut self, error: OpenError) {
+        self.open_error = Some(error.to_string());
+    }
+
+    /// Queues a durable update of the VSR state. Callers act on it in `on_superblock_durable`.
+    fn superblock_update(&mut self, state: VsrState) {
+        state.assert_valid();
+        let durable = &self.superblock.as_ref().unwrap().vsr_state;
+        assert!(
+            state.monotonic_after(durable),
+            "superblock regress: {:?} -> {:?}",
+            durable.view,
+            state.view
+        );
+        self.superblock_queued = Some(state);
+        if self.superblock_writing.is_none() {
+            self.superblock_write_next();
+        }
+    }
+
+    fn superblock_write_next(&mut self) {
+        assert!(self.superblock_writing.is_none());
+        let Some(state) = self.superblock_queued.take() else {
+            return;
+        };
+        let mut sb = self.superblock.clone().unwrap();
+        sb.sequence += 1;
+        sb.vsr_state = state;
+        self.superblock_writing = Some((sb, 0));
+        self.superblock_write_copy();
+    }
+
+    fn superblock_write_copy(&mut self) {
+        let (sb, copy) = self.superblock_writing.as_ref().unwrap();
+        let layout = self.storage.layout().clone();
+        let mut buffer = self
+            .pool
+            .get()
+            .expect("pool exhausted for superblock write");
+        sb.encode(*copy as u8, buffer.buffer_mut(), &layout);
+        self.storage.submit(IoRequest {
+            kind: IoKind::Write,
+            zone: Zone::Superblock,
+            offset: *copy as u64 * layout.superblock_copy_size,
+            len: layout.superblock_copy_size as usize,
+            buffer,
+            token: Token::new(Purpose::SuperblockWrite, 0, *copy as u32).encode(),
+        });
+    }
+
+    fn on_superblock_written(&mut self) {
+        let (_, copy) = self.superblock_writing.as_mut().unwrap();
+        *copy += 1;
+        if *copy < SUPERBLOCK_COPIES {
+            self.superblock_write_copy();
+            return;
+        }
+        let (sb, _) = self.superblock_writing.take().unwrap();
+        self.log(format_args!(
+            "superblock durable: view={} log_view={} head={}",
+            sb.vsr_state.view,
+            sb.vsr_state.log_view,
+            sb.vsr_state.view_head_op()
+        ));
+        self.superblock = Some(sb);
+        self.on_superblock_durable();
+        if self.superblock_writing.is_none() {
+            self.superblock_write_next();
+        }
+    }
+
+    fn durable_state(&self) -> &VsrState {
+        &self.superblock.as_ref().unwrap().vsr_state
+    }
+
+    /// The VSR state as it stands in memory, for the next superblock write.
+    fn vsr_state_now(&self) -> VsrState {
+        let durable = self.durable_state();
+        VsrState {
+            view: self.view.max(durable.view),
+            log_view: durable.log_view,
+            commit_max: self.commit_max.max(durable.commit_max),
+            view_headers: durable.view_headers.clone(),
+        }
+    }
+
+    // ---- Recovery -----------------------------------------------------------------------------
+
+    fn recovery_finish(&mut self) {
+        let state = self.durable_state().clone();
+        let report = self
+            .journal
+            .recover_finish(&mut self.storage, &self.pool, &state);
+        self.log(format_args!("recovered: {report:?}"));
+        self.view = state.view;
+        self.log_view = state.log_view;
+        self.commit_max = state.commit_max;
+        self.op = report.op_head;
+        self.commit_min = 0;
+        let head_certain = report.head_certain;
+        self.recovery_report = Some(report);
+        if self.replica_count == 1 {
+            // Alone, the replica is its own view change quorum: the log it recovered is the log.
+            self.status = Status::Normal;
+            self.transition_to_view_change(self.view + 1);
+            return;
+        }
+        if !head_certain {
+            self.status = Status::RecoveringHead;
+            self.ping_timeout.start();
+            self.repair_timeout.start();
+            self.normal_status_timeout.start();
+            self.send_request_start_view();
+            return;
+        }
+        if self.log_view == self.view && self.primary_index(self.view) != self.replica {
+            self.status = Status::Normal;
+            self.start_normal_timeouts();
+            self.send_request_start_view();
+        } else {
+            // A primary lost its pipeline state with the crash, and a replica that crashed in a
+            // view change does not know how far it got: both start a view change.
+            self.status = Status::ViewChange;
+            self.transition_to_view_change(self.view + 1);
+        }
+        self.commit_journal();
+    }
+
+    fn start_normal_timeouts(&mut self) {
+        self.ping_timeout.start();
+        self.repair_timeout.start();
+        self.view_change_status_timeout.stop();
+        self.view_change_message_timeout.stop();
+        if self.is_primary() {
+            self.commit_timeout.start();
+            self.prepare_timeout.stop();
+            self.normal_status_timeout.stop();
+        } else {
+            self.commit_timeout.stop();
+            self.prepare_timeout.stop();
+            self.normal_status_timeout.start();
+        }
+    }
+
+    // ---- Sending ------------------------------------------------------------------------------
+
+    fn new_header(&self, command: Command) -> Header {
+        Header::new(command, self.cluster, self.replica, self.view)
+    }
+
+    /// Sends a header-only message.
+    fn send_header_to_replica(&mut self, replica: u8, mut header: Header) {
+        assert_ne!(replica, self.replica);
+        header.size = HEADER_SIZE as u32;
+        header.set_checksum_body(&[]);
+        header.set_checksum();
+        let Some(mut message) = self.pool.get() else {
+            self.stats.pool_exhausted += 1;
+            return;
+        };
+        *message.header_mut() = header;
+        self.bus.send_to_replica(replica, &message);
+    }
+
+    fn send_header_to_other_replicas(&mut self, header: Header) {
+        for replica in 0..self.replica_count {
+            if replica != self.replica {
+                self.send_header_to_replica(replica, header);
+            }
+        }
+    }
+
+    fn send_header_to_client(&mut self, client: u128, mut header: Header) {
+        header.size = HEADER_SIZE as u32;
+        header.set_checksum_body(&[]);
+        header.set_checksum();
+        let Some(mut message) = self.pool.get() else {
+            self.stats.pool_exhausted += 1;
+            return;
+        };
+        *message.header_mut() = header;
+        self.bus.send_to_client(client, &message);
+    }
+
+    fn send_message_to_other_replicas(&mut self, message: &Message) {
+        for replica in 0..self.replica_count {
+            if replica != self.replica {
+                self.bus.send_to_replica(replica, message);
+            }
+        }
+    }
+
+    /// A message whose body is `headers` (newest first), followed by `flags` if given.
+    fn build_headers_message(
+        &mut self,
+        mut header: Header,
+        headers: &[Header],
+        flags: Option<&[u8]>,
+    ) -> Option<Message> {
+        let mut message = self.pool.get()?;
+        let mut at = HEADER_SIZE;
+        {
+            let buffer = message.buffer_mut();
+            for h in headers {
+                buffer[at..at + HEADER_SIZE].copy_from_slice(zerocopy::IntoBytes::as_bytes(h));
+                at += HEADER_SIZE;
+            }
+            if let Some(flags) = flags {
+                assert_eq!(flags.len(), headers.len());
+                buffer[at..at + flags.len()].copy_from_slice(flags);
+                at += flags.len();
+            }
+        }
+        header.size = at as u32;
+        *message.header_mut() = header;
+        message.seal(at - HEADER_SIZE);
+        Some(message)
+    }
+
+    // ---- Ping and clock -------------------------------------------------------------------------
+
+    fn send_pings(&mut self) {
+        let mut ping = self.new_header(Command::Ping);
+        ping.timestamp = self.time.monotonic();
+        ping.op = self.op;
+        ping.commit = self.commit_max;
+        self.send_header_to_other_replicas(ping);
+    }
+
+    fn on_ping(&mut self, ping: &Header) {
+        let mut pong = self.new_header(Command::Pong);
+        pong.op = ping.timestamp;
+        pong.timestamp = self.time.realtime() as u64;
+        self.send_header_to_replica(ping.replica, pong);
+        if ping.view > self.view && self.status != Status::ViewChange {
+            // A peer is in a newer view we have not heard of: ask its primary.
+            self.jump_to_view(ping.view);
+        }
+    }
+
+    fn on_pong(&mut self, pong: &Header) {
+        self.clock.learn(
+            pong.replica,
+            pong.op,
+            pong.timestamp as i64,
+            self.time.monotonic(),
+            self.time.realtime(),
+        );
+    }
+
+    fn on_ping_client(&mut self, ping: &Header) {
+        if self.status != Status::Normal {
+            return;
+        }
+        let mut pong = self.new_header(Command::PongClient);
+        pong.client = ping.client;
+        self.send_header_to_client(ping.client, pong);
+    }
+
+    /// Elapsed milliseconds of `ticks` (for logs).
+    pub fn ticks_ms(ticks: u64) -> u64 {
+        ticks * TICK_MS
+    }
+}

@@ -1,0 +1,679 @@
+//! Normal operation: request -> prepare -> prepare_ok -> commit -> reply.
+
+use super::{PipelineEntry, Replica, Status};
+use crate::bus::MessageBus;
+use crate::header::{Command, Header, Operation, HEADER_SIZE};
+use crate::message::Message;
+use crate::state_machine::StateMachine;
+use crate::storage::{IoKind, IoRequest, Storage, Zone};
+use crate::time::Time;
+
+/// `aux` values of journal reads.
+pub(super) const READ_COMMIT: u32 = 0;
+pub(super) const READ_PIPELINE: u32 = 1;
+/// aux = READ_REPAIR_BASE + replica: send the prepare to that replica.
+pub(super) const READ_REPAIR_BASE: u32 = 16;
+
+impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
+    // ---- Requests (primary) -----------------------------------------------------------------
+
+    pub(super) fn on_request(&mut self, message: Message) {
+        if self.status != Status::Normal {
+            return;
+        }
+        if self.is_backup() {
+            // The client's idea of the primary is stale: forward.
+            let primary = self.primary_index(self.view);
+            self.bus.send_to_replica(primary, &message);
+            return;
+        }
+        let header = *message.header();
+        if !self.request_acceptable(&header, &message) {
+            return;
+        }
+        if self.pipeline.len() >= self.config.pipeline_max as usize {
+            if self.request_queue.len() < self.request_queue.capacity()
+                && !self
+                    .request_queue
+                    .iter()
+                    .any(|m| m.header().client == header.client)
+            {
+                self.request_queue.push_back(message);
+            }
+            return;
+        }
+        if self
+            .clock
+            .realtime_synchronized(self.time.monotonic(), self.time.realtime())
+            .is_none()
+        {
+            self.log(format_args!("request dropped: clock unsynchronized"));
+            return;
+        }
+        self.primary_prepare(message);
+    }
+
+    /// The client-session checks: evicted sessions, duplicates, and the request hash chain.
+    fn request_acceptable(&mut self, header: &Header, message: &Message) -> bool {
+        let in_pipeline = self
+            .pipeline
+            .iter()
+            .any(|e| e.header.client == header.client)
+            || self
+                .request_queue
+                .iter()
+                .any(|m| m.header().client == header.client);
+        if in_pipeline {
+            return false;
+        }
+        if header.operation == Operation::Register as u8 {
+            if let Some(entry) = self.clients.get(header.client) {
+                if entry.request == 0 {
+                    let reply = entry.reply.clone();
+                    self.bus.send_to_client(header.client, &reply);
+                }
+                return false;
+            }
+            return true;
+        }
+        if !self
+            .state_machine
+            .input_valid(header.operation, message.body())
+        {
+            return false;
+        }
+        let Some(entry) = self.clients.get(header.client) else {
+            self.send_eviction(header.client);
+            return false;
+        };
+        if entry.session != header.session {
+            self.send_eviction(header.client);
+            return false;
+        }
+        if header.request <= entry.request {
+            if header.request == entry.request && entry.reply.header().context == header.checksum {
+                let reply = entry.reply.clone();
+                self.bus.send_to_client(header.client, &reply);
+            }
+            return false;
+        }
+        header.request == entry.request + 1 && header.parent == entry.reply.header().checksum
+    }
+
+    pub(super) fn send_eviction(&mut self, client: u128) {
+        let mut eviction = self.new_header(Command::Eviction);
+        eviction.client = client;
+        self.stats.evictions += 1;
+        self.send_header_to_client(client, eviction);
+    }
+
+    /// Turns the request into a prepare in the same buffer, journals and replicates it.
+    fn primary_prepare(&mut self, mut message: Message) {
+        assert!(self.is_primary() && self.status == Status::Normal);
+        assert!(self.pipeline.len() < self.config.pipeline_max as usize);
+        let request = *message.header();
+        let Some(realtime) = self
+            .clock
+            .realtime_synchronized(self.time.monotonic(), self.time.realtime())
+        else {
+            return;
+        };
+        let op = self.op + 1;
+        if op >= self.journal_op_limit() {
+            self.log(format_args!("journal full at op {op}: request dropped"));
+            return;
+        }
+        let parent = self
+            .journal
+            .header(self.op)
+            .expect("primary has its head")
+            .checksum;
+        let timestamps = if request.operation == Operation::Register as u8 {
+            1
+        } else {
+            self.state_machine
+                .prepare_timestamps(request.operation, message.body())
+        };
+        self.prepare_timestamp = (self.prepare_timestamp + timestamps).max(realtime.max(0) as u64);
+        if !message.is_unique() {
+            let Some(copy) = self.copy_message(&message) else {
+                return;
+            };
+            message = copy;
+        }
+        let prepare = message.header_mut();
+        prepare.command = Command::Prepare as u8;
+        prepare.context = request.checksum;
+        prepare.parent = parent;
+        prepare.replica = self.replica;
+        prepare.view = self.view;
+        prepare.op = op;
+        prepare.commit = self.commit_max;
+        prepare.timestamp = self.prepare_timestamp;
+        prepare.set_checksum();
+        let header = *prepare;
+        assert_eq!(
+            header.invalid(self.config.message_size_max as usize),
+            None,
+            "{header:?}"
+        );
+        self.log(format_args!("prepare {header:?}"));
+        self.op = op;
+        self.journal.set_header(&header);
+        self.journal.write_prepare(&mut self.storage, &message);
+        self.pipeline.push_back(PipelineEntry {
+            header,
+            message: Some(message.clone()),
+            ok_from: 0,
+        });
+        self.replicate(&message);
+        if !self.prepare_timeout.ticking {
+            self.prepare_timeout.start();
+        }
+    }
+
+    /// Until checkpoints let the journal wrap, an op may not overwrite a slot still holding a
+    /// prepare that a restarting replica must replay.
+    pub(super) fn journal_op_limit(&self) -> u64 {
+        self.journal.slot_count()
+    }
+
+    fn copy_message(&mut self, message: &Message) -> Option<Message> {
+        let mut copy = self.pool.get()?;
+        let size = message.header().size as usize;
+        copy.buffer_mut()[..size].copy_from_slice(message.bytes());
+        Some(copy)
+    }
+
+    /// Replication along the ring: each replica forwards to the next, stopping before the primary.
+    fn replicate(&mut self, message: &Message) {
+        let header = message.header();
+        assert_eq!(header.command, Command::Prepare as u8);
+        if header.view != self.view || self.status != Status::Normal {
+            return;
+        }
+        let next = (self.replica + 1) % self.replica_count;
+        if next != self.primary_index(header.view) {
+            self.bus.send_to_replica(next, message);
+        }
+    }
+
+    // ---- Prepares (backup) --------------------------------------------------------------------
+
+    pub(super) fn on_prepare(&mut self, message: Message) {
+        let header = *message.header();
+        if header.view > self.view {
+            if header.replica == self.primary_index(header.view) {
+                self.jump_to_view(header.view);
+            }
+            return;
+        }
+        if self.status == Status::Normal
+            && header.view == self.view
+            && self.is_backup()
+            && header.replica == self.primary_index(self.view)
+        {
+            self.normal_status_timeout.reset();
+            self.on_prepare_from_primary(message);
+            return;
+        }
+        // Anything else is a repair: accepted only if it is exactly the prepare we lack.
+        self.on_repair_prepare(message);
+    }
+
+    fn on_prepare_from_primary(&mut self, message: Message) {
+        let header = *message.header();
+        assert!(header.op > 0);
+        self.commit_max_advance(header.commit);
+        if header.op > self.op {
+            // Forward first: the ring's latency is what commits wait for.
+            self.replicate(&message);
+            if header.op >= self.op + 1 + self.journal.slot_count() {
+                return;
+            }
+            for op in self.op + 1..header.op {
+                self.journal.remove(op);
+            }
+            self.op = header.op;
+        } else if self.journal.has_header(header.op, header.checksum)
+            && !self.journal.is_dirty(header.op)
+        {
+            return;
+        }
+        self.log(format_args!("on_prepare {header:?}"));
+        self.journal.set_header(&header);
+        self.cache_prepare(&message);
+        self.journal.write_prepare(&mut self.storage, &message);
+        self.commit_journal();
+    }
+
+    pub(super) fn cache_prepare(&mut self, message: &Message) {
+        let index = (message.header().op % self.prepare_cache.len() as u64) as usize;
+        self.prepare_cache[index] = Some(message.clone());
+    }
+
+    fn cached_prepare(&self, op: u64, checksum: u128) -> Option<Message> {
+        if let Some(entry) = self
+            .pipeline
+            .iter()
+            .find(|e| e.header.op == op && e.header.checksum == checksum)
+        {
+            if let Some(m) = &entry.message {
+                return Some(m.clone());
+            }
+        }
+        let index = (op % self.prepare_cache.len() as u64) as usize;
+        self.prepare_cache[index]
+            .as_ref()
+            .filter(|m| m.header().op == op && m.header().checksum == checksum)
+            .cloned()
+    }
+
+    /// The journal made a prepare durable: acknowledge it (backup) or count our own ack (primary).
+    pub(super) fn on_prepare_durable(&mut self, op: u64, checksum: u128) {
+        if self.status != Status::Normal
+            || op > self.op
+            || op <= self.commit_max.min(self.op) && self.is_primary()
+        {
+            self.commit_journal();
+            return;
+        }
+        if self.is_primary() {
+            self.on_prepare_ok_from(self.replica, op, checksum);
+        } else {
+            self.send_prepare_ok(op, checksum);
+        }
+        self.commit_journal();
+    }
+
+    pub(super) fn send_prepare_ok(&mut self, op: u64, checksum: u128) {
+        assert!(self.status == Status::Normal && self.is_backup());
+        let Some(header) = self.journal.header(op).copied() else {
+            return;
+        };
+        if header.checksum != checksum || self.journal.is_dirty(op) {
+            return;
+        }
+        // Only ops the primary may still wait for.
+        if op <= self.commit_max && op + self.config.pipeline_max as u64 <= self.commit_max {
+            return;
+        }
+        let mut ok = self.new_header(Command::PrepareOk);
+        ok.op = op;
+        ok.commit = header.commit;
+        ok.context = checksum;
+        ok.parent = header.parent;
+        ok.timestamp = header.timestamp;
+        let primary = self.primary_index(self.view);
+        self.send_header_to_replica(primary, ok);
+    }
+
+    // ---- Prepare oks and commits (primary) ------------------------------------------------------
+
+    pub(super) fn on_prepare_ok(&mut self, ok: &Header) {
+        if self.status != Status::Normal || ok.view != self.view || !self.is_primary() {
+            return;
+        }
+        self.on_prepare_ok_from(ok.replica, ok.op, ok.context);
+    }
+
+    fn on_prepare_ok_from(&mut self, replica: u8, op: u64, checksum: u128) {
+        let Some(entry) = self.pipeline.iter_mut().find(|e| e.header.op == op) else {
+            return;
+        };
+        if entry.header.checksum != checksum {
+            return;
+        }
+        entry.ok_from |= 1 << replica;
+        self.commit_pipeline();
+    }
+
+    /// Commits the pipeline head while it has a replication quorum.
+    fn commit_pipeline(&mut self) {
+        while let Some(head) = self
+            .pipeline
+            .iter()
+            .find(|e| e.header.op == self.commit_max + 1)
+        {
+            if (head.ok_from.count_ones() as usize) < self.quorum_replication {
+                break;
+            }
+            self.commit_max = head.header.op;
+        }
+        self.commit_journal();
+        if self.pipeline.is_empty() {
+            self.prepare_timeout.stop();
+        }
+    }
+
+    pub(super) fn on_commit_timeout(&mut self) {
+        if self.status != Status::Normal || !self.is_primary() {
+            return;
+        }
+        if self.abdicating() {
+            self.log(format_args!(
+                "abdicating: no replication quorum heard recently"
+            ));
+            return;
+        }
+        let mut commit = self.new_header(Command::Commit);
+        commit.commit = self.commit_max;
+        commit.context = self
+            .journal
+            .header(self.commit_max)
+            .map(|h| h.checksum)
+            .unwrap_or(0);
+        commit.timestamp = self.time.monotonic();
+        self.send_header_to_other_replicas(commit);
+    }
+
+    /// The primary stops its heartbeats when it has not heard from a replication quorum within
+    /// `primary_abdicate_timeout`, so backups that can still hear it (but it cannot hear them)
+    /// elect a primary that can make progress.
+    fn abdicating(&self) -> bool {
+        let mut heard = 1;
+        for replica in 0..self.replica_count {
+            if replica != self.replica
+                && self.ticks - self.last_heard[replica as usize]
+                    <= self.config.primary_abdicate_timeout
+            {
+                heard += 1;
+            }
+        }
+        heard < self.quorum_replication
+    }
+
+    pub(super) fn on_commit(&mut self, commit: &Header) {
+        if commit.view > self.view {
+            if commit.replica == self.primary_index(commit.view) {
+                self.jump_to_view(commit.view);
+            }
+            return;
+        }
+        if self.status != Status::Normal || commit.view < self.view || self.is_primary() {
+            return;
+        }
+        if commit.replica != self.primary_index(self.view) {
+            return;
+        }
+        self.normal_status_timeout.reset();
+        if let Some(h) = self.journal.header(commit.commit) {
+            if h.checksum != commit.context && commit.context != 0 {
+                // Our header at the commit point is stale: the primary's is canonical.
+                let op = commit.commit;
+                self.journal.remove(op);
+            }
+        }
+        self.commit_max_advance(commit.commit);
+        self.commit_journal();
+    }
+
+    pub(super) fn commit_max_advance(&mut self, commit: u64) {
+        if commit > self.commit_max {
+            self.commit_max = commit;
+        }
+    }
+
+    pub(super) fn on_prepare_timeout(&mut self) {
+        if self.status != Status::Normal || !self.is_primary() || self.pipeline.is_empty() {
+            self.prepare_timeout.stop();
+            return;
+        }
+        self.prepare_timeout.backoff(&mut self.prng);
+        // Resend the oldest unacknowledged prepare directly to each replica that lacks it.
+        let Some(entry) = self.pipeline.front() else {
+            return;
+        };
+        let header = entry.header;
+        let ok_from = entry.ok_from;
+        let Some(message) = self.cached_prepare(header.op, header.checksum) else {
+            self.journal.read_prepare(
+                &mut self.storage,
+                &self.pool,
+                header.op,
+                header.checksum,
+                READ_PIPELINE,
+            );
+            return;
+        };
+        for replica in 0..self.replica_count {
+            if replica != self.replica && ok_from & (1 << replica) == 0 {
+                self.bus.send_to_replica(replica, &message);
+            }
+        }
+    }
+
+    // ---- Committing ---------------------------------------------------------------------------
+
+    /// Applies committed ops in order, as far as their prepares are at hand and their headers are
+    /// proven canonical by the hash chain.
+    pub(super) fn commit_journal(&mut self) {
+        if self.status == Status::Recovering
+            || self.commit_reading.is_some()
+            || self.start_view_install_pending
+        {
+            return;
+        }
+        while self.commit_min < self.commit_max.min(self.op) {
+            let op = self.commit_min + 1;
+            if self.chain_floor() > op {
+                return;
+            }
+            let Some(header) = self.journal.header(op).copied() else {
+                return;
+            };
+            if let Some(message) = self.cached_prepare(op, header.checksum) {
+                self.commit_op(&message);
+                continue;
+            }
+            if self.journal.has_clean(op, header.checksum)
+                && self.journal.read_prepare(
+                    &mut self.storage,
+                    &self.pool,
+                    op,
+                    header.checksum,
+                    READ_COMMIT,
+                )
+            {
+                self.commit_reading = Some(op);
+            }
+            return;
+        }
+        self.primary_pipeline_drain();
+    }
+
+    /// The lowest op from which the log up to `self.op` is hash chained without gaps.
+    pub(super) fn chain_floor(&self) -> u64 {
+        let Some(mut next) = self.journal.header(self.op).copied() else {
+            return self.op + 1;
+        };
+        let mut floor = self.op;
+        while floor > self.commit_min {
+            match self.journal.header(floor - 1) {
+                Some(h) if h.checksum == next.parent => {
+                    next = *h;
+                    floor -= 1;
+                }
+                _ => break,
+            }
+        }
+        floor
+    }
+
+    pub(super) fn on_prepare_read(
+        &mut self,
+        op: u64,
+        checksum: u128,
+        aux: u32,
+        message: Option<Message>,
+    ) {
+        match aux {
+            READ_COMMIT => {
+                assert_eq!(self.commit_reading, Some(op));
+                self.commit_reading = None;
+                if let Some(message) = message {
+                    if op == self.commit_min + 1 && self.journal.has_header(op, checksum) {
+                        self.commit_op(&message);
+                    }
+                }
+                self.commit_journal();
+            }
+            READ_PIPELINE => {
+                let Some(message) = message else { return };
+                if let Some(entry) = self
+                    .pipeline
+                    .iter_mut()
+                    .find(|e| e.header.checksum == checksum)
+                {
+                    entry.message = Some(message);
+                }
+            }
+            _ => {
+                let replica = (aux - READ_REPAIR_BASE) as u8;
+                if let Some(message) = message {
+                    self.bus.send_to_replica(replica, &message);
+                }
+            }
+        }
+    }
+
+    /// Applies one committed prepare: state machine (or session registration), reply, client table.
+    fn commit_op(&mut self, prepare: &Message) {
+        let header = *prepare.header();
+        assert_eq!(header.op, self.commit_min + 1);
+        assert!(self.journal.has_header(header.op, header.checksum));
+        assert!(header.op <= self.commit_max);
+        let Some(mut reply) = self.pool.get() else {
+            panic!("message pool exhausted at commit: pool sizing bug");
+        };
+        let body_size = match Operation::from_u8(header.operation) {
+            Some(Operation::Register) | Some(Operation::Noop) => 0,
+            Some(_) => unreachable!("op {} has operation {}", header.op, header.operation),
+            None => {
+                let (input, output) = (prepare.body(), &mut reply.buffer_mut()[HEADER_SIZE..]);
+                self.state_machine.commit(
+                    header.client,
+                    header.op,
+                    header.timestamp,
+                    header.operation,
+                    input,
+                    output,
+                )
+            }
+        };
+        self.commit_min = header.op;
+        self.stats.commits += 1;
+        if header.operation == Operation::Noop as u8 {
+            return;
+        }
+        let r = reply.header_mut();
+        *r = self.new_header(Command::Reply);
+        r.client = header.client;
+        r.session = if header.operation == Operation::Register as u8 {
+            header.op
+        } else {
+            header.session
+        };
+        r.request = header.request;
+        r.op = header.op;
+        r.commit = header.op;
+        r.timestamp = header.timestamp;
+        r.operation = header.operation;
+        r.parent = header.checksum;
+        r.context = header.context;
+        // Replies must be identical on every replica: the view is not part of them.
+        r.view = 0;
+        r.replica = 0;
+        reply.seal(body_size);
+        self.log(format_args!("commit {header:?}"));
+        let index = if header.operation == Operation::Register as u8 {
+            let (index, evicted) = self
+                .clients
+                .register(header.client, header.op, reply.clone());
+            if let Some(evicted) = evicted {
+                if self.status == Status::Normal && self.is_primary() {
+                    self.send_eviction(evicted);
+                }
+            }
+            index
+        } else {
+            self.clients
+                .update(header.client, header.request, header.op, reply.clone())
+        };
+        self.write_client_reply(index, &reply);
+        if self.status == Status::Normal && self.is_primary() {
+            self.bus.send_to_client(header.client, &reply);
+        }
+    }
+
+    /// Keeps the latest reply of each session durable in the client-replies zone.
+    fn write_client_reply(&mut self, index: usize, reply: &Message) {
+        let offset = index as u64 * self.config.message_size_max as u64;
+        self.storage.submit(IoRequest {
+            kind: IoKind::Write,
+            zone: Zone::ClientReplies,
+            offset,
+            len: reply.size_sectors(),
+            buffer: reply.clone(),
+            token: crate::io_token::Token::new(
+                crate::io_token::Purpose::ClientReplyWrite,
+                0,
+                index as u32,
+            )
+            .encode(),
+        });
+    }
+
+    /// Drops committed entries from the pipeline and prepares queued requests into the room.
+    fn primary_pipeline_drain(&mut self) {
+        if self.status != Status::Normal || !self.is_primary() {
+            return;
+        }
+        while self
+            .pipeline
+            .front()
+            .is_some_and(|e| e.header.op <= self.commit_min)
+        {
+            self.pipeline.pop_front();
+        }
+        if self.pipeline.is_empty() {
+            self.prepare_timeout.stop();
+        } else if !self.prepare_timeout.ticking {
+            self.prepare_timeout.start();
+        }
+        while self.pipeline.len() < self.config.pipeline_max as usize
+            && self.commit_min == self.commit_max
+        {
+            let Some(request) = self.request_queue.pop_front() else {
+                break;
+            };
+            if self
+                .clock
+                .realtime_synchronized(self.time.monotonic(), self.time.realtime())
+                .is_none()
+            {
+                break;
+            }
+            let header = *request.header();
+            if self.request_acceptable_queued(&header, &request) {
+                self.primary_prepare(request);
+            }
+        }
+    }
+
+    fn request_acceptable_queued(&mut self, header: &Header, message: &Message) -> bool {
+        // Re-run the session checks: the table may have changed while the request waited.
+        let _ = message;
+        if header.operation == Operation::Register as u8 {
+            return self.clients.get(header.client).is_none();
+        }
+        match self.clients.get(header.client) {
+            Some(entry) => {
+                entry.session == header.session
+                    && header.request == entry.request + 1
+                    && header.parent == entry.reply.header().checksum
+            }
+            None => false,
+        }
+    }
+}

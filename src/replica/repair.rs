@@ -1,0 +1,258 @@
+//! Repair: request_headers/headers for missing or disconnected headers, request_prepare for dirty
+//! or faulty prepares (round-robin over peers). A repaired header is accepted only when the hash
+//! chain proves it canonical (it is the parent of a header already proven) or when it comes from
+//! the primary of our view; a repaired prepare only when its checksum is exactly the one our log
+//! expects. So any peer may answer, and none can mislead.
+
+use super::normal::READ_REPAIR_BASE;
+use super::{Replica, Status};
+use crate::bus::MessageBus;
+use crate::header::{Command, Header, HEADER_SIZE};
+use crate::message::Message;
+use crate::state_machine::StateMachine;
+use crate::storage::Storage;
+use crate::time::Time;
+
+impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
+    pub(super) fn repair(&mut self) {
+        match self.status {
+            Status::Recovering => {}
+            Status::RecoveringHead => self.send_request_start_view(),
+            Status::ViewChange => {
+                if self.is_primary() {
+                    self.primary_view_change_progress();
+                }
+            }
+            Status::Normal => self.repair_normal(),
+        }
+    }
+
+    fn repair_normal(&mut self) {
+        let per_message = self.config.headers_per_message() as u64;
+        let primary = self.primary_index(self.view);
+        // The head is behind the cluster's commit point: fetch the headers we lack.
+        if self.is_backup() && self.op < self.commit_max {
+            let op_max = self.commit_max.min(self.op + per_message);
+            self.send_request_headers(primary, self.op + 1, op_max);
+        }
+        // A gap or a break in the hash chain between commit_min and the head.
+        let floor = self.chain_floor();
+        if floor > self.commit_min + 1 {
+            let op_max = floor - 1;
+            let op_min = (self.commit_min + 1).max(op_max.saturating_sub(per_message - 1));
+            let target = if self.is_backup() {
+                primary
+            } else {
+                self.next_repair_peer()
+            };
+            if target != u8::MAX {
+                self.send_request_headers(target, op_min, op_max);
+            }
+        }
+        self.repair_prepares();
+    }
+
+    /// Writes or fetches every prepare between commit_min and the head that is not yet durable.
+    fn repair_prepares(&mut self) {
+        let mut budget = self.config.pipeline_max as usize;
+        let mut op = self.commit_min + 1;
+        while op <= self.op && budget > 0 {
+            if let Some(header) = self.journal.header(op).copied() {
+                if self.journal.is_dirty(op) && !self.journal.writing(op) {
+                    budget -= 1;
+                    if let Some(message) = self.cached_prepare_for_repair(op, header.checksum) {
+                        self.journal.write_prepare(&mut self.storage, &message);
+                    } else {
+                        let peer = self.next_repair_peer();
+                        if peer != u8::MAX {
+                            self.send_request_prepare(peer, op, header.checksum);
+                        }
+                    }
+                }
+            }
+            op += 1;
+        }
+    }
+
+    fn cached_prepare_for_repair(&self, op: u64, checksum: u128) -> Option<Message> {
+        if let Some(m) = self
+            .pipeline
+            .iter()
+            .find(|e| e.header.checksum == checksum)
+            .and_then(|e| e.message.clone())
+        {
+            return Some(m);
+        }
+        let index = (op % self.prepare_cache.len() as u64) as usize;
+        self.prepare_cache[index]
+            .as_ref()
+            .filter(|m| m.header().checksum == checksum)
+            .cloned()
+    }
+
+    /// The next peer in round-robin order, or u8::MAX when alone.
+    pub(super) fn next_repair_peer(&mut self) -> u8 {
+        if self.replica_count == 1 {
+            return u8::MAX;
+        }
+        loop {
+            self.repair_peer = (self.repair_peer + 1) % self.replica_count;
+            if self.repair_peer != self.replica {
+                return self.repair_peer;
+            }
+        }
+    }
+
+    pub(super) fn send_request_prepare(&mut self, replica: u8, op: u64, checksum: u128) {
+        let mut request = self.new_header(Command::RequestPrepare);
+        request.op = op;
+        request.context = checksum;
+        self.send_header_to_replica(replica, request);
+    }
+
+    fn send_request_headers(&mut self, replica: u8, op_min: u64, op_max: u64) {
+        assert!(op_min <= op_max);
+        let mut request = self.new_header(Command::RequestHeaders);
+        request.commit = op_min;
+        request.op = op_max;
+        self.send_header_to_replica(replica, request);
+    }
+
+    pub(super) fn on_request_prepare(&mut self, request: &Header) {
+        if self.status == Status::Recovering {
+            return;
+        }
+        let (op, checksum) = (request.op, request.context);
+        if !self.journal.has_clean(op, checksum) {
+            return;
+        }
+        if let Some(message) = self.cached_prepare_for_repair(op, checksum) {
+            self.bus.send_to_replica(request.replica, &message);
+            return;
+        }
+        self.journal.read_prepare(
+            &mut self.storage,
+            &self.pool,
+            op,
+            checksum,
+            READ_REPAIR_BASE + request.replica as u32,
+        );
+    }
+
+    /// A prepare that did not arrive through normal replication: keep it only if our log expects
+    /// exactly this checksum at its op and we do not yet hold it durably.
+    pub(super) fn on_repair_prepare(&mut self, message: Message) {
+        let header = *message.header();
+        if self.status == Status::Recovering || !self.journal.has_header(header.op, header.checksum)
+        {
+            return;
+        }
+        if !self.journal.is_dirty(header.op) || self.journal.writing(header.op) {
+            return;
+        }
+        self.stats.repairs_prepares += 1;
+        self.log(format_args!("repair prepare {header:?}"));
+        self.cache_prepare(&message);
+        self.journal.write_prepare(&mut self.storage, &message);
+    }
+
+    pub(super) fn on_request_headers(&mut self, request: &Header) {
+        if self.status == Status::Recovering {
+            return;
+        }
+        let (op_min, op_max) = (request.commit, request.op.min(self.op));
+        if op_min > op_max {
+            return;
+        }
+        let floor = self.chain_floor().min(self.commit_min + 1);
+        let per_message = self.config.headers_per_message();
+        let headers: Vec<Header> = (op_min..=op_max)
+            .rev()
+            .filter(|&op| op >= floor || op <= self.commit_min)
+            .filter_map(|op| self.journal.header(op).copied())
+            .take(per_message)
+            .collect();
+        if headers.is_empty() {
+            return;
+        }
+        let header = self.new_header(Command::Headers);
+        if let Some(message) = self.build_headers_message(header, &headers, None) {
+            self.bus.send_to_replica(request.replica, &message);
+        }
+    }
+
+    pub(super) fn on_headers(&mut self, message: Message) {
+        if self.status == Status::Recovering || self.status == Status::RecoveringHead {
+            return;
+        }
+        let header = *message.header();
+        let body = message.body();
+        if body.len() % HEADER_SIZE != 0 {
+            return;
+        }
+        let from_primary = self.status == Status::Normal
+            && header.view == self.view
+            && header.replica == self.primary_index(self.view)
+            && self.is_backup();
+        let mut headers = Vec::with_capacity(body.len() / HEADER_SIZE);
+        for chunk in body.chunks_exact(HEADER_SIZE) {
+            let h = Header::read_from(chunk);
+            if !h.valid_checksum()
+                || h.command != Command::Prepare as u8
+                || h.cluster != self.cluster
+                || h.op == 0
+            {
+                return;
+            }
+            headers.push(h);
+        }
+        headers.sort_by_key(|h| std::cmp::Reverse(h.op));
+        if from_primary {
+            self.install_headers_from_primary(&headers);
+        } else {
+            for h in &headers {
+                self.repair_header_chained(h);
+            }
+        }
+        self.commit_journal();
+    }
+
+    /// Headers from the primary of our view are canonical for it: install them, extending the head.
+    pub(super) fn install_headers_from_primary(&mut self, headers: &[Header]) {
+        for h in headers {
+            if h.op <= self.commit_min || self.journal.has_header(h.op, h.checksum) {
+                continue;
+            }
+            if h.op >= self.commit_min + self.journal.slot_count() {
+                continue;
+            }
+            if h.op > self.op {
+                for op in self.op + 1..h.op {
+                    self.journal.remove(op);
+                }
+                self.op = h.op;
+            }
+            self.stats.repairs_headers += 1;
+            self.journal.set_header(h);
+        }
+    }
+
+    /// Accepts a header from anyone if it is the parent of a header the chain already proves.
+    fn repair_header_chained(&mut self, h: &Header) {
+        if h.op <= self.commit_min || h.op >= self.op || self.journal.has_header(h.op, h.checksum) {
+            return;
+        }
+        let floor = self.chain_floor();
+        if h.op + 1 < floor {
+            return;
+        }
+        let Some(next) = self.journal.header(h.op + 1) else {
+            return;
+        };
+        if next.parent != h.checksum {
+            return;
+        }
+        self.stats.repairs_headers += 1;
+        self.journal.set_header(h);
+    }
+}

@@ -1,0 +1,663 @@
+//! View change: start_view_change -> do_view_change -> start_view, with `log_view`, nack-quorum
+//! truncation of uncommitted ops (never of committed ones), and request_start_view for replicas
+//! that missed the start_view.
+//!
+//! do_view_change body: the sender's newest `view_change_headers_max` ops (newest first; a
+//! `Reserved` header where it has none), then one flag byte per header (journal::FLAG_*): whether
+//! it holds that op's prepare clean, and whether the slot is faulty (a faulty slot is never a nack).
+
+use super::{Replica, Status};
+use crate::bus::MessageBus;
+use crate::header::{Command, Header, HEADER_SIZE};
+use crate::journal::{FLAG_CLEAN, FLAG_FAULTY, FLAG_PRESENT};
+use crate::message::Message;
+use crate::state_machine::StateMachine;
+use crate::storage::Storage;
+use crate::superblock::VsrState;
+use crate::time::Time;
+
+/// One do_view_change, parsed.
+struct Dvc {
+    replica: u8,
+    log_view: u32,
+    op: u64,
+    commit: u64,
+    /// (header, flags), newest first.
+    entries: Vec<(Header, u8)>,
+}
+
+impl Dvc {
+    fn parse(message: &Message) -> Option<Dvc> {
+        let header = message.header();
+        let body = message.body();
+        let count = body.len() / (HEADER_SIZE + 1);
+        if count == 0 || count * (HEADER_SIZE + 1) != body.len() {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(count);
+        for i in 0..count {
+            let h = Header::read_from(&body[i * HEADER_SIZE..]);
+            let flags = body[count * HEADER_SIZE + i];
+            let expected_op = header.op.checked_sub(i as u64)?;
+            if !h.valid_checksum() || h.op != expected_op {
+                return None;
+            }
+            let is_prepare = h.command == Command::Prepare as u8;
+            if is_prepare != (flags & FLAG_PRESENT != 0)
+                || (!is_prepare && h.command != Command::Reserved as u8)
+            {
+                return None;
+            }
+            if is_prepare && h.view > header.log_view {
+                return None;
+            }
+            entries.push((h, flags));
+        }
+        Some(Dvc {
+            replica: header.replica,
+            log_view: header.log_view,
+            op: header.op,
+            commit: header.commit,
+            entries,
+        })
+    }
+
+    fn entry(&self, op: u64) -> Option<&(Header, u8)> {
+        let index = self.op.checked_sub(op)? as usize;
+        self.entries.get(index)
+    }
+
+    /// Whether this replica proves it never acknowledged the prepare `op` with `checksum`
+    /// (None: checksum unknown). Conservative: unknown is not a nack.
+    fn nacks(&self, op: u64, checksum: Option<u128>) -> bool {
+        if self.op < op {
+            return true;
+        }
+        match self.entry(op) {
+            None => false,
+            Some((h, flags)) => {
+                if flags & FLAG_FAULTY != 0 {
+                    return false;
+                }
+                let clean = flags & FLAG_PRESENT != 0 && flags & FLAG_CLEAN != 0;
+                match checksum {
+                    Some(c) => !(clean && h.checksum == c),
+                    None => flags & FLAG_PRESENT == 0,
+                }
+            }
+        }
+    }
+}
+
+impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
+    pub(super) fn transition_to_view_change(&mut self, view: u32) {
+        assert!(
+            view > self.view || (view == self.view && self.status != super::Status::ViewChange)
+        );
+        self.log(format_args!("view change to {view}"));
+        self.stats.view_changes += 1;
+        self.view = view;
+        self.status = Status::ViewChange;
+        self.svc_from = 1 << self.replica;
+        for m in self.dvc_messages.iter_mut() {
+            *m = None;
+        }
+        self.dvc_sent = false;
+        self.start_view_pending = false;
+        self.start_view_install_pending = false;
+        self.pipeline.clear();
+        self.request_queue.clear();
+        self.normal_status_timeout.stop();
+        self.commit_timeout.stop();
+        self.prepare_timeout.stop();
+        self.view_change_status_timeout.start();
+        self.view_change_message_timeout.start();
+        self.ping_timeout.start();
+        self.repair_timeout.start();
+        self.send_start_view_change();
+        self.view_change_quorum_check();
+    }
+
+    /// A message shows a newer view: join its view change, or, if the view has started, ask its
+    /// primary for the start_view.
+    pub(super) fn jump_to_view(&mut self, view: u32) {
+        assert!(view > self.view);
+        if self.status == Status::RecoveringHead {
+            self.view = view;
+            self.send_request_start_view();
+            return;
+        }
+        self.transition_to_view_change(view);
+        self.send_request_start_view();
+    }
+
+    fn send_start_view_change(&mut self) {
+        let svc = self.new_header(Command::StartViewChange);
+        self.send_header_to_other_replicas(svc);
+    }
+
+    pub(super) fn on_start_view_change(&mut self, svc: &Header) {
+        if svc.view < self.view || self.status == Status::Recovering {
+            return;
+        }
+        if self.status == Status::RecoveringHead {
+            if svc.view > self.view {
+                self.view = svc.view;
+            }
+            return;
+        }
+        if svc.view > self.view {
+            self.transition_to_view_change(svc.view);
+        }
+        if self.status != Status::ViewChange || svc.view != self.view {
+            return;
+        }
+        self.svc_from |= 1 << svc.replica;
+        self.view_change_quorum_check();
+    }
+
+    fn view_change_quorum_check(&mut self) {
+        if self.status == Status::ViewChange
+            && !self.dvc_sent
+            && self.svc_from.count_ones() as usize >= self.quorum_view_change
+        {
+            self.send_do_view_change();
+        }
+    }
+
+    /// Sends our do_view_change, once `view` is durable (so we can never again act in an older view).
+    fn send_do_view_change(&mut self) {
+        if self.durable_state().view < self.view {
+            let state = self.vsr_state_now();
+            self.superblock_update(state);
+            return;
+        }
+        let Some(message) = self.build_do_view_change() else {
+            return;
+        };
+        self.dvc_sent = true;
+        let primary = self.primary_index(self.view);
+        self.log(format_args!("send do_view_change to {primary}"));
+        if primary == self.replica {
+            self.on_do_view_change(message);
+        } else {
+            self.bus.send_to_replica(primary, &message);
+        }
+    }
+
+    fn build_do_view_change(&mut self) -> Option<Message> {
+        let count = (self.config.view_change_headers_max() as u64).min(self.op + 1);
+        let mut headers = Vec::with_capacity(count as usize);
+        let mut flags = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let op = self.op - i;
+            match self.journal.header(op) {
+                Some(h) => headers.push(*h),
+                None => headers.push(Header::reserved(self.cluster, op)),
+            }
+            flags.push(self.journal.view_change_flags(op));
+        }
+        let mut header = self.new_header(Command::DoViewChange);
+        header.log_view = self.log_view;
+        header.op = self.op;
+        header.commit = self.commit_max.min(self.op);
+        self.build_headers_message(header, &headers, Some(&flags))
+    }
+
+    pub(super) fn on_superblock_durable(&mut self) {
+        if self.status == Status::ViewChange
+            && !self.dvc_sent
+            && self.durable_state().view >= self.view
+        {
+            self.view_change_quorum_check();
+        }
+        if self.start_view_pending && self.durable_state().log_view == self.view {
+            self.start_view_pending = false;
+            self.primary_start_view();
+        }
+        if self.start_view_install_pending && self.durable_state().log_view == self.view {
+            self.start_view_install_pending = false;
+            self.backup_enter_view();
+        }
+    }
+
+    pub(super) fn on_do_view_change(&mut self, message: Message) {
+        let header = *message.header();
+        if header.view < self.view
+            || self.status == Status::Recovering
+            || self.status == Status::RecoveringHead
+        {
+            return;
+        }
+        if self.primary_index(header.view) != self.replica {
+            return;
+        }
+        if header.view > self.view {
+            self.transition_to_view_change(header.view);
+        }
+        if self.status != Status::ViewChange || self.start_view_pending {
+            return;
+        }
+        if Dvc::parse(&message).is_none() {
+            self.stats.messages_dropped_invalid += 1;
+            return;
+        }
+        // A do_view_change also counts as its sender's start_view_change.
+        self.svc_from |= 1 << header.replica;
+        self.dvc_messages[header.replica as usize] = Some(message);
+        self.view_change_quorum_check();
+        self.primary_view_change_progress();
+    }
+
+    /// The new primary, with a do_view_change quorum (its own included), chooses the log: the
+    /// headers of the highest log_view; then it truncates what a nack quorum proves uncommitted and
+    /// repairs the rest before it starts the view.
+    pub(super) fn primary_view_change_progress(&mut self) {
+        if self.status != Status::ViewChange || !self.is_primary() || self.start_view_pending {
+            return;
+        }
+        if self.dvc_messages[self.replica as usize].is_none() {
+            return;
+        }
+        let dvcs: Vec<Dvc> = self
+            .dvc_messages
+            .iter()
+            .flatten()
+            .filter_map(Dvc::parse)
+            .collect();
+        if dvcs.len() < self.quorum_view_change {
+            return;
+        }
+        let log_view = dvcs.iter().map(|d| d.log_view).max().unwrap();
+        let canonical: Vec<&Dvc> = dvcs.iter().filter(|d| d.log_view == log_view).collect();
+        let mut op_head = canonical.iter().map(|d| d.op).max().unwrap();
+        let commit_dvc = dvcs.iter().map(|d| d.commit).max().unwrap();
+        // The old primary prepared op_head only with its commit at most a pipeline behind.
+        let commit_max = commit_dvc
+            .max(self.commit_max)
+            .max(op_head.saturating_sub(self.config.pipeline_max as u64));
+        assert!(
+            commit_max <= op_head || self.commit_max > op_head,
+            "committed op beyond the new log"
+        );
+        let commit_max = commit_max.min(op_head);
+
+        // The canonical header of each op in the window, from the highest-log_view senders.
+        let window_min = op_head.saturating_sub(self.config.view_change_headers_max() as u64 - 1);
+        for op in (window_min..=op_head).rev() {
+            let header = canonical
+                .iter()
+                .filter_map(|d| d.entry(op))
+                .find(|(h, flags)| flags & FLAG_PRESENT != 0 && h.command == Command::Prepare as u8)
+                .map(|(h, _)| *h);
+            if let Some(h) = header {
+                if !self.journal.has_header(op, h.checksum) {
+                    self.journal.set_header(&h);
+                }
+            } else if let Some(next) = self
+                .journal
+                .header(op + 1)
+                .copied()
+                .filter(|_| op < op_head)
+            {
+                // Keep our header only if it chains to the canonical one above it.
+                if self
+                    .journal
+                    .header(op)
+                    .is_some_and(|h| h.checksum != next.parent)
+                {
+                    self.journal.remove(op);
+                }
+            }
+        }
+        for op in op_head + 1..=self.op.max(op_head) {
+            self.journal.remove(op);
+        }
+
+        // Walk the uncommitted suffix upward: truncate at the first op a nack quorum disowns;
+        // request every prepare still missing.
+        let mut missing = 0;
+        for op in commit_max + 1..=op_head {
+            let checksum = self.expected_checksum(op, op_head);
+            if let Some(c) = checksum {
+                if self.journal.has_clean(op, c) {
+                    continue;
+                }
+            }
+            let nacks = dvcs.iter().filter(|d| d.nacks(op, checksum)).count();
+            if nacks >= self.quorum_nack() {
+                self.log(format_args!("truncate from op {op}: {nacks} nacks"));
+                self.stats.truncations += 1;
+                for truncated in op..=op_head {
+                    self.journal.remove(truncated);
+                }
+                op_head = op - 1;
+                break;
+            }
+            missing += 1;
+            if let Some(c) = checksum {
+                self.request_prepare_from_dvcs(op, c, &dvcs);
+            }
+        }
+        // Headers of the committed part of the window are needed for the start_view too.
+        for op in window_min.max(1)..=commit_max.min(op_head) {
+            if self.journal.header(op).is_none() {
+                missing += 1;
+                if let Some(c) = self.expected_checksum(op, op_head) {
+                    self.request_prepare_from_dvcs(op, c, &dvcs);
+                }
+            }
+        }
+        if missing > 0 {
+            self.log(format_args!("view change waits for {missing} prepares"));
+            return;
+        }
+        self.op = op_head;
+        self.commit_max = self.commit_max.max(commit_max);
+        self.log_view_install();
+    }
+
+    /// The checksum op must have in the new log: its header, or the parent of the op above.
+    fn expected_checksum(&self, op: u64, op_head: u64) -> Option<u128> {
+        if let Some(h) = self.journal.header(op) {
+            if op == op_head
+                || self
+                    .journal
+                    .header(op + 1)
+                    .is_some_and(|next| next.parent == h.checksum)
+            {
+                return Some(h.checksum);
+            }
+        }
+        if op < op_head {
+            return self.journal.header(op + 1).map(|next| next.parent);
+        }
+        None
+    }
+
+    fn request_prepare_from_dvcs(&mut self, op: u64, checksum: u128, dvcs: &[Dvc]) {
+        let holders: Vec<u8> = dvcs
+            .iter()
+            .filter(|d| d.replica != self.replica)
+            .filter(|d| {
+                d.entry(op)
+                    .is_some_and(|(h, flags)| h.checksum == checksum && flags & FLAG_CLEAN != 0)
+            })
+            .map(|d| d.replica)
+            .collect();
+        let target = if holders.is_empty() {
+            self.next_repair_peer()
+        } else {
+            holders[(self.prng_index(holders.len() as u64)) as usize]
+        };
+        let Some(target) = target_some(target) else {
+            return;
+        };
+        self.send_request_prepare(target, op, checksum);
+    }
+
+    /// The new primary's log is chosen: make it durable (log_view = view, with its head headers),
+    /// then start the view.
+    fn log_view_install(&mut self) {
+        let view_headers = self.view_headers(self.op);
+        self.log(format_args!(
+            "new log chosen: op={} commit_max={}",
+            self.op, self.commit_max
+        ));
+        self.start_view_pending = true;
+        self.log_view = self.view;
+        let state = VsrState {
+            view: self.view,
+            log_view: self.view,
+            commit_max: self.commit_max.max(self.durable_state().commit_max),
+            view_headers,
+        };
+        self.superblock_update(state);
+    }
+
+    /// Headers of ops (head - view_change_headers_max, head], newest first; all must be present.
+    pub(super) fn view_headers(&self, head: u64) -> Vec<Header> {
+        let count = (self.config.view_change_headers_max() as u64).min(head + 1);
+        (0..count)
+            .map(|i| {
+                *self
+                    .journal
+                    .header(head - i)
+                    .unwrap_or_else(|| panic!("view header {} missing", head - i))
+            })
+            .collect()
+    }
+
+    fn primary_start_view(&mut self) {
+        assert!(self.is_primary());
+        assert_eq!(self.status, Status::ViewChange);
+        self.status = Status::Normal;
+        self.stats.views_started += 1;
+        self.log(format_args!(
+            "start view as primary: op={} commit_max={}",
+            self.op, self.commit_max
+        ));
+        self.prepare_timestamp = self.prepare_timestamp.max(
+            self.journal
+                .header(self.op)
+                .map(|h| h.timestamp)
+                .unwrap_or(0),
+        );
+        for op in self.commit_max + 1..=self.op {
+            let header = *self.journal.header(op).expect("uncommitted op present");
+            let message = self.cached_prepare_any(op, header.checksum);
+            self.pipeline.push_back(super::PipelineEntry {
+                header,
+                message,
+                ok_from: 1 << self.replica,
+            });
+            if self.journal.is_dirty(op) {
+                self.pipeline.back_mut().unwrap().ok_from = 0;
+            }
+        }
+        for m in self.dvc_messages.iter_mut() {
+            *m = None;
+        }
+        for replica in 0..self.replica_count {
+            self.last_heard[replica as usize] = self.ticks;
+        }
+        self.start_normal_timeouts();
+        if !self.pipeline.is_empty() {
+            self.prepare_timeout.start();
+        }
+        if let Some(sv) = self.build_start_view(0) {
+            self.send_message_to_other_replicas(&sv);
+        }
+        self.commit_journal();
+        self.repair();
+    }
+
+    fn cached_prepare_any(&self, op: u64, checksum: u128) -> Option<Message> {
+        let index = (op % self.prepare_cache.len() as u64) as usize;
+        self.prepare_cache[index]
+            .as_ref()
+            .filter(|m| m.header().op == op && m.header().checksum == checksum)
+            .cloned()
+    }
+
+    fn build_start_view(&mut self, nonce: u128) -> Option<Message> {
+        let headers = self.view_headers(self.op);
+        let mut header = self.new_header(Command::StartView);
+        header.op = self.op;
+        header.commit = self.commit_max.min(self.op);
+        header.context = nonce;
+        self.build_headers_message(header, &headers, None)
+    }
+
+    pub(super) fn on_request_start_view(&mut self, rsv: &Header) {
+        if self.status != Status::Normal || rsv.view != self.view || !self.is_primary() {
+            return;
+        }
+        if let Some(sv) = self.build_start_view(rsv.context) {
+            self.bus.send_to_replica(rsv.replica, &sv);
+        }
+    }
+
+    pub(super) fn send_request_start_view(&mut self) {
+        let primary = self.primary_index(self.view);
+        if primary == self.replica {
+            return;
+        }
+        self.request_start_view_nonce = self.request_start_view_nonce.wrapping_add(1);
+        let mut rsv = self.new_header(Command::RequestStartView);
+        rsv.context = self.request_start_view_nonce;
+        self.send_header_to_replica(primary, rsv);
+    }
+
+    pub(super) fn on_start_view(&mut self, message: Message) {
+        let header = *message.header();
+        if header.view < self.view || self.status == Status::Recovering {
+            return;
+        }
+        if header.replica != self.primary_index(header.view) || header.replica == self.replica {
+            return;
+        }
+        let Some(headers) = parse_start_view(&message) else {
+            self.stats.messages_dropped_invalid += 1;
+            return;
+        };
+        if header.view == self.view && self.status == Status::Normal {
+            // We are already in this view: take it as the primary's word on the head.
+            self.install_headers_from_primary(&headers);
+            self.commit_max_advance(header.commit);
+            self.commit_journal();
+            return;
+        }
+        if self.start_view_install_pending && header.view == self.view {
+            return;
+        }
+        self.log(format_args!(
+            "install start_view: op={} commit={}",
+            header.op, header.commit
+        ));
+        if header.view > self.view || self.status != Status::ViewChange {
+            self.view = header.view;
+            self.status = Status::ViewChange;
+            self.pipeline.clear();
+            self.request_queue.clear();
+        }
+        for h in &headers {
+            self.journal.set_header(h);
+        }
+        for op in header.op + 1..=self.op.max(header.op) {
+            self.journal.remove(op);
+        }
+        self.op = header.op;
+        self.commit_max_advance(header.commit);
+        self.log_view = self.view;
+        self.start_view_install_pending = true;
+        let state = VsrState {
+            view: self.view,
+            log_view: self.view,
+            commit_max: self.commit_max.max(self.durable_state().commit_max),
+            view_headers: headers,
+        };
+        self.superblock_update(state);
+    }
+
+    fn backup_enter_view(&mut self) {
+        assert!(self.is_backup());
+        self.status = Status::Normal;
+        self.log(format_args!("enter view as backup"));
+        self.start_normal_timeouts();
+        for op in self
+            .commit_max
+            .saturating_sub(self.config.pipeline_max as u64)
+            + 1..=self.op
+        {
+            if let Some(h) = self.journal.header(op).copied() {
+                if !self.journal.is_dirty(op) {
+                    self.send_prepare_ok(op, h.checksum);
+                }
+            }
+        }
+        self.commit_journal();
+        self.repair();
+    }
+
+    pub(super) fn on_normal_status_timeout(&mut self) {
+        match self.status {
+            Status::Normal if self.is_backup() => self.transition_to_view_change(self.view + 1),
+            Status::RecoveringHead => {
+                self.normal_status_timeout.reset();
+                self.send_request_start_view();
+            }
+            _ => self.normal_status_timeout.stop(),
+        }
+    }
+
+    pub(super) fn on_view_change_status_timeout(&mut self) {
+        if self.status != Status::ViewChange {
+            self.view_change_status_timeout.stop();
+            return;
+        }
+        if self.start_view_pending || self.start_view_install_pending {
+            self.view_change_status_timeout.reset();
+            return;
+        }
+        self.transition_to_view_change(self.view + 1);
+        self.view_change_status_timeout.backoff(&mut self.prng);
+    }
+
+    pub(super) fn on_view_change_message_timeout(&mut self) {
+        if self.status != Status::ViewChange {
+            self.view_change_message_timeout.stop();
+            return;
+        }
+        self.send_start_view_change();
+        if self.dvc_sent && !self.is_primary() {
+            self.dvc_sent = false;
+            self.send_do_view_change();
+        }
+        if self.is_primary() {
+            self.primary_view_change_progress();
+        } else {
+            self.send_request_start_view();
+        }
+    }
+
+    pub(super) fn prng_index(&mut self, n: u64) -> u64 {
+        use rand_chacha::rand_core::Rng;
+        self.prng.next_u64() % n
+    }
+}
+
+fn target_some(replica: u8) -> Option<u8> {
+    (replica != u8::MAX).then_some(replica)
+}
+
+/// The headers of a start_view: contiguous, newest first, hash chained.
+fn parse_start_view(message: &Message) -> Option<Vec<Header>> {
+    let header = message.header();
+    let body = message.body();
+    if body.is_empty() || body.len() % HEADER_SIZE != 0 {
+        return None;
+    }
+    let count = body.len() / HEADER_SIZE;
+    let mut headers = Vec::with_capacity(count);
+    for i in 0..count {
+        let h = Header::read_from(&body[i * HEADER_SIZE..]);
+        if !h.valid_checksum()
+            || h.command != Command::Prepare as u8
+            || h.op + i as u64 != header.op
+        {
+            return None;
+        }
+        if h.view > header.view {
+            return None;
+        }
+        if let Some(newer) = headers.last() {
+            let newer: &Header = newer;
+            if newer.parent != h.checksum {
+                return None;
+            }
+        }
+        headers.push(h);
+    }
+    Some(headers)
+}
