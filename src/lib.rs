@@ -6,8 +6,10 @@
 
 pub mod bus;
 pub mod checksum;
+pub mod client;
 pub mod clock;
 pub mod config;
+pub mod format;
 pub mod header;
 pub mod io_token;
 pub mod journal;

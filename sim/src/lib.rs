@@ -1,7 +1,10 @@
 //! The VOPR: runs whole clusters of the production `Replica` on a simulated network, disk and
 //! clock, injects faults, and checks safety and liveness. Deterministic per seed.
 
+pub mod checker;
+pub mod cluster;
 pub mod network;
+pub mod options;
 pub mod rng;
 pub mod storage;
 pub mod time;

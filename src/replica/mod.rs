@@ -804,6 +804,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.send_header_to_client(ping.client, pong);
     }
 
+    /// Takes the replica apart (the simulator keeps storage and time across a crash).
+    pub fn into_parts(self) -> (S, B, T, M) {
+        (self.storage, self.bus, self.time, self.state_machine)
+    }
+
     /// Elapsed milliseconds of `ticks` (for logs).
     pub fn ticks_ms(ticks: u64) -> u64 {
         ticks * TICK_MS

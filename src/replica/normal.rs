@@ -401,6 +401,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             if h.checksum != commit.context && commit.context != 0 {
                 // Our header at the commit point is stale: the primary's is canonical.
                 let op = commit.commit;
+                assert!(
+                    op > self.commit_min,
+                    "committed op {op} differs from the primary's"
+                );
                 self.journal.remove(op);
             }
         }

@@ -1,0 +1,500 @@
+#!/usr/bin/env bash
+# Run the VOPR (the deterministic simulator, binary `vopr` in sim/) over many seeds.
+#
+#   scripts/vopr.sh --seeds 500            # 500 seeds (plus the regression seeds)
+#   scripts/vopr.sh --time 300             # as many seeds as fit in 300 s
+#   scripts/vopr.sh --seeds 200 --time 600 # at least 200 seeds AND at least 600 s (the larger)
+#
+# Run `scripts/vopr.sh --help` for every option. Exit status: 0 all seeds passed, 1 a seed
+# failed (or a limit was hit), 2 usage error, 130 interrupted.
+#
+# Environment: VOPR_BIN=/path/to/vopr uses that binary and skips `cargo build`.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: scripts/vopr.sh (--seeds N | --time S | --seeds N --time S) [options]
+
+Builds `cargo build --release -p vsr-sim` once, then runs `vopr <seed>` for many seeds in
+parallel. The regression seeds are always run first. Stops launching seeds at the first
+failure, saves that seed's output to vopr-<seed>.log and prints how to reproduce it.
+
+  --seeds N          run N new seeds (0: only the regression seeds)
+  --time S           run new seeds until S seconds have passed
+                     (both given: run until at least N seeds are done AND S seconds passed)
+  --max-time S       hard cap in seconds: seeds still running are killed and the run FAILS
+                     (default: none)
+  --base SEED|random first new seed; seed i is SEED+i (default: the first 15 hex digits of
+                     `git rev-parse HEAD` as a decimal, so each commit gets its own
+                     reproducible seeds; outside git: from the clock). Must be < 2^62.
+  --regressions FILE seeds that always run first (default: .ci/vopr-regressions.txt)
+  --determinism K    run the first K new seeds twice and require identical last lines
+                     (same digest) (default: 5)
+  --jobs J           seeds run in parallel (default: number of CPUs)
+  --ticks-max N      passed through to vopr
+  --seed-timeout S   a seed running longer than S seconds fails as a hang (default: none)
+  -h, --help         this text
+
+Environment: VOPR_BIN=/path/to/vopr skips the build and uses that binary.
+Times are measured from when the first seed starts (after the build).
+EOF
+}
+
+die_usage() {
+    echo "vopr.sh: $*" >&2
+    echo "run 'scripts/vopr.sh --help' for usage" >&2
+    exit 2
+}
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+# A decimal u64 without leading zeros, or fail. Echoes the normalised form.
+normalise_u64() {
+    local s=$1
+    [[ $s =~ ^[0-9]+$ ]] || return 1
+    s=${s#"${s%%[!0]*}"} # strip leading zeros
+    [[ -n $s ]] || s=0
+    ((${#s} <= 20)) || return 1
+    if ((${#s} == 20)) && [[ $s > 18446744073709551615 ]]; then return 1; fi
+    echo "$s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Arguments.
+
+seeds_n=""
+time_s=""
+max_time_s=""
+base=""
+base_from=""
+regressions_file=""
+regressions_default=1
+determinism_k=5
+jobs=""
+ticks_max=""
+seed_timeout=""
+
+need_value() { (($2 >= 2)) || die_usage "$1 needs a value"; }
+
+while (($# > 0)); do
+    opt=$1
+    case $opt in
+        --*=*) set -- "${opt%%=*}" "${opt#*=}" "${@:2}"; continue ;;
+    esac
+    case $opt in
+        -h | --help) usage; exit 0 ;;
+        --seeds) need_value "$1" $#; seeds_n=$2; shift 2 ;;
+        --time) need_value "$1" $#; time_s=$2; shift 2 ;;
+        --max-time) need_value "$1" $#; max_time_s=$2; shift 2 ;;
+        --base) need_value "$1" $#; base=$2; shift 2 ;;
+        --regressions) need_value "$1" $#; regressions_file=$2; regressions_default=0; shift 2 ;;
+        --determinism) need_value "$1" $#; determinism_k=$2; shift 2 ;;
+        --jobs | -j) need_value "$1" $#; jobs=$2; shift 2 ;;
+        --ticks-max) need_value "$1" $#; ticks_max=$2; shift 2 ;;
+        --seed-timeout) need_value "$1" $#; seed_timeout=$2; shift 2 ;;
+        *) die_usage "unknown argument: $1" ;;
+    esac
+done
+
+[[ -n $seeds_n || -n $time_s ]] || die_usage "give --seeds N and/or --time S"
+for pair in "--seeds:$seeds_n" "--time:$time_s" "--max-time:$max_time_s" \
+    "--determinism:$determinism_k" "--jobs:$jobs" "--ticks-max:$ticks_max" \
+    "--seed-timeout:$seed_timeout"; do
+    name=${pair%%:*} value=${pair#*:}
+    [[ -z $value ]] || { is_uint "$value" && ((${#value} <= 12)); } ||
+        die_usage "$name needs a non-negative integer, got '$value'"
+done
+[[ -z $jobs ]] || ((jobs >= 1)) || die_usage "--jobs must be at least 1"
+if [[ -n $max_time_s && -n $time_s ]] && ((max_time_s < time_s)); then
+    die_usage "--max-time ($max_time_s) is less than --time ($time_s)"
+fi
+[[ -z $seed_timeout ]] || ((seed_timeout > 0)) || seed_timeout=""
+[[ -z $max_time_s ]] || ((max_time_s > 0)) || die_usage "--max-time must be positive"
+
+# Resolve paths given relative to the caller before moving to the repository root.
+if ((regressions_default == 0)); then
+    [[ -f $regressions_file ]] || die_usage "no such regressions file: $regressions_file"
+    regressions_file=$(cd "$(dirname "$regressions_file")" && pwd)/$(basename "$regressions_file")
+fi
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+if ((regressions_default == 1)); then
+    regressions_file=.ci/vopr-regressions.txt
+fi
+
+if [[ -z $jobs ]]; then
+    jobs=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
+fi
+
+# Base seed. Masked/limited to 62 bits so that base + i never overflows bash's signed 64 bits.
+mask62=$(((1 << 62) - 1))
+if [[ -z $base ]]; then
+    if head=$(git rev-parse HEAD 2>/dev/null) && [[ $head =~ ^[0-9a-f]{15} ]]; then
+        base=$((16#${head:0:15}))
+        base_from="git HEAD ${head:0:12}"
+    else
+        base=$(($(date +%s%N 2>/dev/null || date +%s) & mask62))
+        base_from="clock (not a git checkout)"
+    fi
+elif [[ $base == random ]]; then
+    base=$(((SRANDOM << 31 ^ SRANDOM) & mask62))
+    base_from="random"
+else
+    b=$(normalise_u64 "$base") || die_usage "--base needs a decimal seed, got '$base'"
+    if ((${#b} > 19)) || { ((${#b} == 19)) && [[ $b > $mask62 ]]; }; then
+        die_usage "--base must be below 2^62 ($((mask62 + 1))), got $b"
+    fi
+    base=$b
+    base_from="--base"
+fi
+
+# Regression seeds: one per line, `#` starts a comment.
+regressions=()
+if [[ -f $regressions_file ]]; then
+    lineno=0
+    while IFS= read -r line || [[ -n $line ]]; do
+        lineno=$((lineno + 1))
+        line=${line%%#*}
+        line=${line//[[:space:]]/}
+        [[ -n $line ]] || continue
+        s=$(normalise_u64 "$line") ||
+            die_usage "$regressions_file:$lineno: not a u64 seed: '$line'"
+        regressions+=("$s")
+    done <"$regressions_file"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Build.
+
+if [[ -n ${VOPR_BIN:-} ]]; then
+    vopr=$VOPR_BIN
+    [[ -x $vopr ]] || { echo "vopr.sh: VOPR_BIN=$vopr is not executable" >&2; exit 2; }
+    echo "vopr.sh: using VOPR_BIN=$vopr (no build)"
+else
+    echo "vopr.sh: cargo build --release -p vsr-sim"
+    cargo build --release -p vsr-sim || { echo "vopr.sh: build failed" >&2; exit 1; }
+    vopr=${CARGO_TARGET_DIR:-target}/release/vopr
+    [[ $vopr == /* ]] || vopr=$root/$vopr
+    [[ -x $vopr ]] || { echo "vopr.sh: $vopr not found after the build" >&2; exit 1; }
+fi
+
+vopr_args=()
+[[ -z $ticks_max ]] || vopr_args+=(--ticks-max "$ticks_max")
+
+# ---------------------------------------------------------------------------------------------
+# Job pool. Each job runs `vopr <seed>` (twice for a determinism check) in a background
+# subshell, writing <id>.{1,2}.{stdout,stderr} and finally <id>.rc; the main loop polls.
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vopr.XXXXXX")
+declare -A job_pid=() job_seed=() job_kind=() job_det=() job_start=()
+
+now_us() { # sets $now (microseconds since the epoch) without forking
+    if [[ -n ${EPOCHREALTIME:-} ]]; then
+        now=${EPOCHREALTIME/[.,]/}
+    else
+        now=$(($(date +%s%N) / 1000))
+    fi
+}
+
+kill_jobs() {
+    local id
+    for id in "${!job_pid[@]}"; do kill -TERM "${job_pid[$id]}" 2>/dev/null || true; done
+    for id in "${!job_pid[@]}"; do wait "${job_pid[$id]}" 2>/dev/null || true; done
+}
+
+cleanup() { rm -rf "$work"; }
+on_signal() {
+    trap - INT TERM
+    echo >&2
+    echo "vopr.sh: interrupted; stopping ${#job_pid[@]} running seed(s)" >&2
+    kill_jobs
+    exit 130
+}
+trap cleanup EXIT
+trap on_signal INT TERM
+
+run_job() { # id seed det
+    local id=$1 seed=$2 det=$3 child="" rc1 rc2=""
+    set +e
+    trap '[[ -n $child ]] && kill -TERM "$child" 2>/dev/null; exit 143' TERM
+    local cmd=("$vopr" "$seed" "${vopr_args[@]}")
+    if [[ -n $seed_timeout ]]; then
+        cmd=(timeout --kill-after=10 "$seed_timeout" "${cmd[@]}")
+    fi
+    "${cmd[@]}" >"$work/$id.1.stdout" 2>"$work/$id.1.stderr" </dev/null &
+    child=$!
+    wait "$child"
+    rc1=$?
+    if ((det)) && ((rc1 == 0)); then
+        "${cmd[@]}" >"$work/$id.2.stdout" 2>"$work/$id.2.stderr" </dev/null &
+        child=$!
+        wait "$child"
+        rc2=$?
+    fi
+    echo "$rc1 $rc2" >"$work/$id.rc.tmp"
+    mv "$work/$id.rc.tmp" "$work/$id.rc"
+}
+
+next_id=0
+launch() { # seed kind det
+    local id=$next_id
+    next_id=$((next_id + 1))
+    run_job "$id" "$1" "$3" &
+    job_pid[$id]=$!
+    job_seed[$id]=$1
+    job_kind[$id]=$2
+    job_det[$id]=$3
+    job_start[$id]=$now
+}
+
+last_line() { # file
+    local line=""
+    [[ -s $1 ]] && line=$(tail -n 1 "$1")
+    printf '%s' "${line%$'\r'}"
+}
+
+# Check one run against the contract. Sets $reason (empty when the run passed).
+check_run() { # seed rc file
+    local seed=$1 rc=$2 line
+    line=$(last_line "$3")
+    reason=""
+    if [[ -n $seed_timeout ]] && ((rc == 124 || rc == 137)); then
+        reason="hang: still running after --seed-timeout ${seed_timeout}s"
+    elif ((rc == 2)); then
+        reason="vopr exited 2 (usage error: does vopr accept '${vopr_args[*]:-}'?)"
+    elif ((rc != 0)); then
+        reason="vopr exited $rc"
+    elif [[ ! $line =~ ^vopr\ seed=${seed}\ .*\ result=ok\ digest=[0-9a-fA-F]+$ ]]; then
+        if [[ $line == *" result=FAIL"* ]]; then
+            reason="result=FAIL but vopr exited 0"
+        else
+            reason="last line of stdout does not match 'vopr seed=$seed ... result=ok digest=<hex>'"
+        fi
+    fi
+}
+
+failures=0
+failed_seeds=()
+
+report_failure() { # id reason
+    local id=$1 why=$2 seed=${job_seed[$1]} log run
+    failures=$((failures + 1))
+    failed_seeds+=("$seed")
+    log=vopr-$seed.log
+    {
+        for run in 1 2; do
+            [[ -e $work/$id.$run.stdout ]] || continue
+            echo "### run $run: $vopr $seed ${vopr_args[*]:-}"
+            echo "### stdout"
+            cat "$work/$id.$run.stdout"
+            echo "### stderr"
+            cat "$work/$id.$run.stderr"
+        done
+    } >"$log"
+    echo
+    echo "FAIL seed=$seed (${job_kind[$id]}): $why"
+    if [[ -e $work/$id.2.stdout ]]; then
+        echo "  last line (run 1): $(last_line "$work/$id.1.stdout")"
+        echo "  last line (run 2): $(last_line "$work/$id.2.stdout")"
+    else
+        echo "  last line: $(last_line "$work/$id.1.stdout")"
+    fi
+    if [[ -s $work/$id.1.stderr ]]; then
+        echo "  stderr (tail):"
+        tail -n 15 "$work/$id.1.stderr" | sed 's/^/    /'
+    fi
+    echo "  full output: $log"
+    echo "  reproduce:"
+    echo "    cargo run --release -p vsr-sim --bin vopr -- $seed${vopr_args[*]:+ ${vopr_args[*]}}"
+    echo "    cargo run --release -p vsr-sim --bin vopr -- $seed${vopr_args[*]:+ ${vopr_args[*]}} --log=debug"
+    echo
+}
+
+done_total=0 done_new=0 passed=0 det_checked=0
+
+reap() { # id
+    local id=$1 seed=${job_seed[$1]} rc1 rc2 line1 line2
+    wait "${job_pid[$id]}" 2>/dev/null || true
+    read -r rc1 rc2 <"$work/$id.rc" || true
+    check_run "$seed" "${rc1:-1}" "$work/$id.1.stdout"
+    if [[ -z $reason && ${job_det[$id]} == 1 ]]; then
+        check_run "$seed" "${rc2:-1}" "$work/$id.2.stdout"
+        if [[ -n $reason ]]; then
+            reason="determinism: the second run failed ($reason)"
+        else
+            line1=$(last_line "$work/$id.1.stdout")
+            line2=$(last_line "$work/$id.2.stdout")
+            [[ $line1 == "$line2" ]] || reason="determinism: two runs of the same seed differ"
+            det_checked=$((det_checked + 1))
+        fi
+    fi
+    done_total=$((done_total + 1))
+    [[ ${job_kind[$id]} == regression ]] || done_new=$((done_new + 1))
+    if [[ -z $reason ]]; then
+        passed=$((passed + 1))
+        grep -E '^[[:space:]]*(faults|stats):' "$work/$id.1.stdout" >>"$work/counters" || true
+    else
+        report_failure "$id" "$reason"
+    fi
+    rm -f "$work/$id".*
+    unset "job_pid[$id]" "job_seed[$id]" "job_kind[$id]" "job_det[$id]" "job_start[$id]"
+}
+
+rate() { # seeds elapsed_us -> "12.3"
+    local tenths=0
+    (($2 > 0)) && tenths=$(($1 * 600000000 / $2))
+    printf '%d.%d' $((tenths / 10)) $((tenths % 10))
+}
+
+progress() {
+    local elapsed=$((now - start))
+    printf '[%6ds] %d seeds done (%d passed, %d failed), %d running, %s seeds/min\n' \
+        $((elapsed / 1000000)) "$done_total" "$passed" "$failures" "${#job_pid[@]}" \
+        "$(rate "$done_total" "$elapsed")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main loop.
+
+limits=()
+[[ -z $seeds_n ]] || limits+=("at least $seeds_n new seeds")
+[[ -z $time_s ]] || limits+=("at least ${time_s}s")
+[[ -z $max_time_s ]] || limits+=("hard cap ${max_time_s}s")
+[[ -z $seed_timeout ]] || limits+=("${seed_timeout}s per seed")
+echo "vopr.sh: base seed $base (from $base_from); new seed i = $base + i"
+echo "vopr.sh: ${#regressions[@]} regression seed(s) from $regressions_file;" \
+    "determinism check on the first $determinism_k new seed(s); $jobs job(s)"
+echo "vopr.sh: limits: $(IFS=,; echo "${limits[*]}" | sed 's/,/, /g')"
+repro="scripts/vopr.sh --base $base"
+[[ -z $seeds_n ]] || repro+=" --seeds $seeds_n"
+[[ -z $time_s ]] || repro+=" --time $time_s"
+[[ -z $ticks_max ]] || repro+=" --ticks-max $ticks_max"
+echo "vopr.sh: rerun these seeds with: $repro"
+
+now_us
+start=$now
+last_progress_time=$now
+last_progress_done=0
+launched_new=0
+next_regression=0
+stop=""
+hit_max_time=0
+
+want_more_new() {
+    [[ -z $stop ]] || return 1
+    local elapsed=$((now - start)) more_seeds=1 more_time=1
+    if [[ -n $seeds_n ]]; then ((launched_new < seeds_n)) || more_seeds=0; fi
+    if [[ -n $time_s ]]; then ((elapsed < time_s * 1000000)) || more_time=0; fi
+    if [[ -n $seeds_n && -n $time_s ]]; then
+        ((more_seeds || more_time))
+    elif [[ -n $seeds_n ]]; then
+        ((more_seeds))
+    else
+        ((more_time))
+    fi
+}
+
+while :; do
+    now_us
+    for id in "${!job_pid[@]}"; do
+        [[ -e $work/$id.rc ]] && reap "$id"
+    done
+    ((failures == 0)) || stop=failure
+
+    if [[ -n $max_time_s ]] && ((now - start >= max_time_s * 1000000)) && [[ -z $stop || ${#job_pid[@]} -gt 0 ]]; then
+        # A job may have finished just now: reap it rather than count it as killed.
+        for id in "${!job_pid[@]}"; do
+            [[ -e $work/$id.rc ]] && reap "$id"
+        done
+        hit_max_time=1
+        stop=${stop:-max-time}
+        if ((${#job_pid[@]} > 0)); then
+            unfinished=()
+            for id in "${!job_pid[@]}"; do
+                unfinished+=("${job_seed[$id]} ($(((now - job_start[$id]) / 1000000))s)")
+            done
+            echo "vopr.sh: --max-time ${max_time_s}s reached; killing ${#job_pid[@]} running seed(s):" \
+                "${unfinished[*]}"
+            kill_jobs
+            job_pid=() job_seed=() job_kind=() job_det=() job_start=()
+        fi
+        break
+    fi
+
+    while ((${#job_pid[@]} < jobs)) && [[ -z $stop ]]; do
+        if ((next_regression < ${#regressions[@]})); then
+            launch "${regressions[$next_regression]}" regression 0
+            next_regression=$((next_regression + 1))
+        elif want_more_new; then
+            det=0
+            ((launched_new < determinism_k)) && det=1
+            launch "$((base + launched_new))" "new" "$det"
+            launched_new=$((launched_new + 1))
+        else
+            break
+        fi
+    done
+
+    if ((${#job_pid[@]} == 0)); then
+        break
+    fi
+
+    if ((done_total - last_progress_done >= 20 || now - last_progress_time >= 10000000)); then
+        progress
+        last_progress_time=$now
+        last_progress_done=$done_total
+    fi
+    sleep 0.05
+done
+now_us
+
+# ---------------------------------------------------------------------------------------------
+# Summary.
+
+elapsed=$((now - start))
+echo
+echo "vopr.sh: summary"
+printf '  seeds run:    %d (%d regression, %d new from base %s)\n' \
+    "$done_total" "$((done_total - done_new))" "$done_new" "$base"
+printf '  passed:       %d\n' "$passed"
+printf '  failed:       %d%s\n' "$failures" "${failed_seeds[*]:+ (seeds: ${failed_seeds[*]})}"
+printf '  determinism:  %d seed(s) run twice with identical results\n' "$det_checked"
+printf '  elapsed:      %ds, %s seeds/min\n' $((elapsed / 1000000)) "$(rate "$done_total" "$elapsed")"
+if [[ -s $work/counters ]]; then
+    echo "  counters (summed over passed seeds):"
+    awk '
+        {
+            sub(/^[[:space:]]+/, "")
+            prefix = $1
+            sub(/:$/, "", prefix)
+            for (i = 2; i <= NF; i++) {
+                token = $i
+                sub(/[,;]$/, "", token)
+                if (token !~ /^[^=]+=-?[0-9]+$/) continue
+                eq = index(token, "=")
+                key = prefix "." substr(token, 1, eq - 1)
+                if (!(key in sum)) { order[++n] = key; if (length(key) > width) width = length(key) }
+                sum[key] += substr(token, eq + 1)
+            }
+        }
+        END { for (i = 1; i <= n; i++) printf "    %-" width "s %.0f\n", order[i], sum[order[i]] }
+    ' "$work/counters"
+fi
+
+status=0
+if ((failures > 0)); then
+    echo "vopr.sh: FAILED: $failures seed(s) failed; see the reproduction commands above"
+    status=1
+fi
+if ((hit_max_time)); then
+    if [[ -n $seeds_n ]] && ((done_new < seeds_n)); then
+        echo "vopr.sh: FAILED: --max-time ${max_time_s}s reached after only $done_new of the" \
+            "required $seeds_n new seeds (the simulator is too slow for this budget, or hangs)"
+    else
+        echo "vopr.sh: FAILED: --max-time ${max_time_s}s reached with seeds still running" \
+            "(possible hang; rerun those seeds with --seed-timeout)"
+    fi
+    status=1
+fi
+((status != 0)) || echo "vopr.sh: ok: all $done_total seeds passed"
+exit "$status"

@@ -1,0 +1,160 @@
+//! Swarm testing: every seed draws its own cluster size, client count, configuration sizes and
+//! fault probabilities, so that across seeds every corner is visited with different neighbours.
+
+use crate::network::{NetworkOptions, PartitionMode, PartitionSymmetry};
+use crate::rng::{chance, pick, range, unit};
+use crate::storage::StorageOptions;
+use rand_chacha::ChaCha8Rng;
+use vsr::config::{Config, SECTOR_SIZE};
+
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub replica_count: u8,
+    pub client_count: usize,
+    pub config: Config,
+    pub network: NetworkOptions,
+    pub storage: StorageOptions,
+    /// Per tick, per up replica.
+    pub crash_probability: f64,
+    pub restart_ticks_min: u64,
+    pub restart_ticks_max: u64,
+    /// Replicas that may be down at once.
+    pub crashed_max: usize,
+    pub packet_corrupt_probability: f64,
+    /// Per tick, per replica: a clock jump beyond tolerance that must be detected, not believed.
+    pub clock_excursion_probability: f64,
+    pub clock_offsets_ns: Vec<i64>,
+    pub clock_drifts_ppm: Vec<i64>,
+    /// Requests each client sends before it is done.
+    pub requests_per_client: Vec<u64>,
+    pub request_body_max: usize,
+}
+
+impl SimOptions {
+    pub fn generate(rng: &mut ChaCha8Rng) -> SimOptions {
+        let replica_count = range(rng, 1, 6) as u8;
+        let client_count = range(rng, 1, 8) as usize;
+        let message_size_max = *pick(rng, &[SECTOR_SIZE, 2 * SECTOR_SIZE, 4 * SECTOR_SIZE]) as u32;
+        let mut config = Config::timing_defaults(replica_count);
+        config.message_size_max = message_size_max;
+        let headers_fit = config.headers_per_message() as u64;
+        config.pipeline_max = range(rng, 1, 8.min(headers_fit - 1)) as u32;
+        config.journal_slot_count = range(rng, 64, 512) as u32;
+        config.clients_max = range(rng, 1, 8) as u32;
+        config.ping_timeout = range(rng, 10, 50);
+        config.prepare_timeout = range(rng, 5, 25);
+        config.commit_timeout = range(rng, 10, 40);
+        config.normal_status_timeout = range(rng, config.commit_timeout * 2 + 20, 400);
+        config.view_change_status_timeout = range(rng, 100, 400);
+        config.view_change_message_timeout = range(rng, 10, 50);
+        config.repair_timeout = range(rng, 10, 50);
+        config.primary_abdicate_timeout = range(rng, config.commit_timeout + 50, 500);
+        config.request_timeout = range(rng, 50, 200);
+        config.clock_offset_tolerance_max_ns = range(rng, 100, 1000) * 1_000_000;
+        config.clock_epoch_ns = range(rng, 50, 200) * 10_000_000;
+        config.clock_synchronization_window_ns = config.clock_epoch_ns * range(rng, 3, 10);
+        config.validate().expect("generated configuration");
+
+        let faulty_network = chance(rng, 0.8);
+        let network = NetworkOptions {
+            one_way_delay_min: range(rng, 1, 3),
+            one_way_delay_mean: range(rng, 3, 12),
+            packet_loss_probability: if faulty_network { unit(rng) * 0.3 } else { 0.0 },
+            packet_replay_probability: if faulty_network { unit(rng) * 0.5 } else { 0.0 },
+            path_maximum_capacity: range(rng, 16, 128) as usize,
+            path_clog_duration_mean: range(rng, 10, 500),
+            path_clog_probability: if faulty_network {
+                unit(rng) * 0.001
+            } else {
+                0.0
+            },
+            partition_mode: if faulty_network {
+                *pick(
+                    rng,
+                    &[
+                        PartitionMode::None,
+                        PartitionMode::UniformSize,
+                        PartitionMode::UniformPartition,
+                        PartitionMode::IsolateSingle,
+                    ],
+                )
+            } else {
+                PartitionMode::None
+            },
+            partition_symmetry: *pick(
+                rng,
+                &[PartitionSymmetry::Symmetric, PartitionSymmetry::Asymmetric],
+            ),
+            partition_probability: unit(rng) * 0.002,
+            unpartition_probability: 0.002 + unit(rng) * 0.02,
+            partition_stability: range(rng, 50, 500),
+            unpartition_stability: range(rng, 50, 500),
+        };
+        let faulty_storage = chance(rng, 0.7);
+        let storage = StorageOptions {
+            read_latency_min: range(rng, 1, 2),
+            read_latency_mean: range(rng, 2, 8),
+            write_latency_min: range(rng, 1, 2),
+            write_latency_mean: range(rng, 2, 10),
+            read_fault_probability: if faulty_storage {
+                unit(rng) * 0.02
+            } else {
+                0.0
+            },
+            write_fault_probability: if faulty_storage {
+                unit(rng) * 0.02
+            } else {
+                0.0
+            },
+            write_misdirect_probability: if faulty_storage {
+                unit(rng) * 0.01
+            } else {
+                0.0
+            },
+            crash_fault_probability: unit(rng),
+        };
+        let tolerance = config.clock_offset_tolerance_max_ns as i64;
+        let clock_offsets_ns = (0..replica_count)
+            .map(|_| range(rng, 0, tolerance as u64 / 4) as i64 - tolerance / 8)
+            .collect();
+        let clock_drifts_ppm = (0..replica_count)
+            .map(|_| range(rng, 0, 200) as i64 - 100)
+            .collect();
+        let ops_budget = config.journal_slot_count as u64 - client_count as u64 - 4;
+        let per_client = (ops_budget / client_count as u64).min(range(rng, 5, 60));
+        let requests_per_client = (0..client_count)
+            .map(|_| range(rng, 1, per_client.max(1)))
+            .collect();
+        SimOptions {
+            replica_count,
+            client_count,
+            config,
+            network,
+            storage,
+            crash_probability: if chance(rng, 0.7) {
+                unit(rng) * 0.0005
+            } else {
+                0.0
+            },
+            restart_ticks_min: 20,
+            restart_ticks_max: range(rng, 50, 2000),
+            crashed_max: 1
+                .max(replica_count as usize - vsr::config::quorums(replica_count as usize).1),
+            packet_corrupt_probability: if faulty_network {
+                unit(rng) * 0.01
+            } else {
+                0.0
+            },
+            clock_excursion_probability: if chance(rng, 0.3) {
+                unit(rng) * 0.0002
+            } else {
+                0.0
+            },
+            clock_offsets_ns,
+            clock_drifts_ppm,
+            requests_per_client,
+            request_body_max: (message_size_max as usize - vsr::header::HEADER_SIZE)
+                .min(range(rng, 0, 2048) as usize),
+        }
+    }
+}

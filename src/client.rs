@@ -1,0 +1,281 @@
+//! The client protocol, sans I/O: register a session, keep one request in flight, retry with
+//! backoff, follow view changes, handle eviction. Driven by `tick` and `on_message`; sends through
+//! a `ClientBus`. The simulator drives it now; the real client library wraps it.
+
+use crate::config::TICK_MS;
+use crate::header::{Command, Header, Operation, HEADER_SIZE};
+use crate::message::{Message, MessagePool};
+use crate::replica::timeout::Timeout;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::fmt;
+
+pub trait ClientBus {
+    fn send_to_replica(&mut self, replica: u8, message: &Message);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// A request is already in flight (one per session).
+    Busy,
+    /// `register` has not completed yet.
+    NotRegistered,
+    /// The body does not fit in a message.
+    TooMuchData,
+    /// The operation is reserved for the protocol.
+    InvalidOperation,
+    /// The cluster evicted this session; a new client (new id) must register.
+    Evicted,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ClientError::Busy => "a request is already in flight",
+            ClientError::NotRegistered => "the session is not registered yet",
+            ClientError::TooMuchData => "the request body exceeds the message size",
+            ClientError::InvalidOperation => "operation is reserved for the protocol",
+            ClientError::Evicted => "the session was evicted by the cluster",
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+#[derive(Debug)]
+pub enum ClientEvent {
+    Registered {
+        session: u64,
+    },
+    /// The reply to the request in flight.
+    Reply {
+        request: u64,
+        operation: u8,
+        reply: Message,
+    },
+    Evicted,
+}
+
+pub struct Client {
+    pub id: u128,
+    cluster: u128,
+    replica_count: u8,
+    pool: MessagePool,
+    view: u32,
+    session: u64,
+    request_number: u64,
+    parent: u128,
+    inflight: Option<Message>,
+    registering: bool,
+    evicted: bool,
+    request_timeout: Timeout,
+    attempts: u32,
+    prng: ChaCha8Rng,
+}
+
+impl Client {
+    pub fn new(
+        id: u128,
+        cluster: u128,
+        replica_count: u8,
+        message_size_max: usize,
+        request_timeout_ticks: u64,
+        seed: u64,
+    ) -> Client {
+        assert!(id != 0, "client id 0 is reserved");
+        assert!(replica_count > 0);
+        Client {
+            id,
+            cluster,
+            replica_count,
+            pool: MessagePool::new(4, message_size_max),
+            view: 0,
+            session: 0,
+            request_number: 0,
+            parent: 0,
+            inflight: None,
+            registering: false,
+            evicted: false,
+            request_timeout: Timeout::new("request", request_timeout_ticks),
+            attempts: 0,
+            prng: ChaCha8Rng::seed_from_u64(seed ^ id as u64 ^ (id >> 64) as u64),
+        }
+    }
+
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    pub fn registered(&self) -> bool {
+        self.session != 0
+    }
+
+    pub fn busy(&self) -> bool {
+        self.inflight.is_some()
+    }
+
+    pub fn evicted(&self) -> bool {
+        self.evicted
+    }
+
+    pub fn request_number(&self) -> u64 {
+        self.request_number
+    }
+
+    /// The request in flight, if any (for the simulator's checkers).
+    pub fn inflight(&self) -> Option<&Header> {
+        self.inflight.as_ref().map(|m| m.header())
+    }
+
+    pub fn body_size_max(&self) -> usize {
+        self.pool.message_size_max() - HEADER_SIZE
+    }
+
+    pub fn register<B: ClientBus>(&mut self, bus: &mut B) -> Result<(), ClientError> {
+        if self.evicted {
+            return Err(ClientError::Evicted);
+        }
+        if self.inflight.is_some() || self.registered() {
+            return Err(ClientError::Busy);
+        }
+        let mut message = self.pool.get().expect("client pool");
+        let mut header = Header::new(Command::Request, self.cluster, 0, self.view);
+        header.client = self.id;
+        header.operation = Operation::Register as u8;
+        *message.header_mut() = header;
+        message.seal(0);
+        self.registering = true;
+        self.send_new(bus, message);
+        Ok(())
+    }
+
+    pub fn request<B: ClientBus>(
+        &mut self,
+        bus: &mut B,
+        operation: u8,
+        body: &[u8],
+    ) -> Result<u64, ClientError> {
+        if self.evicted {
+            return Err(ClientError::Evicted);
+        }
+        if !self.registered() {
+            return Err(ClientError::NotRegistered);
+        }
+        if self.inflight.is_some() {
+            return Err(ClientError::Busy);
+        }
+        if operation < crate::header::STATE_MACHINE_OPERATION_FIRST {
+            return Err(ClientError::InvalidOperation);
+        }
+        if body.len() > self.body_size_max() {
+            return Err(ClientError::TooMuchData);
+        }
+        let mut message = self.pool.get().expect("client pool");
+        let mut header = Header::new(Command::Request, self.cluster, 0, self.view);
+        header.client = self.id;
+        header.session = self.session;
+        header.request = self.request_number + 1;
+        header.parent = self.parent;
+        header.operation = operation;
+        *message.header_mut() = header;
+        message.buffer_mut()[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
+        message.seal(body.len());
+        let request = header.request;
+        self.send_new(bus, message);
+        Ok(request)
+    }
+
+    fn send_new<B: ClientBus>(&mut self, bus: &mut B, message: Message) {
+        self.attempts = 0;
+        self.request_timeout.start();
+        let primary = (self.view % self.replica_count as u32) as u8;
+        bus.send_to_replica(primary, &message);
+        self.inflight = Some(message);
+    }
+
+    pub fn tick<B: ClientBus>(&mut self, bus: &mut B) {
+        self.request_timeout.tick();
+        if !self.request_timeout.fired() {
+            return;
+        }
+        self.request_timeout.backoff(&mut self.prng);
+        let Some(message) = self.inflight.clone() else {
+            self.request_timeout.stop();
+            return;
+        };
+        // Try the next replica (backups forward to the primary) and ask everyone for the view.
+        self.attempts += 1;
+        let target = ((self.view as u64 + self.attempts as u64) % self.replica_count as u64) as u8;
+        bus.send_to_replica(target, &message);
+        let mut ping = Header::new(Command::PingClient, self.cluster, 0, self.view);
+        ping.client = self.id;
+        ping.set_checksum_body(&[]);
+        ping.set_checksum();
+        if let Some(mut m) = self.pool.get() {
+            *m.header_mut() = ping;
+            for replica in 0..self.replica_count {
+                bus.send_to_replica(replica, &m);
+            }
+        }
+    }
+
+    pub fn on_message(&mut self, message: Message) -> Option<ClientEvent> {
+        let header = *message.header();
+        if !header.valid_checksum()
+            || header.invalid(self.pool.message_size_max()).is_some()
+            || !header.valid_checksum_body(message.body())
+            || header.cluster != self.cluster
+            || header.client != self.id
+        {
+            return None;
+        }
+        match header.command()? {
+            Command::PongClient => {
+                if header.view > self.view {
+                    self.view = header.view;
+                }
+                None
+            }
+            Command::Eviction => {
+                self.evicted = true;
+                self.inflight = None;
+                self.request_timeout.stop();
+                Some(ClientEvent::Evicted)
+            }
+            Command::Reply => self.on_reply(message),
+            _ => None,
+        }
+    }
+
+    fn on_reply(&mut self, reply: Message) -> Option<ClientEvent> {
+        let header = *reply.header();
+        let inflight = self.inflight.as_ref()?;
+        let request = *inflight.header();
+        if header.context != request.checksum || header.request != request.request {
+            return None;
+        }
+        self.inflight = None;
+        self.request_timeout.stop();
+        self.parent = header.checksum;
+        if self.registering {
+            assert_eq!(header.operation, Operation::Register as u8);
+            self.registering = false;
+            self.session = header.session;
+            self.request_number = 0;
+            return Some(ClientEvent::Registered {
+                session: header.session,
+            });
+        }
+        self.request_number = header.request;
+        Some(ClientEvent::Reply {
+            request: header.request,
+            operation: header.operation,
+            reply,
+        })
+    }
+
+    /// Milliseconds since the request in flight was first sent are not tracked here; the
+    /// simulator measures latency in ticks of `TICK_MS`.
+    pub const TICK_MS: u64 = TICK_MS;
+}
