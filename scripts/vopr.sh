@@ -137,7 +137,7 @@ if [[ -z $base ]]; then
         base_from="clock (not a git checkout)"
     fi
 elif [[ $base == random ]]; then
-    base=$(((SRANDOM << 31 ^ SRANDOM) & mask62))
+    base=$((16#$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n') & mask62))
     base_from="random"
 else
     b=$(normalise_u64 "$base") || die_usage "--base needs a decimal seed, got '$base'"
@@ -186,7 +186,8 @@ vopr_args=()
 # subshell, writing <id>.{1,2}.{stdout,stderr} and finally <id>.rc; the main loop polls.
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vopr.XXXXXX")
-declare -A job_pid=() job_seed=() job_kind=() job_det=() job_start=()
+# Indexed by job id (ascending), so jobs are reaped and reported in launch order.
+declare -a job_pid=() job_seed=() job_kind=() job_det=() job_start=()
 
 now_us() { # sets $now (microseconds since the epoch) without forking
     if [[ -n ${EPOCHREALTIME:-} ]]; then
@@ -203,15 +204,16 @@ kill_jobs() {
 }
 
 cleanup() { rm -rf "$work"; }
-on_signal() {
+on_signal() { # exit status
     trap - INT TERM
     echo >&2
     echo "vopr.sh: interrupted; stopping ${#job_pid[@]} running seed(s)" >&2
     kill_jobs
-    exit 130
+    exit "$1"
 }
 trap cleanup EXIT
-trap on_signal INT TERM
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 
 run_job() { # id seed det
     local id=$1 seed=$2 det=$3 child="" rc1 rc2=""
@@ -261,7 +263,7 @@ check_run() { # seed rc file
     if [[ -n $seed_timeout ]] && ((rc == 124 || rc == 137)); then
         reason="hang: still running after --seed-timeout ${seed_timeout}s"
     elif ((rc == 2)); then
-        reason="vopr exited 2 (usage error: does vopr accept '${vopr_args[*]:-}'?)"
+        reason="vopr exited 2: usage error (arguments: $seed${vopr_args[*]:+ ${vopr_args[*]}})"
     elif ((rc != 0)); then
         reason="vopr exited $rc"
     elif [[ ! $line =~ ^vopr\ seed=${seed}\ .*\ result=ok\ digest=[0-9a-fA-F]+$ ]]; then
@@ -275,16 +277,17 @@ check_run() { # seed rc file
 
 failures=0
 failed_seeds=()
+unfinished_seeds=()
 
 report_failure() { # id reason
-    local id=$1 why=$2 seed=${job_seed[$1]} log run
+    local id=$1 why=$2 seed=${job_seed[$1]} log run label line
     failures=$((failures + 1))
     failed_seeds+=("$seed")
     log=vopr-$seed.log
     {
         for run in 1 2; do
             [[ -e $work/$id.$run.stdout ]] || continue
-            echo "### run $run: $vopr $seed ${vopr_args[*]:-}"
+            echo "### run $run: $vopr $seed${vopr_args[*]:+ ${vopr_args[*]}}"
             echo "### stdout"
             cat "$work/$id.$run.stdout"
             echo "### stderr"
@@ -293,15 +296,26 @@ report_failure() { # id reason
     } >"$log"
     echo
     echo "FAIL seed=$seed (${job_kind[$id]}): $why"
-    if [[ -e $work/$id.2.stdout ]]; then
-        echo "  last line (run 1): $(last_line "$work/$id.1.stdout")"
-        echo "  last line (run 2): $(last_line "$work/$id.2.stdout")"
-    else
-        echo "  last line: $(last_line "$work/$id.1.stdout")"
-    fi
-    if [[ -s $work/$id.1.stderr ]]; then
+    for run in 1 2; do
+        [[ -e $work/$id.$run.stdout ]] || continue
+        label="last line"
+        [[ -e $work/$id.2.stdout ]] && label+=" (run $run)"
+        line=$(last_line "$work/$id.$run.stdout")
+        if [[ -z $line ]]; then
+            echo "  $label: (no output on stdout)"
+        elif [[ $line != "vopr seed="* ]]; then
+            echo "  $label: (no result line; the run ended early) $line"
+        else
+            echo "  $label: $line"
+        fi
+    done
+    if grep -q 'panicked at' "$work/$id.1.stderr" 2>/dev/null; then
+        echo "  panic:"
+        awk '/panicked at/ { p = 1 } /^stack backtrace:|^note: / { if (p) exit }
+             p { print "    " $0; if (++n == 6) exit }' "$work/$id.1.stderr"
+    elif [[ -s $work/$id.1.stderr ]]; then
         echo "  stderr (tail):"
-        tail -n 15 "$work/$id.1.stderr" | sed 's/^/    /'
+        tail -n 10 "$work/$id.1.stderr" | sed 's/^/    /'
     fi
     echo "  full output: $log"
     echo "  reproduce:"
@@ -401,22 +415,22 @@ while :; do
     done
     ((failures == 0)) || stop=failure
 
-    if [[ -n $max_time_s ]] && ((now - start >= max_time_s * 1000000)) && [[ -z $stop || ${#job_pid[@]} -gt 0 ]]; then
-        # A job may have finished just now: reap it rather than count it as killed.
-        for id in "${!job_pid[@]}"; do
-            [[ -e $work/$id.rc ]] && reap "$id"
-        done
-        hit_max_time=1
-        stop=${stop:-max-time}
-        if ((${#job_pid[@]} > 0)); then
-            unfinished=()
-            for id in "${!job_pid[@]}"; do
-                unfinished+=("${job_seed[$id]} ($(((now - job_start[$id]) / 1000000))s)")
-            done
-            echo "vopr.sh: --max-time ${max_time_s}s reached; killing ${#job_pid[@]} running seed(s):" \
-                "${unfinished[*]}"
-            kill_jobs
-            job_pid=() job_seed=() job_kind=() job_det=() job_start=()
+    if [[ -n $max_time_s ]] && ((now - start >= max_time_s * 1000000)); then
+        if ((${#job_pid[@]} > 0)) ||
+            { [[ -z $stop ]] && { ((next_regression < ${#regressions[@]})) || want_more_new; }; }; then
+            hit_max_time=1
+            stop=${stop:-max-time}
+            if ((${#job_pid[@]} > 0)); then
+                echo
+                echo "vopr.sh: --max-time ${max_time_s}s reached; killing ${#job_pid[@]} running seed(s):"
+                for id in "${!job_pid[@]}"; do
+                    unfinished_seeds+=("${job_seed[$id]}")
+                    echo "  seed ${job_seed[$id]}, running for $(((now - job_start[$id]) / 1000000))s:" \
+                        "cargo run --release -p vsr-sim --bin vopr -- ${job_seed[$id]}${vopr_args[*]:+ ${vopr_args[*]}}"
+                done
+                kill_jobs
+                job_pid=() job_seed=() job_kind=() job_det=() job_start=()
+            fi
         fi
         break
     fi
@@ -435,9 +449,7 @@ while :; do
         fi
     done
 
-    if ((${#job_pid[@]} == 0)); then
-        break
-    fi
+    ((${#job_pid[@]} > 0)) || break
 
     if ((done_total - last_progress_done >= 20 || now - last_progress_time >= 10000000)); then
         progress
@@ -458,6 +470,8 @@ printf '  seeds run:    %d (%d regression, %d new from base %s)\n' \
     "$done_total" "$((done_total - done_new))" "$done_new" "$base"
 printf '  passed:       %d\n' "$passed"
 printf '  failed:       %d%s\n' "$failures" "${failed_seeds[*]:+ (seeds: ${failed_seeds[*]})}"
+((${#unfinished_seeds[@]} == 0)) ||
+    printf '  killed:       %d at --max-time (seeds: %s)\n' "${#unfinished_seeds[@]}" "${unfinished_seeds[*]}"
 printf '  determinism:  %d seed(s) run twice with identical results\n' "$det_checked"
 printf '  elapsed:      %ds, %s seeds/min\n' $((elapsed / 1000000)) "$(rate "$done_total" "$elapsed")"
 if [[ -s $work/counters ]]; then
@@ -492,7 +506,7 @@ if ((hit_max_time)); then
             "required $seeds_n new seeds (the simulator is too slow for this budget, or hangs)"
     else
         echo "vopr.sh: FAILED: --max-time ${max_time_s}s reached with seeds still running" \
-            "(possible hang; rerun those seeds with --seed-timeout)"
+            "(possible hang; see the seeds above)"
     fi
     status=1
 fi

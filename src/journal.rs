@@ -665,8 +665,10 @@ pub fn classify(ring: Option<Header>, prepare: Option<Option<Header>>) -> SlotRe
         // The ring was never written for this slot, so no prepare here was ever acknowledged:
         // a damaged prepare is a torn first write.
         (None, Some(None)) if ring_reserved => SlotRecovery::Empty,
-        (None, None) if ring_reserved => SlotRecovery::Empty,
-        (None, _) => SlotRecovery::FaultyUnknown,
+        // The prepare slot was never written, so nothing here was ever acknowledged, whatever
+        // happened to the ring entry.
+        (None, None) => SlotRecovery::Empty,
+        (None, Some(None)) => SlotRecovery::FaultyUnknown,
     }
 }
 
@@ -699,6 +701,6 @@ mod tests {
         assert_eq!(classify(Some(reserved), None), Empty);
         assert_eq!(classify(None, Some(Some(a))), Clean(a));
         assert_eq!(classify(None, Some(None)), FaultyUnknown);
-        assert_eq!(classify(None, None), FaultyUnknown);
+        assert_eq!(classify(None, None), Empty);
     }
 }

@@ -112,7 +112,9 @@ impl Checker {
                     }
                 }
                 let request = if header.operation == Operation::Register as u8 { 0 } else { header.request };
-                if header.operation != Operation::Noop as u8 {
+                // A register retried after its session was evicted registers anew: it changes no
+                // state, so only state machine requests must execute at most once.
+                if header.operation != Operation::Noop as u8 && header.operation != Operation::Register as u8 {
                     if let Some(previous) = self.executed.insert((header.client, request), op) {
                         return Err(format!(
                             "request {request} of client {:x} executed twice: ops {previous} and {op}",

@@ -316,7 +316,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.op,
                 self.commit_max
             );
-            assert!(self.pipeline.len() as u64 <= self.op - self.commit_min.min(self.op));
+            assert!(
+                self.pipeline
+                    .front()
+                    .is_none_or(|e| e.header.op > self.commit_min),
+                "committed op left in pipeline: front={:?} commit_min={}",
+                self.pipeline.front().map(|e| e.header.op),
+                self.commit_min
+            );
             let first = self.op + 1 - self.pipeline.len() as u64;
             for (expect, entry) in (first..).zip(self.pipeline.iter()) {
                 assert_eq!(entry.header.op, expect, "pipeline ops are contiguous");
@@ -421,8 +428,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.stats.messages_dropped_invalid += 1;
             return;
         }
-        if from_replica && header.replica == self.replica && command != Command::DoViewChange {
-            // Our own prepares come back along the ring only if misrouted; ignore.
+        // A prepare's `replica` is the primary that created it, not the sender: a repair may
+        // bring back a prepare this replica created in an earlier view.
+        if from_replica
+            && header.replica == self.replica
+            && command != Command::DoViewChange
+            && command != Command::Prepare
+        {
             return;
         }
         if from_replica && header.view == self.view {
@@ -550,19 +562,41 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// Queues a durable update of the VSR state. Callers act on it in `on_superblock_durable`.
+    /// Updates only move forward from the newest state already requested, so a later update can
+    /// never undo an earlier one still waiting in the queue.
     fn superblock_update(&mut self, state: VsrState) {
         state.assert_valid();
-        let durable = &self.superblock.as_ref().unwrap().vsr_state;
+        let target = self.superblock_target();
         assert!(
-            state.monotonic_after(durable),
-            "superblock regress: {:?} -> {:?}",
-            durable.view,
-            state.view
+            state.monotonic_after(target),
+            "superblock regress: view {}->{} log_view {}->{}",
+            target.view,
+            state.view,
+            target.log_view,
+            state.log_view
         );
+        if state.log_view == target.log_view {
+            // Within one log_view the head only moves forward (a later start_view of the view).
+            assert!(
+                state.view_head_op() >= target.view_head_op(),
+                "view head regressed within a log_view"
+            );
+        }
         self.superblock_queued = Some(state);
         if self.superblock_writing.is_none() {
             self.superblock_write_next();
         }
+    }
+
+    /// The newest VSR state requested: queued, else being written, else durable.
+    fn superblock_target(&self) -> &VsrState {
+        if let Some(queued) = &self.superblock_queued {
+            return queued;
+        }
+        if let Some((writing, _)) = &self.superblock_writing {
+            return &writing.vsr_state;
+        }
+        &self.superblock.as_ref().unwrap().vsr_state
     }
 
     fn superblock_write_next(&mut self) {
@@ -620,14 +654,15 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         &self.superblock.as_ref().unwrap().vsr_state
     }
 
-    /// The VSR state as it stands in memory, for the next superblock write.
+    /// The VSR state as it stands in memory (view, commit_max) on top of the newest requested
+    /// log_view and view headers, for the next superblock write.
     fn vsr_state_now(&self) -> VsrState {
-        let durable = self.durable_state();
+        let target = self.superblock_target();
         VsrState {
-            view: self.view.max(durable.view),
-            log_view: durable.log_view,
-            commit_max: self.commit_max.max(durable.commit_max),
-            view_headers: durable.view_headers.clone(),
+            view: self.view.max(target.view),
+            log_view: target.log_view,
+            commit_max: self.commit_max.max(target.commit_max),
+            view_headers: target.view_headers.clone(),
         }
     }
 

@@ -27,6 +27,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.bus.send_to_replica(primary, &message);
             return;
         }
+        // Until the new primary has applied everything committed, its client table is stale and
+        // it could execute a retried request a second time.
+        if self.commit_min < self.commit_max {
+            return;
+        }
         let header = *message.header();
         if !self.request_acceptable(&header, &message) {
             return;
@@ -329,7 +334,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// Commits the pipeline head while it has a replication quorum.
-    fn commit_pipeline(&mut self) {
+    pub(super) fn commit_pipeline(&mut self) {
         while let Some(head) = self
             .pipeline
             .iter()
@@ -461,10 +466,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         while self.commit_min < self.commit_max.min(self.op) {
             let op = self.commit_min + 1;
             if self.chain_floor() > op {
-                return;
+                self.log(format_args!(
+                    "commit waits: chain floor {} > {op}",
+                    self.chain_floor()
+                ));
+                break;
             }
             let Some(header) = self.journal.header(op).copied() else {
-                return;
+                break;
             };
             if let Some(message) = self.cached_prepare(op, header.checksum) {
                 self.commit_op(&message);
@@ -481,7 +490,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             {
                 self.commit_reading = Some(op);
             }
-            return;
+            break;
         }
         self.primary_pipeline_drain();
     }
@@ -534,6 +543,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
             _ => {
                 let replica = (aux - READ_REPAIR_BASE) as u8;
+                self.log(format_args!(
+                    "repair read op={op} for {replica}: intact={}",
+                    message.is_some()
+                ));
                 if let Some(message) = message {
                     self.bus.send_to_replica(replica, &message);
                 }
@@ -550,6 +563,22 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let Some(mut reply) = self.pool.get() else {
             panic!("message pool exhausted at commit: pool sizing bug");
         };
+        // A session may be evicted between prepare and commit (by a register ahead of it in the
+        // pipeline). Every replica sees the same table here, so every replica skips the same ops.
+        let session_alive = match Operation::from_u8(header.operation) {
+            Some(Operation::Register) => self.clients.get(header.client).is_none(),
+            Some(Operation::Noop) => true,
+            _ => self
+                .clients
+                .get(header.client)
+                .is_some_and(|e| e.session == header.session && e.request + 1 == header.request),
+        };
+        if !session_alive {
+            self.log(format_args!("commit skipped (no session) {header:?}"));
+            self.commit_min = header.op;
+            self.stats.commits += 1;
+            return;
+        }
         let body_size = match Operation::from_u8(header.operation) {
             Some(Operation::Register) | Some(Operation::Noop) => 0,
             Some(_) => unreachable!("op {} has operation {}", header.op, header.operation),

@@ -104,6 +104,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn send_request_prepare(&mut self, replica: u8, op: u64, checksum: u128) {
+        self.log(format_args!("request_prepare op={op} from {replica}"));
         let mut request = self.new_header(Command::RequestPrepare);
         request.op = op;
         request.context = checksum;
@@ -112,6 +113,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     fn send_request_headers(&mut self, replica: u8, op_min: u64, op_max: u64) {
         assert!(op_min <= op_max);
+        self.log(format_args!(
+            "request_headers {op_min}..={op_max} from {replica}"
+        ));
         let mut request = self.new_header(Command::RequestHeaders);
         request.commit = op_min;
         request.op = op_max;
@@ -124,19 +128,29 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         let (op, checksum) = (request.op, request.context);
         if !self.journal.has_clean(op, checksum) {
+            self.log(format_args!(
+                "request_prepare op={op} from {}: not held clean (header {:?} dirty={})",
+                request.replica,
+                self.journal.header(op).map(|h| h.checksum == checksum),
+                self.journal.is_dirty(op)
+            ));
             return;
         }
         if let Some(message) = self.cached_prepare_for_repair(op, checksum) {
             self.bus.send_to_replica(request.replica, &message);
             return;
         }
-        self.journal.read_prepare(
+        let started = self.journal.read_prepare(
             &mut self.storage,
             &self.pool,
             op,
             checksum,
             READ_REPAIR_BASE + request.replica as u32,
         );
+        self.log(format_args!(
+            "request_prepare op={op} from {}: read started={started}",
+            request.replica
+        ));
     }
 
     /// A prepare that did not arrive through normal replication: keep it only if our log expects

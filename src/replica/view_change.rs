@@ -168,8 +168,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// Sends our do_view_change, once `view` is durable (so we can never again act in an older view).
     fn send_do_view_change(&mut self) {
         if self.durable_state().view < self.view {
-            let state = self.vsr_state_now();
-            self.superblock_update(state);
+            if self.superblock_target().view < self.view {
+                let state = self.vsr_state_now();
+                self.superblock_update(state);
+            }
             return;
         }
         let Some(message) = self.build_do_view_change() else {
@@ -409,7 +411,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let state = VsrState {
             view: self.view,
             log_view: self.view,
-            commit_max: self.commit_max.max(self.durable_state().commit_max),
+            commit_max: self.commit_max.max(self.superblock_target().commit_max),
             view_headers,
         };
         self.superblock_update(state);
@@ -468,7 +470,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if let Some(sv) = self.build_start_view(0) {
             self.send_message_to_other_replicas(&sv);
         }
-        self.commit_journal();
+        // Our own acks may already complete a quorum (always, when alone).
+        self.commit_pipeline();
         self.repair();
     }
 
@@ -554,7 +557,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let state = VsrState {
             view: self.view,
             log_view: self.view,
-            commit_max: self.commit_max.max(self.durable_state().commit_max),
+            commit_max: self.commit_max.max(self.superblock_target().commit_max),
             view_headers: headers,
         };
         self.superblock_update(state);
