@@ -48,6 +48,17 @@ die_usage() {
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
+# Is decimal string a > b? Both the same length, up to 27 digits (u64 does not fit in bash).
+digits_gt() {
+    local n=$((${#1} - 9))
+    if ((n <= 0)); then
+        ((10#$1 > 10#$2))
+        return
+    fi
+    local ah=$((10#${1:0:n})) bh=$((10#${2:0:n})) al=$((10#${1:n})) bl=$((10#${2:n}))
+    ((ah > bh || (ah == bh && al > bl)))
+}
+
 # A decimal u64 without leading zeros, or fail. Echoes the normalised form.
 normalise_u64() {
     local s=$1
@@ -55,7 +66,7 @@ normalise_u64() {
     s=${s#"${s%%[!0]*}"} # strip leading zeros
     [[ -n $s ]] || s=0
     ((${#s} <= 20)) || return 1
-    if ((${#s} == 20)) && [[ $s > 18446744073709551615 ]]; then return 1; fi
+    if ((${#s} == 20)) && digits_gt "$s" 18446744073709551615; then return 1; fi
     echo "$s"
 }
 
@@ -141,7 +152,7 @@ elif [[ $base == random ]]; then
     base_from="random"
 else
     b=$(normalise_u64 "$base") || die_usage "--base needs a decimal seed, got '$base'"
-    if ((${#b} > 19)) || { ((${#b} == 19)) && [[ $b > $mask62 ]]; }; then
+    if ((${#b} > 19)) || { ((${#b} == 19)) && digits_gt "$b" "$mask62"; }; then
         die_usage "--base must be below 2^62 ($((mask62 + 1))), got $b"
     fi
     base=$b
@@ -183,9 +194,12 @@ vopr_args=()
 
 # ---------------------------------------------------------------------------------------------
 # Job pool. Each job runs `vopr <seed>` (twice for a determinism check) in a background
-# subshell, writing <id>.{1,2}.{stdout,stderr} and finally <id>.rc; the main loop polls.
+# subshell, writing <id>.{1,2}.{stdout,stderr} and <id>.rc, then its id to the `done` FIFO,
+# which the main loop reads (with a timeout, to keep time limits and progress going).
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vopr.XXXXXX")
+mkfifo "$work/done"
+exec {done_fd}<>"$work/done" # read-write: never blocks on open, never sees EOF
 # Indexed by job id (ascending), so jobs are reaped and reported in launch order.
 declare -a job_pid=() job_seed=() job_kind=() job_det=() job_start=()
 
@@ -203,7 +217,9 @@ kill_jobs() {
     for id in "${!job_pid[@]}"; do wait "${job_pid[$id]}" 2>/dev/null || true; done
 }
 
+# shellcheck disable=SC2329 # invoked by the traps below
 cleanup() { rm -rf "$work"; }
+# shellcheck disable=SC2329
 on_signal() { # exit status
     trap - INT TERM
     echo >&2
@@ -233,8 +249,8 @@ run_job() { # id seed det
         wait "$child"
         rc2=$?
     fi
-    echo "$rc1 $rc2" >"$work/$id.rc.tmp"
-    mv "$work/$id.rc.tmp" "$work/$id.rc"
+    echo "$rc1 $rc2" >"$work/$id.rc"
+    echo "$id" >&"$done_fd"
 }
 
 next_id=0
@@ -242,11 +258,11 @@ launch() { # seed kind det
     local id=$next_id
     next_id=$((next_id + 1))
     run_job "$id" "$1" "$3" &
-    job_pid[$id]=$!
-    job_seed[$id]=$1
-    job_kind[$id]=$2
-    job_det[$id]=$3
-    job_start[$id]=$now
+    job_pid[id]=$!
+    job_seed[id]=$1
+    job_kind[id]=$2
+    job_det[id]=$3
+    job_start[id]=$now
 }
 
 last_line() { # file
@@ -303,7 +319,7 @@ report_failure() { # id reason
         line=$(last_line "$work/$id.$run.stdout")
         if [[ -z $line ]]; then
             echo "  $label: (no output on stdout)"
-        elif [[ $line != "vopr seed="* ]]; then
+        elif [[ $line != "vopr seed="*" result="* ]]; then
             echo "  $label: (no result line; the run ended early) $line"
         else
             echo "  $label: $line"
@@ -378,7 +394,8 @@ limits=()
 echo "vopr.sh: base seed $base (from $base_from); new seed i = $base + i"
 echo "vopr.sh: ${#regressions[@]} regression seed(s) from $regressions_file;" \
     "determinism check on the first $determinism_k new seed(s); $jobs job(s)"
-echo "vopr.sh: limits: $(IFS=,; echo "${limits[*]}" | sed 's/,/, /g')"
+limits_text=$(IFS=,; echo "${limits[*]}")
+echo "vopr.sh: limits: ${limits_text//,/, }"
 repro="scripts/vopr.sh --base $base"
 [[ -z $seeds_n ]] || repro+=" --seeds $seeds_n"
 [[ -z $time_s ]] || repro+=" --time $time_s"
@@ -410,12 +427,13 @@ want_more_new() {
 
 while :; do
     now_us
-    for id in "${!job_pid[@]}"; do
-        [[ -e $work/$id.rc ]] && reap "$id"
-    done
     ((failures == 0)) || stop=failure
 
     if [[ -n $max_time_s ]] && ((now - start >= max_time_s * 1000000)); then
+        # Seeds that finished just now are reaped, not counted as killed.
+        while read -r -t 0.01 id <&"$done_fd"; do
+            [[ -z ${job_pid[$id]:-} ]] || reap "$id"
+        done
         if ((${#job_pid[@]} > 0)) ||
             { [[ -z $stop ]] && { ((next_regression < ${#regressions[@]})) || want_more_new; }; }; then
             hit_max_time=1
@@ -425,7 +443,7 @@ while :; do
                 echo "vopr.sh: --max-time ${max_time_s}s reached; killing ${#job_pid[@]} running seed(s):"
                 for id in "${!job_pid[@]}"; do
                     unfinished_seeds+=("${job_seed[$id]}")
-                    echo "  seed ${job_seed[$id]}, running for $(((now - job_start[$id]) / 1000000))s:" \
+                    echo "  seed ${job_seed[$id]}, running for $(((now - job_start[id]) / 1000000))s:" \
                         "cargo run --release -p vsr-sim --bin vopr -- ${job_seed[$id]}${vopr_args[*]:+ ${vopr_args[*]}}"
                 done
                 kill_jobs
@@ -456,7 +474,10 @@ while :; do
         last_progress_time=$now
         last_progress_done=$done_total
     fi
-    sleep 0.05
+    if read -r -t 1 id <&"$done_fd" && [[ -n ${job_pid[$id]:-} ]]; then
+        now_us
+        reap "$id"
+    fi
 done
 now_us
 

@@ -240,9 +240,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.journal.remove(op);
             }
             self.op = header.op;
-        } else if self.journal.has_header(header.op, header.checksum)
-            && !self.journal.is_dirty(header.op)
-        {
+        } else if self.journal.has_clean(header.op, header.checksum) {
+            // The primary resent it: our prepare_ok was lost.
+            self.send_prepare_ok(header.op, header.checksum);
             return;
         }
         self.log(format_args!("on_prepare {header:?}"));
@@ -435,6 +435,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         };
         let header = entry.header;
         let ok_from = entry.ok_from;
+        self.log(format_args!(
+            "prepare timeout: op={} ok_from={ok_from:b}",
+            header.op
+        ));
         let Some(message) = self.cached_prepare(header.op, header.checksum) else {
             self.journal.read_prepare(
                 &mut self.storage,

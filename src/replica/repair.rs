@@ -161,7 +161,15 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         {
             return;
         }
-        if !self.journal.is_dirty(header.op) || self.journal.writing(header.op) {
+        if !self.journal.is_dirty(header.op) {
+            // A primary resending a prepare of our log from an earlier view (its pipeline after a
+            // view change): our prepare_ok was lost.
+            if self.status == Status::Normal && self.is_backup() {
+                self.send_prepare_ok(header.op, header.checksum);
+            }
+            return;
+        }
+        if self.journal.writing(header.op) {
             return;
         }
         self.stats.repairs_prepares += 1;

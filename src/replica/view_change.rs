@@ -341,14 +341,29 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.request_prepare_from_dvcs(op, c, &dvcs);
             }
         }
-        // Headers of the committed part of the window are needed for the start_view too.
-        for op in window_min.max(1)..=commit_max.min(op_head) {
-            if self.journal.header(op).is_none() {
-                missing += 1;
-                if let Some(c) = self.expected_checksum(op, op_head) {
-                    self.request_prepare_from_dvcs(op, c, &dvcs);
-                }
+        // The start_view carries the whole window, so every header in it must be present and
+        // chained. Walk down from the head: a header that the one above does not name is stale.
+        // (After a truncation the window ends lower, so it is recomputed.)
+        let window_min = op_head.saturating_sub(self.config.view_change_headers_max() as u64 - 1);
+        if missing == 0 && self.journal.header(op_head).is_none() {
+            missing += 1;
+        }
+        for op in (window_min.max(1)..op_head).rev() {
+            if missing > 0 {
+                break;
             }
+            let Some(next) = self.journal.header(op + 1).copied() else {
+                missing += 1;
+                break;
+            };
+            if self.journal.has_header(op, next.parent) {
+                continue;
+            }
+            if self.journal.header(op).is_some() {
+                self.journal.remove(op);
+            }
+            missing += 1;
+            self.request_prepare_from_dvcs(op, next.parent, &dvcs);
         }
         if missing > 0 {
             self.log(format_args!("view change waits for {missing} prepares"));
