@@ -569,7 +569,12 @@ impl Journal {
                 SlotRecovery::Clean(h) | SlotRecovery::FaultyKnown(h) => h,
                 _ => continue,
             };
-            if header.op > view_head_op && header.view < vsr_state.log_view {
+            // Above the view's head, an op from an older view was truncated by that view change;
+            // an op from a newer view was written while installing that view's start_view and
+            // never acknowledged (acks need log_view durable first).
+            if (header.op > view_head_op && header.view < vsr_state.log_view)
+                || header.view > vsr_state.log_view
+            {
                 report.discarded += 1;
                 *result = SlotRecovery::Empty;
             }

@@ -207,6 +207,11 @@ impl SuperBlock {
             }
             view_headers.push(h);
         }
+        for pair in view_headers.windows(2) {
+            if pair[0].op != pair[1].op + 1 || pair[0].parent != pair[1].checksum {
+                return None;
+            }
+        }
         let vsr_state = VsrState {
             view: header.view,
             log_view: header.log_view,

@@ -45,6 +45,8 @@ impl ClientBus for SimBus {
 
 pub type SimReplica = Replica<SimStorage, SimBus, SimTime, HashingStateMachine>;
 
+/// A replica slot: up, or down with what survives a crash (its disk and its clock).
+#[allow(clippy::large_enum_variant)]
 enum Slot {
     Up(Box<SimReplica>),
     Down {
@@ -285,7 +287,11 @@ impl Simulator {
                 if chance(&mut self.rng, self.options.clock_excursion_probability) {
                     let tolerance = self.options.config.clock_offset_tolerance_max_ns;
                     let magnitude = range(&mut self.rng, tolerance * 2, tolerance * 10) as i64;
-                    let sign = if self.rng.next_u32() % 2 == 0 { 1 } else { -1 };
+                    let sign = if self.rng.next_u32().is_multiple_of(2) {
+                        1
+                    } else {
+                        -1
+                    };
                     let duration = range(&mut self.rng, 100, 1000);
                     let time = match &mut self.replicas[index] {
                         Slot::Up(r) => &mut r.time,

@@ -430,11 +430,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         // A prepare's `replica` is the primary that created it, not the sender: a repair may
         // bring back a prepare this replica created in an earlier view.
-        if from_replica
-            && header.replica == self.replica
-            && command != Command::DoViewChange
-            && command != Command::Prepare
-        {
+        if from_replica && header.replica == self.replica && command != Command::Prepare {
             return;
         }
         if from_replica && header.view == self.view {

@@ -37,7 +37,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         if self.pipeline.len() >= self.config.pipeline_max as usize {
-            if self.request_queue.len() < self.request_queue.capacity()
+            if self.request_queue.len() < self.config.clients_max as usize
                 && !self
                     .request_queue
                     .iter()
@@ -136,8 +136,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let timestamps = if request.operation == Operation::Register as u8 {
             1
         } else {
+            // At least one, so timestamps strictly increase even for an empty batch.
             self.state_machine
                 .prepare_timestamps(request.operation, message.body())
+                .max(1)
         };
         self.prepare_timestamp = (self.prepare_timestamp + timestamps).max(realtime.max(0) as u64);
         if !message.is_unique() {
@@ -429,6 +431,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         self.prepare_timeout.backoff(&mut self.prng);
+        if self.abdicating() {
+            // Resends would keep backups from timing out the primary it cannot hear from.
+            return;
+        }
         // Resend the oldest unacknowledged prepare directly to each replica that lacks it.
         let Some(entry) = self.pipeline.front() else {
             return;

@@ -157,9 +157,15 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// exactly this checksum at its op and we do not yet hold it durably.
     pub(super) fn on_repair_prepare(&mut self, message: Message) {
         let header = *message.header();
-        if self.status == Status::Recovering || !self.journal.has_header(header.op, header.checksum)
-        {
+        if self.status == Status::Recovering {
             return;
+        }
+        if !self.journal.has_header(header.op, header.checksum) {
+            if !self.repair_prepare_named_by_successor(&header) {
+                return;
+            }
+            self.stats.repairs_headers += 1;
+            self.journal.set_header(&header);
         }
         if !self.journal.is_dirty(header.op) {
             // A primary resending a prepare of our log from an earlier view (its pipeline after a
@@ -176,6 +182,26 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.log(format_args!("repair prepare {header:?}"));
         self.cache_prepare(&message);
         self.journal.write_prepare(&mut self.storage, &message);
+    }
+
+    /// A prepare whose header we lack is still ours to keep when the header above it in our log
+    /// names it as parent, and that header is canonical: proven by the chain in normal status,
+    /// or installed from the do_view_change quorum by a new primary choosing its log.
+    fn repair_prepare_named_by_successor(&self, header: &Header) -> bool {
+        if header.op <= self.commit_min {
+            return false;
+        }
+        let Some(next) = self.journal.header(header.op + 1) else {
+            return false;
+        };
+        if next.parent != header.checksum {
+            return false;
+        }
+        match self.status {
+            Status::ViewChange => self.is_primary() && !self.start_view_pending,
+            Status::Normal => header.op < self.op && header.op + 1 >= self.chain_floor(),
+            _ => false,
+        }
     }
 
     pub(super) fn on_request_headers(&mut self, request: &Header) {

@@ -39,7 +39,11 @@ impl Dvc {
             let h = Header::read_from(&body[i * HEADER_SIZE..]);
             let flags = body[count * HEADER_SIZE + i];
             let expected_op = header.op.checked_sub(i as u64)?;
-            if !h.valid_checksum() || h.op != expected_op {
+            if !h.valid_checksum()
+                || h.op != expected_op
+                || h.cluster != header.cluster
+                || h.invalid(message.capacity()).is_some()
+            {
                 return None;
             }
             let is_prepare = h.command == Command::Prepare as u8;
@@ -278,11 +282,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let commit_max = commit_dvc
             .max(self.commit_max)
             .max(op_head.saturating_sub(self.config.pipeline_max as u64));
+        // Every committed op is in the log of the highest log_view in any view change quorum.
         assert!(
-            commit_max <= op_head || self.commit_max > op_head,
-            "committed op beyond the new log"
+            commit_max <= op_head,
+            "committed op {commit_max} beyond the new log head {op_head}"
         );
-        let commit_max = commit_max.min(op_head);
 
         // The canonical header of each op in the window, from the highest-log_view senders.
         let window_min = op_head.saturating_sub(self.config.view_change_headers_max() as u64 - 1);
@@ -554,10 +558,23 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             header.op, header.commit
         ));
         if header.view > self.view || self.status != Status::ViewChange {
+            // Leave normal status (or an older view change) the way a view change would, so the
+            // install is guarded by the view change timeouts until its superblock is durable.
             self.view = header.view;
             self.status = Status::ViewChange;
             self.pipeline.clear();
             self.request_queue.clear();
+            self.svc_from = 1 << self.replica;
+            self.dvc_sent = false;
+            self.start_view_pending = false;
+            for m in self.dvc_messages.iter_mut() {
+                *m = None;
+            }
+            self.normal_status_timeout.stop();
+            self.commit_timeout.stop();
+            self.prepare_timeout.stop();
+            self.view_change_status_timeout.start();
+            self.view_change_message_timeout.start();
         }
         for h in &headers {
             self.journal.set_header(h);
@@ -618,7 +635,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.view_change_status_timeout.reset();
             return;
         }
+        let attempts = self.view_change_status_timeout.attempts;
         self.transition_to_view_change(self.view + 1);
+        self.view_change_status_timeout.attempts = attempts;
         self.view_change_status_timeout.backoff(&mut self.prng);
     }
 
@@ -663,6 +682,8 @@ fn parse_start_view(message: &Message) -> Option<Vec<Header>> {
         if !h.valid_checksum()
             || h.command != Command::Prepare as u8
             || h.op + i as u64 != header.op
+            || h.cluster != header.cluster
+            || h.invalid(message.capacity()).is_some()
         {
             return None;
         }
