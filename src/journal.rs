@@ -41,6 +41,8 @@ pub struct RecoveryReport {
     pub empty: u64,
     pub discarded: u64,
     pub header_ring_repairs: u64,
+    /// The first few faulty ops with a known header (for logs and `vsr inspect`).
+    pub faulty_ops: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -227,6 +229,15 @@ impl Journal {
             "write of a prepare whose header is not set"
         );
         if !self.dirty[slot] || self.writing[slot] == Some(header.checksum) {
+            return false;
+        }
+        if self.prepare_durable[slot] == header.checksum {
+            // Already durable, only its header-ring entry is pending. Never rewrite it: a torn
+            // rewrite would destroy the copy this replica may already have acknowledged.
+            if self.ring[slot].checksum != header.checksum {
+                self.ring[slot] = header;
+                self.sector_again[slot / HEADERS_PER_SECTOR] = true;
+            }
             return false;
         }
         if self.writing[slot].is_some() {
@@ -595,6 +606,9 @@ impl Journal {
                 }
                 SlotRecovery::FaultyKnown(h) => {
                     report.faulty_known += 1;
+                    if report.faulty_ops.len() < 8 {
+                        report.faulty_ops.push(h.op);
+                    }
                     self.headers[slot] = h;
                     self.dirty[slot] = true;
                     self.faulty[slot] = true;
