@@ -113,8 +113,10 @@ impl Config {
         if m > 16 * 1024 * 1024 {
             return err(format!("message_size_max {m} exceeds 16 MiB"));
         }
-        if self.pipeline_max == 0 {
-            return err("pipeline_max must be at least 1".into());
+        if self.pipeline_max == 0 || self.pipeline_max > 254 {
+            return err(
+                "pipeline_max must be in 1..=254 (the superblock keeps pipeline_max + 1 view headers)".into(),
+            );
         }
         // A view change carries the possibly-uncommitted suffix plus one committed anchor.
         if self.view_change_headers_max() > self.headers_per_message() {

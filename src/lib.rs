@@ -5,8 +5,10 @@
 //! `storage`, `bus` and `time`.
 
 pub mod bus;
+pub mod bus_tcp;
 pub mod checksum;
 pub mod client;
+pub mod client_net;
 pub mod clock;
 pub mod config;
 pub mod format;
@@ -22,4 +24,8 @@ pub mod time;
 pub use config::Config;
 pub use header::{Command, Header, Operation};
 pub use message::{Message, MessagePool};
+pub mod cli;
+pub mod io;
 pub mod replica;
+pub mod storage_linux;
+pub mod time_os;

@@ -42,9 +42,13 @@ impl Layout {
     pub fn new(config: &Config) -> Layout {
         let slot_count = config.journal_slot_count as u64;
         let message_size_max = config.message_size_max as u64;
-        let superblock_copy_size = (crate::superblock::SUPERBLOCK_FIXED_SIZE
-            + config.view_change_headers_max() * HEADER_SIZE)
-            .next_multiple_of(SECTOR_SIZE) as u64;
+        // Fixed, so a data file can be read before its configuration is known.
+        let superblock_copy_size = crate::superblock::SUPERBLOCK_COPY_SIZE as u64;
+        assert!(
+            crate::superblock::SUPERBLOCK_FIXED_SIZE
+                + config.view_change_headers_max() * HEADER_SIZE
+                <= crate::superblock::SUPERBLOCK_COPY_SIZE
+        );
         Layout {
             superblock_copy_size,
             wal_headers_size: (slot_count * HEADER_SIZE as u64)

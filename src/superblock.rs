@@ -13,6 +13,8 @@ use std::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub const SUPERBLOCK_FIXED_SIZE: usize = 256;
+/// Each copy's size on disk: room for the fixed part and up to 255 view headers.
+pub const SUPERBLOCK_COPY_SIZE: usize = 64 * 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]

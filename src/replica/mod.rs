@@ -89,6 +89,8 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     pub commit_max: u64,
 
     pub pool: MessagePool,
+    /// Buffers for superblock copies (larger than small simulator messages).
+    superblock_pool: MessagePool,
     pub storage: S,
     pub bus: B,
     pub time: T,
@@ -145,13 +147,29 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// (status other than `Recovering`) once those reads complete; `open_error` is set if the data
     /// file is unusable.
     pub fn open(options: ReplicaOptions, storage: S, bus: B, time: T, state_machine: M) -> Self {
+        let pool = MessagePool::new(
+            options.config.messages_max(),
+            options.config.message_size_max as usize,
+        );
+        Self::open_with_pool(options, pool, storage, bus, time, state_machine)
+    }
+
+    /// As `open`, with a pool made by the caller (the production bus receives into the same pool).
+    pub fn open_with_pool(
+        options: ReplicaOptions,
+        pool: MessagePool,
+        storage: S,
+        bus: B,
+        time: T,
+        state_machine: M,
+    ) -> Self {
         let config = options.config;
         config.validate().expect("replica configuration");
+        assert_eq!(pool.message_size_max(), config.message_size_max as usize);
         assert!(options.replica < config.replica_count);
         assert_eq!(*storage.layout(), crate::storage::Layout::new(&config));
         let (quorum_replication, quorum_view_change) =
             crate::config::quorums(config.replica_count as usize);
-        let pool = MessagePool::new(config.messages_max(), config.message_size_max as usize);
         let seed = options.seed
             ^ (options.cluster as u64)
             ^ ((options.cluster >> 64) as u64)
@@ -169,6 +187,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             commit_min: 0,
             commit_max: 0,
             pool,
+            superblock_pool: MessagePool::new(
+                SUPERBLOCK_COPIES,
+                crate::superblock::SUPERBLOCK_COPY_SIZE,
+            ),
             storage,
             bus,
             time,
@@ -519,7 +541,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn superblock_read_start(&mut self) {
         let size = self.storage.layout().superblock_copy_size;
         for copy in 0..SUPERBLOCK_COPIES {
-            let buffer = self.pool.get().expect("pool");
+            let buffer = self.superblock_pool.get().expect("superblock pool");
             self.storage.submit(IoRequest {
                 kind: IoKind::Read,
                 zone: Zone::Superblock,
@@ -610,10 +632,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn superblock_write_copy(&mut self) {
         let (sb, copy) = self.superblock_writing.as_ref().unwrap();
         let layout = self.storage.layout().clone();
-        let mut buffer = self
-            .pool
-            .get()
-            .expect("pool exhausted for superblock write");
+        let mut buffer = self.superblock_pool.get().expect("superblock pool");
         sb.encode(*copy as u8, buffer.buffer_mut(), &layout);
         self.storage.submit(IoRequest {
             kind: IoKind::Write,

@@ -1,0 +1,147 @@
+//! `vsr inspect <path>`: what a data file holds, read with plain reads and never written: the
+//! superblock copies, a journal summary classified exactly as recovery would, client replies.
+
+use super::{read_superblock, Failure, Sizes};
+use crate::header::{Command, Header, HEADER_SIZE};
+use crate::journal::{classify, SlotRecovery};
+use crate::storage::{Layout, Zone, SUPERBLOCK_COPIES};
+use crate::superblock::SuperBlock;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+fn read(file: &std::fs::File, offset: u64, len: usize) -> Vec<u8> {
+    let mut buffer = vec![0u8; len];
+    let n = file.read_at(&mut buffer, offset).unwrap_or(0);
+    buffer[n..].fill(0);
+    buffer
+}
+
+pub fn inspect(path: &Path) -> Result<String, Failure> {
+    let sb = read_superblock(path)?;
+    let config = Sizes {
+        message_size_max: sb.message_size_max,
+        journal_slot_count: sb.journal_slot_count,
+        pipeline_max: sb.pipeline_max,
+        clients_max: sb.clients_max,
+    }
+    .config(sb.replica_count);
+    let layout = Layout::new(&config);
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::runtime(format!("open {}: {e}", path.display())))?;
+    let mut out = String::new();
+    let state = &sb.vsr_state;
+    out.push_str(&format!("data file: {}\n", path.display()));
+    out.push_str(&format!(
+        "superblock: cluster={} replica={} replica_count={} sequence={}\n",
+        sb.cluster, sb.replica, sb.replica_count, sb.sequence
+    ));
+    out.push_str(&format!(
+        "  view={} log_view={} commit_max={} view_head_op={}\n",
+        state.view,
+        state.log_view,
+        state.commit_max,
+        state.view_head_op()
+    ));
+    out.push_str(&format!(
+        "  configuration: message_size_max={} journal_slot_count={} pipeline_max={} clients_max={}\n",
+        sb.message_size_max, sb.journal_slot_count, sb.pipeline_max, sb.clients_max
+    ));
+    let copies: Vec<String> = (0..SUPERBLOCK_COPIES)
+        .map(|copy| {
+            let bytes = read(
+                &file,
+                copy as u64 * layout.superblock_copy_size,
+                layout.superblock_copy_size as usize,
+            );
+            match SuperBlock::decode(&bytes, &layout) {
+                Some(c) => format!("#{copy}: sequence {}", c.sequence),
+                None => format!("#{copy}: damaged"),
+            }
+        })
+        .collect();
+    out.push_str(&format!("  copies: {}\n", copies.join(", ")));
+
+    let slots = sb.journal_slot_count as usize;
+    let ring = read(
+        &file,
+        layout.zone_offset(Zone::WalHeaders),
+        layout.wal_headers_size as usize,
+    );
+    let msm = sb.message_size_max as usize;
+    let (mut clean, mut faulty_known, mut faulty_unknown, mut empty) = (0u64, 0u64, 0u64, 0u64);
+    let (mut op_min, mut op_max) = (u64::MAX, 0u64);
+    let mut faulty_slots = Vec::new();
+    for slot in 0..slots {
+        let h = Header::read_from(&ring[slot * HEADER_SIZE..]);
+        let ring_ok = h.valid_checksum()
+            && h.cluster == sb.cluster
+            && h.invalid(msm).is_none()
+            && match h.command() {
+                Some(Command::Prepare) => h.op as usize % slots == slot,
+                Some(Command::Reserved) => h.op as usize == slot,
+                _ => false,
+            };
+        let prepare_offset = layout.zone_offset(Zone::WalPrepares) + (slot * msm) as u64;
+        let first = read(&file, prepare_offset, crate::config::SECTOR_SIZE);
+        let p = Header::read_from(&first);
+        let prepare = if first[..HEADER_SIZE].iter().all(|&b| b == 0) {
+            None
+        } else if p.valid_checksum()
+            && p.invalid(msm).is_none()
+            && p.command() == Some(Command::Prepare)
+            && p.cluster == sb.cluster
+        {
+            let whole = read(&file, prepare_offset, p.size as usize);
+            let body_ok =
+                p.valid_checksum_body(&whole[HEADER_SIZE..]) && p.op as usize % slots == slot;
+            Some(body_ok.then_some(p))
+        } else {
+            Some(None)
+        };
+        match classify(ring_ok.then_some(h), prepare) {
+            SlotRecovery::Clean(p) => {
+                clean += 1;
+                op_min = op_min.min(p.op);
+                op_max = op_max.max(p.op);
+            }
+            SlotRecovery::FaultyKnown(h) => {
+                faulty_known += 1;
+                faulty_slots.push(format!("{slot} (op {})", h.op));
+            }
+            SlotRecovery::FaultyUnknown => {
+                faulty_unknown += 1;
+                faulty_slots.push(format!("{slot} (op unknown)"));
+            }
+            SlotRecovery::Empty => empty += 1,
+        }
+    }
+    out.push_str(&format!("journal: {slots} slots: {clean} clean, {faulty_known} faulty (op known), {faulty_unknown} faulty (op unknown), {empty} empty\n"));
+    if clean > 0 {
+        out.push_str(&format!("  ops present: {op_min}..={op_max}\n"));
+    }
+    if !faulty_slots.is_empty() {
+        faulty_slots.truncate(16);
+        out.push_str(&format!("  faulty slots: {}\n", faulty_slots.join(", ")));
+    }
+
+    let mut sessions = Vec::new();
+    for index in 0..sb.clients_max as usize {
+        let offset = layout.zone_offset(Zone::ClientReplies) + (index * msm) as u64;
+        let h = Header::read_from(&read(&file, offset, HEADER_SIZE));
+        if h.valid_checksum() && h.command() == Some(Command::Reply) && h.cluster == sb.cluster {
+            sessions.push(format!(
+                "  client {:032x}: session {} request {} (reply op {})",
+                h.client, h.session, h.request, h.op
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "client sessions with a durable reply: {}\n",
+        sessions.len()
+    ));
+    for s in sessions {
+        out.push_str(&s);
+        out.push('\n');
+    }
+    Ok(out)
+}

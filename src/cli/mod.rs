@@ -1,0 +1,313 @@
+//! The `vsr` command line: format, start, inspect, version (repl, client and benchmark join as
+//! their issues land). Exit codes: 0 ok, 1 runtime failure, 2 usage.
+
+pub mod inspect;
+
+use crate::bus_tcp::TcpBus;
+use crate::config::Config;
+use crate::io::runtime::Runtime;
+use crate::io::Io;
+use crate::message::MessagePool;
+use crate::replica::{Replica, ReplicaOptions};
+use crate::state_machine::HashingStateMachine;
+use crate::storage::Layout;
+use crate::storage_linux::{format_file, FileStorage};
+use crate::superblock::SuperBlock;
+use crate::time_os::OsTime;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+pub fn install_signal_handlers() {
+    // Safety: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// A failure with its exit code: 1 runtime, 2 usage.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+/// Layout-defining sizes; production defaults, smaller values for tests and development.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    pub message_size_max: u32,
+    pub journal_slot_count: u32,
+    pub pipeline_max: u32,
+    pub clients_max: u32,
+}
+
+impl Sizes {
+    pub fn config(&self, replica_count: u8) -> Config {
+        let mut config = Config::production(replica_count);
+        config.message_size_max = self.message_size_max;
+        config.journal_slot_count = self.journal_slot_count;
+        config.pipeline_max = self.pipeline_max;
+        config.clients_max = self.clients_max;
+        config
+    }
+}
+
+pub fn parse_addresses(text: &str) -> Result<Vec<SocketAddr>, Failure> {
+    let mut addresses = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        // A bare port means 127.0.0.1:port.
+        let candidate = if part.chars().all(|c| c.is_ascii_digit()) {
+            format!("127.0.0.1:{part}")
+        } else {
+            part.to_string()
+        };
+        let address = candidate
+            .to_socket_addrs()
+            .map_err(|e| Failure::usage(format!("address {part:?}: {e}")))?
+            .next()
+            .ok_or_else(|| Failure::usage(format!("address {part:?} resolves to nothing")))?;
+        addresses.push(address);
+    }
+    if addresses.is_empty() || addresses.len() > crate::config::REPLICAS_MAX {
+        return Err(Failure::usage(format!(
+            "--addresses needs 1 to {} addresses",
+            crate::config::REPLICAS_MAX
+        )));
+    }
+    Ok(addresses)
+}
+
+pub fn format(
+    path: &Path,
+    cluster: u128,
+    replica: u8,
+    replica_count: u8,
+    sizes: &Sizes,
+) -> Result<(), Failure> {
+    if replica_count == 0 || replica_count as usize > crate::config::REPLICAS_MAX {
+        return Err(Failure::usage(format!(
+            "--replica-count must be 1..={}",
+            crate::config::REPLICAS_MAX
+        )));
+    }
+    if replica >= replica_count {
+        return Err(Failure::usage(format!(
+            "--replica must be below --replica-count ({replica_count})"
+        )));
+    }
+    let config = sizes.config(replica_count);
+    config
+        .validate()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    if path.exists() {
+        return Err(Failure::runtime(format!(
+            "{} exists: refusing to overwrite a data file",
+            path.display()
+        )));
+    }
+    let layout = Layout::new(&config);
+    let writes = crate::format::format_writes(&config, cluster, replica);
+    format_file(path, &layout, &writes).map_err(|e| Failure::runtime(e.to_string()))?;
+    eprintln!(
+        "info: formatted {} (cluster {cluster}, replica {replica} of {replica_count}, {} MiB)",
+        path.display(),
+        layout.total_size() / (1024 * 1024)
+    );
+    Ok(())
+}
+
+/// Reads the superblock with plain reads to learn the cluster, replica index and sizes before
+/// the replica itself opens the file.
+pub fn read_superblock(path: &Path) -> Result<SuperBlock, Failure> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::runtime(format!("open {}: {e}", path.display())))?;
+    // The copy size depends on pipeline_max; read generously and let decode find the header.
+    let mut copies = Vec::new();
+    let probe_layout_sizes = [8192usize, 16384, 65536];
+    let mut buffer = vec![0u8; 65536 * crate::storage::SUPERBLOCK_COPIES];
+    let n = file.read_at(&mut buffer, 0).unwrap_or(0);
+    buffer.truncate(n);
+    for &copy_size in &probe_layout_sizes {
+        copies.clear();
+        for copy in 0..crate::storage::SUPERBLOCK_COPIES {
+            let start = copy * copy_size;
+            if start + copy_size > buffer.len() {
+                copies.push(None);
+                continue;
+            }
+            copies.push(decode_any(&buffer[start..start + copy_size]));
+        }
+        if let Ok(sb) = SuperBlock::choose(&copies) {
+            let config = Sizes {
+                message_size_max: sb.message_size_max,
+                journal_slot_count: sb.journal_slot_count,
+                pipeline_max: sb.pipeline_max,
+                clients_max: sb.clients_max,
+            }
+            .config(sb.replica_count);
+            if Layout::new(&config).superblock_copy_size as usize == copy_size {
+                return Ok(sb);
+            }
+        }
+    }
+    let first = copies.iter().flatten().next().cloned();
+    match first {
+        Some(sb) => Ok(sb),
+        None => Err(Failure::runtime(format!(
+            "{}: {}",
+            path.display(),
+            crate::superblock::OpenError::NoValidCopy
+        ))),
+    }
+}
+
+fn decode_any(bytes: &[u8]) -> Option<SuperBlock> {
+    // decode() needs a layout only for the copy size.
+    let mut layout = Layout::new(&Config::timing_defaults(1));
+    layout.superblock_copy_size = bytes.len() as u64;
+    SuperBlock::decode(bytes, &layout)
+}
+
+pub struct StartOptions {
+    pub path: PathBuf,
+    pub addresses: Vec<SocketAddr>,
+    pub development: bool,
+    pub trace: bool,
+}
+
+pub fn start(options: StartOptions) -> Result<(), Failure> {
+    let sb = read_superblock(&options.path)?;
+    if options.addresses.len() != sb.replica_count as usize {
+        return Err(Failure::usage(format!(
+            "--addresses lists {} replicas but {} was formatted for a cluster of {}",
+            options.addresses.len(),
+            options.path.display(),
+            sb.replica_count
+        )));
+    }
+    let sizes = Sizes {
+        message_size_max: sb.message_size_max,
+        journal_slot_count: sb.journal_slot_count,
+        pipeline_max: sb.pipeline_max,
+        clients_max: sb.clients_max,
+    };
+    let config = sizes.config(sb.replica_count);
+    config
+        .validate()
+        .map_err(|e| Failure::runtime(format!("data file configuration: {e}")))?;
+    let layout = Layout::new(&config);
+    let io = Io::new(1024).map_err(|e| Failure::runtime(e.to_string()))?;
+    let storage_slots = crate::config::journal_io_max(&config) * 2 + 16;
+    let storage = FileStorage::open(
+        &options.path,
+        layout.clone(),
+        !options.development,
+        storage_slots,
+    )
+    .map_err(|e| Failure::runtime(e.to_string()))?;
+    let connections_max = config.replica_count as usize + config.clients_max as usize;
+    let send_queue_max = 16;
+    // One receive buffer per connection, plus what send queues may pin.
+    let bus_messages = connections_max
+        + (config.replica_count as usize - 1) * send_queue_max
+        + config.clients_max as usize * crate::bus_tcp::CLIENT_SEND_QUEUE_MAX;
+    let messages = config.messages_max() + bus_messages;
+    let pool = MessagePool::new(messages, config.message_size_max as usize);
+    let bus = TcpBus::listen(
+        pool.clone(),
+        sb.cluster,
+        sb.replica,
+        options.addresses.clone(),
+        connections_max,
+        send_queue_max,
+    )
+    .map_err(|e| Failure::runtime(format!("listen: {e}")))?;
+    eprintln!(
+        "info: replica {} of {} in cluster {} listening on {}",
+        sb.replica, sb.replica_count, sb.cluster, options.addresses[sb.replica as usize]
+    );
+    eprintln!(
+        "info: configuration: message_size_max={} journal_slot_count={} pipeline_max={} clients_max={} direct_io={}",
+        config.message_size_max,
+        config.journal_slot_count,
+        config.pipeline_max,
+        config.clients_max,
+        !options.development
+    );
+    eprintln!(
+        "info: memory budget: message pool {} MiB ({} messages), data file {} MiB",
+        pool.size_bytes() / (1024 * 1024),
+        messages,
+        layout.total_size() / (1024 * 1024)
+    );
+    let mut replica = Replica::open_with_pool(
+        ReplicaOptions {
+            cluster: sb.cluster,
+            replica: sb.replica,
+            config,
+            seed: 0,
+        },
+        pool,
+        storage,
+        bus,
+        OsTime,
+        HashingStateMachine::default(),
+    );
+    replica.trace = options.trace;
+    let mut runtime = Runtime::new(io, replica);
+    install_signal_handlers();
+    runtime.run(&STOP).map_err(Failure::runtime)?;
+    eprintln!("info: stopping (signal)");
+    Ok(())
+}
+
+/// The development replica: one replica on 127.0.0.1:3000, data under ./data/, formatted on
+/// first start.
+pub fn start_development(trace: bool) -> Result<(), Failure> {
+    let path = PathBuf::from("data/0_0.vsr");
+    if !path.exists() {
+        std::fs::create_dir_all("data")
+            .map_err(|e| Failure::runtime(format!("create ./data: {e}")))?;
+        eprintln!(
+            "info: DEVELOPMENT MODE: formatting a new single-replica data file at {}",
+            path.display()
+        );
+        let sizes = Sizes {
+            message_size_max: 1024 * 1024,
+            journal_slot_count: 1024,
+            pipeline_max: 8,
+            clients_max: 64,
+        };
+        format(&path, 0, 0, 1, &sizes)?;
+    }
+    let addresses = parse_addresses("127.0.0.1:3000")?;
+    start(StartOptions {
+        path,
+        addresses,
+        development: true,
+        trace,
+    })
+}

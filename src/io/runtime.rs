@@ -1,0 +1,129 @@
+//! The replica's event loop: submit what storage and bus queued, wait for completions, route
+//! each to its owner, hand finished work to the replica, tick every 10 ms of monotonic time.
+//! One thread, one ring, no busy loop: it sleeps in io_uring_enter until something completes
+//! (at the latest the tick timeout).
+
+use super::{owner_of, Io, Owner};
+use crate::bus_tcp::TcpBus;
+use crate::config::TICK_MS;
+use crate::replica::{Replica, Status};
+use crate::state_machine::StateMachine;
+use crate::storage::Storage;
+use crate::storage_linux::FileStorage;
+use crate::time::Time;
+use crate::time_os::OsTime;
+use io_uring::{opcode, types};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub type LinuxReplica<M> = Replica<FileStorage, TcpBus, OsTime, M>;
+
+pub struct Runtime<M: StateMachine> {
+    pub io: Io,
+    pub replica: LinuxReplica<M>,
+    timespec: Box<types::Timespec>,
+    timer_armed: bool,
+    next_tick: u64,
+}
+
+impl<M: StateMachine> Runtime<M> {
+    pub fn new(io: Io, replica: LinuxReplica<M>) -> Runtime<M> {
+        let next_tick = replica.time.monotonic() + TICK_MS * 1_000_000;
+        Runtime {
+            io,
+            replica,
+            timespec: Box::new(types::Timespec::new()),
+            timer_armed: false,
+            next_tick,
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        if self.timer_armed {
+            return;
+        }
+        let now = self.replica.time.monotonic();
+        let wait = self.next_tick.saturating_sub(now).max(1);
+        *self.timespec = types::Timespec::new()
+            .sec(wait / 1_000_000_000)
+            .nsec((wait % 1_000_000_000) as u32);
+        let entry = opcode::Timeout::new(&*self.timespec)
+            .build()
+            .user_data(super::user_data(Owner::Timer, 0));
+        // Safety: the timespec is boxed in the runtime and outlives the operation.
+        unsafe { self.io.push(entry) };
+        self.timer_armed = true;
+    }
+
+    /// One turn of the loop. Returns an error only if the ring itself fails.
+    pub fn run_once(&mut self) -> std::io::Result<()> {
+        self.replica.storage.pump(&mut self.io);
+        self.replica.bus.pump(&mut self.io);
+        self.arm_timer();
+        self.io.submit_and_wait()?;
+        for i in 0..self.io.completions().len() {
+            let (user_data, result) = self.io.completions()[i];
+            match owner_of(user_data) {
+                Some((Owner::Storage, index)) => {
+                    self.replica
+                        .storage
+                        .on_cqe(&mut self.io, index as usize, result)
+                }
+                Some((Owner::Bus, value)) => self.replica.bus.on_cqe(&mut self.io, value, result),
+                Some((Owner::Timer, _)) => self.timer_armed = false,
+                None => panic!("completion with unknown owner {user_data:#x}"),
+            }
+        }
+        while let Some(completion) = self.replica.storage.next_completion() {
+            self.replica.on_io_completion(completion);
+        }
+        while let Some(message) = self.replica.bus.next_received() {
+            self.replica.on_message(message);
+        }
+        let now = self.replica.time.monotonic();
+        let mut ticks = 0;
+        while self.next_tick <= now {
+            self.next_tick += TICK_MS * 1_000_000;
+            ticks += 1;
+            // After a long stall (suspend, debugger), do not replay hundreds of ticks at once.
+            if ticks <= 10 {
+                self.replica.tick();
+                self.replica.bus.tick();
+            }
+        }
+        if ticks > 10 {
+            self.next_tick = now + TICK_MS * 1_000_000;
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop` is set (signal handler) or the replica fails to open.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), String> {
+        let mut announced = false;
+        while !stop.load(Ordering::Relaxed) {
+            self.run_once().map_err(|e| format!("io_uring: {e}"))?;
+            if let Some(error) = &self.replica.open_error {
+                return Err(error.clone());
+            }
+            if !announced && self.replica.status != Status::Recovering {
+                announced = true;
+                let r = &self.replica;
+                eprintln!(
+                    "info: replica {} of cluster {} open: status={:?} view={} op={} commit_max={}",
+                    r.replica, r.cluster, r.status, r.view, r.op, r.commit_max
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until the replica has finished recovering (or failed), for tools like `inspect`.
+    pub fn run_until_open(&mut self) -> Result<(), String> {
+        while self.replica.status == Status::Recovering {
+            self.run_once().map_err(|e| format!("io_uring: {e}"))?;
+            if let Some(error) = &self.replica.open_error {
+                return Err(error.clone());
+            }
+        }
+        Ok(())
+    }
+}

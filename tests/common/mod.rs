@@ -1,0 +1,180 @@
+//! Real `vsr` processes on 127.0.0.1 for end-to-end tests. Every wait is on a condition with a
+//! bounded deadline; every process is killed when the harness drops.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const VSR: &str = env!("CARGO_BIN_EXE_vsr");
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub cluster: u128,
+    pub ports: Vec<u16>,
+    pub children: Vec<Option<Child>>,
+}
+
+impl TestCluster {
+    /// Formats `n` replicas with small sizes (fast, small files).
+    pub fn format(name: &str, n: usize) -> TestCluster {
+        let dir = std::env::temp_dir().join(format!("vsr-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cluster = 0xc1u128 << 64 | std::process::id() as u128;
+        for replica in 0..n {
+            let status = Command::new(VSR)
+                .args([
+                    "format",
+                    &format!("--cluster={cluster}"),
+                    &format!("--replica={replica}"),
+                ])
+                .args([
+                    &format!("--replica-count={n}"),
+                    "--message-size-max=65536",
+                    "--journal-slot-count=512",
+                ])
+                .arg(dir.join(format!("{replica}.vsr")))
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "format replica {replica}");
+        }
+        TestCluster {
+            dir,
+            cluster,
+            ports: free_ports(n),
+            children: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    pub fn addresses_arg(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+            .collect()
+    }
+
+    pub fn path(&self, replica: usize) -> PathBuf {
+        self.dir.join(format!("{replica}.vsr"))
+    }
+
+    pub fn start(&mut self, replica: usize) {
+        assert!(self.children[replica].is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{replica}.log")))
+            .unwrap();
+        let child = Command::new(VSR)
+            .args(["start", &format!("--addresses={}", self.addresses_arg())])
+            .arg(self.path(replica))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[replica] = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for replica in 0..self.children.len() {
+            self.start(replica);
+        }
+    }
+
+    pub fn kill9(&mut self, replica: usize) {
+        if let Some(mut child) = self.children[replica].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (bounded).
+    pub fn stop(&mut self, replica: usize) -> Option<i32> {
+        let mut child = self.children[replica].take()?;
+        // Safety: plain kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("replica {replica} did not stop within 10s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for replica in 0..self.children.len() {
+            self.stop(replica);
+        }
+    }
+
+    pub fn inspect(&self, replica: usize) -> String {
+        let out = Command::new(VSR)
+            .arg("inspect")
+            .arg(self.path(replica))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "inspect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn log(&self, replica: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{replica}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
