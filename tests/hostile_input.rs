@@ -1,0 +1,133 @@
+//! End-to-end: a replica's port receives garbage, truncated frames, oversized sizes and headers
+//! of another cluster. Each such connection is closed; the replica keeps serving clients.
+
+mod common;
+
+use common::TestCluster;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use vsr::header::{Command, Header};
+use vsr::state_machine::HASHING_OPERATION;
+use zerocopy::IntoBytes;
+
+/// True if the replica closed the connection within the deadline (EOF or reset).
+fn closed_by_peer(stream: &mut TcpStream, timeout: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+fn connect(cluster: &TestCluster) -> TcpStream {
+    common::wait_for("the replica to listen", Duration::from_secs(20), || {
+        TcpStream::connect(cluster.addresses()[0]).ok()
+    })
+}
+
+fn ping_client(cluster: u128) -> Header {
+    let mut header = Header::new(Command::PingClient, cluster, 0, 0);
+    header.client = 42;
+    header.set_checksum_body(&[]);
+    header.set_checksum();
+    header
+}
+
+#[test]
+fn hostile_bytes_close_the_connection_and_the_replica_keeps_serving() {
+    let mut cluster = TestCluster::format("hostile", 1);
+    cluster.start(0);
+
+    // 1. Garbage: 4 KiB of pseudo-random bytes.
+    let mut stream = connect(&cluster);
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    stream.write_all(&garbage).unwrap();
+    assert!(
+        closed_by_peer(&mut stream, Duration::from_secs(10)),
+        "garbage did not close the connection"
+    );
+
+    // 2. A header of another cluster (checksum valid).
+    let mut stream = connect(&cluster);
+    stream
+        .write_all(ping_client(cluster.cluster ^ 1).as_bytes())
+        .unwrap();
+    assert!(
+        closed_by_peer(&mut stream, Duration::from_secs(10)),
+        "wrong cluster did not close the connection"
+    );
+
+    // 3. An oversized size field (checksum valid, size beyond message_size_max).
+    let mut stream = connect(&cluster);
+    let mut oversized = ping_client(cluster.cluster);
+    oversized.size = 64 * 1024 * 1024;
+    oversized.set_checksum();
+    stream.write_all(oversized.as_bytes()).unwrap();
+    assert!(
+        closed_by_peer(&mut stream, Duration::from_secs(10)),
+        "oversized size did not close the connection"
+    );
+
+    // 4. A truncated frame: a request header announcing a body that never fully arrives, then a
+    //    corrupt body once the peer gives up. The replica must not wait forever nor crash.
+    let mut stream = connect(&cluster);
+    let mut request = Header::new(Command::Request, cluster.cluster, 0, 0);
+    request.client = 7;
+    request.session = 1;
+    request.request = 1;
+    request.operation = HASHING_OPERATION;
+    request.size = 256 + 100;
+    request.checksum_body = 12345;
+    request.set_checksum();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(&[0u8; 40]).unwrap();
+    drop(stream);
+    let mut stream = connect(&cluster);
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(&[0u8; 100]).unwrap();
+    assert!(
+        closed_by_peer(&mut stream, Duration::from_secs(10)),
+        "bad body checksum did not close the connection"
+    );
+
+    // 5. A client connection that sends a replica-only command.
+    let mut stream = connect(&cluster);
+    stream
+        .write_all(ping_client(cluster.cluster).as_bytes())
+        .unwrap();
+    let mut prepare_ok = Header::new(Command::PrepareOk, cluster.cluster, 0, 0);
+    prepare_ok.op = 1;
+    prepare_ok.set_checksum_body(&[]);
+    prepare_ok.set_checksum();
+    stream.write_all(prepare_ok.as_bytes()).unwrap();
+    assert!(
+        closed_by_peer(&mut stream, Duration::from_secs(10)),
+        "client sending replica commands was not closed"
+    );
+
+    // The replica still serves a real client.
+    let mut client = vsr::client_net::NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    let reply = client
+        .request(HASHING_OPERATION, b"still alive", Duration::from_secs(30))
+        .expect("replica stopped serving");
+    assert_eq!(reply.body().len(), 16);
+    assert_eq!(
+        cluster.stop(0),
+        Some(0),
+        "replica did not exit cleanly on SIGTERM"
+    );
+    let log = cluster.log(0);
+    assert!(!log.contains("panicked"), "replica panicked:\n{log}");
+}
