@@ -29,3 +29,4 @@ pub mod io;
 pub mod replica;
 pub mod storage_linux;
 pub mod time_os;
+pub mod ledger;
