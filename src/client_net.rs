@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum NetError {
     Protocol(ClientError),
     /// No reply before the deadline (the cluster may be unavailable).

@@ -1,6 +1,8 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 use vsr::cli::{self, Failure, Sizes};
+use vsr::ledger::LedgerConfig;
 
 #[derive(Parser)]
 #[command(name = "vsr", version = version_long(), about = "A replicated financial ledger on Viewstamped Replication")]
@@ -47,7 +49,61 @@ enum Commands {
         /// Log level: info, or debug for a protocol trace.
         #[arg(long, default_value = "info", env = "VSR_LOG_LEVEL")]
         log_level: String,
+        /// Most accounts the ledger holds (memory is reserved at start).
+        #[arg(long, default_value_t = LedgerConfig::default().accounts_max)]
+        accounts_max: u32,
+        /// Most transfers the ledger holds.
+        #[arg(long, default_value_t = LedgerConfig::default().transfers_max)]
+        transfers_max: u32,
         path: Option<PathBuf>,
+    },
+    /// JSON lines on stdin, one request per line; one JSON line of results per request on stdout.
+    Client {
+        #[arg(long)]
+        cluster: u128,
+        #[arg(long)]
+        addresses: String,
+        /// Seconds to wait for each reply.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Interactive statements against a cluster (`help` lists them).
+    Repl {
+        #[arg(long)]
+        cluster: u128,
+        #[arg(long)]
+        addresses: String,
+        /// Run one statement, print its result, exit.
+        #[arg(long)]
+        command: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Load a cluster with transfers and report throughput and latency. Without --addresses,
+    /// formats and starts temporary replicas on 127.0.0.1 and removes them afterwards.
+    Benchmark {
+        #[arg(long)]
+        addresses: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        cluster: u128,
+        /// Replicas to start when no --addresses is given.
+        #[arg(long, default_value_t = 1)]
+        replica_count: u8,
+        #[arg(long, default_value_t = 10_000)]
+        account_count: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        transfer_count: u64,
+        /// Transfers per request (default: as many as fit a message).
+        #[arg(long, default_value_t = 8190)]
+        transfer_batch_size: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Read every account back afterwards and check its balances.
+        #[arg(long)]
+        validate: bool,
+        /// Single-account lookups to time after the load.
+        #[arg(long, default_value_t = 100)]
+        query_count: u64,
     },
     /// Show what a data file holds (superblock, journal, client sessions); never writes.
     Inspect { path: PathBuf },
@@ -83,6 +139,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             addresses,
             development,
             log_level,
+            accounts_max,
+            transfers_max,
             path,
         } => {
             let trace = match log_level.as_str() {
@@ -95,7 +153,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             };
             match (path, addresses) {
-                (None, None) if development => cli::start_development(trace),
+                (None, None) if development => {
+                    cli::start_development(trace, accounts_max, transfers_max)
+                }
                 (None, _) => Err(Failure::usage(
                     "start needs a data file path (or --development alone)",
                 )),
@@ -107,9 +167,59 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         addresses,
                         development,
                         trace,
+                        accounts_max,
+                        transfers_max,
                     })
                 }
             }
+        }
+        Commands::Client {
+            cluster,
+            addresses,
+            timeout,
+        } => {
+            let addresses = cli::parse_addresses(&addresses)?;
+            cli::client::run_json(cli::client::Session::new(
+                cluster,
+                addresses,
+                Duration::from_secs(timeout),
+            ))
+        }
+        Commands::Repl {
+            cluster,
+            addresses,
+            command,
+            timeout,
+        } => {
+            let addresses = cli::parse_addresses(&addresses)?;
+            cli::client::run_repl(
+                cli::client::Session::new(cluster, addresses, Duration::from_secs(timeout)),
+                command,
+            )
+        }
+        Commands::Benchmark {
+            addresses,
+            cluster,
+            replica_count,
+            account_count,
+            transfer_count,
+            transfer_batch_size,
+            seed,
+            validate,
+            query_count,
+        } => {
+            let addresses = addresses.map(|a| cli::parse_addresses(&a)).transpose()?;
+            cli::benchmark::run(cli::benchmark::BenchmarkOptions {
+                addresses,
+                cluster,
+                replica_count,
+                account_count,
+                transfer_count,
+                transfer_batch_size,
+                seed,
+                validate,
+                query_count,
+            })
         }
         Commands::Inspect { path } => {
             print!("{}", vsr::cli::inspect::inspect(&path)?);

@@ -3,9 +3,9 @@
 mod common;
 
 use common::TestCluster;
+use common::{account_body, CREATE_ACCOUNTS};
 use std::time::Duration;
 use vsr::client_net::NetClient;
-use vsr::state_machine::HASHING_OPERATION;
 
 fn op_head(inspect: &str) -> u64 {
     let line = inspect
@@ -24,7 +24,11 @@ fn three_replicas_survive_primary_kill9_and_converge() {
     let mut replies = Vec::new();
     for i in 0..20u32 {
         let reply = client
-            .request(HASHING_OPERATION, &i.to_le_bytes(), Duration::from_secs(30))
+            .request(
+                CREATE_ACCOUNTS,
+                &account_body(i as u128 + 1),
+                Duration::from_secs(30),
+            )
             .expect("request");
         replies.push(reply.header().op);
     }
@@ -34,14 +38,22 @@ fn three_replicas_survive_primary_kill9_and_converge() {
     cluster.kill9(0);
     for i in 20..40u32 {
         let reply = client
-            .request(HASHING_OPERATION, &i.to_le_bytes(), Duration::from_secs(60))
+            .request(
+                CREATE_ACCOUNTS,
+                &account_body(i as u128 + 1),
+                Duration::from_secs(60),
+            )
             .expect("request after kill -9");
         replies.push(reply.header().op);
     }
     cluster.start(0);
     for i in 40..50u32 {
         let reply = client
-            .request(HASHING_OPERATION, &i.to_le_bytes(), Duration::from_secs(60))
+            .request(
+                CREATE_ACCOUNTS,
+                &account_body(i as u128 + 1),
+                Duration::from_secs(60),
+            )
             .expect("request after restart");
         replies.push(reply.header().op);
     }
@@ -86,11 +98,9 @@ fn single_replica_recovers_after_kill9_mid_write() {
                 let mut acknowledged = Vec::new();
                 let mut i = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match client.request(
-                        HASHING_OPERATION,
-                        &[i as u8; 3000],
-                        Duration::from_secs(2),
-                    ) {
+                    let id = ((round as u128) << 32) | (i as u128 + 1);
+                    match client.request(CREATE_ACCOUNTS, &account_body(id), Duration::from_secs(2))
+                    {
                         Ok(reply) => acknowledged.push(reply.header().op),
                         Err(_) => break,
                     }
@@ -122,7 +132,11 @@ fn single_replica_recovers_after_kill9_mid_write() {
         cluster.start(0);
         let mut client = NetClient::new(cluster_id, &addresses, 65536);
         let reply = client
-            .request(HASHING_OPERATION, b"after restart", Duration::from_secs(30))
+            .request(
+                CREATE_ACCOUNTS,
+                &account_body(1 << 60 | round as u128),
+                Duration::from_secs(30),
+            )
             .expect("serves after restart");
         assert!(
             reply.header().op > last_acknowledged,

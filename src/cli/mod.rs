@@ -1,15 +1,18 @@
 //! The `vsr` command line: format, start, inspect, version (repl, client and benchmark join as
 //! their issues land). Exit codes: 0 ok, 1 runtime failure, 2 usage.
 
+pub mod benchmark;
+pub mod client;
 pub mod inspect;
+pub mod ledger_text;
 
 use crate::bus_tcp::TcpBus;
 use crate::config::Config;
 use crate::io::runtime::Runtime;
 use crate::io::Io;
+use crate::ledger::{Ledger, LedgerConfig};
 use crate::message::MessagePool;
 use crate::replica::{Replica, ReplicaOptions};
-use crate::state_machine::HashingStateMachine;
 use crate::storage::Layout;
 use crate::storage_linux::{format_file, FileStorage};
 use crate::superblock::SuperBlock;
@@ -196,6 +199,8 @@ pub struct StartOptions {
     pub addresses: Vec<SocketAddr>,
     pub development: bool,
     pub trace: bool,
+    pub accounts_max: u32,
+    pub transfers_max: u32,
 }
 
 pub fn start(options: StartOptions) -> Result<(), Failure> {
@@ -263,6 +268,15 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         messages,
         layout.total_size() / (1024 * 1024)
     );
+    let ledger = Ledger::new(LedgerConfig {
+        accounts_max: options.accounts_max,
+        transfers_max: options.transfers_max,
+        message_size_max: config.message_size_max,
+    });
+    eprintln!(
+        "info: ledger: accounts_max={} transfers_max={} (reserved at start, touched as it fills)",
+        options.accounts_max, options.transfers_max
+    );
     let mut replica = Replica::open_with_pool(
         ReplicaOptions {
             cluster: sb.cluster,
@@ -274,7 +288,7 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         storage,
         bus,
         OsTime,
-        HashingStateMachine::default(),
+        ledger,
     );
     replica.trace = options.trace;
     let mut runtime = Runtime::new(io, replica);
@@ -286,7 +300,11 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
 
 /// The development replica: one replica on 127.0.0.1:3000, data under ./data/, formatted on
 /// first start.
-pub fn start_development(trace: bool) -> Result<(), Failure> {
+pub fn start_development(
+    trace: bool,
+    accounts_max: u32,
+    transfers_max: u32,
+) -> Result<(), Failure> {
     let path = PathBuf::from("data/0_0.vsr");
     if !path.exists() {
         std::fs::create_dir_all("data")
@@ -309,5 +327,7 @@ pub fn start_development(trace: bool) -> Result<(), Failure> {
         addresses,
         development: true,
         trace,
+        accounts_max,
+        transfers_max,
     })
 }

@@ -178,3 +178,15 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A create_accounts body with one account (ledger 700, code 10).
+pub fn account_body(id: u128) -> Vec<u8> {
+    use zerocopy::{FromZeros, IntoBytes};
+    let mut account = vsr::ledger::Account::new_zeroed();
+    account.id = id;
+    account.ledger = 700;
+    account.code = 10;
+    account.as_bytes().to_vec()
+}
+
+pub const CREATE_ACCOUNTS: u8 = vsr::ledger::LedgerOperation::CreateAccounts as u8;

@@ -1,0 +1,337 @@
+//! `vsr benchmark`: load a cluster with transfers and report throughput and latency the way a
+//! user sees them (whole requests through the real binary and network). Without `--addresses` it
+//! formats and starts temporary replicas as child processes on 127.0.0.1, and removes them after.
+
+use super::ledger_text;
+use super::Failure;
+use crate::client_net::NetClient;
+use crate::ledger::{Account, LedgerOperation, Transfer};
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use zerocopy::{FromZeros, IntoBytes};
+
+pub struct BenchmarkOptions {
+    pub addresses: Option<Vec<SocketAddr>>,
+    pub cluster: u128,
+    pub replica_count: u8,
+    pub account_count: u64,
+    pub transfer_count: u64,
+    pub transfer_batch_size: usize,
+    pub seed: u64,
+    pub validate: bool,
+    pub query_count: u64,
+}
+
+struct Temporary {
+    dir: PathBuf,
+    children: Vec<Child>,
+    pids: Vec<u32>,
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(3000)
+}
+
+fn start_temporary(
+    options: &BenchmarkOptions,
+    accounts_max: u32,
+    transfers_max: u32,
+) -> Result<(Temporary, Vec<SocketAddr>), Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("current_exe: {e}")))?;
+    let dir = std::env::temp_dir().join(format!("vsr-benchmark-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
+    let mut temporary = Temporary {
+        dir: dir.clone(),
+        children: Vec::new(),
+        pids: Vec::new(),
+    };
+    let n = options.replica_count;
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let addresses: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let addresses_arg = addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for replica in 0..n {
+        let path = dir.join(format!("{replica}.vsr"));
+        let status = Command::new(&exe)
+            .args([
+                "format",
+                &format!("--cluster={}", options.cluster),
+                &format!("--replica={replica}"),
+            ])
+            .arg(format!("--replica-count={n}"))
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| Failure::runtime(format!("format: {e}")))?;
+        if !status.success() {
+            return Err(Failure::runtime("format of a temporary replica failed"));
+        }
+        let log = std::fs::File::create(dir.join(format!("{replica}.log")))
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let child = Command::new(&exe)
+            .args(["start", &format!("--addresses={addresses_arg}")])
+            .arg(format!("--accounts-max={accounts_max}"))
+            .arg(format!("--transfers-max={transfers_max}"))
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| Failure::runtime(format!("start: {e}")))?;
+        temporary.pids.push(child.id());
+        temporary.children.push(child);
+    }
+    Ok((temporary, addresses))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
+    let batch = options.transfer_batch_size;
+    if batch == 0 {
+        return Err(Failure::usage("--transfer-batch-size must be at least 1"));
+    }
+    if options.account_count < 2 {
+        return Err(Failure::usage("--account-count must be at least 2"));
+    }
+    let accounts_max = (options.account_count + 1).next_power_of_two().min(1 << 30) as u32;
+    let transfers_max = (options.transfer_count + 1)
+        .next_power_of_two()
+        .clamp(1 << 10, 1 << 30) as u32;
+    let (temporary, addresses) = match &options.addresses {
+        Some(addresses) => (None, addresses.clone()),
+        None => {
+            let (t, a) = start_temporary(&options, accounts_max, transfers_max)?;
+            (Some(t), a)
+        }
+    };
+    let message_size_max = crate::config::Config::production(1).message_size_max as usize;
+    let mut client = NetClient::new(options.cluster, &addresses, message_size_max);
+    let events_max = client.body_size_max() / 128;
+    if batch > events_max {
+        return Err(Failure::usage(format!(
+            "--transfer-batch-size {batch} exceeds the {events_max} events that fit a message"
+        )));
+    }
+    let timeout = Duration::from_secs(60);
+    client
+        .register(timeout)
+        .map_err(|e| Failure::runtime(format!("register: {e}")))?;
+
+    // Accounts.
+    let mut created = 0u64;
+    while created < options.account_count {
+        let n = (options.account_count - created).min(events_max as u64);
+        let mut body = Vec::with_capacity(n as usize * 128);
+        for i in 0..n {
+            let mut account = Account::new_zeroed();
+            account.id = (created + i + 1) as u128;
+            account.ledger = 2;
+            account.code = 1;
+            body.extend_from_slice(account.as_bytes());
+        }
+        let reply = client
+            .request(LedgerOperation::CreateAccounts as u8, &body, timeout)
+            .map_err(|e| Failure::runtime(format!("create_accounts: {e}")))?;
+        if !reply.body().is_empty() {
+            return Err(Failure::runtime(
+                "create_accounts failed for some accounts (is the cluster empty?)",
+            ));
+        }
+        created += n;
+    }
+
+    // Transfers, uniform random accounts.
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut balances = vec![(0u128, 0u128); options.account_count as usize + 1];
+    let mut latencies = Vec::with_capacity((options.transfer_count as usize).div_ceil(batch));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut last_progress = Instant::now();
+    let mut body = Vec::with_capacity(batch * 128);
+    while sent < options.transfer_count {
+        let n = (options.transfer_count - sent).min(batch as u64);
+        body.clear();
+        for i in 0..n {
+            let debit = rng.next_u64() % options.account_count + 1;
+            let mut credit = rng.next_u64() % options.account_count + 1;
+            if credit == debit {
+                credit = debit % options.account_count + 1;
+            }
+            let mut transfer = Transfer::new_zeroed();
+            transfer.id = (sent + i + 1) as u128;
+            transfer.debit_account_id = debit as u128;
+            transfer.credit_account_id = credit as u128;
+            transfer.amount = rng.next_u64() as u128 % 100 + 1;
+            transfer.ledger = 2;
+            transfer.code = 1;
+            balances[debit as usize].0 += transfer.amount;
+            balances[credit as usize].1 += transfer.amount;
+            body.extend_from_slice(transfer.as_bytes());
+        }
+        let t0 = Instant::now();
+        let reply = client
+            .request(LedgerOperation::CreateTransfers as u8, &body, timeout)
+            .map_err(|e| Failure::runtime(format!("create_transfers: {e}")))?;
+        latencies.push(t0.elapsed());
+        if !reply.body().is_empty() {
+            let decoded = ledger_text::decode(LedgerOperation::CreateTransfers, reply.body())
+                .map_err(Failure::runtime)?;
+            return Err(Failure::runtime(format!(
+                "{} transfers failed, first: {:?}",
+                decoded.records.len(),
+                decoded.records[0]
+            )));
+        }
+        sent += n;
+        if last_progress.elapsed() > Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!(
+                "benchmark: {sent}/{} transfers, {:.0} tx/s",
+                options.transfer_count,
+                sent as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+
+    // Queries: single lookups of random accounts.
+    let mut query_latencies = Vec::with_capacity(options.query_count as usize);
+    for _ in 0..options.query_count {
+        let id = (rng.next_u64() % options.account_count + 1) as u128;
+        let t0 = Instant::now();
+        client
+            .request(
+                LedgerOperation::LookupAccounts as u8,
+                &id.to_le_bytes(),
+                timeout,
+            )
+            .map_err(|e| Failure::runtime(format!("lookup_accounts: {e}")))?;
+        query_latencies.push(t0.elapsed());
+    }
+
+    latencies.sort();
+    query_latencies.sort();
+    println!(
+        "load offered = {} tx in batches of {batch}",
+        options.transfer_count
+    );
+    println!(
+        "load accepted = {:.0} tx/s",
+        options.transfer_count as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "batch latency p1 = {:.1} ms, p50 = {:.1} ms, p99 = {:.1} ms, p100 = {:.1} ms",
+        percentile(&latencies, 0.01),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+    println!(
+        "query latency p1 = {:.2} ms, p50 = {:.2} ms, p99 = {:.2} ms, p100 = {:.2} ms",
+        percentile(&query_latencies, 0.01),
+        percentile(&query_latencies, 0.5),
+        percentile(&query_latencies, 0.99),
+        percentile(&query_latencies, 1.0)
+    );
+
+    if options.validate {
+        let mut checked = 0u64;
+        let mut id = 1u64;
+        while id <= options.account_count {
+            let n = (options.account_count - id + 1)
+                .min(events_max as u64 / 8 * 8)
+                .min(8190);
+            let mut ids = Vec::with_capacity(n as usize * 16);
+            for i in 0..n {
+                ids.extend_from_slice(&((id + i) as u128).to_le_bytes());
+            }
+            let reply = client
+                .request(LedgerOperation::LookupAccounts as u8, &ids, timeout)
+                .map_err(|e| Failure::runtime(format!("lookup_accounts: {e}")))?;
+            for chunk in reply.body().chunks(128) {
+                let account = <Account as zerocopy::FromBytes>::read_from_bytes(chunk).unwrap();
+                let (debits, credits) = balances[account.id as usize];
+                if account.debits_posted != debits || account.credits_posted != credits {
+                    return Err(Failure::runtime(format!(
+                        "validate: account {} has debits {} credits {}, expected {debits} {credits}",
+                        account.id, account.debits_posted, account.credits_posted
+                    )));
+                }
+                checked += 1;
+            }
+            id += n;
+        }
+        if checked != options.account_count {
+            return Err(Failure::runtime(format!(
+                "validate: {checked} of {} accounts found",
+                options.account_count
+            )));
+        }
+        println!("validate: ok ({checked} accounts match the transfers sent)");
+    }
+
+    if let Some(t) = &temporary {
+        let rss: Vec<String> = t
+            .pids
+            .iter()
+            .map(|&pid| {
+                peak_rss_kib(pid)
+                    .map(|k| format!("{} MiB", k / 1024))
+                    .unwrap_or("?".into())
+            })
+            .collect();
+        println!("replica peak RSS = {}", rss.join(", "));
+        let size: u64 = std::fs::read_dir(&t.dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "vsr"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        println!(
+            "data file size = {} MiB per replica",
+            size / (1024 * 1024) / t.pids.len().max(1) as u64
+        );
+    }
+    drop(temporary);
+    Ok(())
+}

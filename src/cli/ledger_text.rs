@@ -1,0 +1,520 @@
+//! The ledger's records as field lists, shared by `vsr client` (JSON lines) and `vsr repl`
+//! (statements): parse named fields into the wire structs, and render replies back, always with
+//! TigerBeetle's field names and flag bit positions.
+
+use crate::ledger::{
+    Account, AccountBalance, AccountFilter, CreateAccountResult, CreateResult,
+    CreateTransferResult, LedgerOperation, QueryFilter, Transfer,
+};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+/// A field's value as written by a user: a number (any size up to u128) or a list of flag names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Number(u128),
+    Flags(Vec<String>),
+}
+
+/// One event as (field, value) pairs, or a bare id for lookups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Fields(Vec<(String, Value)>),
+    Id(u128),
+}
+
+pub const ACCOUNT_FLAGS: &[&str] = &[
+    "linked",
+    "debits_must_not_exceed_credits",
+    "credits_must_not_exceed_debits",
+    "history",
+    "imported",
+    "closed",
+];
+pub const TRANSFER_FLAGS: &[&str] = &[
+    "linked",
+    "pending",
+    "post_pending_transfer",
+    "void_pending_transfer",
+    "balancing_debit",
+    "balancing_credit",
+    "closing_debit",
+    "closing_credit",
+    "imported",
+];
+pub const ACCOUNT_FILTER_FLAGS: &[&str] = &["debits", "credits", "reversed"];
+pub const QUERY_FILTER_FLAGS: &[&str] = &["reversed"];
+
+pub fn operation_from_name(name: &str) -> Result<LedgerOperation, String> {
+    LedgerOperation::ALL
+        .into_iter()
+        .find(|op| op.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = LedgerOperation::ALL.iter().map(|op| op.name()).collect();
+            format!("unknown operation {name:?}; one of: {}", names.join(", "))
+        })
+}
+
+fn flags_value(value: &Value, names: &[&str]) -> Result<u128, String> {
+    match value {
+        Value::Number(n) => Ok(*n),
+        Value::Flags(list) => {
+            let mut bits = 0u128;
+            for name in list {
+                let bit = names.iter().position(|n| n == name).ok_or_else(|| {
+                    format!("unknown flag {name:?}; one of: {}", names.join(", "))
+                })?;
+                bits |= 1 << bit;
+            }
+            Ok(bits)
+        }
+    }
+}
+
+fn fit<T: TryFrom<u128>>(field: &str, value: u128) -> Result<T, String> {
+    T::try_from(value).map_err(|_| format!("{field}: {value} does not fit the field"))
+}
+
+struct Fields<'a> {
+    pairs: &'a [(String, Value)],
+    used: Vec<bool>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(pairs: &'a [(String, Value)]) -> Fields<'a> {
+        Fields {
+            pairs,
+            used: vec![false; pairs.len()],
+        }
+    }
+
+    fn get(&mut self, name: &str, flags: Option<&[&str]>) -> Result<u128, String> {
+        let Some(index) = self.pairs.iter().position(|(n, _)| n == name) else {
+            return Ok(0);
+        };
+        self.used[index] = true;
+        match (&self.pairs[index].1, flags) {
+            (value, Some(names)) => flags_value(value, names),
+            (Value::Number(n), None) => Ok(*n),
+            (Value::Flags(_), None) => Err(format!("{name}: expected a number")),
+        }
+    }
+
+    fn finish(self, what: &str) -> Result<(), String> {
+        match self.used.iter().position(|u| !u) {
+            Some(i) => Err(format!("{what} has no field {:?}", self.pairs[i].0)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn account(pairs: &[(String, Value)]) -> Result<Account, String> {
+    let mut f = Fields::new(pairs);
+    let mut a = Account::new_zeroed();
+    a.id = f.get("id", None)?;
+    a.debits_pending = f.get("debits_pending", None)?;
+    a.debits_posted = f.get("debits_posted", None)?;
+    a.credits_pending = f.get("credits_pending", None)?;
+    a.credits_posted = f.get("credits_posted", None)?;
+    a.user_data_128 = f.get("user_data_128", None)?;
+    a.user_data_64 = fit("user_data_64", f.get("user_data_64", None)?)?;
+    a.user_data_32 = fit("user_data_32", f.get("user_data_32", None)?)?;
+    a.reserved = fit("reserved", f.get("reserved", None)?)?;
+    a.ledger = fit("ledger", f.get("ledger", None)?)?;
+    a.code = fit("code", f.get("code", None)?)?;
+    a.flags = fit("flags", f.get("flags", Some(ACCOUNT_FLAGS))?)?;
+    a.timestamp = fit("timestamp", f.get("timestamp", None)?)?;
+    f.finish("an account")?;
+    Ok(a)
+}
+
+fn transfer(pairs: &[(String, Value)]) -> Result<Transfer, String> {
+    let mut f = Fields::new(pairs);
+    let mut t = Transfer::new_zeroed();
+    t.id = f.get("id", None)?;
+    t.debit_account_id = f.get("debit_account_id", None)?;
+    t.credit_account_id = f.get("credit_account_id", None)?;
+    t.amount = f.get("amount", None)?;
+    t.pending_id = f.get("pending_id", None)?;
+    t.user_data_128 = f.get("user_data_128", None)?;
+    t.user_data_64 = fit("user_data_64", f.get("user_data_64", None)?)?;
+    t.user_data_32 = fit("user_data_32", f.get("user_data_32", None)?)?;
+    t.timeout = fit("timeout", f.get("timeout", None)?)?;
+    t.ledger = fit("ledger", f.get("ledger", None)?)?;
+    t.code = fit("code", f.get("code", None)?)?;
+    t.flags = fit("flags", f.get("flags", Some(TRANSFER_FLAGS))?)?;
+    t.timestamp = fit("timestamp", f.get("timestamp", None)?)?;
+    f.finish("a transfer")?;
+    Ok(t)
+}
+
+fn account_filter(pairs: &[(String, Value)]) -> Result<AccountFilter, String> {
+    let mut f = Fields::new(pairs);
+    let mut filter = AccountFilter::new_zeroed();
+    filter.account_id = f.get("account_id", None)?;
+    filter.user_data_128 = f.get("user_data_128", None)?;
+    filter.user_data_64 = fit("user_data_64", f.get("user_data_64", None)?)?;
+    filter.user_data_32 = fit("user_data_32", f.get("user_data_32", None)?)?;
+    filter.code = fit("code", f.get("code", None)?)?;
+    filter.timestamp_min = fit("timestamp_min", f.get("timestamp_min", None)?)?;
+    filter.timestamp_max = fit("timestamp_max", f.get("timestamp_max", None)?)?;
+    filter.limit = fit("limit", f.get("limit", None)?)?;
+    filter.flags = fit("flags", f.get("flags", Some(ACCOUNT_FILTER_FLAGS))?)?;
+    f.finish("an account filter")?;
+    Ok(filter)
+}
+
+fn query_filter(pairs: &[(String, Value)]) -> Result<QueryFilter, String> {
+    let mut f = Fields::new(pairs);
+    let mut filter = QueryFilter::new_zeroed();
+    filter.user_data_128 = f.get("user_data_128", None)?;
+    filter.user_data_64 = fit("user_data_64", f.get("user_data_64", None)?)?;
+    filter.user_data_32 = fit("user_data_32", f.get("user_data_32", None)?)?;
+    filter.ledger = fit("ledger", f.get("ledger", None)?)?;
+    filter.code = fit("code", f.get("code", None)?)?;
+    filter.timestamp_min = fit("timestamp_min", f.get("timestamp_min", None)?)?;
+    filter.timestamp_max = fit("timestamp_max", f.get("timestamp_max", None)?)?;
+    filter.limit = fit("limit", f.get("limit", None)?)?;
+    filter.flags = fit("flags", f.get("flags", Some(QUERY_FILTER_FLAGS))?)?;
+    f.finish("a query filter")?;
+    Ok(filter)
+}
+
+fn id_of(event: &Event) -> Result<u128, String> {
+    match event {
+        Event::Id(id) => Ok(*id),
+        Event::Fields(pairs) => match pairs.as_slice() {
+            [(name, Value::Number(id))] if name == "id" => Ok(*id),
+            _ => Err("lookups take ids (e.g. 1, or {\"id\": 1})".into()),
+        },
+    }
+}
+
+fn fields_of(event: &Event) -> Result<&[(String, Value)], String> {
+    match event {
+        Event::Fields(pairs) => Ok(pairs),
+        Event::Id(_) => Err("expected an object of fields".into()),
+    }
+}
+
+/// Encodes a request body; `body_size_max` bounds it.
+pub fn encode(
+    operation: LedgerOperation,
+    events: &[Event],
+    body_size_max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    match operation {
+        LedgerOperation::CreateAccounts => {
+            for e in events {
+                body.extend_from_slice(account(fields_of(e)?)?.as_bytes());
+            }
+        }
+        LedgerOperation::CreateTransfers => {
+            for e in events {
+                body.extend_from_slice(transfer(fields_of(e)?)?.as_bytes());
+            }
+        }
+        LedgerOperation::LookupAccounts | LedgerOperation::LookupTransfers => {
+            for e in events {
+                body.extend_from_slice(&id_of(e)?.to_le_bytes());
+            }
+        }
+        LedgerOperation::GetAccountTransfers | LedgerOperation::GetAccountBalances => {
+            let [e] = events else {
+                return Err(format!("{} takes exactly one filter", operation.name()));
+            };
+            body.extend_from_slice(account_filter(fields_of(e)?)?.as_bytes());
+        }
+        LedgerOperation::QueryAccounts | LedgerOperation::QueryTransfers => {
+            let [e] = events else {
+                return Err(format!("{} takes exactly one filter", operation.name()));
+            };
+            body.extend_from_slice(query_filter(fields_of(e)?)?.as_bytes());
+        }
+    }
+    if body.len() > body_size_max {
+        return Err(format!(
+            "too much data: {} bytes of events, at most {body_size_max} fit in a request",
+            body.len()
+        ));
+    }
+    Ok(body)
+}
+
+/// A decoded reply: what kind of records, and each as (field, rendered value) pairs.
+pub struct Reply {
+    pub kind: &'static str,
+    pub records: Vec<Vec<(&'static str, String)>>,
+}
+
+fn flag_names(bits: u32, names: &[&str]) -> String {
+    let list: Vec<&str> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    list.join("|")
+}
+
+fn render_account(a: &Account) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", a.id.to_string()),
+        ("debits_pending", a.debits_pending.to_string()),
+        ("debits_posted", a.debits_posted.to_string()),
+        ("credits_pending", a.credits_pending.to_string()),
+        ("credits_posted", a.credits_posted.to_string()),
+        ("user_data_128", a.user_data_128.to_string()),
+        ("user_data_64", a.user_data_64.to_string()),
+        ("user_data_32", a.user_data_32.to_string()),
+        ("ledger", a.ledger.to_string()),
+        ("code", a.code.to_string()),
+        ("flags", a.flags.to_string()),
+        ("timestamp", a.timestamp.to_string()),
+    ]
+}
+
+fn render_transfer(t: &Transfer) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", t.id.to_string()),
+        ("debit_account_id", t.debit_account_id.to_string()),
+        ("credit_account_id", t.credit_account_id.to_string()),
+        ("amount", t.amount.to_string()),
+        ("pending_id", t.pending_id.to_string()),
+        ("user_data_128", t.user_data_128.to_string()),
+        ("user_data_64", t.user_data_64.to_string()),
+        ("user_data_32", t.user_data_32.to_string()),
+        ("timeout", t.timeout.to_string()),
+        ("ledger", t.ledger.to_string()),
+        ("code", t.code.to_string()),
+        ("flags", t.flags.to_string()),
+        ("timestamp", t.timestamp.to_string()),
+    ]
+}
+
+fn render_balance(b: &AccountBalance) -> Vec<(&'static str, String)> {
+    vec![
+        ("debits_pending", b.debits_pending.to_string()),
+        ("debits_posted", b.debits_posted.to_string()),
+        ("credits_pending", b.credits_pending.to_string()),
+        ("credits_posted", b.credits_posted.to_string()),
+        ("timestamp", b.timestamp.to_string()),
+    ]
+}
+
+/// Flag names of a rendered record's `flags`, for readable REPL output.
+pub fn flags_text(kind: &str, bits: u32) -> String {
+    match kind {
+        "accounts" => flag_names(bits, ACCOUNT_FLAGS),
+        "transfers" => flag_names(bits, TRANSFER_FLAGS),
+        _ => String::new(),
+    }
+}
+
+pub fn decode(operation: LedgerOperation, body: &[u8]) -> Result<Reply, String> {
+    fn records<T: FromBytes>(body: &[u8], size: usize) -> Result<Vec<T>, String> {
+        if body.len() % size != 0 {
+            return Err(format!(
+                "reply of {} bytes is not a whole number of {size}-byte records",
+                body.len()
+            ));
+        }
+        Ok(body
+            .chunks(size)
+            .map(|c| T::read_from_bytes(c).unwrap())
+            .collect())
+    }
+    let reply = match operation {
+        LedgerOperation::CreateAccounts | LedgerOperation::CreateTransfers => {
+            let results: Vec<CreateResult> = records(body, std::mem::size_of::<CreateResult>())?;
+            let records = results
+                .iter()
+                .map(|r| {
+                    let name = if operation == LedgerOperation::CreateAccounts {
+                        CreateAccountResult::from_u32(r.result).map(|c| c.name())
+                    } else {
+                        CreateTransferResult::from_u32(r.result).map(|c| c.name())
+                    };
+                    vec![
+                        ("index", r.index.to_string()),
+                        ("result", name.unwrap_or("unknown").to_string()),
+                    ]
+                })
+                .collect();
+            Reply {
+                kind: "results",
+                records,
+            }
+        }
+        LedgerOperation::LookupAccounts | LedgerOperation::QueryAccounts => {
+            let accounts: Vec<Account> = records(body, 128)?;
+            Reply {
+                kind: "accounts",
+                records: accounts.iter().map(render_account).collect(),
+            }
+        }
+        LedgerOperation::LookupTransfers
+        | LedgerOperation::GetAccountTransfers
+        | LedgerOperation::QueryTransfers => {
+            let transfers: Vec<Transfer> = records(body, 128)?;
+            Reply {
+                kind: "transfers",
+                records: transfers.iter().map(render_transfer).collect(),
+            }
+        }
+        LedgerOperation::GetAccountBalances => {
+            let balances: Vec<AccountBalance> =
+                records(body, std::mem::size_of::<AccountBalance>())?;
+            Reply {
+                kind: "balances",
+                records: balances.iter().map(render_balance).collect(),
+            }
+        }
+    };
+    Ok(reply)
+}
+
+/// The reply as one JSON line; numbers stay numbers at any size; `result` is a string.
+pub fn reply_json(reply: &Reply) -> String {
+    let records: Vec<String> = reply
+        .records
+        .iter()
+        .map(|fields| {
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|(name, value)| {
+                    if *name == "result" {
+                        format!("\"{name}\":\"{value}\"")
+                    } else {
+                        format!("\"{name}\":{value}")
+                    }
+                })
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        })
+        .collect();
+    format!("{{\"{}\":[{}]}}", reply.kind, records.join(","))
+}
+
+/// Parses one JSON request line into (operation, events).
+pub fn parse_json_request(line: &str) -> Result<(LedgerOperation, Vec<Event>), String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let object = value.as_object().ok_or("a request is a JSON object")?;
+    for key in object.keys() {
+        if key != "operation" && key != "events" {
+            return Err(format!(
+                "unknown key {key:?} (expected \"operation\" and \"events\")"
+            ));
+        }
+    }
+    let operation = object
+        .get("operation")
+        .and_then(|o| o.as_str())
+        .ok_or("missing \"operation\" (a string)")?;
+    let operation = operation_from_name(operation)?;
+    let events_value = object.get("events").ok_or("missing \"events\"")?;
+    let list: Vec<&serde_json::Value> = match events_value {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        // get_account_* take one filter object; accept it bare too.
+        serde_json::Value::Object(_) => vec![events_value],
+        _ => return Err("\"events\" must be an array".into()),
+    };
+    let mut events = Vec::with_capacity(list.len());
+    for item in list {
+        events.push(json_event(item)?);
+    }
+    Ok((operation, events))
+}
+
+fn json_number(value: &serde_json::Value, field: &str) -> Result<u128, String> {
+    match value {
+        serde_json::Value::Number(n) => n
+            .to_string()
+            .parse::<u128>()
+            .map_err(|_| format!("{field}: {n} is not an unsigned integer up to 2^128-1")),
+        serde_json::Value::String(s) => s
+            .parse::<u128>()
+            .map_err(|_| format!("{field}: {s:?} is not an unsigned integer")),
+        _ => Err(format!("{field}: expected a number")),
+    }
+}
+
+fn json_event(value: &serde_json::Value) -> Result<Event, String> {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut pairs = Vec::with_capacity(map.len());
+            for (key, v) in map {
+                let value = match v {
+                    serde_json::Value::Array(names) => Value::Flags(
+                        names
+                            .iter()
+                            .map(|n| {
+                                n.as_str()
+                                    .map(str::to_string)
+                                    .ok_or_else(|| format!("{key}: flag names are strings"))
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    other => Value::Number(json_number(other, key)?),
+                };
+                pairs.push((key.clone(), value));
+            }
+            Ok(Event::Fields(pairs))
+        }
+        other => Ok(Event::Id(json_number(other, "id")?)),
+    }
+}
+
+/// Parses a REPL statement: `operation field=value ..., field=value ...;` (objects separated by
+/// commas; flags as `a|b`; bare numbers as ids for lookups).
+pub fn parse_statement(statement: &str) -> Result<(LedgerOperation, Vec<Event>), String> {
+    let statement = statement.trim().trim_end_matches(';').trim();
+    let (name, rest) = statement
+        .split_once(char::is_whitespace)
+        .unwrap_or((statement, ""));
+    let operation = operation_from_name(name)?;
+    let mut events = Vec::new();
+    for object in rest.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let mut pairs = Vec::new();
+        for token in object.split_whitespace() {
+            match token.split_once('=') {
+                Some((key, value)) => {
+                    let value = if value.contains('|')
+                        || value
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_alphabetic())
+                    {
+                        Value::Flags(
+                            value
+                                .split('|')
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_string)
+                                .collect(),
+                        )
+                    } else {
+                        Value::Number(
+                            value
+                                .parse::<u128>()
+                                .map_err(|_| format!("{key}: {value:?} is not a number"))?,
+                        )
+                    };
+                    pairs.push((key.to_string(), value));
+                }
+                None if pairs.is_empty() => {
+                    events.push(Event::Id(
+                        token
+                            .parse::<u128>()
+                            .map_err(|_| format!("{token:?}: expected field=value"))?,
+                    ));
+                }
+                None => return Err(format!("{token:?}: expected field=value")),
+            }
+        }
+        if !pairs.is_empty() {
+            events.push(Event::Fields(pairs));
+        }
+    }
+    Ok((operation, events))
+}

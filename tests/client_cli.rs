@@ -1,0 +1,183 @@
+//! End-to-end through the binaries users touch: a 3-replica cluster of `vsr start` processes and
+//! a `vsr client` process fed JSON lines. The primary is killed with SIGKILL mid-stream; the
+//! client carries on through the view change; the primary restarts, rejoins and catches up.
+
+mod common;
+
+use common::TestCluster;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+struct JsonClient {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl JsonClient {
+    fn start(cluster: &TestCluster) -> JsonClient {
+        let mut child = Command::new(common::VSR)
+            .args([
+                "client",
+                &format!("--cluster={}", cluster.cluster),
+                &format!("--addresses={}", cluster.addresses_arg()),
+            ])
+            .arg("--timeout=60")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        JsonClient {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// One request line in, one result line out (the client answers every line, bounded by its
+    /// own --timeout).
+    fn call(&mut self, line: &str) -> serde_json::Value {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut out = String::new();
+        self.stdout.read_line(&mut out).unwrap();
+        assert!(!out.is_empty(), "vsr client exited");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON: {out:?}: {e}"))
+    }
+}
+
+impl Drop for JsonClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn view_of(inspect: &str) -> u32 {
+    let line = inspect
+        .lines()
+        .find(|l| l.trim_start().starts_with("view="))
+        .unwrap();
+    line.trim_start()
+        .trim_start_matches("view=")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn transfer(id: u64, debit: u64, credit: u64, amount: u64) -> String {
+    format!(
+        r#"{{"operation":"create_transfers","events":[{{"id":{id},"debit_account_id":{debit},"credit_account_id":{credit},"amount":{amount},"ledger":700,"code":10}}]}}"#
+    )
+}
+
+#[test]
+fn ledger_through_vsr_client_survives_primary_kill9() {
+    let mut cluster = TestCluster::format("client-cli", 3);
+    cluster.start_all();
+    let mut client = JsonClient::start(&cluster);
+
+    let created = client.call(
+        r#"{"operation":"create_accounts","events":[{"id":1,"ledger":700,"code":10},{"id":2,"ledger":700,"code":10,"flags":["history"]},{"id":3,"ledger":700,"code":10,"flags":["debits_must_not_exceed_credits"]}]}"#,
+    );
+    assert_eq!(created, serde_json::json!({"results": []}));
+    // A failing event reports its index and TigerBeetle's result name.
+    let failed = client.call(&transfer(100, 3, 1, 5));
+    assert_eq!(
+        failed,
+        serde_json::json!({"results": [{"index": 0, "result": "exceeds_credits"}]})
+    );
+    // A malformed line gets an error, and the client goes on.
+    let error = client.call("{not json");
+    assert!(error.get("error").is_some(), "{error}");
+
+    let mut acknowledged = 0u64;
+    for id in 1..=20u64 {
+        assert_eq!(
+            client.call(&transfer(id, 1, 2, id)),
+            serde_json::json!({"results": []})
+        );
+        acknowledged += id;
+    }
+
+    // Kill -9 the primary of the current view.
+    let primary = (view_of(&cluster.inspect(0)) % 3) as usize;
+    cluster.kill9(primary);
+    for id in 21..=40u64 {
+        assert_eq!(
+            client.call(&transfer(id, 1, 2, id)),
+            serde_json::json!({"results": []}),
+            "transfer {id} after kill -9"
+        );
+        acknowledged += id;
+    }
+    cluster.start(primary);
+    for id in 41..=50u64 {
+        assert_eq!(
+            client.call(&transfer(id, 1, 2, id)),
+            serde_json::json!({"results": []})
+        );
+        acknowledged += id;
+    }
+    // A retried id is idempotent: `exists`, and no double debit.
+    let again = client.call(&transfer(7, 1, 2, 7));
+    assert_eq!(
+        again,
+        serde_json::json!({"results": [{"index": 0, "result": "exists"}]})
+    );
+
+    let accounts = client.call(r#"{"operation":"lookup_accounts","events":[1,2]}"#);
+    let accounts = accounts["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 2);
+    assert_eq!(
+        accounts[0]["debits_posted"].as_u64(),
+        Some(acknowledged),
+        "every acknowledged transfer is there, once"
+    );
+    assert_eq!(accounts[1]["credits_posted"].as_u64(), Some(acknowledged));
+    let transfers = client.call(r#"{"operation":"lookup_transfers","events":[1,50,999]}"#);
+    assert_eq!(
+        transfers["transfers"].as_array().unwrap().len(),
+        2,
+        "transfers 1 and 50 exist, 999 does not"
+    );
+    let balances = client.call(r#"{"operation":"get_account_balances","events":{"account_id":2,"flags":["credits"],"limit":100}}"#);
+    assert_eq!(
+        balances["balances"].as_array().unwrap().len(),
+        50,
+        "account 2 keeps history: one balance per transfer"
+    );
+
+    // The restarted primary catches up: its data file holds the cluster's head.
+    let head = |inspect: &str| -> u64 {
+        let line = inspect
+            .lines()
+            .find(|l| l.contains("ops present:"))
+            .unwrap();
+        line.rsplit("..=").next().unwrap().trim().parse().unwrap()
+    };
+    let others: Vec<usize> = (0..3).filter(|&r| r != primary).collect();
+    let target = others
+        .iter()
+        .map(|&r| head(&cluster.inspect(r)))
+        .max()
+        .unwrap();
+    common::wait_for(
+        "the restarted primary to catch up",
+        Duration::from_secs(60),
+        || (head(&cluster.inspect(primary)) >= target).then_some(()),
+    );
+    drop(client);
+    cluster.stop_all();
+    let heads: Vec<u64> = (0..3).map(|r| head(&cluster.inspect(r))).collect();
+    assert!(
+        heads.iter().all(|&h| h == heads[0]),
+        "replicas disagree on the head: {heads:?}"
+    );
+}
