@@ -1,6 +1,9 @@
 //! Safety checkers. Every commit any replica makes is compared with the canonical history (the
 //! first commit seen at each op); every reply a client accepts must belong to that history; no
-//! request may be executed twice; state digests must agree at the same op.
+//! request may be executed twice; state digests must agree at the same op. Periodically (and at
+//! the end of a run) every replica's journal is checked too (`check_journal`): where it claims
+//! consecutive committed ops clean they must be hash chained, and every committed op it holds
+//! must be the canonical one. `check_acknowledged` proves that no acknowledged op was lost.
 
 use std::collections::BTreeMap;
 use vsr::header::{Header, Operation};
@@ -16,6 +19,9 @@ pub struct Canonical {
 #[derive(Default)]
 pub struct Checker {
     pub history: BTreeMap<u64, Canonical>,
+    /// `history`'s checksums by op (index 0: op 1), for the journal check's hot loop. Ops
+    /// commit in order from 1, so `history` never has gaps.
+    history_checksums: Vec<u128>,
     /// (client, request) -> op that executed it.
     executed: BTreeMap<(u128, u64), u64>,
     /// State digest after op, from the first replica seen exactly there.
@@ -25,6 +31,8 @@ pub struct Checker {
     commit_max_seen: Vec<u64>,
     /// (client, request) -> reply checksum first accepted.
     replies: BTreeMap<(u128, u64), u128>,
+    /// op -> checksum of the prepare whose reply a client accepted: acknowledged ops.
+    pub acknowledged: BTreeMap<u64, u128>,
     pub replies_checked: u64,
 }
 
@@ -122,6 +130,8 @@ impl Checker {
                         ));
                     }
                 }
+                assert_eq!(self.history_checksums.len() as u64 + 1, op, "history has a gap");
+                self.history_checksums.push(header.checksum);
                 self.history.insert(
                     op,
                     Canonical { checksum: header.checksum, client: header.client, request: header.request, operation: header.operation },
@@ -154,12 +164,108 @@ impl Checker {
                 ));
             }
         }
+        self.acknowledged.insert(reply.op, reply.parent);
         if let Some(previous) = self.replies.insert((client, reply.request), reply.checksum) {
             if previous != reply.checksum {
                 return Err(format!(
                     "client {client:x} got two different replies for request {}",
                     reply.request
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A replica's journal, as it claims it: for consecutive ops `a, a + 1` both present and
+    /// clean with `a + 1 <= commit_min`, `a + 1` must name `a` as its parent; and every op in
+    /// `1..=commit_min` that it holds must be the canonical prepare (every op a replica committed
+    /// is in `history`, because `observe` records it first).
+    ///
+    /// Only ops `op_min..=commit_min` are checked (`op_min = 1`: the whole committed log), so
+    /// that a cheap check of the newest ops can run after every step.
+    pub fn check_journal<'a>(
+        &self,
+        replica: usize,
+        op_min: u64,
+        commit_min: u64,
+        header_at: impl Fn(u64) -> Option<&'a Header>,
+        is_dirty: impl Fn(u64) -> bool,
+    ) -> CheckResult {
+        let Some(canonical) = self.history_checksums.get(..commit_min as usize) else {
+            return Err(format!(
+                "replica {replica} has commit_min {commit_min} but op {commit_min} was never \
+                 recorded as committed"
+            ));
+        };
+        let op_min = op_min.max(1);
+        let canonical = canonical.get(op_min as usize - 1..).unwrap_or(&[]);
+        // (parent link expected of the op above: this op's checksum) when this op is clean.
+        let mut below_clean: Option<u128> = None;
+        for (op, &checksum) in (op_min..).zip(canonical) {
+            let Some(header) = header_at(op) else {
+                below_clean = None;
+                continue;
+            };
+            let clean = !is_dirty(op);
+            if let (true, Some(parent)) = (clean, below_clean) {
+                if header.parent != parent {
+                    return Err(format!(
+                        "replica {replica} journal hash chain broken between clean ops {} and {op} \
+                         (commit_min {commit_min}): parent {:032x} != checksum {parent:032x}",
+                        op - 1,
+                        header.parent,
+                    ));
+                }
+            }
+            if header.checksum != checksum {
+                return Err(format!(
+                    "replica {replica} journal holds a non-canonical prepare at committed op {op} \
+                     (commit_min {commit_min}): {:032x} vs canonical {checksum:032x}",
+                    header.checksum
+                ));
+            }
+            below_clean = clean.then_some(header.checksum);
+        }
+        Ok(())
+    }
+
+    /// Every acknowledged op must still be canonical.
+    pub fn check_acknowledged(&self) -> CheckResult {
+        for (&op, &checksum) in &self.acknowledged {
+            match self.history.get(&op) {
+                Some(c) if c.checksum == checksum => {}
+                _ => {
+                    return Err(format!(
+                        "acknowledged op {op} ({checksum:032x}) is not in the canonical history"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every acknowledged op up to `commit_min` must be in the replica's journal with the
+    /// acknowledged checksum.
+    pub fn check_acknowledged_journal<'a>(
+        &self,
+        replica: usize,
+        commit_min: u64,
+        header_at: impl Fn(u64) -> Option<&'a Header>,
+    ) -> CheckResult {
+        for (&op, &checksum) in self.acknowledged.range(..=commit_min) {
+            match header_at(op) {
+                Some(h) if h.checksum == checksum => {}
+                Some(h) => {
+                    return Err(format!(
+                        "replica {replica} lost acknowledged op {op}: holds {:032x}, acknowledged {checksum:032x}",
+                        h.checksum
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "replica {replica} lost acknowledged op {op}: no header (commit_min {commit_min})"
+                    ))
+                }
             }
         }
         Ok(())
@@ -172,5 +278,87 @@ impl Checker {
             hasher.update(&c.checksum.to_le_bytes());
         }
         *hasher.finalize().as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vsr::header::Command;
+
+    /// A hash-chained log of `count` prepares after the root, each by its own client.
+    fn chain(count: u64) -> Vec<Header> {
+        let mut log = vec![Header::root_prepare(1)];
+        for op in 1..=count {
+            let mut h = Header::new(Command::Prepare, 1, 0, 1);
+            h.op = op;
+            h.parent = log[op as usize - 1].checksum;
+            h.client = op as u128;
+            h.request = 1;
+            h.operation = vsr::state_machine::HASHING_OPERATION;
+            h.set_checksum();
+            log.push(h);
+        }
+        log
+    }
+
+    fn checker_with(log: &[Header]) -> Checker {
+        let mut checker = Checker::new(1);
+        let commit_min = log.len() as u64 - 1;
+        checker
+            .observe(0, commit_min, commit_min, |op| Some(log[op as usize]), 0)
+            .unwrap();
+        checker
+    }
+
+    #[test]
+    fn journal_check_accepts_a_canonical_chain() {
+        let log = chain(6);
+        let checker = checker_with(&log);
+        let at = |op: u64| log.get(op as usize);
+        checker.check_journal(0, 1, 6, at, |_| false).unwrap();
+        // Missing and dirty ops are not checked for links.
+        checker
+            .check_journal(
+                0,
+                1,
+                6,
+                |op| (op != 3).then(|| &log[op as usize]),
+                |op| op == 5,
+            )
+            .unwrap();
+        checker.check_journal(0, 4, 6, at, |_| false).unwrap();
+        checker.check_journal(0, 1, 0, at, |_| false).unwrap();
+    }
+
+    #[test]
+    fn journal_check_rejects_broken_chain_and_foreign_ops() {
+        let log = chain(6);
+        let checker = checker_with(&log);
+        // Op 5 replaced by a prepare that does not chain to op 4.
+        let mut unchained = log.clone();
+        unchained[5].parent = 0;
+        unchained[5].set_checksum();
+        let at = |op: u64| unchained.get(op as usize);
+        let error = checker.check_journal(0, 1, 6, at, |_| false).unwrap_err();
+        assert!(
+            error.contains("chain broken between clean ops 4 and 5"),
+            "{error}"
+        );
+        // With op 5 dirty no link is claimed, but it is still not the canonical op 5.
+        let error = checker
+            .check_journal(0, 1, 6, at, |op| op == 5)
+            .unwrap_err();
+        assert!(
+            error.contains("non-canonical prepare at committed op 5"),
+            "{error}"
+        );
+        // Beyond the checked range, nothing is claimed.
+        checker.check_journal(0, 1, 4, at, |_| false).unwrap();
+        // A committed op the checker never saw committed.
+        let error = checker
+            .check_journal(0, 1, 7, |op| log.get(op as usize), |_| false)
+            .unwrap_err();
+        assert!(error.contains("never recorded"), "{error}");
     }
 }

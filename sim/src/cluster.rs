@@ -1,22 +1,32 @@
 //! The simulated cluster: production replicas on simulated seams, clients with a workload, fault
 //! injection, and the safety and liveness checks.
+//!
+//! Process faults: a replica may crash (its disk and clock survive; writes in flight are lost,
+//! written or torn) and restart later, or *pause*: for a while it is not run at all (no ticks,
+//! no I/O completions, no messages; packets to it are held by the network, see `network.rs`)
+//! while its clock and its disk keep running, then it resumes with its memory intact. A resumed
+//! replica gets one `tick()` per simulator tick from then on, not a burst of the ticks it
+//! missed, as a real event loop would behave after a stall.
+//!
+//! Scripted scenarios (`scenario.rs`) drive the same simulator with fault injection off
+//! (`SimOptions::quiet`) and inject faults themselves.
 
 use crate::checker::Checker;
 use crate::network::{PacketSimulator, Process};
 use crate::options::SimOptions;
 use crate::rng::{chance, range};
-use crate::storage::{FaultAtlas, SimStorage, StorageStats};
+use crate::storage::{CrashFate, FaultAtlas, SimStorage, StorageStats};
 use crate::time::SimTime;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::rc::Rc;
 use vsr::bus::MessageBus;
 use vsr::client::{Client, ClientBus, ClientEvent};
-use vsr::header::HEADER_SIZE;
+use vsr::header::{Command, Header, HEADER_SIZE};
 use vsr::message::{Message, MessagePool};
 use vsr::replica::{Replica, ReplicaOptions, ReplicaStats, Status};
 use vsr::state_machine::{HashingStateMachine, HASHING_OPERATION};
-use vsr::storage::{Layout, Storage};
+use vsr::storage::{Layout, Storage, Zone};
 use vsr::time::Time;
 
 /// Sends are copied out as bytes, as a real network would carry them.
@@ -47,44 +57,69 @@ pub type SimReplica = Replica<SimStorage, SimBus, SimTime, HashingStateMachine>;
 
 /// A replica slot: up, or down with what survives a crash (its disk and its clock).
 #[allow(clippy::large_enum_variant)]
-enum Slot {
+pub(crate) enum Slot {
     Up(Box<SimReplica>),
     Down {
         storage: SimStorage,
         time: SimTime,
+        /// `u64::MAX`: down until a scenario restarts it.
         restart_at: u64,
     },
     Empty,
 }
 
-struct SimClient {
-    client: Client,
-    bus: SimBus,
-    requests_target: u64,
-    requests_done: u64,
-    pool: MessagePool,
+pub(crate) struct SimClient {
+    pub(crate) client: Client,
+    pub(crate) bus: SimBus,
+    pub(crate) requests_target: u64,
+    pub(crate) requests_done: u64,
+    pub(crate) pool: MessagePool,
+    /// Replies the client accepted (each request's one reply).
+    pub(crate) replies_accepted: u64,
+    /// Reply messages for this client that arrived (duplicates and late copies included).
+    pub(crate) replies_received: u64,
+    /// Eviction messages that arrived for this client.
+    pub(crate) evictions_received: u64,
+    /// Request messages the client sent, retries included.
+    pub(crate) requests_sent: u64,
+    /// The last reply the client accepted (register included).
+    pub(crate) last_reply: Option<Header>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FaultCounts {
     pub crashes: u64,
     pub restarts: u64,
+    pub pauses: u64,
     pub packets_corrupted: u64,
     pub clock_excursions: u64,
 }
 
+/// Journal checks (`Checker::check_journal`): after every step, each replica's newest
+/// `pipeline_max + 2` committed ops (a view change window and its anchor: where view changes
+/// and repair rewrite the log); every `JOURNAL_CHECK_INTERVAL` ticks, and at the end of a run,
+/// its whole committed log. A whole-log check after every step would slow the VOPR by about a
+/// fifth; this costs about a twentieth.
+pub const JOURNAL_CHECK_INTERVAL: u64 = 16;
+
 pub struct Simulator {
     pub seed: u64,
     pub options: SimOptions,
-    cluster: u128,
-    rng: ChaCha8Rng,
-    replicas: Vec<Slot>,
-    network: PacketSimulator,
-    clients: Vec<SimClient>,
+    pub(crate) cluster: u128,
+    pub(crate) rng: ChaCha8Rng,
+    /// Pause decisions only, so that adding pauses left every other draw where it was.
+    pause_rng: ChaCha8Rng,
+    pub(crate) replicas: Vec<Slot>,
+    /// Per replica: paused until this tick (exclusive), or running.
+    pub(crate) paused_until: Vec<Option<u64>>,
+    pub(crate) network: PacketSimulator,
+    pub(crate) clients: Vec<SimClient>,
     pub checker: Checker,
     pub tick: u64,
     pub faults: FaultCounts,
-    faults_enabled: bool,
+    pub(crate) faults_enabled: bool,
+    /// Ticks between whole-log journal checks (1: after every step).
+    pub journal_check_interval: u64,
     trace: bool,
     /// Stats of replica incarnations that crashed, so totals survive restarts.
     retired_stats: ReplicaStats,
@@ -92,10 +127,50 @@ pub struct Simulator {
     pub evictions: u64,
 }
 
+/// SplitMix64 of a tagged seed: independent streams from one seed.
+pub(crate) fn derive_seed(seed: u64, tag: u64) -> u64 {
+    let mut z = seed ^ tag;
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const TAG_WORLD: u64 = 0x776f_726c_6400_0000; // "world"
+const TAG_PAUSE: u64 = 0x7061_7573_6500_0000; // "pause"
+
 impl Simulator {
+    /// A swarm-tested run: the seed draws the options (`SimOptions::generate`), then the world.
+    ///
+    /// The world's draws continue the options' stream, and pauses draw from a stream of their
+    /// own, so a seed whose run has no pause replays exactly as it did before pauses existed:
+    /// regression seeds keep their meaning.
     pub fn new(seed: u64, trace: bool) -> Simulator {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let options = SimOptions::generate(&mut rng);
+        Simulator::build(seed, options, rng, trace)
+    }
+
+    /// A run with the given options; the seed drives everything random in the world (cluster
+    /// id, fault atlas, network, disks, clocks, clients). Faults are injected as the options
+    /// say: use `SimOptions::quiet` for a fault-free world that a scenario controls.
+    pub fn with_options(seed: u64, options: SimOptions, trace: bool) -> Simulator {
+        let rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_WORLD));
+        Simulator::build(seed, options, rng, trace)
+    }
+
+    fn build(seed: u64, options: SimOptions, mut rng: ChaCha8Rng, trace: bool) -> Simulator {
+        assert_eq!(options.config.replica_count, options.replica_count);
+        assert_eq!(options.requests_per_client.len(), options.client_count);
+        assert_eq!(
+            options.clock_offsets_ns.len(),
+            options.replica_count as usize
+        );
+        assert_eq!(
+            options.clock_drifts_ppm.len(),
+            options.replica_count as usize
+        );
+        options.config.validate().expect("simulator configuration");
         let cluster = (rng.next_u64() as u128) << 64 | rng.next_u64() as u128;
         let layout = Layout::new(&options.config);
         let atlas = Rc::new(FaultAtlas::new(
@@ -151,6 +226,11 @@ impl Simulator {
                     requests_target: options.requests_per_client[i],
                     requests_done: 0,
                     pool: MessagePool::new(4, options.config.message_size_max as usize),
+                    replies_accepted: 0,
+                    replies_received: 0,
+                    evictions_received: 0,
+                    requests_sent: 0,
+                    last_reply: None,
                 }
             })
             .collect();
@@ -160,12 +240,15 @@ impl Simulator {
             options,
             cluster,
             rng,
+            pause_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_PAUSE)),
+            paused_until: vec![None; replicas.len()],
             replicas,
             network,
             clients,
             tick: 0,
             faults: FaultCounts::default(),
             faults_enabled: true,
+            journal_check_interval: JOURNAL_CHECK_INTERVAL,
             trace,
             retired_stats: ReplicaStats::default(),
             replies: 0,
@@ -178,11 +261,15 @@ impl Simulator {
         sim
     }
 
+    pub(crate) fn trace_enabled(&self) -> bool {
+        self.trace
+    }
+
     pub fn replica_count(&self) -> usize {
         self.replicas.len()
     }
 
-    fn restart(&mut self, index: usize) {
+    pub(crate) fn restart(&mut self, index: usize) {
         let Slot::Down { storage, time, .. } =
             std::mem::replace(&mut self.replicas[index], Slot::Empty)
         else {
@@ -209,18 +296,30 @@ impl Simulator {
     }
 
     fn crash(&mut self, index: usize) {
-        let Slot::Up(replica) = std::mem::replace(&mut self.replicas[index], Slot::Empty) else {
-            panic!("crash of a replica that is down");
-        };
-        add_stats(&mut self.retired_stats, &replica.stats);
-        let (mut storage, _bus, time, _sm) = replica.into_parts();
-        storage.crash();
         let restart_at = self.tick
             + range(
                 &mut self.rng,
                 self.options.restart_ticks_min,
                 self.options.restart_ticks_max,
             );
+        self.crash_with(index, restart_at, |_, _, _| CrashFate::Random);
+    }
+
+    /// Crashes replica `index` now: `fate` decides each write in flight; it restarts at
+    /// `restart_at` (`u64::MAX`: only when a scenario restarts it).
+    pub(crate) fn crash_with(
+        &mut self,
+        index: usize,
+        restart_at: u64,
+        fate: impl Fn(Zone, u64, usize) -> CrashFate,
+    ) {
+        let Slot::Up(replica) = std::mem::replace(&mut self.replicas[index], Slot::Empty) else {
+            panic!("crash of replica {index}, which is down");
+        };
+        self.resume(index);
+        add_stats(&mut self.retired_stats, &replica.stats);
+        let (mut storage, _bus, time, _sm) = replica.into_parts();
+        storage.crash_with(fate);
         self.replicas[index] = Slot::Down {
             storage,
             time,
@@ -234,10 +333,43 @@ impl Simulator {
         }
     }
 
-    fn up_count(&self) -> usize {
-        self.replicas
-            .iter()
-            .filter(|s| matches!(s, Slot::Up(_)))
+    /// Pauses replica `index` (up, running) until tick `until`.
+    pub(crate) fn pause(&mut self, index: usize, until: u64) {
+        assert!(
+            matches!(self.replicas[index], Slot::Up(_)),
+            "pause of a down replica"
+        );
+        assert!(until > self.tick);
+        self.paused_until[index] = Some(until);
+        self.network
+            .set_process_paused(Process::Replica(index as u8), true);
+        self.faults.pauses += 1;
+        if self.trace {
+            eprintln!("[sim] pause replica {index} until tick {until}");
+        }
+    }
+
+    /// Resumes replica `index` if it is paused.
+    pub(crate) fn resume(&mut self, index: usize) {
+        if self.paused_until[index].take().is_some() {
+            self.network
+                .set_process_paused(Process::Replica(index as u8), false);
+            if self.trace {
+                eprintln!("[sim] resume replica {index}");
+            }
+        }
+    }
+
+    pub(crate) fn paused(&self, index: usize) -> bool {
+        self.paused_until[index].is_some()
+    }
+
+    /// Replicas down or paused, not counting `except`.
+    fn unavailable_count(&self, except: usize) -> usize {
+        (0..self.replicas.len())
+            .filter(|&i| {
+                i != except && (!matches!(self.replicas[i], Slot::Up(_)) || self.paused(i))
+            })
             .count()
     }
 
@@ -245,6 +377,11 @@ impl Simulator {
     pub fn step(&mut self) -> Result<(), String> {
         self.tick += 1;
         self.inject_faults();
+        for index in 0..self.replicas.len() {
+            if self.paused_until[index].is_some_and(|until| until <= self.tick) {
+                self.resume(index);
+            }
+        }
         for index in 0..self.replicas.len() {
             self.step_replica(index)?;
         }
@@ -265,7 +402,75 @@ impl Simulator {
             }
         }
         self.step_clients();
+        if self.tick.is_multiple_of(self.journal_check_interval.max(1)) {
+            self.check_journals()
+        } else {
+            self.check_journals_window(self.options.config.pipeline_max as u64 + 2)
+        }
+    }
+
+    /// `Checker::check_journal` over the whole committed log of every replica that is up and
+    /// past `Recovering`.
+    pub fn check_journals(&self) -> Result<(), String> {
+        self.check_journals_window(u64::MAX)
+    }
+
+    /// `Checker::check_journal` over the newest `window` committed ops of every replica that is
+    /// up and past `Recovering`.
+    pub fn check_journals_window(&self, window: u64) -> Result<(), String> {
+        for (index, slot) in self.replicas.iter().enumerate() {
+            let Slot::Up(replica) = slot else { continue };
+            if replica.status == Status::Recovering {
+                continue;
+            }
+            let journal = &replica.journal;
+            self.checker.check_journal(
+                index,
+                replica.commit_min.saturating_sub(window),
+                replica.commit_min,
+                |op| journal.header(op),
+                |op| journal.is_dirty(op),
+            )?;
+        }
         Ok(())
+    }
+
+    /// `Checker::check_acknowledged`, and its journal form against every replica that is up and
+    /// past `Recovering`: no acknowledged op was lost.
+    pub fn check_acknowledged(&self) -> Result<(), String> {
+        self.checker.check_acknowledged()?;
+        for (index, slot) in self.replicas.iter().enumerate() {
+            let Slot::Up(replica) = slot else { continue };
+            if replica.status == Status::Recovering {
+                continue;
+            }
+            let journal = &replica.journal;
+            self.checker
+                .check_acknowledged_journal(index, replica.commit_min, |op| journal.header(op))?;
+        }
+        Ok(())
+    }
+
+    /// The whole VOPR run: `ticks_max` ticks of faults, then heal and require convergence within
+    /// `liveness_ticks_max` ticks; the journals and acknowledged ops are checked at the end.
+    pub fn run(&mut self, ticks_max: u64, liveness_ticks_max: u64) -> Result<(), String> {
+        while self.tick < ticks_max {
+            self.step()?;
+        }
+        self.heal();
+        let deadline = self.tick + liveness_ticks_max;
+        while self.tick < deadline {
+            self.step()?;
+            if self.converged() {
+                self.check_journals()?;
+                return self.check_acknowledged();
+            }
+        }
+        Err(format!(
+            "liveness: no convergence {} ticks after healing:{}",
+            liveness_ticks_max,
+            self.describe_state()
+        ))
     }
 
     fn inject_faults(&mut self) {
@@ -274,12 +479,28 @@ impl Simulator {
                 Slot::Down { restart_at, .. } if *restart_at <= self.tick => self.restart(index),
                 Slot::Up(_)
                     if self.faults_enabled
-                        && self.replicas.len() - self.up_count() < self.options.crashed_max
+                        && self.unavailable_count(index) < self.options.crashed_max
                         && chance(&mut self.rng, self.options.crash_probability) =>
                 {
                     self.crash(index)
                 }
                 _ => {}
+            }
+        }
+        if self.faults_enabled && self.options.pause_probability > 0.0 {
+            for index in 0..self.replicas.len() {
+                if matches!(self.replicas[index], Slot::Up(_))
+                    && !self.paused(index)
+                    && self.unavailable_count(index) < self.options.crashed_max
+                    && chance(&mut self.pause_rng, self.options.pause_probability)
+                {
+                    let ticks = range(
+                        &mut self.pause_rng,
+                        self.options.pause_ticks_min,
+                        self.options.pause_ticks_max,
+                    );
+                    self.pause(index, self.tick + ticks);
+                }
             }
         }
         if self.faults_enabled {
@@ -306,7 +527,14 @@ impl Simulator {
     }
 
     fn step_replica(&mut self, index: usize) -> Result<(), String> {
+        let paused = self.paused(index);
         let replica = match &mut self.replicas[index] {
+            Slot::Up(r) if paused => {
+                // Not run: its clock and its disk go on; completions wait for it.
+                r.time.tick();
+                r.storage.tick();
+                return Ok(());
+            }
             Slot::Up(r) => r,
             Slot::Down { time, storage, .. } => {
                 time.tick();
@@ -371,6 +599,16 @@ impl Simulator {
         if bytes.len() < HEADER_SIZE {
             return Ok(());
         }
+        // Counted before the client filters duplicates (no checksum: the scenarios that read
+        // these counters run without packet corruption).
+        let raw = Header::read_from(bytes);
+        if raw.client == id {
+            match raw.command() {
+                Some(Command::Reply) => c.replies_received += 1,
+                Some(Command::Eviction) => c.evictions_received += 1,
+                _ => {}
+            }
+        }
         let Some(mut message) = c.pool.get() else {
             return Ok(());
         };
@@ -379,11 +617,16 @@ impl Simulator {
         match c.client.on_message(message) {
             Some(ClientEvent::Reply { reply, .. }) => {
                 c.requests_done += 1;
+                c.replies_accepted += 1;
                 self.replies += 1;
                 let header = *reply.header();
+                c.last_reply = Some(header);
                 self.checker.on_reply(id, &header, reply.body())?;
             }
-            Some(ClientEvent::Registered { .. }) => {}
+            Some(ClientEvent::Registered { .. }) => {
+                // The register reply is not checked as a reply: its op may be re-registered.
+                c.last_reply = None;
+            }
             Some(ClientEvent::Evicted) => self.evictions += 1,
             None => {}
         }
@@ -393,7 +636,8 @@ impl Simulator {
     fn step_clients(&mut self) {
         for c in &mut self.clients {
             c.client.tick(&mut c.bus);
-            if !c.client.busy() && !c.client.evicted() {
+            // A client with no workload (a scenario's, until it sets one) stays idle.
+            if !c.client.busy() && !c.client.evicted() && c.requests_target > 0 {
                 if !c.client.registered() {
                     let _ = c.client.register(&mut c.bus);
                 } else if c.requests_done < c.requests_target {
@@ -409,6 +653,11 @@ impl Simulator {
                 }
             }
             for (to, bytes) in c.bus.outbox.drain(..) {
+                if bytes.len() >= HEADER_SIZE
+                    && Header::read_from(&bytes).command == Command::Request as u8
+                {
+                    c.requests_sent += 1;
+                }
                 self.network.submit(Process::Client(c.client.id), to, bytes);
             }
         }
@@ -421,6 +670,7 @@ impl Simulator {
         self.network.heal();
         self.network.set_faults(false);
         for index in 0..self.replicas.len() {
+            self.resume(index);
             if matches!(self.replicas[index], Slot::Down { .. }) {
                 self.restart(index);
             }

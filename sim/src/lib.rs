@@ -6,5 +6,6 @@ pub mod cluster;
 pub mod network;
 pub mod options;
 pub mod rng;
+pub mod scenario;
 pub mod storage;
 pub mod time;

@@ -1,26 +1,61 @@
-//! `vopr [SEED] [--ticks-max N] [--log=debug]`: one seeded simulation run. Exit 0 ok, 1 failure,
-//! 2 usage. The last line carries the seed, the result and a digest of everything observed.
+//! `vopr [SEED] [--ticks-max N] [--liveness-ticks-max N] [--log=debug]`: one seeded simulation
+//! run. Exit 0 ok, 1 failure, 2 usage. The last line carries the seed, the result and a digest of
+//! everything observed. `vopr --help` documents every flag and the output.
 
 use clap::Parser;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use vsr_sim::cluster::Simulator;
 
+const AFTER_HELP: &str = "\
+A run has two phases. Fault phase (--ticks-max ticks of 10 ms): the seed draws the options (cluster
+size, clients, configuration, fault probabilities: swarm testing), then clients send requests while
+replicas crash and restart, pause (not run for a while, packets to them held, clocks running),
+suffer corrupt, misdirected, torn and lost writes, and the network loses, replays, corrupts, delays,
+clogs and partitions packets, and clocks jump. Liveness phase: every replica is restarted and
+resumed, faults stop, and the cluster must converge (all replicas normal in one view with every op
+committed, every client done) within --liveness-ticks-max ticks. Safety is checked throughout:
+every commit against the canonical history, every accepted reply, exactly-once execution, state
+digests, and every replica's journal hash chain.
+
+Output (stdout):
+  vopr seed=<seed>
+  options: replicas=.. clients=.. ... (the swarm options this seed drew)
+  faults: key=value ... (packets_dropped, packets_replayed, packets_corrupted, partitions, clogs,
+          sectors_corrupted, misdirected_writes, torn_writes, lost_writes, crashes, restarts,
+          pauses, clock_excursions, clock_epochs_failed)
+  stats: key=value ... (commits, canonical_ops, view_changes, ..., replies_checked)
+  vopr seed=<seed> replicas=<n> clients=<n> ticks=<n> result=<ok|FAIL: reason> digest=<hex>
+The digest covers the canonical history, final replica states and every counter: the same seed
+gives the same last line, bit for bit.
+
+Exit status: 0 ok, 1 a safety or liveness failure (or a replica panic), 2 usage error.
+
+Examples:
+  vopr 42                 replay seed 42
+  vopr 42 --log=debug     the same run with a protocol trace on stderr
+  vopr --ticks-max 5000   a random seed (printed), shorter fault phase";
+
 #[derive(Parser)]
 #[command(
     name = "vopr",
-    about = "Deterministic fault-injecting simulator for the vsr replica"
+    about = "Deterministic fault-injecting simulator for the vsr replica (the VOPR)",
+    long_about = "Deterministic fault-injecting simulator for the vsr replica (the VOPR): runs a whole \
+cluster of the production replica code on a simulated network, disk and clocks, injects faults, \
+and checks safety and liveness. One seed, one run; the same seed replays it exactly.",
+    after_long_help = AFTER_HELP
 )]
 struct Cli {
-    /// The seed (u64); random when omitted, always printed.
+    /// The seed (a decimal u64) to run or replay; random when omitted, always printed.
     seed: Option<u64>,
-    /// Ticks of the fault phase (10 ms each).
-    #[arg(long, default_value_t = 20_000)]
+    /// Ticks (10 ms of simulated time each) of the fault phase.
+    #[arg(long, value_name = "TICKS", default_value_t = 20_000)]
     ticks_max: u64,
-    /// Ticks the healed cluster has to converge.
-    #[arg(long, default_value_t = 30_000)]
+    /// Ticks the healed cluster has to converge before the run fails for liveness.
+    #[arg(long, value_name = "TICKS", default_value_t = 30_000)]
     liveness_ticks_max: u64,
-    /// `debug` prints a protocol trace to stderr.
-    #[arg(long, default_value = "info")]
+    /// Log level: `info` (the summary lines only) or `debug` (also a protocol trace of every
+    /// replica and simulator event on stderr; large).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
     log: String,
 }
 
@@ -88,7 +123,7 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} storage_faults={:.4}/{:.4}/{:.4}",
+        "options: replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
         o.replica_count,
         o.client_count,
         o.config.message_size_max,
@@ -99,36 +134,20 @@ fn run(
         o.network.packet_replay_probability,
         o.network.partition_mode,
         o.crash_probability,
+        o.pause_probability,
+        o.pause_ticks_min,
+        o.pause_ticks_max,
         o.storage.read_fault_probability,
         o.storage.write_fault_probability,
         o.storage.write_misdirect_probability,
     );
     summary.0 = sim.replica_count();
     summary.1 = sim.options.client_count;
-    let result = run_phases(&mut sim, ticks_max, liveness_ticks_max);
+    let result = sim.run(ticks_max, liveness_ticks_max);
     summary.2 = sim.tick;
     summary.3 = sim.digest();
     print_counters(&sim);
     result
-}
-
-fn run_phases(sim: &mut Simulator, ticks_max: u64, liveness_ticks_max: u64) -> Result<(), String> {
-    while sim.tick < ticks_max {
-        sim.step()?;
-    }
-    sim.heal();
-    let deadline = sim.tick + liveness_ticks_max;
-    while sim.tick < deadline {
-        sim.step()?;
-        if sim.converged() {
-            return Ok(());
-        }
-    }
-    Err(format!(
-        "liveness: no convergence {} ticks after healing:{}",
-        liveness_ticks_max,
-        sim.describe_state()
-    ))
 }
 
 fn print_counters(sim: &Simulator) {
@@ -137,7 +156,7 @@ fn print_counters(sim: &Simulator) {
     let f = sim.faults;
     let r = sim.replica_stats();
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} restarts={} clock_excursions={} clock_epochs_failed={}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} restarts={} pauses={} clock_excursions={} clock_epochs_failed={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -149,6 +168,7 @@ fn print_counters(sim: &Simulator) {
         s.lost_writes,
         f.crashes,
         f.restarts,
+        f.pauses,
         f.clock_excursions,
         sim.clock_epochs_failed(),
     );

@@ -15,6 +15,13 @@
 //! - down processes: packets from a down process are dropped at `submit`, packets to a down
 //!   process at `deliver` (`dropped_down`). Packets already in flight from a process that then
 //!   goes down are still delivered, as on a real wire.
+//! - paused processes (a replica stopped by the scheduler, a GC pause, SIGSTOP): packets to it
+//!   are *held* on their paths, as a kernel's socket buffers would hold them, and delivered once
+//!   it resumes. Held packets still count against `path_maximum_capacity`, so a long pause
+//!   overflows the path and newer packets are dropped at `submit` (`dropped_capacity`). A paused
+//!   process sends nothing, because it is not run.
+//! - manual partitions (scripted scenarios): `partition_manual` installs a partition that only
+//!   `heal`/`unpartition` ends; random partitions never replace it.
 //!
 //! A packet from a process to itself (loopback) never touches the wire: it is delivered on the
 //! next tick, without loss, replay, partition, clog or capacity limits.
@@ -167,6 +174,8 @@ struct Path {
 #[derive(Debug)]
 struct Partition {
     blocked: Vec<bool>,
+    /// Installed by a scenario: never healed at random.
+    manual: bool,
 }
 
 pub struct PacketSimulator {
@@ -179,6 +188,8 @@ pub struct PacketSimulator {
     /// Packets whose time has come, waiting for `deliver`.
     ready: Vec<Packet>,
     down: BTreeSet<Process>,
+    /// Packets to these processes are held on their paths until they resume.
+    paused: BTreeSet<Process>,
     partition: Option<Partition>,
     /// Tick of the last partition start or heal.
     partition_changed_at: u64,
@@ -206,6 +217,7 @@ impl PacketSimulator {
             paths,
             ready: Vec::new(),
             down: BTreeSet::new(),
+            paused: BTreeSet::new(),
             partition: None,
             partition_changed_at: 0,
             stats: NetworkStats::default(),
@@ -262,6 +274,46 @@ impl PacketSimulator {
 
     pub fn process_up(&self, process: Process) -> bool {
         !self.down.contains(&process)
+    }
+
+    /// A paused process has packets to it held on their paths (not dropped) until it resumes.
+    pub fn set_process_paused(&mut self, process: Process, paused: bool) {
+        self.assert_process(process);
+        if paused {
+            self.paused.insert(process);
+        } else {
+            self.paused.remove(&process);
+        }
+    }
+
+    pub fn process_paused(&self, process: Process) -> bool {
+        self.paused.contains(&process)
+    }
+
+    /// Installs a partition chosen by the caller: `blocked(from, to)` over replica indexes says
+    /// which directions are cut. It replaces any partition and holds until `unpartition` or
+    /// `heal`. Packets in flight across a newly cut direction are dropped at delivery.
+    pub fn partition_manual(&mut self, blocked: impl Fn(u8, u8) -> bool) {
+        let n = self.replica_count as usize;
+        let mut cut = vec![false; n * n];
+        for from in 0..n {
+            for to in 0..n {
+                cut[from * n + to] = from != to && blocked(from as u8, to as u8);
+            }
+        }
+        self.partition = Some(Partition {
+            blocked: cut,
+            manual: true,
+        });
+        self.partition_changed_at = self.now;
+        self.stats.partitions += 1;
+    }
+
+    /// Ends the active partition (random or manual), if any.
+    pub fn unpartition(&mut self) {
+        if self.partition.take().is_some() {
+            self.partition_changed_at = self.now;
+        }
     }
 
     pub fn partition_active(&self) -> bool {
@@ -331,8 +383,9 @@ impl PacketSimulator {
         self.tick_partition();
         self.tick_clogs();
         let now = self.now;
-        for path in self.paths.values_mut() {
-            if path.clogged_until.is_some() || path.packets.is_empty() {
+        for (&(_, to), path) in self.paths.iter_mut() {
+            if path.clogged_until.is_some() || path.packets.is_empty() || self.paused.contains(&to)
+            {
                 continue;
             }
             let mut i = 0;
@@ -406,6 +459,9 @@ impl PacketSimulator {
 
     fn tick_partition(&mut self) {
         let since = self.now - self.partition_changed_at;
+        if self.partition.as_ref().is_some_and(|p| p.manual) {
+            return;
+        }
         if self.partition.is_some() {
             if since >= self.options.partition_stability
                 && rng::chance(&mut self.rng, self.options.unpartition_probability)
@@ -468,7 +524,10 @@ impl PacketSimulator {
                 };
             }
         }
-        Partition { blocked }
+        Partition {
+            blocked,
+            manual: false,
+        }
     }
 
     fn tick_clogs(&mut self) {
@@ -833,5 +892,81 @@ mod tests {
             got.extend(net.deliver());
         }
         assert_eq!(got, vec![(r(1), r(0), vec![4])]);
+    }
+
+    #[test]
+    fn paused_process_packets_are_held_then_delivered() {
+        let options = NetworkOptions {
+            path_maximum_capacity: 4,
+            ..NetworkOptions::default()
+        };
+        let mut net = PacketSimulator::new(3, options, 2);
+        net.set_process_paused(r(1), true);
+        assert!(net.process_paused(r(1)));
+        for i in 0..6u8 {
+            net.submit(r(0), r(1), vec![i]);
+        }
+        net.submit(Process::Client(9), r(1), vec![100]);
+        net.submit(r(0), r(2), vec![200]);
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            net.tick();
+            got.extend(net.deliver());
+        }
+        // Only the packet to the running replica arrived; the held ones stay queued, and the
+        // path's capacity bounds them (the 5th and 6th were dropped at submit).
+        assert_eq!(got, vec![(r(0), r(2), vec![200])]);
+        assert_eq!(net.in_flight(), 5);
+        assert_eq!(net.stats().dropped_capacity, 2);
+        net.set_process_paused(r(1), false);
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            net.tick();
+            got.extend(net.deliver());
+        }
+        let mut bytes: Vec<u8> = got.iter().map(|(_, _, b)| b[0]).collect();
+        bytes.sort();
+        assert_eq!(bytes, vec![0, 1, 2, 3, 100]);
+        assert_eq!(net.in_flight(), 0);
+    }
+
+    #[test]
+    fn manual_partition_holds_until_unpartitioned() {
+        let options = NetworkOptions {
+            partition_mode: PartitionMode::UniformSize,
+            partition_probability: 1.0,
+            unpartition_probability: 1.0,
+            ..NetworkOptions::default()
+        };
+        let mut net = PacketSimulator::new(3, options, 4);
+        net.set_faults(false);
+        // Replica 0 cannot send to the others; it still hears them.
+        net.partition_manual(|from, to| from == 0 && to != 0);
+        assert!(net.partitioned(r(0), r(1)) && net.partitioned(r(0), r(2)));
+        assert!(!net.partitioned(r(1), r(0)) && !net.partitioned(r(1), r(2)));
+        for _ in 0..500 {
+            net.tick();
+            assert!(
+                net.partition_active(),
+                "a manual partition healed at random"
+            );
+        }
+        net.submit(r(0), r(1), vec![1]);
+        net.submit(r(1), r(0), vec![2]);
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            net.tick();
+            got.extend(net.deliver());
+        }
+        assert_eq!(got, vec![(r(1), r(0), vec![2])]);
+        net.unpartition();
+        assert!(!net.partition_active());
+        net.submit(r(0), r(1), vec![3]);
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            net.tick();
+            got.extend(net.deliver());
+        }
+        assert_eq!(got, vec![(r(0), r(1), vec![3])]);
     }
 }

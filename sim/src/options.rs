@@ -2,8 +2,9 @@
 //! fault probabilities, so that across seeds every corner is visited with different neighbours.
 
 use crate::network::{NetworkOptions, PartitionMode, PartitionSymmetry};
-use crate::rng::{chance, pick, range, unit};
+use crate::rng::{self, chance, pick, range, unit};
 use crate::storage::StorageOptions;
+use rand_chacha::rand_core::Rng;
 use rand_chacha::ChaCha8Rng;
 use vsr::config::{Config, SECTOR_SIZE};
 
@@ -18,8 +19,14 @@ pub struct SimOptions {
     pub crash_probability: f64,
     pub restart_ticks_min: u64,
     pub restart_ticks_max: u64,
-    /// Replicas that may be down at once.
+    /// Replicas that may be down or paused at once.
     pub crashed_max: usize,
+    /// Per tick, per up (not paused) replica: the process is paused (not run, receives nothing;
+    /// packets to it are held by the network) for `pause_ticks_min..=pause_ticks_max` ticks, its
+    /// clock running on, then resumes with its memory intact.
+    pub pause_probability: f64,
+    pub pause_ticks_min: u64,
+    pub pause_ticks_max: u64,
     pub packet_corrupt_probability: f64,
     /// Per tick, per replica: a clock jump beyond tolerance that must be detected, not believed.
     pub clock_excursion_probability: f64,
@@ -125,36 +132,103 @@ impl SimOptions {
         let requests_per_client = (0..client_count)
             .map(|_| range(rng, 1, per_client.max(1)))
             .collect();
+        let crash_probability = if chance(rng, 0.7) {
+            unit(rng) * 0.0005
+        } else {
+            0.0
+        };
+        let restart_ticks_max = range(rng, 50, 2000);
+        let packet_corrupt_probability = if faulty_network {
+            unit(rng) * 0.01
+        } else {
+            0.0
+        };
+        let clock_excursion_probability = if chance(rng, 0.3) {
+            unit(rng) * 0.0002
+        } else {
+            0.0
+        };
+        let request_body_max = (message_size_max as usize - vsr::header::HEADER_SIZE)
+            .min(range(rng, 0, 2048) as usize);
+        // Pauses: short ones exercise stale messages and timeouts that fire late; long ones (past
+        // normal_status_timeout) make a paused primary come back to a cluster that moved on.
+        // Drawn from a stream of their own, so the draws above and the world's after them are
+        // those of the simulator before pauses existed (regression seeds replay unchanged).
+        let mut pause_rng = rng::seeded(rng.clone().next_u64() ^ 0x7061_7573_6500_0000);
+        let pause_probability = if chance(&mut pause_rng, 0.5) {
+            unit(&mut pause_rng) * 0.0005
+        } else {
+            0.0
+        };
+        let pause_ticks_min = range(&mut pause_rng, 1, 20);
+        let pause_ticks_max = range(&mut pause_rng, pause_ticks_min, 1500);
         SimOptions {
             replica_count,
             client_count,
             config,
             network,
             storage,
-            crash_probability: if chance(rng, 0.7) {
-                unit(rng) * 0.0005
-            } else {
-                0.0
-            },
+            crash_probability,
             restart_ticks_min: 20,
-            restart_ticks_max: range(rng, 50, 2000),
+            restart_ticks_max,
             crashed_max: 1
                 .max(replica_count as usize - vsr::config::quorums(replica_count as usize).1),
-            packet_corrupt_probability: if faulty_network {
-                unit(rng) * 0.01
-            } else {
-                0.0
-            },
-            clock_excursion_probability: if chance(rng, 0.3) {
-                unit(rng) * 0.0002
-            } else {
-                0.0
-            },
+            pause_probability,
+            pause_ticks_min,
+            pause_ticks_max,
+            packet_corrupt_probability,
+            clock_excursion_probability,
             clock_offsets_ns,
             clock_drifts_ppm,
             requests_per_client,
-            request_body_max: (message_size_max as usize - vsr::header::HEADER_SIZE)
-                .min(range(rng, 0, 2048) as usize),
+            request_body_max,
+        }
+    }
+
+    /// A fault-free, fast configuration for scripted scenarios: no crashes, pauses, packet loss,
+    /// replay, corruption, partitions, clogs, storage faults or clock excursions; small
+    /// timeouts; clients idle (no workload) until `Simulator::set_client_workload`. Every fault a
+    /// scenario wants it injects itself, so it controls faults exactly.
+    pub fn quiet(replica_count: u8, client_count: usize) -> SimOptions {
+        assert!(replica_count >= 1 && replica_count as usize <= vsr::config::REPLICAS_MAX);
+        let mut config = Config::timing_defaults(replica_count);
+        config.message_size_max = 2 * SECTOR_SIZE as u32;
+        config.journal_slot_count = 256;
+        config.pipeline_max = 4;
+        config.clients_max = (client_count as u32).clamp(1, 16);
+        config.ping_timeout = 10;
+        config.prepare_timeout = 10;
+        config.commit_timeout = 10;
+        config.normal_status_timeout = 60;
+        config.view_change_status_timeout = 150;
+        config.view_change_message_timeout = 10;
+        config.repair_timeout = 10;
+        config.primary_abdicate_timeout = 80;
+        config.request_timeout = 30;
+        config.clock_offset_tolerance_max_ns = 200_000_000;
+        config.clock_epoch_ns = 500_000_000;
+        config.clock_synchronization_window_ns = 5_000_000_000;
+        config.validate().expect("quiet configuration");
+        SimOptions {
+            replica_count,
+            client_count,
+            config,
+            network: NetworkOptions::default(),
+            storage: StorageOptions::default(),
+            crash_probability: 0.0,
+            restart_ticks_min: 20,
+            restart_ticks_max: 20,
+            crashed_max: 1
+                .max(replica_count as usize - vsr::config::quorums(replica_count as usize).1),
+            pause_probability: 0.0,
+            pause_ticks_min: 1,
+            pause_ticks_max: 1,
+            packet_corrupt_probability: 0.0,
+            clock_excursion_probability: 0.0,
+            clock_offsets_ns: vec![0; replica_count as usize],
+            clock_drifts_ppm: vec![0; replica_count as usize],
+            requests_per_client: vec![0; client_count],
+            request_body_max: 256,
         }
     }
 }

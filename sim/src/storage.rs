@@ -232,6 +232,21 @@ struct InFlight {
     ready_at: u64,
 }
 
+/// What a crash does to one write in flight (scripted scenarios choose; see `crash_with`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashFate {
+    /// The usual crash rule: torn with `crash_fault_probability` (while faults are enabled),
+    /// otherwise lost or fully written, 50/50.
+    Random,
+    /// Nothing of it reaches the disk.
+    Lost,
+    /// All of it reaches the disk.
+    Written,
+    /// Torn, even with faults disabled: a prefix of its sectors lands, and/or one sector is
+    /// garbage; never the whole write and never none of it.
+    Torn,
+}
+
 pub struct SimStorage {
     layout: Layout,
     replica: u8,
@@ -324,13 +339,31 @@ impl SimStorage {
     /// The process crashed: writes in flight are lost, written, or torn; every request is
     /// dropped (its buffer returns to the pool). Acknowledged writes are untouched.
     pub fn crash(&mut self) {
+        self.crash_with(|_, _, _| CrashFate::Random);
+    }
+
+    /// A crash where `fate(zone, offset, len)` decides what happens to each write in flight.
+    /// Writes are visited in submission order.
+    pub fn crash_with(&mut self, fate: impl Fn(Zone, u64, usize) -> CrashFate) {
         let mut in_flight: Vec<IoRequest> = self.pending.drain(..).map(|f| f.request).collect();
         in_flight.append(&mut self.ready);
         for request in in_flight {
             if request.kind == IoKind::Write {
-                self.crash_write(&request);
+                let f = fate(request.zone, request.offset, request.len);
+                self.crash_write(&request, f);
             }
         }
+    }
+
+    /// Writes submitted and not yet completed: (zone, offset, len), in no particular order.
+    pub fn writes_in_flight(&self) -> Vec<(Zone, u64, usize)> {
+        self.pending
+            .iter()
+            .map(|f| &f.request)
+            .chain(self.ready.iter())
+            .filter(|r| r.kind == IoKind::Write)
+            .map(|r| (r.zone, r.offset, r.len))
+            .collect()
     }
 
     /// Writes bytes directly, with no latency or faults (formatting, tests).
@@ -454,18 +487,33 @@ impl SimStorage {
         None
     }
 
-    fn crash_write(&mut self, request: &IoRequest) {
+    fn crash_write(&mut self, request: &IoRequest, fate: CrashFate) {
         let (zone, offset, len) = (request.zone, request.offset, request.len);
         let data = &request.buffer.buffer()[..len];
         let start = self.absolute(zone, offset, len);
-        let torn = self.faults && rng::chance(&mut self.rng, self.options.crash_fault_probability);
-        if !torn {
-            if rng::chance(&mut self.rng, 0.5) {
-                self.memory[start..start + len].copy_from_slice(data);
-            } else {
-                self.stats.lost_writes += 1;
+        let fate = match fate {
+            CrashFate::Random => {
+                if self.faults && rng::chance(&mut self.rng, self.options.crash_fault_probability) {
+                    CrashFate::Torn
+                } else if rng::chance(&mut self.rng, 0.5) {
+                    CrashFate::Written
+                } else {
+                    CrashFate::Lost
+                }
             }
-            return;
+            fate => fate,
+        };
+        match fate {
+            CrashFate::Written => {
+                self.memory[start..start + len].copy_from_slice(data);
+                return;
+            }
+            CrashFate::Lost => {
+                self.stats.lost_writes += 1;
+                return;
+            }
+            CrashFate::Torn => {}
+            CrashFate::Random => unreachable!(),
         }
         self.stats.torn_writes += 1;
         let sectors = len / SECTOR_SIZE;
@@ -946,5 +994,48 @@ mod tests {
         storage.write_raw(Zone::Superblock, end - 2, b"ok");
         assert_eq!(storage.read_raw(Zone::Superblock, end - 2, 2), b"ok");
         assert_eq!(storage.read_raw(Zone::WalHeaders, 0, 2), [0, 0]);
+    }
+
+    #[test]
+    fn crash_with_chosen_fates() {
+        let (_, layout, atlas, pool) = setup(3, 8);
+        // Faults disabled: a scripted tear happens anyway.
+        let mut storage = SimStorage::new(layout.clone(), 0, StorageOptions::default(), atlas, 8);
+        storage.set_faults(false);
+        let len = layout.message_size_max as usize;
+        for slot in 0..3u64 {
+            storage.submit(request(
+                IoKind::Write,
+                Zone::WalPrepares,
+                slot * len as u64,
+                len,
+                message(&pool, 7),
+            ));
+        }
+        let mut in_flight = storage.writes_in_flight();
+        in_flight.sort_by_key(|w| w.1);
+        assert_eq!(
+            in_flight,
+            (0..3u64)
+                .map(|slot| (Zone::WalPrepares, slot * len as u64, len))
+                .collect::<Vec<_>>()
+        );
+        storage.crash_with(|_, offset, _| match offset / len as u64 {
+            0 => CrashFate::Lost,
+            1 => CrashFate::Written,
+            _ => CrashFate::Torn,
+        });
+        assert!(storage.writes_in_flight().is_empty());
+        let slot = |s: u64| {
+            storage
+                .read_raw(Zone::WalPrepares, s * len as u64, len)
+                .to_vec()
+        };
+        assert!(slot(0).iter().all(|&b| b == 0));
+        assert!(slot(1).iter().all(|&b| b == 7));
+        let torn = slot(2);
+        assert!(torn.iter().any(|&b| b != 7) && torn.iter().any(|&b| b != 0));
+        let stats = storage.stats();
+        assert_eq!((stats.lost_writes, stats.torn_writes), (1, 1));
     }
 }
