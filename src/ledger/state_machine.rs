@@ -44,8 +44,8 @@ pub struct LedgerConfig {
 }
 
 impl Default for LedgerConfig {
-    /// One million accounts and four million transfers with 1 MiB messages: about 1.6 GiB
-    /// reserved, touched only as the ledger fills.
+    /// One million accounts and four million transfers with 1 MiB messages: about 1.5 GiB
+    /// reserved (`memory_bytes`), touched only as the ledger fills.
     fn default() -> LedgerConfig {
         LedgerConfig {
             accounts_max: 1 << 20,
@@ -286,6 +286,23 @@ impl Ledger {
     /// Transfers in creation (timestamp) order.
     pub fn transfers(&self) -> &[Transfer] {
         &self.transfers
+    }
+
+    /// The capacity of every growable array: fixed at `new`, so equal before and after any
+    /// sequence of commits (the tests check that nothing was reallocated).
+    pub fn capacities(&self) -> [usize; 10] {
+        [
+            self.accounts.capacity(),
+            self.account_hashes.capacity(),
+            self.account_lists.capacity(),
+            self.transfers.capacity(),
+            self.transfer_status.capacity(),
+            self.orphans.capacity(),
+            self.nodes.capacity(),
+            self.balances.capacity(),
+            self.expiry.capacity(),
+            self.undo.capacity(),
+        ]
     }
 
     /// The digest rebuilt from the whole state; always equal to `digest()`.
@@ -1507,6 +1524,7 @@ impl StateMachine for Ledger {
         // The primary reserved (timestamp - count, timestamp] for this operation's events.
         assert!(timestamp > self.commit_timestamp);
         assert!(timestamp <= TIMESTAMP_MAX);
+        assert!(timestamp >= count);
         assert!(timestamp - count >= self.commit_timestamp);
         assert!(output.len() >= self.config.body_size_max());
         let output = &mut output[..self.config.body_size_max()];

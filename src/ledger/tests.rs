@@ -1361,6 +1361,47 @@ fn input_validation() {
 }
 
 #[test]
+fn expiry_heap_drops_stale_entries_instead_of_growing() {
+    use transfer_flags as F;
+    use CreateTransferResult as R;
+    let mut h = Harness::with(4, 2);
+    h.create_accounts(&[account(1, 1), account(2, 1)]);
+    let capacities = h.ledger.capacities();
+    let timed = |id| Transfer {
+        timeout: 1,
+        ..pending(id, 1, 2, 10)
+    };
+    // Each rolled-back chain leaves a stale expiry entry behind.
+    for id in 0..10 {
+        let chain = [
+            Transfer {
+                flags: F::PENDING | F::LINKED,
+                ..timed(100 + id)
+            },
+            transfer(200 + id, 1, 1, 1),
+        ];
+        assert_eq!(
+            h.create_transfers(&chain),
+            vec![(0, R::LinkedEventFailed), (1, R::AccountsMustBeDifferent)]
+        );
+    }
+    assert_eq!(h.transfer_one(timed(1)), R::Ok);
+    assert_eq!(h.balances(1), [10, 0, 0, 0]);
+    h.advance(NS_PER_S);
+    h.commit(LedgerOperation::LookupAccounts, &[]);
+    assert_eq!(h.balances(1), [0, 0, 0, 0]);
+    assert_eq!(h.ledger.transfer_status(1), Some(STATUS_EXPIRED));
+    assert_eq!(h.ledger.capacities(), capacities);
+}
+
+#[test]
+fn default_memory_budget() {
+    let bytes = LedgerConfig::default().memory_bytes();
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    assert!((1.4..1.6).contains(&gib), "{gib} GiB");
+}
+
+#[test]
 fn full_tables_answer_without_panicking() {
     let mut h = Harness::with(2, 3);
     let got = h.create_accounts(&[account(1, 1), account(2, 1), account(3, 1), account(1, 1)]);
@@ -1495,6 +1536,7 @@ fn run_differential(seed: u64, events_budget: u64, totals: &mut Totals) {
         message_size_max as usize,
     );
     let mut workload = Workload::new(&mut rng);
+    let capacities = ledger.capacities();
     let body_max = message_size_max as usize - 256;
     let mut body = vec![0u8; body_max];
     let mut output = vec![0u8; body_max];
@@ -1572,6 +1614,7 @@ fn run_differential(seed: u64, events_budget: u64, totals: &mut Totals) {
         }
     }
     compare_state(seed, &ledger, &model);
+    assert_eq!(ledger.capacities(), capacities, "seed {seed}: reallocated");
 }
 
 fn compare_state(seed: u64, ledger: &Ledger, model: &Model) {

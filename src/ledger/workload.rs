@@ -120,9 +120,14 @@ impl Workload {
         self.timestamp_hint = timestamp;
     }
 
-    /// Writes one request body into `body` (whose length bounds the batch); returns the
-    /// operation and the body's size.
+    /// Writes one request body into `body` (whose length bounds the batch: pass at most the
+    /// ledger's `body_size_max` bytes, and at least 128); returns the operation and the body's
+    /// size.
     pub fn generate(&mut self, rng: &mut ChaCha8Rng, body: &mut [u8]) -> (LedgerOperation, usize) {
+        assert!(
+            body.len() >= 128,
+            "a request body holds at least one 128-byte event"
+        );
         self.requests += 1;
         let importing = self.requests <= self.profile.import_requests;
         let operation = if importing {
