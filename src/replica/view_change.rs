@@ -288,32 +288,38 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             "committed op {commit_max} beyond the new log head {op_head}"
         );
 
-        // The canonical header of each op in the window, from the highest-log_view senders.
+        // The canonical header and checksum of each op in the window, derived top-down from the
+        // highest-log_view senders and the hash chain only (never from this replica's journal
+        // alone, which may be stale or have gaps): a header a canonical sender holds, else the
+        // parent named by the canonical header above.
         let window_min = op_head.saturating_sub(self.config.view_change_headers_max() as u64 - 1);
+        let window = (op_head - window_min + 1) as usize;
+        let mut expected: Vec<Option<u128>> = vec![None; window];
+        let mut canonical_headers: Vec<Option<Header>> = vec![None; window];
         for op in (window_min..=op_head).rev() {
-            let header = canonical
+            let index = (op - window_min) as usize;
+            let from_dvc = canonical
                 .iter()
                 .filter_map(|d| d.entry(op))
                 .find(|(h, flags)| flags & FLAG_PRESENT != 0 && h.command == Command::Prepare as u8)
                 .map(|(h, _)| *h);
-            if let Some(h) = header {
-                if !self.journal.has_header(op, h.checksum) {
-                    self.journal.set_header(&h);
-                }
-            } else if let Some(next) = self
-                .journal
-                .header(op + 1)
+            let from_above = canonical_headers
+                .get(index + 1)
                 .copied()
-                .filter(|_| op < op_head)
-            {
-                // Keep our header only if it chains to the canonical one above it.
-                if self
-                    .journal
+                .flatten()
+                .map(|next| next.parent);
+            expected[index] = from_dvc.map(|h| h.checksum).or(from_above);
+            canonical_headers[index] = from_dvc.or_else(|| {
+                self.journal
                     .header(op)
-                    .is_some_and(|h| h.checksum != next.parent)
-                {
-                    self.journal.remove(op);
-                }
+                    .copied()
+                    .filter(|h| Some(h.checksum) == expected[index])
+            });
+            match (canonical_headers[index], expected[index]) {
+                (Some(h), _) => self.journal.set_header(&h),
+                // Our header there (if any) is not the one the new log names: stale.
+                (None, Some(_)) => self.journal.remove(op),
+                (None, None) => {}
             }
         }
         for op in op_head + 1..=self.op.max(op_head) {
@@ -321,10 +327,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
 
         // Walk the uncommitted suffix upward: truncate at the first op a nack quorum disowns;
-        // request every prepare still missing.
+        // request every prepare still missing below it.
         let mut missing = 0;
         for op in commit_max + 1..=op_head {
-            let checksum = self.expected_checksum(op, op_head);
+            let checksum = expected[(op - window_min) as usize];
             if let Some(c) = checksum {
                 if self.journal.has_clean(op, c) {
                     continue;
@@ -376,24 +382,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.op = op_head;
         self.commit_max = self.commit_max.max(commit_max);
         self.log_view_install();
-    }
-
-    /// The checksum op must have in the new log: its header, or the parent of the op above.
-    fn expected_checksum(&self, op: u64, op_head: u64) -> Option<u128> {
-        if let Some(h) = self.journal.header(op) {
-            if op == op_head
-                || self
-                    .journal
-                    .header(op + 1)
-                    .is_some_and(|next| next.parent == h.checksum)
-            {
-                return Some(h.checksum);
-            }
-        }
-        if op < op_head {
-            return self.journal.header(op + 1).map(|next| next.parent);
-        }
-        None
     }
 
     fn request_prepare_from_dvcs(&mut self, op: u64, checksum: u128, dvcs: &[Dvc]) {

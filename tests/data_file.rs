@@ -1,0 +1,85 @@
+//! End-to-end checks of the data file rules: one process per data file, foreign or unformatted
+//! files refused with a clear error, no formatting over an existing file.
+
+mod common;
+
+use common::VSR;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn format(path: &std::path::Path, cluster: u128, replica: u8, count: u8) {
+    let status = Command::new(VSR)
+        .args([
+            "format",
+            &format!("--cluster={cluster}"),
+            &format!("--replica={replica}"),
+            &format!("--replica-count={count}"),
+        ])
+        .args(["--message-size-max=65536", "--journal-slot-count=64"])
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_second_process_on_the_same_data_file_is_refused() {
+    let mut cluster = common::TestCluster::format("lock", 1);
+    cluster.start(0);
+    let mut client = vsr::client_net::NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(1),
+            Duration::from_secs(30),
+        )
+        .expect("first replica serves");
+    let port = common::free_ports(1)[0];
+    let out = Command::new(VSR)
+        .args(["start", &format!("--addresses={port}")])
+        .arg(cluster.path(0))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+#[test]
+fn unformatted_and_foreign_files_are_refused_clearly() {
+    let dir = std::env::temp_dir().join(format!("vsr-refuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.vsr");
+    std::fs::write(&garbage, vec![7u8; 1 << 20]).unwrap();
+    let out = Command::new(VSR)
+        .args(["start", "--addresses=3999"])
+        .arg(&garbage)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("unformatted or damaged"), "{stderr}");
+
+    // A file of a 3-replica cluster started with one address: a usage error naming the mismatch.
+    let foreign = dir.join("foreign.vsr");
+    format(&foreign, 9, 1, 3);
+    let out = Command::new(VSR)
+        .args(["start", "--addresses=3999"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cluster of 3"), "{stderr}");
+
+    // Formatting over an existing file is refused.
+    let out = Command::new(VSR)
+        .args(["format", "--cluster=9", "--replica=0", "--replica-count=1"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
