@@ -23,9 +23,10 @@ use std::rc::Rc;
 use vsr::bus::MessageBus;
 use vsr::client::{Client, ClientBus, ClientEvent};
 use vsr::header::{Command, Header, HEADER_SIZE};
+use vsr::ledger::{workload::Workload, Ledger, LedgerConfig};
 use vsr::message::{Message, MessagePool};
 use vsr::replica::{Replica, ReplicaOptions, ReplicaStats, Status};
-use vsr::state_machine::{HashingStateMachine, HASHING_OPERATION};
+use vsr::state_machine::{HashingStateMachine, StateMachine, HASHING_OPERATION};
 use vsr::storage::{Layout, Storage, Zone};
 use vsr::time::Time;
 
@@ -53,7 +54,51 @@ impl ClientBus for SimBus {
     }
 }
 
-pub type SimReplica = Replica<SimStorage, SimBus, SimTime, HashingStateMachine>;
+/// The state machine a seed runs: the toy hashing machine (protocol-only checks, replies carry
+/// the state digest) or the ledger (clients send random ledger batches).
+pub enum SimStateMachine {
+    Hashing(HashingStateMachine),
+    Ledger(Box<Ledger>),
+}
+
+impl StateMachine for SimStateMachine {
+    fn input_valid(&self, operation: u8, input: &[u8]) -> bool {
+        match self {
+            SimStateMachine::Hashing(m) => m.input_valid(operation, input),
+            SimStateMachine::Ledger(m) => m.input_valid(operation, input),
+        }
+    }
+    fn prepare_timestamps(&self, operation: u8, input: &[u8]) -> u64 {
+        match self {
+            SimStateMachine::Hashing(m) => m.prepare_timestamps(operation, input),
+            SimStateMachine::Ledger(m) => m.prepare_timestamps(operation, input),
+        }
+    }
+    fn commit(
+        &mut self,
+        client: u128,
+        op: u64,
+        timestamp: u64,
+        operation: u8,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> usize {
+        match self {
+            SimStateMachine::Hashing(m) => {
+                m.commit(client, op, timestamp, operation, input, output)
+            }
+            SimStateMachine::Ledger(m) => m.commit(client, op, timestamp, operation, input, output),
+        }
+    }
+    fn digest(&self) -> u128 {
+        match self {
+            SimStateMachine::Hashing(m) => m.digest(),
+            SimStateMachine::Ledger(m) => m.digest(),
+        }
+    }
+}
+
+pub type SimReplica = Replica<SimStorage, SimBus, SimTime, SimStateMachine>;
 
 /// A replica slot: up, or down with what survives a crash (its disk and its clock).
 #[allow(clippy::large_enum_variant)]
@@ -125,6 +170,9 @@ pub struct Simulator {
     retired_stats: ReplicaStats,
     pub replies: u64,
     pub evictions: u64,
+    /// Ledger seeds: the request generator and its own random stream.
+    workload: Option<(Workload, ChaCha8Rng)>,
+    body: Vec<u8>,
 }
 
 /// SplitMix64 of a tagged seed: independent streams from one seed.
@@ -138,6 +186,7 @@ pub(crate) fn derive_seed(seed: u64, tag: u64) -> u64 {
 
 const TAG_WORLD: u64 = 0x776f_726c_6400_0000; // "world"
 const TAG_PAUSE: u64 = 0x7061_7573_6500_0000; // "pause"
+const TAG_LEDGER: u64 = 0x6c65_6467_6572_0000; // "ledger"
 
 impl Simulator {
     /// A swarm-tested run: the seed draws the options (`SimOptions::generate`), then the world.
@@ -147,7 +196,11 @@ impl Simulator {
     /// regression seeds keep their meaning.
     pub fn new(seed: u64, trace: bool) -> Simulator {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let options = SimOptions::generate(&mut rng);
+        let mut options = SimOptions::generate(&mut rng);
+        // Half the seeds run the ledger; drawn from a stream of its own so that hashing seeds
+        // replay as they did before the ledger joined the VOPR.
+        let mut ledger_rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_LEDGER));
+        options.ledger = crate::rng::chance(&mut ledger_rng, 0.5);
         Simulator::build(seed, options, rng, trace)
     }
 
@@ -253,12 +306,36 @@ impl Simulator {
             retired_stats: ReplicaStats::default(),
             replies: 0,
             evictions: 0,
+            workload: None,
+            body: Vec::new(),
         };
+        if sim.options.ledger {
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_LEDGER + 1));
+            let workload = Workload::new(&mut rng);
+            sim.body = vec![0u8; sim.ledger_config().body_size_max()];
+            sim.workload = Some((workload, rng));
+        }
         for replica in 0..sim.options.replica_count {
             sim.restart(replica as usize);
         }
         sim.faults.restarts = 0;
         sim
+    }
+
+    fn ledger_config(&self) -> LedgerConfig {
+        LedgerConfig {
+            accounts_max: 1 << 10,
+            transfers_max: 1 << 13,
+            message_size_max: self.options.config.message_size_max,
+        }
+    }
+
+    fn new_state_machine(&self) -> SimStateMachine {
+        if self.options.ledger {
+            SimStateMachine::Ledger(Box::new(Ledger::new(self.ledger_config())))
+        } else {
+            SimStateMachine::Hashing(HashingStateMachine::default())
+        }
     }
 
     pub(crate) fn trace_enabled(&self) -> bool {
@@ -285,7 +362,7 @@ impl Simulator {
             storage,
             SimBus::default(),
             time,
-            HashingStateMachine::default(),
+            self.new_state_machine(),
         );
         replica.trace = self.trace;
         self.replicas[index] = Slot::Up(Box::new(replica));
@@ -640,6 +717,16 @@ impl Simulator {
             if !c.client.busy() && !c.client.evicted() && c.requests_target > 0 {
                 if !c.client.registered() {
                     let _ = c.client.register(&mut c.bus);
+                } else if c.requests_done < c.requests_target && self.workload.is_some() {
+                    let (workload, rng) = self.workload.as_mut().unwrap();
+                    // Cluster time is about the simulated wall clock: lets pending timeouts expire.
+                    workload.set_timestamp_hint(
+                        crate::time::EPOCH_NS as u64 + self.tick * vsr::config::TICK_MS * 1_000_000,
+                    );
+                    let (operation, size) = workload.generate(rng, &mut self.body);
+                    c.client
+                        .request(&mut c.bus, operation as u8, &self.body[..size])
+                        .expect("client request");
                 } else if c.requests_done < c.requests_target {
                     let size =
                         (self.rng.next_u64() % (self.options.request_body_max as u64 + 1)) as usize;

@@ -123,7 +123,8 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
+        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
+        if o.ledger { "ledger" } else { "hashing" },
         o.replica_count,
         o.client_count,
         o.config.message_size_max,

@@ -10,6 +10,8 @@ use vsr::config::{Config, SECTOR_SIZE};
 
 #[derive(Clone, Debug)]
 pub struct SimOptions {
+    /// Run the ledger (with a random ledger workload) instead of the hashing machine.
+    pub ledger: bool,
     pub replica_count: u8,
     pub client_count: usize,
     pub config: Config,
@@ -163,6 +165,7 @@ impl SimOptions {
         let pause_ticks_min = range(&mut pause_rng, 1, 20);
         let pause_ticks_max = range(&mut pause_rng, pause_ticks_min, 1500);
         SimOptions {
+            ledger: false,
             replica_count,
             client_count,
             config,
@@ -210,6 +213,7 @@ impl SimOptions {
         config.clock_synchronization_window_ns = 5_000_000_000;
         config.validate().expect("quiet configuration");
         SimOptions {
+            ledger: false,
             replica_count,
             client_count,
             config,
