@@ -13,6 +13,8 @@ use std::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub const SUPERBLOCK_FIXED_SIZE: usize = 256;
+/// Copies that must agree on a sequence for it to be chosen over a newer, lone copy.
+pub const SUPERBLOCK_QUORUM: usize = 2;
 /// Each copy's size on disk: room for the fixed part and up to 255 view headers.
 pub const SUPERBLOCK_COPY_SIZE: usize = 64 * 1024;
 
@@ -233,25 +235,37 @@ impl SuperBlock {
         })
     }
 
-    /// Chooses the superblock from the decoded copies (None = damaged copy): the newest sequence
-    /// among valid copies. Valid copies of one sequence must agree.
+    /// Chooses the superblock from the decoded copies (None = damaged copy).
+    ///
+    /// Copies are written one after another, and the replica acts on a state only once every
+    /// copy of it is durable. So the newest sequence held by a quorum of copies
+    /// (`SUPERBLOCK_QUORUM`) wins, and a newer sequence on fewer copies is a write a crash
+    /// interrupted, never acted on, and is ignored. Only when no sequence has a quorum (damage on
+    /// most copies) is the newest valid copy trusted alone: a state newer than any acted on is
+    /// harmless. Valid copies of one sequence must agree.
     pub fn choose(copies: &[Option<SuperBlock>]) -> Result<SuperBlock, OpenError> {
         assert_eq!(copies.len(), SUPERBLOCK_COPIES);
-        let mut best: Option<&SuperBlock> = None;
-        for copy in copies.iter().flatten() {
-            match best {
-                Some(b) if b.sequence > copy.sequence => {}
-                Some(b) if b.sequence == copy.sequence => {
-                    if b != copy {
-                        return Err(OpenError::Conflict {
-                            sequence: copy.sequence,
-                        });
-                    }
-                }
-                _ => best = Some(copy),
+        let valid: Vec<&SuperBlock> = copies.iter().flatten().collect();
+        for a in &valid {
+            if valid.iter().any(|b| b.sequence == a.sequence && b != a) {
+                return Err(OpenError::Conflict {
+                    sequence: a.sequence,
+                });
             }
         }
-        best.cloned().ok_or(OpenError::NoValidCopy)
+        let count = |sequence: u64| valid.iter().filter(|c| c.sequence == sequence).count();
+        let quorum = valid
+            .iter()
+            .filter(|c| count(c.sequence) >= SUPERBLOCK_QUORUM)
+            .max_by_key(|c| c.sequence);
+        let newest = valid.iter().max_by_key(|c| c.sequence);
+        let mut chosen = quorum
+            .or(newest)
+            .map(|c| (*c).clone())
+            .ok_or(OpenError::NoValidCopy)?;
+        // The next write must not reuse the sequence of an ignored, interrupted copy.
+        chosen.sequence = newest.unwrap().sequence;
+        Ok(chosen)
     }
 
     /// Refuses a data file formatted for another cluster, replica or configuration.
@@ -352,18 +366,38 @@ mod tests {
     }
 
     #[test]
-    fn newest_valid_copy_wins() {
+    fn quorum_of_copies_wins_over_an_interrupted_write() {
         let (_, _, sb) = setup();
         let mut newer = sb.clone();
         newer.sequence = 2;
         newer.vsr_state.view = 5;
+        // A crash after writing one copy of sequence 2: never acted on, the quorum keeps 1.
         let chosen = SuperBlock::choose(&[
-            Some(sb.clone()),
-            None,
             Some(newer.clone()),
+            Some(sb.clone()),
+            Some(sb.clone()),
             Some(sb.clone()),
         ])
         .unwrap();
+        assert_eq!(chosen.vsr_state, sb.vsr_state);
+        assert_eq!(
+            chosen.sequence, 2,
+            "the next write gets a sequence no copy has used"
+        );
+        // Two copies of sequence 2 are a quorum: it wins.
+        let chosen = SuperBlock::choose(&[
+            Some(newer.clone()),
+            Some(newer.clone()),
+            Some(sb.clone()),
+            None,
+        ])
+        .unwrap();
+        assert_eq!(chosen, newer);
+        // No quorum anywhere (three copies damaged): the newest valid copy.
+        let chosen = SuperBlock::choose(&[None, None, Some(newer.clone()), None]).unwrap();
+        assert_eq!(chosen, newer);
+        let chosen =
+            SuperBlock::choose(&[Some(sb.clone()), None, Some(newer.clone()), None]).unwrap();
         assert_eq!(chosen, newer);
         assert_eq!(
             SuperBlock::choose(&[None, None, None, None]),
