@@ -2,8 +2,8 @@
 //! headers), kept in `SUPERBLOCK_COPIES` checksummed copies with a sequence number.
 //!
 //! Writes go copy by copy, so a crash tears at most one copy and the others hold either the old or
-//! the new state. On open the newest valid copy wins: a copy is only acted on by the replica after
-//! every copy of it is durable, so the newest valid copy is never older than the state acted on.
+//! the new state. The replica acts on a state only after every copy of it is durable, so on open
+//! the newest sequence held by a quorum of copies wins (`SuperBlock::choose`).
 
 use crate::checksum::checksum;
 use crate::config::{Config, PROTOCOL_VERSION};

@@ -142,56 +142,21 @@ pub fn format(
 }
 
 /// Reads the superblock with plain reads to learn the cluster, replica index and sizes before
-/// the replica itself opens the file.
+/// the replica itself opens the file (copies have a fixed size, so no configuration is needed).
 pub fn read_superblock(path: &Path) -> Result<SuperBlock, Failure> {
+    use crate::superblock::SUPERBLOCK_COPY_SIZE;
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)
         .map_err(|e| Failure::runtime(format!("open {}: {e}", path.display())))?;
-    // The copy size depends on pipeline_max; read generously and let decode find the header.
-    let mut copies = Vec::new();
-    let probe_layout_sizes = [8192usize, 16384, 65536];
-    let mut buffer = vec![0u8; 65536 * crate::storage::SUPERBLOCK_COPIES];
+    let mut buffer = vec![0u8; SUPERBLOCK_COPY_SIZE * crate::storage::SUPERBLOCK_COPIES];
     let n = file.read_at(&mut buffer, 0).unwrap_or(0);
-    buffer.truncate(n);
-    for &copy_size in &probe_layout_sizes {
-        copies.clear();
-        for copy in 0..crate::storage::SUPERBLOCK_COPIES {
-            let start = copy * copy_size;
-            if start + copy_size > buffer.len() {
-                copies.push(None);
-                continue;
-            }
-            copies.push(decode_any(&buffer[start..start + copy_size]));
-        }
-        if let Ok(sb) = SuperBlock::choose(&copies) {
-            let config = Sizes {
-                message_size_max: sb.message_size_max,
-                journal_slot_count: sb.journal_slot_count,
-                pipeline_max: sb.pipeline_max,
-                clients_max: sb.clients_max,
-            }
-            .config(sb.replica_count);
-            if Layout::new(&config).superblock_copy_size as usize == copy_size {
-                return Ok(sb);
-            }
-        }
-    }
-    let first = copies.iter().flatten().next().cloned();
-    match first {
-        Some(sb) => Ok(sb),
-        None => Err(Failure::runtime(format!(
-            "{}: {}",
-            path.display(),
-            crate::superblock::OpenError::NoValidCopy
-        ))),
-    }
-}
-
-fn decode_any(bytes: &[u8]) -> Option<SuperBlock> {
-    // decode() needs a layout only for the copy size.
-    let mut layout = Layout::new(&Config::timing_defaults(1));
-    layout.superblock_copy_size = bytes.len() as u64;
-    SuperBlock::decode(bytes, &layout)
+    buffer[n..].fill(0);
+    let layout = Layout::new(&Config::timing_defaults(1));
+    let copies: Vec<Option<SuperBlock>> = buffer
+        .chunks(SUPERBLOCK_COPY_SIZE)
+        .map(|copy| SuperBlock::decode(copy, &layout))
+        .collect();
+    SuperBlock::choose(&copies).map_err(|e| Failure::runtime(format!("{}: {e}", path.display())))
 }
 
 pub struct StartOptions {
