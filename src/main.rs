@@ -112,7 +112,13 @@ enum Commands {
 }
 
 fn version_long() -> &'static str {
-    concat!(env!("CARGO_PKG_VERSION"), " (", env!("VSR_GIT_COMMIT"), ")")
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " commit ",
+        env!("VSR_GIT_COMMIT"),
+        " protocol ",
+        env!("VSR_PROTOCOL_VERSION")
+    )
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {

@@ -83,3 +83,17 @@ fn unformatted_and_foreign_files_are_refused_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn version_names_commit_and_protocol() {
+    for args in [vec!["version"], vec!["--version"]] {
+        let out = Command::new(VSR).args(&args).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("commit "), "{args:?}: {text}");
+        assert!(
+            text.contains(&format!("protocol {}", vsr::config::PROTOCOL_VERSION)),
+            "{args:?}: {text}"
+        );
+    }
+}
