@@ -233,14 +233,17 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         messages,
         layout.total_size() / (1024 * 1024)
     );
-    let ledger = Ledger::new(LedgerConfig {
+    let mut ledger = Ledger::new(LedgerConfig {
         accounts_max: options.accounts_max,
         transfers_max: options.transfers_max,
         message_size_max: config.message_size_max,
     });
+    let touched = ledger.prefault();
     eprintln!(
-        "info: ledger: accounts_max={} transfers_max={} (reserved at start, touched as it fills)",
-        options.accounts_max, options.transfers_max
+        "info: ledger: accounts_max={} transfers_max={}: {} MiB allocated and touched at start",
+        options.accounts_max,
+        options.transfers_max,
+        touched / (1024 * 1024)
     );
     let mut replica = Replica::open_with_pool(
         ReplicaOptions {

@@ -236,6 +236,34 @@ impl Ledger {
         }
     }
 
+    /// Touches every page the ledger reserved, so the kernel backs them now (at start-up) rather
+    /// than zeroing pages inside commits as the arrays grow: measured, first-touch page zeroing
+    /// was ~40% of a loaded replica's CPU. Contents are unchanged. Returns the bytes touched.
+    pub fn prefault(&mut self) -> usize {
+        fn touch<T>(v: &mut Vec<T>) -> usize {
+            let spare = v.spare_capacity_mut();
+            let bytes = std::mem::size_of_val(spare);
+            let base = spare.as_mut_ptr() as *mut u8;
+            for offset in (0..bytes).step_by(4096) {
+                // Safety: inside the vector's own spare capacity, which is uninitialized memory
+                // the vector owns; writing a byte there does not change its length or contents.
+                unsafe { base.add(offset).write_volatile(0) };
+            }
+            bytes
+        }
+        touch(&mut self.accounts)
+            + touch(&mut self.account_hashes)
+            + touch(&mut self.account_lists)
+            + touch(&mut self.transfers)
+            + touch(&mut self.transfer_status)
+            + touch(&mut self.orphans)
+            + touch(&mut self.nodes)
+            + touch(&mut self.balances)
+            + touch(&mut self.undo)
+            + self.account_index.prefault()
+            + self.transfer_index.prefault()
+    }
+
     pub fn config(&self) -> &LedgerConfig {
         &self.config
     }

@@ -73,6 +73,20 @@ impl IdTable {
         self.count
     }
 
+    /// Writes each page of the (zeroed) buckets so the kernel backs it now. Returns the bytes.
+    pub fn prefault(&mut self) -> usize {
+        let per_page = 4096 / std::mem::size_of::<u64>();
+        let mut index = 0;
+        while index < self.buckets.len() {
+            // Rewrites the value already there: the table is unchanged.
+            let value = self.buckets[index];
+            // Safety: in bounds (checked by the loop condition).
+            unsafe { std::ptr::write_volatile(&mut self.buckets[index], value) };
+            index += per_page;
+        }
+        std::mem::size_of_val(self.buckets.as_slice())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -1689,3 +1689,21 @@ fn workload_is_deterministic() {
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
 }
+
+#[test]
+fn prefault_changes_nothing() {
+    let mut h = Harness::new();
+    assert!(h
+        .create_accounts(&[account(1, 1), account(2, 1)])
+        .is_empty());
+    assert!(h.create_transfers(&[transfer(10, 1, 2, 7)]).is_empty());
+    let digest = h.ledger.digest();
+    let touched = h.ledger.prefault();
+    assert!(touched > 0);
+    assert_eq!(h.ledger.digest(), digest);
+    assert_eq!(h.ledger.digest_recompute(), digest);
+    assert_eq!(h.ledger.account(1).unwrap().debits_posted, 7);
+    // The ledger keeps working after it, with no reallocation.
+    assert!(h.create_transfers(&[transfer(11, 2, 1, 3)]).is_empty());
+    assert_eq!(h.ledger.account(1).unwrap().credits_posted, 3);
+}
