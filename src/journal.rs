@@ -17,6 +17,9 @@ use crate::storage::{IoCompletion, IoKind, IoRequest, Storage, Zone};
 use crate::superblock::VsrState;
 
 const HEADERS_PER_SECTOR: usize = SECTOR_SIZE / HEADER_SIZE;
+/// Recovery reads of a prepare slot: its first sector, then (if needed) the whole prepare.
+const RECOVERY_READ_HEADER: u32 = 0;
+const RECOVERY_READ_WHOLE: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotRecovery {
@@ -310,7 +313,7 @@ impl Journal {
                 self.on_recovery_headers(storage, pool, slot, completion.buffer)
             }
             Purpose::RecoveryPrepare => {
-                self.on_recovery_prepare(storage, pool, slot, completion.buffer)
+                self.on_recovery_prepare(storage, pool, slot, token.aux, completion.buffer)
             }
             other => panic!("journal got a completion for {other:?}"),
         }
@@ -473,13 +476,16 @@ impl Journal {
             let Some(buffer) = pool.get() else { break };
             let slot = recovery.next_slot;
             recovery.next_slot += 1;
+            // The first sector holds the header; the rest is read only for an intact header of a
+            // larger prepare (a fresh or mostly empty journal costs a sector per slot).
             storage.submit(IoRequest {
                 kind: IoKind::Read,
                 zone: Zone::WalPrepares,
                 offset: (slot * self.message_size_max) as u64,
-                len: self.message_size_max,
+                len: SECTOR_SIZE,
                 buffer,
-                token: Token::new(Purpose::RecoveryPrepare, 0, slot as u32).encode(),
+                token: Token::new(Purpose::RecoveryPrepare, RECOVERY_READ_HEADER, slot as u32)
+                    .encode(),
             });
         }
     }
@@ -523,16 +529,31 @@ impl Journal {
         storage: &mut S,
         pool: &MessagePool,
         slot: usize,
+        read: u32,
         buffer: Message,
     ) {
         let slot_count = self.slot_count as u64;
         let h = *buffer.header();
-        let valid = h.valid_checksum()
+        let header_valid = h.valid_checksum()
             && h.cluster == self.cluster
             && h.invalid(self.message_size_max).is_none()
             && h.command() == Some(Command::Prepare)
-            && h.op % slot_count == slot as u64
-            && h.valid_checksum_body(buffer.body());
+            && h.op % slot_count == slot as u64;
+        if read == RECOVERY_READ_HEADER && header_valid && h.size as usize > SECTOR_SIZE {
+            let mut buffer = buffer;
+            buffer.buffer_mut()[..SECTOR_SIZE].fill(0);
+            storage.submit(IoRequest {
+                kind: IoKind::Read,
+                zone: Zone::WalPrepares,
+                offset: (slot * self.message_size_max) as u64,
+                len: (h.size as usize).next_multiple_of(SECTOR_SIZE),
+                buffer,
+                token: Token::new(Purpose::RecoveryPrepare, RECOVERY_READ_WHOLE, slot as u32)
+                    .encode(),
+            });
+            return;
+        }
+        let valid = header_valid && h.valid_checksum_body(buffer.body());
         let never_written = !valid && buffer.buffer()[..HEADER_SIZE].iter().all(|&b| b == 0);
         let recovery = self.recovery.as_mut().unwrap();
         // Some(Some(h)): intact. Some(None): damaged. None (left as is): never written.
