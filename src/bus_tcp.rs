@@ -571,7 +571,8 @@ impl TcpBus {
                 None
             }
             Peer::Replica(_) => {
-                if from_client {
+                // A backup forwards client requests to the primary; nothing else of a client's.
+                if from_client && command != Command::Request {
                     return Some("replica sent a client command");
                 }
                 None

@@ -87,6 +87,8 @@ impl TestCluster {
             .unwrap();
         let child = Command::new(VSR)
             .args(["start", &format!("--addresses={}", self.addresses_arg())])
+            // Small ledger: the replica touches all of its memory at start.
+            .args(["--accounts-max=16384", "--transfers-max=65536"])
             .arg(self.path(replica))
             .stdout(Stdio::null())
             .stderr(log)
