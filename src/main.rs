@@ -98,6 +98,9 @@ enum Commands {
         transfer_batch_size: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Client sessions sending batches in parallel.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
         /// Read every account back afterwards and check its balances.
         #[arg(long)]
         validate: bool,
@@ -205,6 +208,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Commands::Benchmark {
             addresses,
+            clients,
             cluster,
             replica_count,
             account_count,
@@ -223,6 +227,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 transfer_count,
                 transfer_batch_size,
                 seed,
+                clients,
                 validate,
                 query_count,
             })

@@ -22,9 +22,14 @@ pub struct BenchmarkOptions {
     pub transfer_count: u64,
     pub transfer_batch_size: usize,
     pub seed: u64,
+    /// Client sessions sending batches in parallel.
+    pub clients: usize,
     pub validate: bool,
     pub query_count: u64,
 }
+
+/// A client thread's batch latencies and the balances its transfers should produce.
+type WorkerResult = Result<(Vec<Duration>, Vec<(u128, u128)>), String>;
 
 struct Temporary {
     dir: PathBuf,
@@ -177,51 +182,78 @@ pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
         created += n;
     }
 
-    // Transfers, uniform random accounts.
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let mut balances = vec![(0u128, 0u128); options.account_count as usize + 1];
-    let mut latencies = Vec::with_capacity((options.transfer_count as usize).div_ceil(batch));
+    // Transfers, uniform random accounts, from `clients` sessions in parallel. Batch k's
+    // contents depend only on (seed, k), so runs are reproducible whatever the interleaving.
+    let clients = options.clients.max(1);
+    let batches = options.transfer_count.div_ceil(batch as u64);
     let started = Instant::now();
-    let mut sent = 0u64;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            let addresses = addresses.clone();
+            let progress = progress.clone();
+            let (seed, accounts, total, cluster) = (
+                options.seed,
+                options.account_count,
+                options.transfer_count,
+                options.cluster,
+            );
+            std::thread::spawn(move || -> WorkerResult {
+                let mut client = NetClient::new(cluster, &addresses, message_size_max);
+                let mut latencies = Vec::new();
+                let mut balances = vec![(0u128, 0u128); accounts as usize + 1];
+                let mut body = Vec::with_capacity(batch * 128);
+                let mut k = c as u64;
+                while k < batches {
+                    let first = k * batch as u64;
+                    let n = (total - first).min(batch as u64);
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    body.clear();
+                    for i in 0..n {
+                        let debit = rng.next_u64() % accounts + 1;
+                        let mut credit = rng.next_u64() % accounts + 1;
+                        if credit == debit {
+                            credit = debit % accounts + 1;
+                        }
+                        let mut transfer = Transfer::new_zeroed();
+                        transfer.id = (first + i + 1) as u128;
+                        transfer.debit_account_id = debit as u128;
+                        transfer.credit_account_id = credit as u128;
+                        transfer.amount = rng.next_u64() as u128 % 100 + 1;
+                        transfer.ledger = 2;
+                        transfer.code = 1;
+                        balances[debit as usize].0 += transfer.amount;
+                        balances[credit as usize].1 += transfer.amount;
+                        body.extend_from_slice(transfer.as_bytes());
+                    }
+                    let t0 = Instant::now();
+                    let reply = client
+                        .request(LedgerOperation::CreateTransfers as u8, &body, timeout)
+                        .map_err(|e| format!("create_transfers: {e}"))?;
+                    latencies.push(t0.elapsed());
+                    if !reply.body().is_empty() {
+                        let decoded =
+                            ledger_text::decode(LedgerOperation::CreateTransfers, reply.body())?;
+                        return Err(format!(
+                            "{} transfers failed, first: {:?}",
+                            decoded.records.len(),
+                            decoded.records[0]
+                        ));
+                    }
+                    progress.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    k += clients as u64;
+                }
+                Ok((latencies, balances))
+            })
+        })
+        .collect();
     let mut last_progress = Instant::now();
-    let mut body = Vec::with_capacity(batch * 128);
-    while sent < options.transfer_count {
-        let n = (options.transfer_count - sent).min(batch as u64);
-        body.clear();
-        for i in 0..n {
-            let debit = rng.next_u64() % options.account_count + 1;
-            let mut credit = rng.next_u64() % options.account_count + 1;
-            if credit == debit {
-                credit = debit % options.account_count + 1;
-            }
-            let mut transfer = Transfer::new_zeroed();
-            transfer.id = (sent + i + 1) as u128;
-            transfer.debit_account_id = debit as u128;
-            transfer.credit_account_id = credit as u128;
-            transfer.amount = rng.next_u64() as u128 % 100 + 1;
-            transfer.ledger = 2;
-            transfer.code = 1;
-            balances[debit as usize].0 += transfer.amount;
-            balances[credit as usize].1 += transfer.amount;
-            body.extend_from_slice(transfer.as_bytes());
-        }
-        let t0 = Instant::now();
-        let reply = client
-            .request(LedgerOperation::CreateTransfers as u8, &body, timeout)
-            .map_err(|e| Failure::runtime(format!("create_transfers: {e}")))?;
-        latencies.push(t0.elapsed());
-        if !reply.body().is_empty() {
-            let decoded = ledger_text::decode(LedgerOperation::CreateTransfers, reply.body())
-                .map_err(Failure::runtime)?;
-            return Err(Failure::runtime(format!(
-                "{} transfers failed, first: {:?}",
-                decoded.records.len(),
-                decoded.records[0]
-            )));
-        }
-        sent += n;
+    while workers.iter().any(|w| !w.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
         if last_progress.elapsed() > Duration::from_secs(1) {
             last_progress = Instant::now();
+            let sent = progress.load(std::sync::atomic::Ordering::Relaxed);
             eprintln!(
                 "benchmark: {sent}/{} transfers, {:.0} tx/s",
                 options.transfer_count,
@@ -230,6 +262,20 @@ pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
         }
     }
     let elapsed = started.elapsed();
+    let mut latencies = Vec::with_capacity(batches as usize);
+    let mut balances = vec![(0u128, 0u128); options.account_count as usize + 1];
+    for worker in workers {
+        let (l, b) = worker
+            .join()
+            .map_err(|_| Failure::runtime("a client thread panicked"))?
+            .map_err(Failure::runtime)?;
+        latencies.extend(l);
+        for (total, part) in balances.iter_mut().zip(b) {
+            total.0 += part.0;
+            total.1 += part.1;
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
 
     // Queries: single lookups of random accounts.
     let mut query_latencies = Vec::with_capacity(options.query_count as usize);
@@ -249,8 +295,9 @@ pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
     latencies.sort();
     query_latencies.sort();
     println!(
-        "load offered = {} tx in batches of {batch}",
-        options.transfer_count
+        "load offered = {} tx in batches of {batch} from {} client(s)",
+        options.transfer_count,
+        options.clients.max(1)
     );
     println!(
         "load accepted = {:.0} tx/s",
