@@ -155,13 +155,7 @@ fn ledger_through_vsr_client_survives_primary_kill9() {
     );
 
     // The restarted primary catches up: its data file holds the cluster's head.
-    let head = |inspect: &str| -> u64 {
-        let line = inspect
-            .lines()
-            .find(|l| l.contains("ops present:"))
-            .unwrap();
-        line.rsplit("..=").next().unwrap().trim().parse().unwrap()
-    };
+    let head = common::op_head;
     let others: Vec<usize> = (0..3).filter(|&r| r != primary).collect();
     let target = others
         .iter()

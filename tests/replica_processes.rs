@@ -3,17 +3,9 @@
 mod common;
 
 use common::TestCluster;
-use common::{account_body, CREATE_ACCOUNTS};
+use common::{account_body, op_head, CREATE_ACCOUNTS};
 use std::time::Duration;
 use vsr::client_net::NetClient;
-
-fn op_head(inspect: &str) -> u64 {
-    let line = inspect
-        .lines()
-        .find(|l| l.contains("ops present:"))
-        .expect("ops present line");
-    line.rsplit("..=").next().unwrap().trim().parse().unwrap()
-}
 
 #[test]
 fn three_replicas_survive_primary_kill9_and_converge() {

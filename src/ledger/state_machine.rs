@@ -14,7 +14,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::digest::{
     finalize, hash_record, hash_words, KIND_ACCOUNT, KIND_BALANCE, KIND_ORPHAN,
@@ -1444,67 +1444,29 @@ impl Ledger {
     }
 
     fn query_accounts(&self, filter: &QueryFilter, output: &mut [u8]) -> usize {
-        if !query_filter_valid(filter) {
-            return 0;
-        }
-        let (min, max) = timestamp_range(filter.timestamp_min, filter.timestamp_max);
-        let lo = self.accounts.partition_point(|a| a.timestamp < min);
-        let hi = self.accounts.partition_point(|a| a.timestamp <= max);
-        let mut out = RecordWriter::new(output, filter.limit as usize);
-        let matches = |a: &Account| {
-            (filter.user_data_128 == 0 || filter.user_data_128 == a.user_data_128)
-                && (filter.user_data_64 == 0 || filter.user_data_64 == a.user_data_64)
-                && (filter.user_data_32 == 0 || filter.user_data_32 == a.user_data_32)
-                && (filter.ledger == 0 || filter.ledger == a.ledger)
-                && (filter.code == 0 || filter.code == a.code)
-        };
-        let range = &self.accounts[lo..hi.max(lo)];
-        if filter.flags & query_filter_flags::REVERSED != 0 {
-            for a in range.iter().rev().filter(|a| matches(a)) {
-                if !out.push(a.as_bytes()) {
-                    break;
-                }
-            }
-        } else {
-            for a in range.iter().filter(|a| matches(a)) {
-                if !out.push(a.as_bytes()) {
-                    break;
-                }
-            }
-        }
-        out.len()
+        query_records(&self.accounts, filter, output, |a| {
+            (
+                a.timestamp,
+                a.user_data_128,
+                a.user_data_64,
+                a.user_data_32,
+                a.ledger,
+                a.code,
+            )
+        })
     }
 
     fn query_transfers(&self, filter: &QueryFilter, output: &mut [u8]) -> usize {
-        if !query_filter_valid(filter) {
-            return 0;
-        }
-        let (min, max) = timestamp_range(filter.timestamp_min, filter.timestamp_max);
-        let lo = self.transfers.partition_point(|t| t.timestamp < min);
-        let hi = self.transfers.partition_point(|t| t.timestamp <= max);
-        let mut out = RecordWriter::new(output, filter.limit as usize);
-        let matches = |t: &Transfer| {
-            (filter.user_data_128 == 0 || filter.user_data_128 == t.user_data_128)
-                && (filter.user_data_64 == 0 || filter.user_data_64 == t.user_data_64)
-                && (filter.user_data_32 == 0 || filter.user_data_32 == t.user_data_32)
-                && (filter.ledger == 0 || filter.ledger == t.ledger)
-                && (filter.code == 0 || filter.code == t.code)
-        };
-        let range = &self.transfers[lo..hi.max(lo)];
-        if filter.flags & query_filter_flags::REVERSED != 0 {
-            for t in range.iter().rev().filter(|t| matches(t)) {
-                if !out.push(t.as_bytes()) {
-                    break;
-                }
-            }
-        } else {
-            for t in range.iter().filter(|t| matches(t)) {
-                if !out.push(t.as_bytes()) {
-                    break;
-                }
-            }
-        }
-        out.len()
+        query_records(&self.transfers, filter, output, |t| {
+            (
+                t.timestamp,
+                t.user_data_128,
+                t.user_data_64,
+                t.user_data_32,
+                t.ledger,
+                t.code,
+            )
+        })
     }
 }
 
@@ -1829,4 +1791,45 @@ fn balance_hash(timestamp: u64, account_id: u128, b: &BalanceRecord) -> u128 {
         KIND_BALANCE,
         &[timestamp, a0, a1, b0, b1, c0, c1, d0, d1, e0, e1],
     )
+}
+
+/// query_accounts / query_transfers over records kept in timestamp order: the filter's timestamp
+/// range by binary search, then every record whose user data, ledger and code match (zero in the
+/// filter matches anything), up to `limit`, oldest or newest first.
+fn query_records<T: IntoBytes + Immutable>(
+    records: &[T],
+    filter: &QueryFilter,
+    output: &mut [u8],
+    fields: impl Fn(&T) -> (u64, u128, u64, u32, u32, u16),
+) -> usize {
+    if !query_filter_valid(filter) {
+        return 0;
+    }
+    let (min, max) = timestamp_range(filter.timestamp_min, filter.timestamp_max);
+    let lo = records.partition_point(|r| fields(r).0 < min);
+    let hi = records.partition_point(|r| fields(r).0 <= max);
+    let matches = |r: &&T| {
+        let (_, user_data_128, user_data_64, user_data_32, ledger, code) = fields(r);
+        (filter.user_data_128 == 0 || filter.user_data_128 == user_data_128)
+            && (filter.user_data_64 == 0 || filter.user_data_64 == user_data_64)
+            && (filter.user_data_32 == 0 || filter.user_data_32 == user_data_32)
+            && (filter.ledger == 0 || filter.ledger == ledger)
+            && (filter.code == 0 || filter.code == code)
+    };
+    let range = &records[lo..hi.max(lo)];
+    let mut out = RecordWriter::new(output, filter.limit as usize);
+    let reversed = filter.flags & query_filter_flags::REVERSED != 0;
+    let mut push_all = |iter: &mut dyn Iterator<Item = &T>| {
+        for r in iter.filter(matches) {
+            if !out.push(r.as_bytes()) {
+                break;
+            }
+        }
+    };
+    if reversed {
+        push_all(&mut range.iter().rev());
+    } else {
+        push_all(&mut range.iter());
+    }
+    out.len()
 }

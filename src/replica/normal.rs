@@ -259,7 +259,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.prepare_cache[index] = Some(message.clone());
     }
 
-    fn cached_prepare(&self, op: u64, checksum: u128) -> Option<Message> {
+    /// The prepare `op`/`checksum` if it is in memory (pipeline or recent prepares).
+    pub(super) fn cached_prepare(&self, op: u64, checksum: u128) -> Option<Message> {
         if let Some(entry) = self
             .pipeline
             .iter()

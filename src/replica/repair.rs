@@ -60,7 +60,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             if let Some(header) = self.journal.header(op).copied() {
                 if self.journal.is_dirty(op) && !self.journal.writing(op) {
                     budget -= 1;
-                    if let Some(message) = self.cached_prepare_for_repair(op, header.checksum) {
+                    if let Some(message) = self.cached_prepare(op, header.checksum) {
                         self.journal.write_prepare(&mut self.storage, &message);
                     } else {
                         let peer = self.next_repair_peer();
@@ -72,22 +72,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
             op += 1;
         }
-    }
-
-    fn cached_prepare_for_repair(&self, op: u64, checksum: u128) -> Option<Message> {
-        if let Some(m) = self
-            .pipeline
-            .iter()
-            .find(|e| e.header.checksum == checksum)
-            .and_then(|e| e.message.clone())
-        {
-            return Some(m);
-        }
-        let index = (op % self.prepare_cache.len() as u64) as usize;
-        self.prepare_cache[index]
-            .as_ref()
-            .filter(|m| m.header().checksum == checksum)
-            .cloned()
     }
 
     /// The next peer in round-robin order, or u8::MAX when alone.
@@ -136,7 +120,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             ));
             return;
         }
-        if let Some(message) = self.cached_prepare_for_repair(op, checksum) {
+        if let Some(message) = self.cached_prepare(op, checksum) {
             self.bus.send_to_replica(request.replica, &message);
             return;
         }

@@ -454,7 +454,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         );
         for op in self.commit_max + 1..=self.op {
             let header = *self.journal.header(op).expect("uncommitted op present");
-            let message = self.cached_prepare_any(op, header.checksum);
+            let message = self.cached_prepare(op, header.checksum);
             self.pipeline.push_back(super::PipelineEntry {
                 header,
                 message,
@@ -480,14 +480,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         // Our own acks may already complete a quorum (always, when alone).
         self.commit_pipeline();
         self.repair();
-    }
-
-    fn cached_prepare_any(&self, op: u64, checksum: u128) -> Option<Message> {
-        let index = (op % self.prepare_cache.len() as u64) as usize;
-        self.prepare_cache[index]
-            .as_ref()
-            .filter(|m| m.header().op == op && m.header().checksum == checksum)
-            .cloned()
     }
 
     fn build_start_view(&mut self, nonce: u128) -> Option<Message> {

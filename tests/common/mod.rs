@@ -192,3 +192,12 @@ pub fn account_body(id: u128) -> Vec<u8> {
 }
 
 pub const CREATE_ACCOUNTS: u8 = vsr::ledger::LedgerOperation::CreateAccounts as u8;
+
+/// The highest op `vsr inspect` reports present in the journal.
+pub fn op_head(inspect: &str) -> u64 {
+    let line = inspect
+        .lines()
+        .find(|l| l.contains("ops present:"))
+        .expect("ops present line");
+    line.rsplit("..=").next().unwrap().trim().parse().unwrap()
+}
