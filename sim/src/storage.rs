@@ -19,6 +19,14 @@
 //! Read faults, write faults and misdirects only touch areas that the cluster's `FaultAtlas`
 //! allows for this replica (for a misdirect: every area of the intended range and of the landing
 //! range). Crash tears are allowed anywhere: they only hit writes that were never acknowledged.
+//!
+//! The checkpoint zone (last in the file, addressable up to `CHECKPOINT_ZONE_SIZE_MAX`) is kept
+//! apart from the fixed zones and grows as it is written: its length is the end of the furthest
+//! byte ever landed there (`checkpoint_len`), and reads beyond it return zeros, like the never
+//! written bytes of a file extended with `set_len`. It suffers the same faults as the other zones, with one
+//! area per checkpoint block (see `FaultAtlas`); a misdirected checkpoint write lands inside the
+//! part of the zone already written or being written (`0..max(checkpoint_len, offset + len)`),
+//! so a misdirect never grows the file beyond what the replica itself asked for.
 
 use crate::rng;
 use rand_chacha::rand_core::Rng;
@@ -38,6 +46,12 @@ const SECTOR: u64 = SECTOR_SIZE as u64;
 ///   replication quorum, so at least one of those copies is outside the faulty set.
 /// - Superblock: at most 2 of the `SUPERBLOCK_COPIES` copies are faulty per replica (the copies
 ///   protect a replica from itself, so this holds even for a single replica).
+/// - Checkpoint: one area per block (`message_size_max` bytes; area `2 * index + a` is block
+///   `index` of checkpoint area `a`, as `Layout::checkpoint_block_offset` interleaves them). At
+///   most `quorum_replication - 1` replicas are faulty per block index, as for WAL prepares. The
+///   zone is unbounded, so masks are not stored: the mask of block `index` is a pure function of
+///   (atlas seed, `index`), and both checkpoint areas share it, so the cap holds per block index
+///   whichever area each replica wrote a checkpoint to.
 #[derive(Clone, Debug)]
 pub struct FaultAtlas {
     replica_count: u8,
@@ -49,6 +63,10 @@ pub struct FaultAtlas {
     wal_headers: Vec<u8>,
     wal_prepares: Vec<u8>,
     client_replies: Vec<u8>,
+    /// Seeds the checkpoint masks (`checkpoint_mask`).
+    checkpoint_seed: u64,
+    /// Faulty replicas per area at most, for the zones protected by replication.
+    faulty_max: usize,
 }
 
 /// Superblock copies per replica that may be faulty.
@@ -74,6 +92,8 @@ impl FaultAtlas {
         let superblock = (0..n)
             .map(|_| random_mask(&mut rng, SUPERBLOCK_COPIES, SUPERBLOCK_FAULTY_COPIES_MAX))
             .collect();
+        // Drawn last, so the masks of the other zones are those of an atlas without it.
+        let checkpoint_seed = rng.next_u64();
         FaultAtlas {
             replica_count,
             quorum_replication,
@@ -82,6 +102,8 @@ impl FaultAtlas {
             wal_headers,
             wal_prepares,
             client_replies,
+            checkpoint_seed,
+            faulty_max,
         }
     }
 
@@ -97,7 +119,8 @@ impl FaultAtlas {
         &self.layout
     }
 
-    /// Number of areas in `zone` (superblock: its copies).
+    /// Number of areas in `zone` (superblock: its copies). For the checkpoint zone, the areas of
+    /// its whole addressable size (about 2^42 bytes): never iterate over all of them.
     pub fn area_count(&self, zone: Zone) -> u64 {
         area_count(&self.layout, zone)
     }
@@ -123,7 +146,18 @@ impl FaultAtlas {
             Zone::WalHeaders => self.wal_headers[area] & (1 << replica) != 0,
             Zone::WalPrepares => self.wal_prepares[area] & (1 << replica) != 0,
             Zone::ClientReplies => self.client_replies[area] & (1 << replica) != 0,
+            Zone::Checkpoint => {
+                self.checkpoint_mask(checkpoint_block_index(area as u64)) & (1 << replica) != 0
+            }
         }
+    }
+
+    /// Bit `r` set when replica `r` may be faulty in block `index` of either checkpoint area.
+    /// Derived on demand from the atlas seed and `index` alone; at most `quorum_replication - 1`
+    /// bits are set.
+    pub fn checkpoint_mask(&self, index: u64) -> u8 {
+        let mut rng = rng::seeded(mix64(self.checkpoint_seed ^ mix64(index)));
+        random_mask(&mut rng, self.replica_count as usize, self.faulty_max)
     }
 
     /// Replicas that may be faulty in `area` of `zone`.
@@ -146,8 +180,22 @@ fn area_size(layout: &Layout, zone: Zone) -> u64 {
     match zone {
         Zone::Superblock => layout.superblock_copy_size,
         Zone::WalHeaders => SECTOR,
-        Zone::WalPrepares | Zone::ClientReplies => layout.message_size_max,
+        Zone::WalPrepares | Zone::ClientReplies | Zone::Checkpoint => layout.message_size_max,
     }
+}
+
+/// The block index (within its checkpoint area) of checkpoint zone area `area`: the two areas
+/// interleave block by block.
+fn checkpoint_block_index(area: u64) -> u64 {
+    area / 2
+}
+
+/// SplitMix64's finalizer: a bijective mix of 64 bits.
+fn mix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn area_count(layout: &Layout, zone: Zone) -> u64 {
@@ -253,8 +301,17 @@ pub struct SimStorage {
     options: StorageOptions,
     atlas: Rc<FaultAtlas>,
     rng: ChaCha8Rng,
-    /// The whole data file. Zeroed allocation, so pages never touched cost no memory.
+    /// The formatted part of the data file (every zone but the checkpoint zone). Zeroed
+    /// allocation, so pages never touched cost no memory.
     memory: Vec<u8>,
+    /// The checkpoint zone's bytes from its start. A zeroed allocation that grows (to at least
+    /// twice its size, copying) when a write lands past its end; bytes past `checkpoint_len` are
+    /// zero and, never touched, cost no memory.
+    checkpoint: Vec<u8>,
+    /// End of the furthest byte ever landed in the checkpoint zone: its written length.
+    checkpoint_len: u64,
+    /// `message_size_max` zeros, returned by `read_raw` for a checkpoint range not yet allocated.
+    zeros: Vec<u8>,
     now: u64,
     faults: bool,
     /// Submitted, latency not yet elapsed.
@@ -282,6 +339,9 @@ impl SimStorage {
         let size = usize::try_from(layout.total_size()).expect("data file fits in memory");
         SimStorage {
             memory: vec![0; size],
+            checkpoint: Vec::new(),
+            checkpoint_len: 0,
+            zeros: vec![0; layout.message_size_max as usize],
             layout,
             replica,
             options,
@@ -368,28 +428,118 @@ impl SimStorage {
 
     /// Writes bytes directly, with no latency or faults (formatting, tests).
     pub fn write_raw(&mut self, zone: Zone, offset: u64, bytes: &[u8]) {
-        let start = self.absolute(zone, offset, bytes.len());
-        self.memory[start..start + bytes.len()].copy_from_slice(bytes);
+        self.bytes_mut(zone, offset, bytes.len())
+            .copy_from_slice(bytes);
     }
 
-    /// Reads bytes directly, with no latency or faults (checkers, tests).
+    /// Reads bytes directly, with no latency or faults (checkers, tests). The checkpoint zone
+    /// reads zeros past its written length; a checkpoint range that ends past the allocated part
+    /// must either start past it and fit in one block (`message_size_max` bytes), or be read with
+    /// `read_raw_vec`. Any range within one block is fine.
     pub fn read_raw(&self, zone: Zone, offset: u64, len: usize) -> &[u8] {
-        let start = self.absolute(zone, offset, len);
-        &self.memory[start..start + len]
+        self.assert_in_zone(zone, offset, len);
+        if zone != Zone::Checkpoint {
+            let start = (self.layout.zone_offset(zone) + offset) as usize;
+            return &self.memory[start..start + len];
+        }
+        let allocated = self.checkpoint.len() as u64;
+        if offset + len as u64 <= allocated {
+            &self.checkpoint[offset as usize..offset as usize + len]
+        } else {
+            assert!(
+                offset >= allocated && len <= self.zeros.len(),
+                "checkpoint read_raw {offset}+{len} crosses the allocated end {allocated}: \
+                 use read_raw_vec"
+            );
+            &self.zeros[..len]
+        }
     }
 
-    /// The whole data file, zones in layout order (checkers, digests).
+    /// Reads bytes directly into a new buffer, with no latency or faults; any range (the
+    /// checkpoint zone reads zeros past its written length).
+    pub fn read_raw_vec(&self, zone: Zone, offset: u64, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        self.copy_out(zone, offset, &mut bytes);
+        bytes
+    }
+
+    /// The formatted part of the data file, zones in layout order up to the checkpoint zone
+    /// (checkers, digests). See `checkpoint_zone` for the rest.
     pub fn data_file(&self) -> &[u8] {
         &self.memory
     }
 
-    /// Index into `memory` of `offset` in `zone`, checking `len` bytes stay in the zone.
-    fn absolute(&self, zone: Zone, offset: u64, len: usize) -> usize {
+    /// The checkpoint zone's written bytes: the data file from `Layout::total_size()` on.
+    pub fn checkpoint_zone(&self) -> &[u8] {
+        &self.checkpoint[..self.checkpoint_len as usize]
+    }
+
+    /// The checkpoint zone's written length: the end of the furthest byte ever landed there
+    /// (by a write, a misdirected write, a write torn or completed by a crash, or `write_raw`).
+    /// The data file's size is `Layout::total_size() + checkpoint_len()`.
+    pub fn checkpoint_len(&self) -> u64 {
+        self.checkpoint_len
+    }
+
+    fn assert_in_zone(&self, zone: Zone, offset: u64, len: usize) {
         assert!(
             offset + len as u64 <= self.layout.zone_size(zone),
             "{zone:?} access beyond zone: {offset}+{len}"
         );
-        (self.layout.zone_offset(zone) + offset) as usize
+    }
+
+    /// The stored bytes of `offset..offset + len` in `zone`, to be overwritten. The checkpoint
+    /// zone grows to cover them, and its written length with it.
+    fn bytes_mut(&mut self, zone: Zone, offset: u64, len: usize) -> &mut [u8] {
+        self.assert_in_zone(zone, offset, len);
+        if zone != Zone::Checkpoint {
+            let start = (self.layout.zone_offset(zone) + offset) as usize;
+            return &mut self.memory[start..start + len];
+        }
+        let end = offset + len as u64;
+        if end > self.checkpoint.len() as u64 {
+            // Doubling keeps the copies linear in the bytes written. The zeroed allocation
+            // leaves untouched pages free, and the copy skips zero pages, so a sparse write far
+            // out (or a gap left before it) costs no memory.
+            let size = end
+                .max(2 * self.checkpoint.len() as u64)
+                .next_multiple_of(self.layout.message_size_max)
+                .min(self.layout.zone_size(Zone::Checkpoint))
+                .max(end);
+            let size = usize::try_from(size).expect("checkpoint zone fits in memory");
+            let mut grown = vec![0; size];
+            const PAGE: usize = 4096;
+            for (to, from) in grown
+                .chunks_mut(PAGE)
+                .zip(self.checkpoint[..self.checkpoint_len as usize].chunks(PAGE))
+                .filter(|(_, from)| from.iter().any(|&b| b != 0))
+            {
+                to[..from.len()].copy_from_slice(from);
+            }
+            self.checkpoint = grown;
+        }
+        self.checkpoint_len = self.checkpoint_len.max(end);
+        &mut self.checkpoint[offset as usize..end as usize]
+    }
+
+    /// Copies the stored bytes of `offset..offset + out.len()` in `zone` into `out` (zeros past
+    /// the checkpoint zone's written length).
+    fn copy_out(&self, zone: Zone, offset: u64, out: &mut [u8]) {
+        self.assert_in_zone(zone, offset, out.len());
+        if zone != Zone::Checkpoint {
+            let start = (self.layout.zone_offset(zone) + offset) as usize;
+            out.copy_from_slice(&self.memory[start..start + out.len()]);
+            return;
+        }
+        let stored = self
+            .checkpoint_len
+            .saturating_sub(offset)
+            .min(out.len() as u64) as usize;
+        if stored > 0 {
+            let start = offset as usize;
+            out[..stored].copy_from_slice(&self.checkpoint[start..start + stored]);
+        }
+        out[stored..].fill(0);
     }
 
     fn latency(&mut self, min: u64, mean: u64) -> u64 {
@@ -413,9 +563,8 @@ impl SimStorage {
 
     fn complete_read(&mut self, request: &mut IoRequest) {
         let (zone, offset, len) = (request.zone, request.offset, request.len);
-        let start = self.absolute(zone, offset, len);
         let buffer = &mut request.buffer.buffer_mut()[..len];
-        buffer.copy_from_slice(&self.memory[start..start + len]);
+        self.copy_out(zone, offset, buffer);
         if self.faults && rng::chance(&mut self.rng, self.options.read_fault_probability) {
             if let Some(sector) = self.pick_faulty_sector(zone, offset, len) {
                 let at = (sector - offset) as usize;
@@ -435,12 +584,14 @@ impl SimStorage {
                 self.stats.misdirects += 1;
             }
         }
-        let start = self.absolute(zone, target, len);
-        self.memory[start..start + len].copy_from_slice(data);
+        self.bytes_mut(zone, target, len).copy_from_slice(data);
         if self.faults && rng::chance(&mut self.rng, self.options.write_fault_probability) {
             if let Some(sector) = self.pick_faulty_sector(zone, target, len) {
-                let at = self.absolute(zone, sector, SECTOR_SIZE);
-                corrupt_sector(&mut self.rng, &mut self.memory[at..at + SECTOR_SIZE]);
+                let mut bytes = [0; SECTOR_SIZE];
+                self.copy_out(zone, sector, &mut bytes);
+                corrupt_sector(&mut self.rng, &mut bytes);
+                self.bytes_mut(zone, sector, SECTOR_SIZE)
+                    .copy_from_slice(&bytes);
                 self.stats.write_faults += 1;
             }
         }
@@ -448,11 +599,21 @@ impl SimStorage {
 
     /// A random sector (offset in zone) of `offset..offset + len` whose area may be faulty.
     fn pick_faulty_sector(&mut self, zone: Zone, offset: u64, len: usize) -> Option<u64> {
+        // Areas span many sectors, and a checkpoint area's mask is derived on demand: ask once
+        // per area.
+        let mut last: Option<(u64, bool)> = None;
         let candidates: Vec<u64> = (offset..offset + len as u64)
             .step_by(SECTOR_SIZE)
             .filter(|&s| {
-                self.atlas
-                    .faulty(self.replica, zone, self.atlas.area_of(zone, s))
+                let area = self.atlas.area_of(zone, s);
+                match last {
+                    Some((a, faulty)) if a == area => faulty,
+                    _ => {
+                        let faulty = self.atlas.faulty(self.replica, zone, area);
+                        last = Some((area, faulty));
+                        faulty
+                    }
+                }
             })
             .collect();
         (!candidates.is_empty()).then(|| *rng::pick(&mut self.rng, &candidates))
@@ -460,19 +621,25 @@ impl SimStorage {
 
     /// Another sector-aligned offset in `zone` for a misdirected write, if the intended range
     /// and some landing range are both in faulty areas. Prefers the same place in another area
-    /// (another slot, another copy), as a wrong block number would.
+    /// (another slot, another copy), as a wrong block number would. In the checkpoint zone the
+    /// landing range stays within `0..max(checkpoint_len, offset + len)`: the part of the zone
+    /// written so far, or that this write would extend it to.
     fn misdirect_target(&mut self, zone: Zone, offset: u64, len: usize) -> Option<u64> {
         let len = len as u64;
         let atlas = Rc::clone(&self.atlas);
         if !atlas.range_faulty(self.replica, zone, offset, len) {
             return None;
         }
-        let zone_size = self.layout.zone_size(zone);
+        let zone_size = match zone {
+            Zone::Checkpoint => self.checkpoint_len.max(offset + len),
+            _ => self.layout.zone_size(zone),
+        };
         let area_size = atlas.area_size(zone);
+        let area_count = zone_size.div_ceil(area_size);
         let sectors = (zone_size - len) / SECTOR;
         for _ in 0..16 {
             let landing = if rng::chance(&mut self.rng, 0.5) {
-                let area = rng::range(&mut self.rng, 0, atlas.area_count(zone) - 1);
+                let area = rng::range(&mut self.rng, 0, area_count - 1);
                 area * area_size + offset % area_size
             } else {
                 rng::range(&mut self.rng, 0, sectors) * SECTOR
@@ -490,7 +657,6 @@ impl SimStorage {
     fn crash_write(&mut self, request: &IoRequest, fate: CrashFate) {
         let (zone, offset, len) = (request.zone, request.offset, request.len);
         let data = &request.buffer.buffer()[..len];
-        let start = self.absolute(zone, offset, len);
         let fate = match fate {
             CrashFate::Random => {
                 if self.faults && rng::chance(&mut self.rng, self.options.crash_fault_probability) {
@@ -505,7 +671,7 @@ impl SimStorage {
         };
         match fate {
             CrashFate::Written => {
-                self.memory[start..start + len].copy_from_slice(data);
+                self.bytes_mut(zone, offset, len).copy_from_slice(data);
                 return;
             }
             CrashFate::Lost => {
@@ -519,12 +685,17 @@ impl SimStorage {
         let sectors = len / SECTOR_SIZE;
         let prefix = rng::range(&mut self.rng, 0, sectors as u64) as usize;
         let prefix_bytes = prefix * SECTOR_SIZE;
-        self.memory[start..start + prefix_bytes].copy_from_slice(&data[..prefix_bytes]);
+        if prefix_bytes > 0 {
+            self.bytes_mut(zone, offset, prefix_bytes)
+                .copy_from_slice(&data[..prefix_bytes]);
+        }
         // All or nothing would not be torn: then a garbage sector is certain.
         if prefix == 0 || prefix == sectors || rng::chance(&mut self.rng, 0.5) {
-            let sector = rng::index(&mut self.rng, sectors);
-            let at = start + sector * SECTOR_SIZE;
-            self.rng.fill_bytes(&mut self.memory[at..at + SECTOR_SIZE]);
+            let sector = rng::index(&mut self.rng, sectors) as u64;
+            let mut garbage = [0; SECTOR_SIZE];
+            self.rng.fill_bytes(&mut garbage);
+            self.bytes_mut(zone, offset + sector * SECTOR, SECTOR_SIZE)
+                .copy_from_slice(&garbage);
         }
     }
 }
@@ -617,6 +788,12 @@ mod tests {
         (config, layout, atlas, pool)
     }
 
+    /// Checkpoint block indexes to sample: the first ones, some far out, and the last.
+    fn checkpoint_indexes(atlas: &FaultAtlas) -> impl Iterator<Item = u64> {
+        let last = atlas.area_count(Zone::Checkpoint) / 2 - 1;
+        (0..256).chain(100_000..100_064).chain(last - 3..=last)
+    }
+
     fn message(pool: &MessagePool, fill: u8) -> Message {
         let mut m = pool.get().unwrap();
         m.buffer_mut().fill(fill);
@@ -682,6 +859,15 @@ mod tests {
                         any |= !faulty.is_empty();
                     }
                 }
+                for index in checkpoint_indexes(&atlas) {
+                    let faulty = atlas.faulty_replicas(Zone::Checkpoint, 2 * index);
+                    assert!(faulty.len() < qr, "checkpoint block {index}: {faulty:?}");
+                    assert_eq!(
+                        faulty,
+                        atlas.faulty_replicas(Zone::Checkpoint, 2 * index + 1)
+                    );
+                    any |= !faulty.is_empty();
+                }
                 assert_eq!(any, qr > 1);
                 assert_eq!(atlas.area_count(Zone::Superblock), SUPERBLOCK_COPIES as u64);
                 for replica in 0..replica_count {
@@ -702,7 +888,13 @@ mod tests {
             let atlas = FaultAtlas::new(5, 3, &layout, seed);
             let mut v = Vec::new();
             for zone in ZONES {
-                for area in 0..atlas.area_count(zone) {
+                let areas = match zone {
+                    Zone::Checkpoint => checkpoint_indexes(&atlas)
+                        .flat_map(|index| [2 * index, 2 * index + 1])
+                        .collect(),
+                    _ => (0..atlas.area_count(zone)).collect::<Vec<_>>(),
+                };
+                for area in areas {
                     v.push(atlas.faulty_replicas(zone, area));
                 }
             }
@@ -720,7 +912,10 @@ mod tests {
         let mut expected = Vec::new();
         for (i, zone) in ZONES.into_iter().enumerate() {
             let len = 2 * SECTOR_SIZE;
-            let offset = layout.zone_size(zone) - len as u64;
+            let offset = match zone {
+                Zone::Checkpoint => layout.checkpoint_block_offset(1, 100_000),
+                _ => layout.zone_size(zone) - len as u64,
+            };
             let m = message(&pool, 0x10 + i as u8);
             let shared = m.clone(); // writes may share the buffer with the journal
             storage.submit(request(IoKind::Write, zone, offset, len, m));
@@ -729,7 +924,7 @@ mod tests {
         }
         assert_eq!(storage.next_completion().map(|c| c.token), None);
         let writes = drain(&mut storage);
-        assert_eq!(writes.len(), 4);
+        assert_eq!(writes.len(), ZONES.len());
         drop(writes);
         for &(zone, offset, len, fill) in &expected {
             storage.submit(request(IoKind::Read, zone, offset, len, message(&pool, 0)));
@@ -747,7 +942,7 @@ mod tests {
             assert!(c.buffer.buffer()[..len].iter().all(|&b| b == fill));
         }
         let stats = storage.stats();
-        assert_eq!((stats.reads, stats.writes), (4, 4));
+        assert_eq!((stats.reads, stats.writes), (5, 5));
         assert_eq!(stats.read_faults + stats.write_faults + stats.misdirects, 0);
         assert_eq!(pool.available(), pool.capacity());
     }
@@ -770,9 +965,15 @@ mod tests {
         assert!(order.windows(2).any(|w| w[0] > w[1]));
     }
 
-    /// Writes a distinct pattern to every sector of every zone through the storage (faults on),
-    /// then checks that every difference from the intended image is in an area the atlas allows.
-    fn faulty_run(replica: u8, seed: u64) -> (Vec<u8>, StorageStats) {
+    /// Checkpoint zone bytes `faulty_run` writes: the first 32 blocks of both areas.
+    fn checkpoint_extent(layout: &Layout) -> u64 {
+        layout.checkpoint_block_offset(0, 32)
+    }
+
+    /// Writes a distinct pattern to every sector of every zone (the checkpoint zone: its first
+    /// `checkpoint_extent` bytes) through the storage (faults on), then checks that every
+    /// difference from the intended image is in an area the atlas allows.
+    fn faulty_run(replica: u8, seed: u64) -> (Vec<u8>, Vec<u8>, StorageStats) {
         let (_, layout, atlas, pool) = setup(3, seed);
         let mut storage = SimStorage::new(
             layout.clone(),
@@ -781,10 +982,18 @@ mod tests {
             atlas.clone(),
             seed,
         );
-        let mut image = vec![0u8; layout.total_size() as usize];
+        let extent = |zone| match zone {
+            Zone::Checkpoint => checkpoint_extent(&layout),
+            _ => layout.zone_size(zone),
+        };
+        let image_offset = |zone, offset| match zone {
+            Zone::Checkpoint => (layout.total_size() + offset) as usize,
+            _ => (layout.zone_offset(zone) + offset) as usize,
+        };
+        let mut image = vec![0u8; (layout.total_size() + extent(Zone::Checkpoint)) as usize];
         let mut pattern = 0u8;
         for zone in ZONES {
-            let zone_size = layout.zone_size(zone);
+            let zone_size = extent(zone);
             let chunk = atlas.area_size(zone).min(4 * SECTOR);
             let mut offset = 0;
             while offset < zone_size {
@@ -797,7 +1006,7 @@ mod tests {
                     len,
                     message(&pool, pattern),
                 ));
-                let start = (layout.zone_offset(zone) + offset) as usize;
+                let start = image_offset(zone, offset);
                 image[start..start + len].fill(pattern);
                 offset += len as u64;
                 if storage.pending() > 16 {
@@ -808,12 +1017,14 @@ mod tests {
         drain(&mut storage);
         let stats = storage.stats();
         assert!(stats.write_faults > 0 && stats.misdirects > 0, "{stats:?}");
+        // Misdirects stay within what was written (a misdirected last block may leave it short).
+        assert!(storage.checkpoint_len() <= extent(Zone::Checkpoint));
 
+        let mut checkpoint_faults = 0;
         for zone in ZONES {
-            let zone_offset = layout.zone_offset(zone);
-            for sector in 0..layout.zone_size(zone) / SECTOR {
+            for sector in 0..extent(zone) / SECTOR {
                 let offset = sector * SECTOR;
-                let start = (zone_offset + offset) as usize;
+                let start = image_offset(zone, offset);
                 let stored = storage.read_raw(zone, offset, SECTOR_SIZE);
                 if stored != &image[start..start + SECTOR_SIZE] {
                     let area = atlas.area_of(zone, offset);
@@ -821,17 +1032,22 @@ mod tests {
                         atlas.faulty(replica, zone, area),
                         "corruption in {zone:?} area {area} not allowed for replica {replica}"
                     );
+                    checkpoint_faults += (zone == Zone::Checkpoint) as u64;
                 }
             }
         }
+        let checkpoint_faulty = (0..extent(Zone::Checkpoint) / layout.message_size_max)
+            .any(|area| atlas.faulty(replica, Zone::Checkpoint, area));
+        assert_eq!(checkpoint_faults > 0, checkpoint_faulty);
 
         // Read faults only hit allowed areas too, and never change the stored data.
         let before = storage
             .read_raw(Zone::WalPrepares, 0, layout.wal_prepares_size as usize)
             .to_vec();
+        let checkpoint_before = storage.checkpoint_zone().to_vec();
+        let len = layout.message_size_max as usize;
         for slot in 0..layout.slot_count {
             let offset = slot * layout.message_size_max;
-            let len = layout.message_size_max as usize;
             storage.submit(request(
                 IoKind::Read,
                 Zone::WalPrepares,
@@ -840,15 +1056,49 @@ mod tests {
                 message(&pool, 0),
             ));
         }
-        for c in drain(&mut storage) {
-            let stored = storage.read_raw(c.zone, c.offset, c.len);
-            if stored != &c.buffer.buffer()[..c.len] {
+        let done = drain(&mut storage);
+        check_reads(&storage, &atlas, replica, done);
+        for index in 0..16 {
+            for area in 0..2 {
+                let offset = layout.checkpoint_block_offset(area, index);
+                storage.submit(request(
+                    IoKind::Read,
+                    Zone::Checkpoint,
+                    offset,
+                    len,
+                    message(&pool, 0),
+                ));
+            }
+            if storage.pending() > 16 {
+                let done = drain(&mut storage);
+                check_reads(&storage, &atlas, replica, done);
+            }
+        }
+        let done = drain(&mut storage);
+        check_reads(&storage, &atlas, replica, done);
+        assert_eq!(before, storage.read_raw(Zone::WalPrepares, 0, before.len()));
+        assert_eq!(checkpoint_before, storage.checkpoint_zone());
+        assert!(storage.stats().read_faults > 0);
+        (
+            storage.data_file().to_vec(),
+            storage.checkpoint_zone().to_vec(),
+            storage.stats(),
+        )
+    }
+
+    /// Every read that returned other bytes than those stored hit a faulty area.
+    fn check_reads(
+        storage: &SimStorage,
+        atlas: &FaultAtlas,
+        replica: u8,
+        completions: Vec<IoCompletion>,
+    ) {
+        for c in completions {
+            let stored = storage.read_raw_vec(c.zone, c.offset, c.len);
+            if stored != c.buffer.buffer()[..c.len] {
                 assert!(atlas.faulty(replica, c.zone, atlas.area_of(c.zone, c.offset)));
             }
         }
-        assert_eq!(before, storage.read_raw(Zone::WalPrepares, 0, before.len()));
-        assert!(storage.stats().read_faults > 0);
-        (storage.data_file().to_vec(), storage.stats())
     }
 
     #[test]
@@ -1037,5 +1287,310 @@ mod tests {
         assert!(torn.iter().any(|&b| b != 7) && torn.iter().any(|&b| b != 0));
         let stats = storage.stats();
         assert_eq!((stats.lost_writes, stats.torn_writes), (1, 1));
+    }
+
+    /// A storage with the given `message_size_max`, for the checkpoint zone tests.
+    fn checkpoint_setup(
+        message_size_max: u32,
+        replica: u8,
+        options: StorageOptions,
+        seed: u64,
+    ) -> (Layout, Rc<FaultAtlas>, MessagePool, SimStorage) {
+        let replica_count = 3;
+        let config = Config {
+            message_size_max,
+            ..config(replica_count)
+        };
+        config.validate().unwrap();
+        let layout = Layout::new(&config);
+        let atlas = Rc::new(FaultAtlas::new(
+            replica_count,
+            config.quorum_replication(),
+            &layout,
+            seed,
+        ));
+        let pool = MessagePool::new(64, config.message_size_max as usize);
+        let storage = SimStorage::new(layout.clone(), replica, options, atlas.clone(), seed);
+        (layout, atlas, pool, storage)
+    }
+
+    #[test]
+    fn checkpoint_zone_grows_on_write_and_reads_zeros_beyond() {
+        let (layout, _, pool, mut storage) =
+            checkpoint_setup(4096, 0, StorageOptions::default(), 1);
+        assert_eq!(layout.message_size_max, 4096);
+        assert_eq!(storage.checkpoint_len(), 0);
+        let len = layout.message_size_max as usize;
+        let far = layout.checkpoint_block_offset(1, 100_000);
+        assert_eq!(far, 200_001 * 4096);
+
+        // Reads of a zone never written: zeros, and nothing grows.
+        storage.submit(request(
+            IoKind::Read,
+            Zone::Checkpoint,
+            far,
+            len,
+            message(&pool, 0xee),
+        ));
+        for c in drain(&mut storage) {
+            assert!(c.buffer.buffer()[..len].iter().all(|&b| b == 0));
+        }
+        assert!(storage
+            .read_raw(Zone::Checkpoint, far, len)
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!((storage.checkpoint_len(), storage.checkpoint.len()), (0, 0));
+
+        // A write far out covers exactly its end; nothing before it is touched.
+        storage.submit(request(
+            IoKind::Write,
+            Zone::Checkpoint,
+            far,
+            len,
+            message(&pool, 0x5a),
+        ));
+        drain(&mut storage);
+        assert_eq!(storage.checkpoint_len(), far + len as u64);
+        assert_eq!(storage.checkpoint.len() as u64, far + len as u64);
+        assert_eq!(storage.checkpoint_zone().len() as u64, far + len as u64);
+        assert!(storage
+            .read_raw(Zone::Checkpoint, far, len)
+            .iter()
+            .all(|&b| b == 0x5a));
+        assert_eq!(storage.data_file().len() as u64, layout.total_size());
+
+        // Reads: the block written, and others (one before it inside the written length, those
+        // after it beyond).
+        let reads = [
+            (far, len, 0x5a),
+            (layout.checkpoint_block_offset(0, 100_000), len, 0),
+            (layout.checkpoint_block_offset(0, 100_001), len, 0),
+            (layout.checkpoint_block_offset(1, 100_001), len, 0),
+            (layout.checkpoint_block_offset(0, 5), len, 0),
+        ];
+        for &(offset, len, _) in &reads {
+            storage.submit(request(
+                IoKind::Read,
+                Zone::Checkpoint,
+                offset,
+                len,
+                message(&pool, 0xee),
+            ));
+        }
+        for c in drain(&mut storage) {
+            let bytes = &c.buffer.buffer()[..c.len];
+            let &(_, _, fill) = reads.iter().find(|r| r.0 == c.offset).unwrap();
+            assert!(bytes.iter().all(|&b| b == fill));
+        }
+        assert_eq!(storage.checkpoint_len(), far + len as u64);
+        let beyond = layout.checkpoint_block_offset(0, 1_000_000);
+        assert!(storage
+            .read_raw(Zone::Checkpoint, beyond, len)
+            .iter()
+            .all(|&b| b == 0));
+        let straddle = storage.read_raw_vec(Zone::Checkpoint, far, 2 * len);
+        assert!(straddle[..len].iter().all(|&b| b == 0x5a));
+        assert!(straddle[len..].iter().all(|&b| b == 0));
+
+        // Writing nearer the start keeps the length and the far block.
+        storage.write_raw(Zone::Checkpoint, 0, b"first");
+        assert_eq!(storage.read_raw(Zone::Checkpoint, 0, 5), b"first");
+        assert_eq!(storage.checkpoint_len(), far + len as u64);
+        assert!(storage
+            .read_raw(Zone::Checkpoint, far, len)
+            .iter()
+            .all(|&b| b == 0x5a));
+
+        // Growing further copies what was written (and doubles the allocation).
+        let further = layout.checkpoint_block_offset(0, 100_002);
+        storage.write_raw(Zone::Checkpoint, further, &[7; 512]);
+        assert_eq!(storage.checkpoint_len(), further + 512);
+        assert!(storage.checkpoint.len() as u64 >= 2 * (far + len as u64));
+        assert_eq!(storage.read_raw(Zone::Checkpoint, 0, 5), b"first");
+        assert!(storage
+            .read_raw(Zone::Checkpoint, far, len)
+            .iter()
+            .all(|&b| b == 0x5a));
+        assert_eq!(storage.read_raw(Zone::Checkpoint, further, 512), [7; 512]);
+        assert!(storage
+            .read_raw(Zone::Checkpoint, further + 512, len)
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(pool.available(), pool.capacity());
+    }
+
+    #[test]
+    fn checkpoint_atlas_masks_deterministic_and_capped() {
+        for replica_count in 1..=6u8 {
+            let config = config(replica_count);
+            let layout = Layout::new(&config);
+            let qr = config.quorum_replication();
+            let masks = |seed| {
+                let atlas = FaultAtlas::new(replica_count, qr, &layout, seed);
+                checkpoint_indexes(&atlas)
+                    .chain(1_000..2_000)
+                    .map(|index| {
+                        let mask = atlas.checkpoint_mask(index);
+                        assert!((mask as u32) < 1 << replica_count);
+                        assert!((mask.count_ones() as usize) < qr, "block {index}: {mask:b}");
+                        for area in 0..2 {
+                            let offset = layout.checkpoint_block_offset(area, index as u32);
+                            let at = atlas.area_of(Zone::Checkpoint, offset);
+                            assert_eq!(at, 2 * index + area as u64);
+                            assert_eq!(
+                                atlas.area_of(
+                                    Zone::Checkpoint,
+                                    offset + layout.message_size_max - 1
+                                ),
+                                at
+                            );
+                            let faulty: u8 = atlas
+                                .faulty_replicas(Zone::Checkpoint, at)
+                                .iter()
+                                .fold(0, |m, &r| m | 1 << r);
+                            assert_eq!(faulty, mask);
+                        }
+                        mask
+                    })
+                    .collect::<Vec<u8>>()
+            };
+            let a = masks(11);
+            assert_eq!(a, masks(11));
+            if qr == 1 {
+                assert!(a.iter().all(|&m| m == 0));
+                continue;
+            }
+            assert_ne!(a, masks(12));
+            // Like the other zones: the number of faulty replicas per block is uniform in
+            // 0..=qr - 1, so some blocks have none and some have the most allowed.
+            assert!(a.contains(&0));
+            assert!(a.iter().any(|&m| m.count_ones() as usize == qr - 1));
+            for replica in 0..replica_count {
+                assert!(a.iter().any(|&m| m & 1 << replica != 0));
+            }
+        }
+    }
+
+    /// Faulty writes and reads at sparse, far block indexes only touch faulty areas, and a
+    /// misdirected write stays within the checkpoint zone's written length.
+    #[test]
+    fn checkpoint_faults_only_in_faulty_areas() {
+        for replica in 0..3u8 {
+            let seed = 40 + replica as u64;
+            let (layout, atlas, pool, mut storage) =
+                checkpoint_setup(4 * SECTOR_SIZE as u32, replica, faulty_options(), seed);
+            let block = layout.message_size_max;
+            let indexes: Vec<u32> = (0..48).map(|i| 2_000 + 31 * i).collect();
+            let mut expected = std::collections::BTreeMap::new();
+            let mut pattern = 0u8;
+            for &index in &indexes {
+                for area in 0..2 {
+                    pattern = pattern.wrapping_add(1).max(1);
+                    let offset = layout.checkpoint_block_offset(area, index);
+                    storage.submit(request(
+                        IoKind::Write,
+                        Zone::Checkpoint,
+                        offset,
+                        block as usize,
+                        message(&pool, pattern),
+                    ));
+                    expected.insert(offset / block, pattern);
+                }
+                if storage.pending() > 16 {
+                    drain(&mut storage);
+                }
+            }
+            drain(&mut storage);
+            let stats = storage.stats();
+            assert!(stats.write_faults > 0 && stats.misdirects > 0, "{stats:?}");
+            let end = layout.checkpoint_block_offset(1, *indexes.last().unwrap()) + block;
+            assert!(storage.checkpoint_len() <= end);
+
+            let mut faults = 0;
+            for (sector, stored) in storage.checkpoint_zone().chunks(SECTOR_SIZE).enumerate() {
+                let offset = sector as u64 * SECTOR;
+                let area = atlas.area_of(Zone::Checkpoint, offset);
+                let fill = expected.get(&area).copied().unwrap_or(0);
+                if stored.iter().any(|&b| b != fill) {
+                    assert!(
+                        atlas.faulty(replica, Zone::Checkpoint, area),
+                        "replica {replica}: checkpoint area {area} corrupted, not allowed"
+                    );
+                    faults += 1;
+                }
+            }
+            assert!(faults > 0);
+
+            let digest = |storage: &SimStorage| {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(storage.checkpoint_zone(), &mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            };
+            let before = digest(&storage);
+            for &index in &indexes {
+                for area in 0..2 {
+                    let offset = layout.checkpoint_block_offset(area, index);
+                    storage.submit(request(
+                        IoKind::Read,
+                        Zone::Checkpoint,
+                        offset,
+                        block as usize,
+                        message(&pool, 0),
+                    ));
+                }
+                if storage.pending() > 16 {
+                    let done = drain(&mut storage);
+                    check_reads(&storage, &atlas, replica, done);
+                }
+            }
+            let done = drain(&mut storage);
+            check_reads(&storage, &atlas, replica, done);
+            assert!(storage.stats().read_faults > 0);
+            assert_eq!(before, digest(&storage));
+        }
+    }
+
+    #[test]
+    fn checkpoint_crash_fates() {
+        let (layout, _, pool, mut storage) =
+            checkpoint_setup(4096, 0, StorageOptions::default(), 2);
+        storage.set_faults(false);
+        let len = layout.message_size_max as usize;
+        let offsets: Vec<u64> = (0..3)
+            .map(|i| layout.checkpoint_block_offset(1, 50_000 + i))
+            .collect();
+        for &offset in &offsets {
+            storage.submit(request(
+                IoKind::Write,
+                Zone::Checkpoint,
+                offset,
+                len,
+                message(&pool, 9),
+            ));
+        }
+        // Lost: the furthest; written: the nearest; torn: the middle one.
+        storage.crash_with(|zone, offset, _| {
+            assert_eq!(zone, Zone::Checkpoint);
+            match offsets.iter().position(|&o| o == offset).unwrap() {
+                0 => CrashFate::Written,
+                1 => CrashFate::Torn,
+                _ => CrashFate::Lost,
+            }
+        });
+        assert!(storage.checkpoint_len() > offsets[0]);
+        assert!(storage.checkpoint_len() <= offsets[1] + len as u64);
+        assert!(storage
+            .read_raw(Zone::Checkpoint, offsets[0], len)
+            .iter()
+            .all(|&b| b == 9));
+        let torn = storage.read_raw_vec(Zone::Checkpoint, offsets[1], len);
+        assert!(torn.iter().any(|&b| b != 9) && torn.iter().any(|&b| b != 0));
+        assert!(storage
+            .read_raw(Zone::Checkpoint, offsets[2], len)
+            .iter()
+            .all(|&b| b == 0));
+        let stats = storage.stats();
+        assert_eq!((stats.lost_writes, stats.torn_writes), (1, 1));
+        assert_eq!(pool.available(), pool.capacity());
     }
 }
