@@ -4,6 +4,10 @@
 //! batch time / 8190. Time is the thread's CPU time (page faults included), so that other work on a
 //! shared machine does not inflate it.
 //!
+//! The snapshot: `snapshot_read` of the whole state in 1 MiB pieces (as the replica's checkpoint
+//! reads it) and `restore_*` of it into another ledger, at 1M transfers
+//! (`LEDGER_SNAPSHOT_TRANSFERS` sets the number), reported in bytes per second.
+//!
 //! Run: `cargo bench --bench ledger`.
 
 use std::time::Duration;
@@ -41,13 +45,21 @@ struct Bench {
     x: u64,
 }
 
+fn config(transfers_max: u32) -> LedgerConfig {
+    LedgerConfig {
+        accounts_max: ACCOUNTS as u32,
+        transfers_max,
+        message_size_max: MESSAGE_SIZE_MAX,
+    }
+}
+
 impl Bench {
     fn new(history: bool) -> Bench {
-        let mut ledger = Ledger::new(LedgerConfig {
-            accounts_max: ACCOUNTS as u32,
-            transfers_max: TRANSFERS_MAX,
-            message_size_max: MESSAGE_SIZE_MAX,
-        });
+        Bench::with_capacity(history, TRANSFERS_MAX)
+    }
+
+    fn with_capacity(history: bool, transfers_max: u32) -> Bench {
+        let mut ledger = Ledger::new(config(transfers_max));
         let mut output = vec![0u8; MESSAGE_SIZE_MAX as usize - 256];
         let mut timestamp = 1_000_000_000;
         let accounts: Vec<Account> = (1..=ACCOUNTS)
@@ -162,5 +174,84 @@ fn ledger(c: &mut Criterion) {
     run(c, "create_transfers_8190_pending_then_post", false, true);
 }
 
-criterion_group!(benches, ledger);
+/// A piece of the snapshot as the replica moves it.
+const PIECE: usize = 1 << 20;
+
+fn snapshot(c: &mut Criterion) {
+    let transfers: usize = std::env::var("LEDGER_SNAPSHOT_TRANSFERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let transfers_max = (transfers + BATCH).max(TRANSFERS_MAX as usize) as u32;
+    // Plain transfers, and every fourth batch pending transfers each followed by its post.
+    let mut bench = Bench::with_capacity(false, transfers_max);
+    let mut batch = 0;
+    while bench.ledger.transfers_count() < transfers {
+        bench.fill(batch % 4 == 3);
+        bench.commit();
+        batch += 1;
+    }
+    let ledger = &bench.ledger;
+    let size = ledger.snapshot_size();
+    eprintln!(
+        "ledger snapshot: {} accounts, {} transfers: {size} bytes ({:.1} MB)",
+        ledger.accounts_count(),
+        ledger.transfers_count(),
+        size as f64 / 1e6
+    );
+    let mut group = c.benchmark_group("ledger_snapshot");
+    group.throughput(Throughput::Bytes(size));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+
+    let mut piece = vec![0u8; PIECE];
+    group.bench_function("snapshot_read_1m_transfers", |b| {
+        b.iter_custom(|iters| {
+            let start = thread_cpu_time();
+            for _ in 0..iters {
+                let mut offset = 0;
+                while offset < size {
+                    let n = (size - offset).min(PIECE as u64) as usize;
+                    ledger.snapshot_read(offset, &mut piece[..n]);
+                    std::hint::black_box(&piece);
+                    offset += n as u64;
+                }
+            }
+            thread_cpu_time() - start
+        })
+    });
+
+    let mut bytes = vec![0u8; size as usize];
+    ledger.snapshot_read(0, &mut bytes);
+    let mut target = Ledger::new(config(transfers_max));
+    // Once into the fresh ledger, whose pages are not yet backed (criterion's runs reuse them).
+    let start = thread_cpu_time();
+    target.restore_begin(size);
+    for piece in bytes.chunks(PIECE) {
+        target.restore_write(piece);
+    }
+    target.restore_finish().expect("restore");
+    eprintln!(
+        "ledger snapshot: first restore, into untouched memory: {:?}",
+        thread_cpu_time() - start
+    );
+    group.bench_function("restore_1m_transfers", |b| {
+        b.iter_custom(|iters| {
+            let start = thread_cpu_time();
+            for _ in 0..iters {
+                target.restore_begin(size);
+                for piece in bytes.chunks(PIECE) {
+                    target.restore_write(piece);
+                }
+                target.restore_finish().expect("restore");
+            }
+            let elapsed = thread_cpu_time() - start;
+            assert_eq!(target.digest(), ledger.digest());
+            elapsed
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ledger, snapshot);
 criterion_main!(benches);

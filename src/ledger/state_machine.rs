@@ -10,6 +10,9 @@
 //! account has a doubly linked list of its transfers (two list nodes per transfer: the debit
 //! side and the credit side), which serves `get_account_transfers`, `get_account_balances` and
 //! rollback. See docs/ledger.md for the semantics, which are TigerBeetle's.
+//!
+//! The snapshot (the whole state as bytes, for checkpoints and state sync) and its restore are
+//! in `snapshot.rs`, which documents the format.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -30,6 +33,10 @@ use super::LedgerOperation;
 use crate::config::ConfigError;
 use crate::header::HEADER_SIZE;
 use crate::state_machine::StateMachine;
+
+// A child module (though its file sits next to this one) so that it sees `Ledger`'s fields.
+#[path = "snapshot.rs"]
+mod snapshot;
 
 /// Sizes the ledger allocates from at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,7 +146,9 @@ struct Node {
     balance: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Plain bytes (`IntoBytes`/`FromBytes`): the snapshot copies the array as it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable)]
 struct BalanceRecord {
     debits_pending: u128,
     debits_posted: u128,
@@ -203,6 +212,9 @@ pub struct Ledger {
     digest_sum: u128,
     /// The timestamp of the last committed operation.
     commit_timestamp: u64,
+
+    /// A snapshot being restored (between `restore_begin` and `restore_finish`).
+    restore: Option<Box<snapshot::Restore>>,
 }
 
 impl Ledger {
@@ -232,6 +244,7 @@ impl Ledger {
             undo: Vec::with_capacity(events_max * UNDO_PER_EVENT),
             digest_sum: 0,
             commit_timestamp: 0,
+            restore: None,
             config,
         }
     }
@@ -1509,6 +1522,7 @@ impl StateMachine for Ledger {
             self.input_valid(operation, input),
             "committing an invalid input"
         );
+        assert!(self.restore.is_none(), "committing during a restore");
         let operation = LedgerOperation::from_u8(operation).expect("a ledger operation");
         let count = self.prepare_timestamps(operation as u8, input);
         // The primary reserved (timestamp - count, timestamp] for this operation's events.
@@ -1540,6 +1554,28 @@ impl StateMachine for Ledger {
 
     fn digest(&self) -> u128 {
         finalize(self.digest_sum)
+    }
+
+    // The snapshot's format and the restore are in `snapshot.rs`.
+
+    fn snapshot_size(&self) -> u64 {
+        self.snapshot_len()
+    }
+
+    fn snapshot_read(&self, offset: u64, out: &mut [u8]) {
+        self.snapshot_copy(offset, out)
+    }
+
+    fn restore_begin(&mut self, size: u64) {
+        self.restore_start(size)
+    }
+
+    fn restore_write(&mut self, bytes: &[u8]) {
+        self.restore_append(bytes)
+    }
+
+    fn restore_finish(&mut self) -> Result<(), String> {
+        self.restore_complete()
     }
 }
 

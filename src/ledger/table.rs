@@ -148,6 +148,39 @@ impl IdTable {
         self.count += 1;
     }
 
+    /// Inserts `id` unless it is already present (then returns false and changes nothing):
+    /// `insert` for ids that come from outside, such as a snapshot being restored.
+    pub fn try_insert(&mut self, id: u128, value: u32, id_of: impl Fn(u32) -> u128) -> bool {
+        assert!(self.count < self.capacity, "id table over capacity");
+        assert!(value < u32::MAX);
+        let hash = hash_id(id);
+        let fingerprint = hash >> 32;
+        let mut index = hash as usize & self.mask;
+        loop {
+            let bucket = self.buckets[index];
+            if bucket == 0 {
+                break;
+            }
+            if bucket >> 32 == fingerprint && id_of((bucket as u32) - 1) == id {
+                return false;
+            }
+            index = (index + 1) & self.mask;
+        }
+        self.buckets[index] = fingerprint << 32 | u64::from(value + 1);
+        self.count += 1;
+        true
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        // Every insert fills one bucket and every remove empties one, so an empty table has
+        // only empty buckets: skip the write (and the page faults of a fresh table).
+        if self.count != 0 {
+            self.buckets.fill(0);
+            self.count = 0;
+        }
+    }
+
     /// Removes the entry for `id`, which must be present, keeping every probe chain unbroken.
     pub fn remove(&mut self, id: u128, id_of: impl Fn(u32) -> u128) {
         let hash = hash_id(id);
@@ -215,5 +248,21 @@ mod tests {
         for (&id, &v) in &model {
             assert_eq!(table.get(id, |v| ids[v as usize]), Some(v));
         }
+        // try_insert refuses present ids and inserts absent ones; clear empties the table.
+        let present: Vec<u128> = model.keys().copied().collect();
+        for &id in &present {
+            assert!(!table.try_insert(id, 0, |v| ids[v as usize]));
+        }
+        assert_eq!(table.len(), model.len());
+        table.clear();
+        assert!(table.is_empty());
+        for &id in &present {
+            assert_eq!(table.get(id, |v| ids[v as usize]), None);
+        }
+        let id = present.first().copied().unwrap_or(1);
+        ids.push(id);
+        let value = ids.len() as u32 - 1;
+        assert!(table.try_insert(id, value, |v| ids[v as usize]));
+        assert_eq!(table.get(id, |v| ids[v as usize]), Some(value));
     }
 }
