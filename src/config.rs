@@ -189,6 +189,13 @@ impl Config {
         self.pipeline_max as usize + 1
     }
 
+    /// Ops between checkpoints. The journal may hold ops up to the durable checkpoint plus its
+    /// slot count; checkpointing this much earlier leaves the primary room to keep a full pipeline
+    /// (and backups a pipeline of lag) while a checkpoint is written.
+    pub fn checkpoint_interval(&self) -> u64 {
+        self.journal_slot_count as u64 - 2 * self.view_change_headers_max() as u64
+    }
+
     /// Messages the pool holds; enough for every reference the replica, its journal, bus and
     /// client table may hold at once. Derived, so nothing is allocated later.
     pub fn messages_max(&self) -> usize {

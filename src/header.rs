@@ -90,6 +90,12 @@ u8_enum!(
         RequestPrepare = 15,
         Headers = 16,
         Eviction = 17,
+        /// One chunk of a checkpoint: on disk in a checkpoint area, and on the wire in state
+        /// sync. op: the checkpoint's op; request: chunk index; commit: chunk count; timestamp:
+        /// the checkpoint's byte size; context: the checkpoint id (0 on disk).
+        CheckpointChunk = 18,
+        /// State sync: asks for chunk `request` of the checkpoint at `op` with id `context`.
+        RequestCheckpointChunk = 19,
     }
 );
 
@@ -314,6 +320,19 @@ impl Header {
             Command::Eviction => {
                 if !empty || self.client == 0 {
                     return Some("eviction: malformed");
+                }
+            }
+            Command::CheckpointChunk => {
+                if empty || self.client != 0 || self.operation != 0 || self.op == 0 {
+                    return Some("checkpoint_chunk: malformed");
+                }
+                if self.request >= self.commit {
+                    return Some("checkpoint_chunk: index >= count");
+                }
+            }
+            Command::RequestCheckpointChunk => {
+                if !empty || self.client != 0 || self.op == 0 || self.context == 0 {
+                    return Some("request_checkpoint_chunk: malformed");
                 }
             }
         }

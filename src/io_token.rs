@@ -12,6 +12,10 @@ pub enum Purpose {
     HeaderSectorWrite = 6,
     PrepareRead = 7,
     ClientReplyWrite = 8,
+    CheckpointWrite = 9,
+    CheckpointRead = 10,
+    SyncChunkWrite = 11,
+    SyncChunkRead = 12,
 }
 
 impl Purpose {
@@ -25,6 +29,10 @@ impl Purpose {
             6 => Purpose::HeaderSectorWrite,
             7 => Purpose::PrepareRead,
             8 => Purpose::ClientReplyWrite,
+            9 => Purpose::CheckpointWrite,
+            10 => Purpose::CheckpointRead,
+            11 => Purpose::SyncChunkWrite,
+            12 => Purpose::SyncChunkRead,
             _ => panic!("unknown i/o purpose {value}"),
         }
     }

@@ -99,6 +99,9 @@ pub struct Journal {
     sector_writing: Vec<bool>,
     sector_again: Vec<bool>,
     reads_in_flight: usize,
+    /// The (op, checksum, aux) each read in flight was started for, by read id (the token's
+    /// index): the slot may hold another op by the time the read completes (the journal wraps).
+    reads: Vec<Option<(u64, u128, u32)>>,
     io_max: usize,
     events: Vec<JournalEvent>,
     recovery: Option<Recovery>,
@@ -127,6 +130,7 @@ impl Journal {
             sector_writing: vec![false; sectors],
             sector_again: vec![false; sectors],
             reads_in_flight: 0,
+            reads: vec![None; crate::config::journal_io_max(config)],
             io_max: crate::config::journal_io_max(config),
             events: Vec::with_capacity(slot_count + 16),
             recovery: None,
@@ -278,6 +282,12 @@ impl Journal {
         };
         let slot = self.slot(op);
         let size = self.headers[slot].size as usize;
+        let id = self
+            .reads
+            .iter()
+            .position(|r| r.is_none())
+            .expect("a read id per read in flight");
+        self.reads[id] = Some((op, checksum, aux));
         self.reads_in_flight += 1;
         self.stats.reads += 1;
         storage.submit(IoRequest {
@@ -286,10 +296,8 @@ impl Journal {
             offset: slot as u64 * self.message_size_max as u64,
             len: size.next_multiple_of(SECTOR_SIZE),
             buffer,
-            token: Token::new(Purpose::PrepareRead, aux, slot as u32).encode(),
+            token: Token::new(Purpose::PrepareRead, 0, id as u32).encode(),
         });
-        // The checksum is recovered from `headers` at completion; the op is the slot's.
-        let _ = checksum;
         true
     }
 
@@ -308,7 +316,7 @@ impl Journal {
             Purpose::HeaderSectorWrite => {
                 self.on_sector_written(storage, pool, slot, completion.buffer)
             }
-            Purpose::PrepareRead => self.on_prepare_read(slot, token.aux, completion.buffer),
+            Purpose::PrepareRead => self.on_prepare_read(token.index as usize, completion.buffer),
             Purpose::RecoveryHeaders => {
                 self.on_recovery_headers(storage, pool, slot, completion.buffer)
             }
@@ -415,23 +423,23 @@ impl Journal {
         }
     }
 
-    fn on_prepare_read(&mut self, slot: usize, aux: u32, buffer: Message) {
+    fn on_prepare_read(&mut self, id: usize, buffer: Message) {
         self.reads_in_flight -= 1;
-        let expected = self.headers[slot];
+        let (op, checksum, aux) = self.reads[id].take().expect("read in flight");
         let h = *buffer.header();
-        let intact = expected.command == Command::Prepare as u8
-            && h.valid_checksum()
-            && h.checksum == expected.checksum
+        let intact = h.valid_checksum()
+            && h.checksum == checksum
+            && h.op == op
             && h.size as usize <= self.message_size_max
             && h.valid_checksum_body(buffer.body());
-        if !intact && expected.command == Command::Prepare as u8 && !self.dirty[slot] {
+        if !intact && self.has_clean(op, checksum) {
             // The disk lost or damaged a prepare we had written: repair it from a peer.
             self.stats.reads_faulty += 1;
-            self.set_faulty(expected.op);
+            self.set_faulty(op);
         }
         self.events.push(JournalEvent::Read {
-            op: expected.op,
-            checksum: expected.checksum,
+            op,
+            checksum,
             aux,
             message: intact.then_some(buffer),
         });
@@ -610,6 +618,15 @@ impl Journal {
                 report.discarded += 1;
                 *result = SlotRecovery::Empty;
             }
+            // The journal wraps: a slot naming an op the checkpoint covers is needed for nothing.
+            // Faulty there, it is the torn write of a newer op into the slot, never acknowledged
+            // (an acknowledged one would have its own header-ring entry), or damage to the old op:
+            // either way the slot is empty for the log.
+            let below_checkpoint = header.op <= vsr_state.checkpoint.op && header.op > 0;
+            if below_checkpoint && matches!(*result, SlotRecovery::FaultyKnown(_)) {
+                report.discarded += 1;
+                *result = SlotRecovery::Empty;
+            }
         }
         for (slot, result) in results.iter().enumerate() {
             match *result {
@@ -645,6 +662,14 @@ impl Journal {
         }
         for vh in &vsr_state.view_headers {
             let slot = self.slot(vh.op);
+            let held = self.headers[slot];
+            // The journal wraps: a view header the checkpoint covers, or whose slot already holds
+            // a later op that survived the rules above, is history.
+            let covered = vsr_state.checkpoint.op > 0 && vh.op <= vsr_state.checkpoint.op;
+            let overwritten = held.command == Command::Prepare as u8 && held.op > vh.op;
+            if covered || overwritten {
+                continue;
+            }
             if self.headers[slot].checksum != vh.checksum {
                 let was_faulty = self.faulty[slot];
                 self.set_header(vh);

@@ -6,6 +6,7 @@
 
 pub mod bus;
 pub mod bus_tcp;
+pub mod checkpoint;
 pub mod checksum;
 pub mod client;
 pub mod client_batch;

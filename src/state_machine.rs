@@ -24,6 +24,22 @@ pub trait StateMachine {
     ) -> usize;
     /// A digest of the whole state, equal on every replica at the same commit.
     fn digest(&self) -> u128;
+
+    /// The snapshot: the whole state as a byte string that depends only on the committed ops, so
+    /// every replica's snapshot at the same commit is byte-identical (checkpoints are compared
+    /// and shipped between replicas by checksum). Its length now.
+    fn snapshot_size(&self) -> u64;
+    /// Copies bytes `[offset, offset + out.len())` of the snapshot into `out`. A checkpoint reads
+    /// the snapshot in pieces while commits are paused, so the state does not change in between.
+    fn snapshot_read(&self, offset: u64, out: &mut [u8]);
+    /// Discards the state and starts restoring a snapshot of `size` bytes, fed in order to
+    /// `restore_write` and completed by `restore_finish`.
+    fn restore_begin(&mut self, size: u64);
+    fn restore_write(&mut self, bytes: &[u8]);
+    /// Rebuilds what the snapshot does not carry (indexes). An error means the bytes are not a
+    /// snapshot this machine wrote (they passed their checksums, so this is a bug or a foreign
+    /// file); the replica refuses to run on them.
+    fn restore_finish(&mut self) -> Result<(), String>;
 }
 
 /// A tiny deterministic machine for protocol tests: its state is a running hash of every committed
@@ -32,6 +48,7 @@ pub trait StateMachine {
 pub struct HashingStateMachine {
     state: u128,
     pub commits: u64,
+    restore: Vec<u8>,
 }
 
 pub const HASHING_OPERATION: u8 = STATE_MACHINE_OPERATION_FIRST;
@@ -70,4 +87,37 @@ impl StateMachine for HashingStateMachine {
     fn digest(&self) -> u128 {
         self.state
     }
+
+    fn snapshot_size(&self) -> u64 {
+        HASHING_SNAPSHOT_SIZE as u64
+    }
+
+    fn snapshot_read(&self, offset: u64, out: &mut [u8]) {
+        let mut bytes = [0u8; HASHING_SNAPSHOT_SIZE];
+        bytes[..16].copy_from_slice(&self.state.to_le_bytes());
+        bytes[16..].copy_from_slice(&self.commits.to_le_bytes());
+        let offset = offset as usize;
+        out.copy_from_slice(&bytes[offset..offset + out.len()]);
+    }
+
+    fn restore_begin(&mut self, size: u64) {
+        assert_eq!(size, HASHING_SNAPSHOT_SIZE as u64);
+        self.restore = Vec::with_capacity(HASHING_SNAPSHOT_SIZE);
+    }
+
+    fn restore_write(&mut self, bytes: &[u8]) {
+        self.restore.extend_from_slice(bytes);
+    }
+
+    fn restore_finish(&mut self) -> Result<(), String> {
+        let bytes = std::mem::take(&mut self.restore);
+        if bytes.len() != HASHING_SNAPSHOT_SIZE {
+            return Err(format!("hashing snapshot of {} bytes", bytes.len()));
+        }
+        self.state = u128::from_le_bytes(bytes[..16].try_into().unwrap());
+        self.commits = u64::from_le_bytes(bytes[16..].try_into().unwrap());
+        Ok(())
+    }
 }
+
+const HASHING_SNAPSHOT_SIZE: usize = 24;

@@ -14,14 +14,21 @@ pub enum Zone {
     WalHeaders,
     WalPrepares,
     ClientReplies,
+    /// Two interleaved checkpoint areas. Last in the file, and unbounded: the file grows as the
+    /// state does, so a data file is formatted without knowing the ledger's capacity.
+    Checkpoint,
 }
 
-pub const ZONES: [Zone; 4] = [
+pub const ZONES: [Zone; 5] = [
     Zone::Superblock,
     Zone::WalHeaders,
     Zone::WalPrepares,
     Zone::ClientReplies,
+    Zone::Checkpoint,
 ];
+
+/// The checkpoint zone's addressable size (the file only grows as far as it is written).
+pub const CHECKPOINT_ZONE_SIZE_MAX: u64 = 1 << 42;
 
 /// Copies of the superblock kept in the superblock zone.
 pub const SUPERBLOCK_COPIES: usize = 4;
@@ -66,6 +73,7 @@ impl Layout {
             Zone::WalHeaders => self.wal_headers_size,
             Zone::WalPrepares => self.wal_prepares_size,
             Zone::ClientReplies => self.client_replies_size,
+            Zone::Checkpoint => CHECKPOINT_ZONE_SIZE_MAX,
         }
     }
 
@@ -80,8 +88,17 @@ impl Layout {
         unreachable!()
     }
 
+    /// Bytes `format` writes: every zone but the checkpoint zone, which follows them and grows.
     pub fn total_size(&self) -> u64 {
-        ZONES.iter().map(|&z| self.zone_size(z)).sum()
+        self.zone_offset(Zone::Checkpoint)
+    }
+
+    /// Where block `index` of checkpoint area `area` (0 or 1) lives in the checkpoint zone. The
+    /// areas interleave block by block, so both grow with the file and neither needs a size
+    /// fixed at format time.
+    pub fn checkpoint_block_offset(&self, area: u8, index: u32) -> u64 {
+        assert!(area < 2);
+        (2 * index as u64 + area as u64) * self.message_size_max
     }
 
     /// The zone and offset within it of an absolute file offset.
@@ -167,9 +184,11 @@ mod tests {
         for z in ZONES {
             assert_eq!(layout.zone_offset(z), expected);
             assert_eq!(layout.zone_offset(z) % SECTOR_SIZE as u64, 0);
+            if z == Zone::Checkpoint {
+                assert_eq!(layout.total_size(), expected);
+            }
             expected += layout.zone_size(z);
         }
-        assert_eq!(layout.total_size(), expected);
         assert_eq!(
             layout.zone_of(layout.zone_offset(Zone::WalPrepares) + 5),
             Some((Zone::WalPrepares, 5))

@@ -24,8 +24,12 @@ pub struct SuperBlockHeader {
     /// BLAKE3-128 over the copy after this field: the rest of this header and the view headers.
     pub checksum: u128,
     pub cluster: u128,
+    pub checkpoint_id: u128,
+    pub checkpoint_digest: u128,
     pub sequence: u64,
     pub commit_max: u64,
+    pub checkpoint_op: u64,
+    pub checkpoint_size: u64,
     pub view: u32,
     pub log_view: u32,
     pub message_size_max: u32,
@@ -33,11 +37,14 @@ pub struct SuperBlockHeader {
     pub pipeline_max: u32,
     pub clients_max: u32,
     pub view_headers_count: u32,
+    pub checkpoint_chunks: u32,
     pub protocol: u16,
     pub replica: u8,
     pub replica_count: u8,
     pub copy: u8,
-    pub reserved: [u8; 175],
+    pub checkpoint_area: u8,
+    pub rejoining: u8,
+    pub reserved: [u8; 121],
 }
 
 const _: () = assert!(core::mem::size_of::<SuperBlockHeader>() == SUPERBLOCK_FIXED_SIZE);
@@ -52,6 +59,28 @@ pub struct VsrState {
     /// chained). After a crash, journal ops above the first of these that carry a view older than
     /// `log_view` were truncated by that view change and are discarded.
     pub view_headers: Vec<Header>,
+    /// The newest durable checkpoint: the state the journal replays from after a crash.
+    pub checkpoint: CheckpointRef,
+    /// Set by `vsr recover` on a replica whose data file was lost: it may have acknowledged ops
+    /// it no longer holds, so it neither votes nor acknowledges until a start_view gives it the
+    /// log head again. Cleared by the superblock write that installs that view.
+    pub rejoining: bool,
+}
+
+/// Where a checkpoint lives and how to verify it. `op == 0` is the formatted, empty state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointRef {
+    /// The last op applied to the state the checkpoint holds.
+    pub op: u64,
+    /// Checksum over the checksums of its chunk bodies, in order: equal on every replica.
+    pub id: u128,
+    /// Bytes of checkpoint content (client sessions, then the state machine snapshot).
+    pub size: u64,
+    pub chunks: u32,
+    /// Which of the two interleaved checkpoint areas holds it (see `checkpoint.rs`).
+    pub area: u8,
+    /// The state machine's digest at `op`, checked again after loading.
+    pub digest: u128,
 }
 
 impl VsrState {
@@ -78,7 +107,10 @@ impl VsrState {
 
     /// True if `self` may replace `old` on disk: VSR state only moves forward.
     pub fn monotonic_after(&self, old: &VsrState) -> bool {
-        self.view >= old.view && self.log_view >= old.log_view && self.commit_max >= old.commit_max
+        self.view >= old.view
+            && self.log_view >= old.log_view
+            && self.commit_max >= old.commit_max
+            && self.checkpoint.op >= old.checkpoint.op
     }
 }
 
@@ -149,6 +181,8 @@ impl SuperBlock {
             log_view: 0,
             commit_max: 0,
             view_headers: vec![Header::root_prepare(cluster)],
+            checkpoint: CheckpointRef::default(),
+            rejoining: false,
         };
         SuperBlock::new(config, cluster, replica, vsr_state)
     }
@@ -163,8 +197,12 @@ impl SuperBlock {
         let header = SuperBlockHeader {
             checksum: 0,
             cluster: self.cluster,
+            checkpoint_id: self.vsr_state.checkpoint.id,
+            checkpoint_digest: self.vsr_state.checkpoint.digest,
             sequence: self.sequence,
             commit_max: self.vsr_state.commit_max,
+            checkpoint_op: self.vsr_state.checkpoint.op,
+            checkpoint_size: self.vsr_state.checkpoint.size,
             view: self.vsr_state.view,
             log_view: self.vsr_state.log_view,
             message_size_max: self.message_size_max,
@@ -172,11 +210,14 @@ impl SuperBlock {
             pipeline_max: self.pipeline_max,
             clients_max: self.clients_max,
             view_headers_count: headers.len() as u32,
+            checkpoint_chunks: self.vsr_state.checkpoint.chunks,
             protocol: PROTOCOL_VERSION,
             replica: self.replica,
             replica_count: self.replica_count,
             copy,
-            reserved: [0; 175],
+            checkpoint_area: self.vsr_state.checkpoint.area,
+            rejoining: self.vsr_state.rejoining as u8,
+            reserved: [0; 121],
         };
         buffer[..SUPERBLOCK_FIXED_SIZE].copy_from_slice(header.as_bytes());
         for (i, h) in headers.iter().enumerate() {
@@ -202,6 +243,13 @@ impl SuperBlock {
         if header.reserved.iter().any(|&b| b != 0) || header.log_view > header.view {
             return None;
         }
+        if header.checkpoint_area > 1
+            || header.rejoining > 1
+            || header.checkpoint_op > header.commit_max
+            || (header.checkpoint_op > 0) != (header.checkpoint_chunks > 0)
+        {
+            return None;
+        }
         let mut view_headers = Vec::with_capacity(count);
         for i in 0..count {
             let at = SUPERBLOCK_FIXED_SIZE + i * HEADER_SIZE;
@@ -221,6 +269,15 @@ impl SuperBlock {
             log_view: header.log_view,
             commit_max: header.commit_max,
             view_headers,
+            checkpoint: CheckpointRef {
+                op: header.checkpoint_op,
+                id: header.checkpoint_id,
+                size: header.checkpoint_size,
+                chunks: header.checkpoint_chunks,
+                area: header.checkpoint_area,
+                digest: header.checkpoint_digest,
+            },
+            rejoining: header.rejoining == 1,
         };
         Some(SuperBlock {
             cluster: header.cluster,

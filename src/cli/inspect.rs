@@ -42,6 +42,23 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
         state.commit_max,
         state.view_head_op()
     ));
+    let checkpoint = state.checkpoint;
+    if checkpoint.op == 0 {
+        out.push_str("  checkpoint: none yet (the journal replays from op 1)\n");
+    } else {
+        out.push_str(&format!(
+            "  checkpoint: op={} id={:032x} size={} chunks={} area={} digest={:032x}\n",
+            checkpoint.op,
+            checkpoint.id,
+            checkpoint.size,
+            checkpoint.chunks,
+            checkpoint.area,
+            checkpoint.digest
+        ));
+    }
+    if state.rejoining {
+        out.push_str("  rejoining: yes (re-created; waits for a start_view before voting)\n");
+    }
     out.push_str(&format!(
         "  configuration: message_size_max={} journal_slot_count={} pipeline_max={} clients_max={}\n",
         sb.message_size_max, sb.journal_slot_count, sb.pipeline_max, sb.clients_max

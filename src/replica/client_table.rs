@@ -102,6 +102,32 @@ impl ClientTable {
         index
     }
 
+    /// Puts a session back at `index` (loading a checkpoint).
+    pub fn restore(
+        &mut self,
+        index: usize,
+        client: u128,
+        session: u64,
+        request: u64,
+        commit_op: u64,
+        reply: Message,
+    ) -> Result<(), String> {
+        if self.entries[index].is_some() || self.get(client).is_some() {
+            return Err(format!("session {index} restored twice"));
+        }
+        if commit_op < session {
+            return Err(format!("session {index} committed before it registered"));
+        }
+        self.entries[index] = Some(ClientSession {
+            client,
+            session,
+            request,
+            commit_op,
+            reply,
+        });
+        Ok(())
+    }
+
     /// A digest over the table (client, session, request), for the simulator's checkers.
     pub fn digest(&self) -> u128 {
         let mut bytes = Vec::new();

@@ -5,9 +5,11 @@
 //! Submodules hold one concern each: `normal` (requests, prepares, commits), `view_change`,
 //! `repair`, `client_table`, `timeout`.
 
+mod checkpoint;
 pub mod client_table;
 mod normal;
 mod repair;
+mod sync;
 pub mod timeout;
 mod view_change;
 
@@ -60,6 +62,14 @@ pub struct ReplicaStats {
     pub evictions: u64,
     pub messages_dropped_invalid: u64,
     pub pool_exhausted: u64,
+    /// Checkpoints written and recorded in the superblock.
+    pub checkpoints: u64,
+    /// Checkpoints that failed verification when loaded (the replica then syncs).
+    pub checkpoints_unusable: u64,
+    pub syncs_started: u64,
+    pub syncs_completed: u64,
+    pub syncs_aborted: u64,
+    pub sync_chunks: u64,
 }
 
 pub struct ReplicaOptions {
@@ -106,6 +116,21 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     superblock_writing: Option<(SuperBlock, usize)>,
     superblock_queued: Option<VsrState>,
     pub open_error: Option<String>,
+
+    // Checkpoints and state sync.
+    /// Buffers for checkpoint chunks (writes, loads, and reads served to syncing peers).
+    checkpoint_pool: MessagePool,
+    checkpoint_write: Option<checkpoint::CheckpointWrite>,
+    checkpoint_load: Option<checkpoint::CheckpointLoad>,
+    /// The state machine does not hold the durable checkpoint's state (it failed to load):
+    /// nothing commits until a sync installs one.
+    state_lost: bool,
+    sync: Option<sync::SyncProgress>,
+    sync_generation: u32,
+    sync_serving: usize,
+    peers: [sync::PeerState; REPLICAS_MAX],
+    /// (op, id) of every checkpoint this replica recorded or synced, for the simulator's checker.
+    pub checkpoint_digests: Vec<(u64, u128)>,
     pub recovery_report: Option<RecoveryReport>,
 
     pipeline: VecDeque<PipelineEntry>,
@@ -211,6 +236,18 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             superblock_writing: None,
             superblock_queued: None,
             open_error: None,
+            checkpoint_pool: MessagePool::new(
+                checkpoint::CHECKPOINT_IO_MAX + sync::SYNC_SERVE_MAX + 4,
+                config.message_size_max as usize,
+            ),
+            checkpoint_write: None,
+            checkpoint_load: None,
+            state_lost: false,
+            sync: None,
+            sync_generation: 0,
+            sync_serving: 0,
+            peers: [sync::PeerState::default(); REPLICAS_MAX],
+            checkpoint_digests: Vec::new(),
             recovery_report: None,
             pipeline: VecDeque::with_capacity(config.pipeline_max as usize),
             request_queue: VecDeque::with_capacity(config.clients_max as usize),
@@ -312,6 +349,26 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
+    /// Internal state worth seeing when a run fails for liveness.
+    pub fn debug_summary(&self) -> String {
+        format!(
+            "[pool_free={}/{} pipeline={} queue={} checkpoint={} writing={} loading={} state_lost={} sync={} op_limit={} storage_pending_commit_read={:?} journal_dirty={} faulty={}]",
+            self.pool.available(),
+            self.pool.capacity(),
+            self.pipeline.len(),
+            self.request_queue.len(),
+            self.checkpoint().op,
+            self.checkpoint_write.is_some(),
+            self.checkpoint_load.is_some(),
+            self.state_lost,
+            self.sync.is_some(),
+            self.op_limit(),
+            self.commit_reading,
+            self.journal.dirty_count(),
+            self.journal.faulty_count(),
+        )
+    }
+
     /// Invariants that hold between events; checked after each one.
     pub fn assert_invariants(&self) {
         assert!(
@@ -403,6 +460,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.repair_timeout.fired() {
             self.repair_timeout.rearm(&mut self.prng);
             self.repair();
+            self.sync_tick();
         }
         self.assert_invariants();
     }
@@ -473,6 +531,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             Command::RequestHeaders => self.on_request_headers(&header),
             Command::RequestPrepare => self.on_request_prepare(&header),
             Command::Headers => self.on_headers(message),
+            Command::CheckpointChunk => self.on_checkpoint_chunk(message),
+            Command::RequestCheckpointChunk => self.on_request_checkpoint_chunk(&header),
             Command::Reserved | Command::Reply | Command::Eviction | Command::PongClient => {
                 self.stats.messages_dropped_invalid += 1;
             }
@@ -487,6 +547,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             Purpose::SuperblockRead => self.on_superblock_read(token.index as usize, completion),
             Purpose::SuperblockWrite => self.on_superblock_written(),
             Purpose::ClientReplyWrite => {}
+            Purpose::CheckpointWrite => self.on_checkpoint_written(),
+            Purpose::CheckpointRead => self.on_checkpoint_read(token.index, completion),
+            Purpose::SyncChunkWrite => self.on_sync_chunk_written(token),
+            Purpose::SyncChunkRead => self.on_sync_chunk_read(token, completion),
             Purpose::RecoveryHeaders | Purpose::RecoveryPrepare => {
                 self.journal
                     .on_completion(&mut self.storage, &self.pool, completion);
@@ -568,8 +632,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         match chosen {
             Ok(sb) => {
                 sb.vsr_state.assert_valid();
+                let checkpoint = sb.vsr_state.checkpoint;
                 self.superblock = Some(sb);
-                self.journal.recover_start(&mut self.storage, &self.pool);
+                if checkpoint.op > 0 {
+                    self.checkpoint_load_start(checkpoint, checkpoint::AfterLoad::Recovery);
+                } else {
+                    self.journal.recover_start(&mut self.storage, &self.pool);
+                }
             }
             Err(error) => self.fail_open(error),
         }
@@ -660,6 +729,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         ));
         self.superblock = Some(sb);
         self.on_superblock_durable();
+        self.checkpoint_on_superblock_durable();
         if self.superblock_writing.is_none() {
             self.superblock_write_next();
         }
@@ -678,6 +748,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             log_view: target.log_view,
             commit_max: self.commit_max.max(target.commit_max),
             view_headers: target.view_headers.clone(),
+            checkpoint: target.checkpoint,
+            rejoining: target.rejoining,
         }
     }
 
@@ -692,9 +764,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.view = state.view;
         self.log_view = state.log_view;
         self.commit_max = state.commit_max;
-        self.op = report.op_head;
-        self.commit_min = 0;
-        let head_certain = report.head_certain;
+        let checkpoint = state.checkpoint;
+        self.op = report.op_head.max(checkpoint.op);
+        self.commit_min = checkpoint.op;
+        self.commit_max = self.commit_max.max(checkpoint.op);
+        // A replica re-created by `vsr recover` may have acknowledged ops it no longer holds.
+        let head_certain = report.head_certain && !state.rejoining;
         self.recovery_report = Some(report);
         if self.replica_count == 1 {
             // Alone, the replica is its own view change quorum: the log it recovered is the log.
@@ -821,10 +896,19 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         ping.timestamp = self.time.monotonic();
         ping.op = self.op;
         ping.commit = self.commit_max;
+        self.advertise_checkpoint(&mut ping);
         self.send_header_to_other_replicas(ping);
     }
 
+    /// Pings and commit heartbeats carry the durable checkpoint, for peers deciding to sync.
+    fn advertise_checkpoint(&self, header: &mut Header) {
+        let checkpoint = self.checkpoint();
+        header.request = checkpoint.op;
+        header.parent = checkpoint.id;
+    }
+
     fn on_ping(&mut self, ping: &Header) {
+        self.peer_advertised(ping);
         let mut pong = self.new_header(Command::Pong);
         pong.op = ping.timestamp;
         pong.timestamp = self.time.realtime() as u64;

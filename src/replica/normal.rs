@@ -124,7 +124,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         };
         let op = self.op + 1;
-        if op >= self.journal_op_limit() {
+        if op > self.op_limit() {
             self.log(format_args!("journal full at op {op}: request dropped"));
             return;
         }
@@ -179,12 +179,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    /// Until checkpoints let the journal wrap, an op may not overwrite a slot still holding a
-    /// prepare that a restarting replica must replay.
-    pub(super) fn journal_op_limit(&self) -> u64 {
-        self.journal.slot_count()
-    }
-
     fn copy_message(&mut self, message: &Message) -> Option<Message> {
         let mut copy = self.pool.get()?;
         let size = message.header().size as usize;
@@ -235,7 +229,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if header.op > self.op {
             // Forward first: the ring's latency is what commits wait for.
             self.replicate(&message);
-            if header.op >= self.op + 1 + self.journal.slot_count() {
+            if header.op > self.op_limit() {
+                // Our checkpoint is behind: this op would overwrite one a restart replays.
                 return;
             }
             for op in self.op + 1..header.op {
@@ -364,6 +359,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             ));
             return;
         }
+        if !self.state_available() || self.sync.is_some() {
+            // A primary without a state cannot commit: let the backups elect one that can.
+            return;
+        }
         let mut commit = self.new_header(Command::Commit);
         commit.commit = self.commit_max;
         commit.context = self
@@ -372,6 +371,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             .map(|h| h.checksum)
             .unwrap_or(0);
         commit.timestamp = self.time.monotonic();
+        commit.op = self.op;
+        self.advertise_checkpoint(&mut commit);
         self.send_header_to_other_replicas(commit);
     }
 
@@ -404,6 +405,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if commit.replica != self.primary_index(self.view) {
             return;
         }
+        self.peer_advertised(commit);
         self.normal_status_timeout.reset();
         if let Some(h) = self.journal.header(commit.commit) {
             if h.checksum != commit.context && commit.context != 0 {
@@ -474,7 +476,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         {
             return;
         }
-        while self.commit_min < self.commit_max.min(self.op) {
+        while self.commit_min < self.commit_max.min(self.op) && !self.commits_paused() {
             let op = self.commit_min + 1;
             if self.chain_floor() > op {
                 self.log(format_args!(
@@ -565,8 +567,15 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    /// Applies one committed prepare: state machine (or session registration), reply, client table.
+    /// Applies one committed prepare; at a checkpoint op, starts the checkpoint of the state
+    /// including it (so after the client table took its reply).
     fn commit_op(&mut self, prepare: &Message) {
+        self.commit_op_apply(prepare);
+        self.checkpoint_maybe_start();
+    }
+
+    /// Applies one committed prepare: state machine (or session registration), reply, client table.
+    fn commit_op_apply(&mut self, prepare: &Message) {
         let header = *prepare.header();
         assert_eq!(header.op, self.commit_min + 1);
         assert!(self.journal.has_header(header.op, header.checksum));

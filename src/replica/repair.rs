@@ -255,7 +255,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             if h.op <= self.commit_min || self.journal.has_header(h.op, h.checksum) {
                 continue;
             }
-            if h.op >= self.commit_min + self.journal.slot_count() {
+            if h.op > self.op_limit() {
+                // Our checkpoint is behind: the slot still holds an op a restart replays.
                 continue;
             }
             if h.op > self.op {

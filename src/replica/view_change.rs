@@ -277,6 +277,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let log_view = dvcs.iter().map(|d| d.log_view).max().unwrap();
         let canonical: Vec<&Dvc> = dvcs.iter().filter(|d| d.log_view == log_view).collect();
         let mut op_head = canonical.iter().map(|d| d.op).max().unwrap();
+        if op_head > self.op_limit() || !self.state_available() || self.sync.is_some() {
+            // Our checkpoint is behind the new log (installing it would overwrite ops we must
+            // replay), or we have no state to commit on: wait, and let the view change time
+            // out to a primary that can lead, unless we catch up first.
+            self.log(format_args!(
+                "view change waits: head {op_head} beyond op limit {}",
+                self.op_limit()
+            ));
+            return;
+        }
         let commit_dvc = dvcs.iter().map(|d| d.commit).max().unwrap();
         // The old primary prepared op_head only with its commit at most a pipeline behind.
         let commit_max = commit_dvc
@@ -347,6 +357,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 break;
             }
             missing += 1;
+            self.log(format_args!(
+                "view change needs op {op} ({nacks} nacks, checksum known: {})",
+                checksum.is_some()
+            ));
             if let Some(c) = checksum {
                 self.request_prepare_from_dvcs(op, c, &dvcs);
             }
@@ -358,11 +372,17 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if missing == 0 && self.journal.header(op_head).is_none() {
             missing += 1;
         }
-        for op in (window_min.max(1)..op_head).rev() {
+        // Below our commit point the ops are committed here and canonical already; after a
+        // state sync their headers may be gone, and the window ends there.
+        for op in (window_min.max(1).max((self.commit_min + 1).min(op_head))..op_head).rev() {
             if missing > 0 {
                 break;
             }
             let Some(next) = self.journal.header(op + 1).copied() else {
+                self.log(format_args!(
+                    "view change needs the header of op {}",
+                    op + 1
+                ));
                 missing += 1;
                 break;
             };
@@ -420,21 +440,32 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             log_view: self.view,
             commit_max: self.commit_max.max(self.superblock_target().commit_max),
             view_headers,
+            checkpoint: self.superblock_target().checkpoint,
+            rejoining: false,
         };
         self.superblock_update(state);
     }
 
-    /// Headers of ops (head - view_change_headers_max, head], newest first; all must be present.
+    /// Headers of ops (head - view_change_headers_max, head], newest first, hash chained. All
+    /// must be present above our commit point; at or below it (committed, possibly synced past)
+    /// the list may end early.
     pub(super) fn view_headers(&self, head: u64) -> Vec<Header> {
         let count = (self.config.view_change_headers_max() as u64).min(head + 1);
-        (0..count)
-            .map(|i| {
-                *self
-                    .journal
-                    .header(head - i)
-                    .unwrap_or_else(|| panic!("view header {} missing", head - i))
-            })
-            .collect()
+        let mut headers: Vec<Header> = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let op = head - i;
+            let header = self.journal.header(op).filter(|h| {
+                headers
+                    .last()
+                    .is_none_or(|above| above.parent == h.checksum)
+            });
+            match header {
+                Some(h) => headers.push(*h),
+                None if op <= self.commit_min && !headers.is_empty() => break,
+                None => panic!("view header {op} missing"),
+            }
+        }
+        headers
     }
 
     fn primary_start_view(&mut self) {
@@ -556,13 +587,31 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.view_change_status_timeout.start();
             self.view_change_message_timeout.start();
         }
-        for h in &headers {
+        let op_limit = self.op_limit();
+        for h in headers.iter().filter(|h| h.op <= op_limit) {
             self.journal.set_header(h);
         }
         for op in header.op + 1..=self.op.max(header.op) {
             self.journal.remove(op);
         }
-        self.op = header.op;
+        if header.op > op_limit {
+            // Our checkpoint is behind the view's head: hold only what fits, up to the highest
+            // start_view header that does; what lies between our commit point and it is not
+            // proven canonical, so it is fetched again from the primary (request_headers).
+            let top = headers
+                .iter()
+                .map(|h| h.op)
+                .filter(|&op| op <= op_limit)
+                .max()
+                .unwrap_or(self.commit_min);
+            let first_held = headers.iter().map(|h| h.op).min().unwrap_or(top);
+            for op in self.commit_min + 1..first_held.min(op_limit + 1) {
+                self.journal.remove(op);
+            }
+            self.op = top.max(self.commit_min);
+        } else {
+            self.op = header.op;
+        }
         self.commit_max_advance(header.commit);
         self.log_view = self.view;
         self.start_view_install_pending = true;
@@ -571,6 +620,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             log_view: self.view,
             commit_max: self.commit_max.max(self.superblock_target().commit_max),
             view_headers: headers,
+            checkpoint: self.superblock_target().checkpoint,
+            rejoining: false,
         };
         self.superblock_update(state);
     }

@@ -1,0 +1,432 @@
+//! State sync: a replica that needs ops its peers have already overwritten (it was away for
+//! longer than the journal covers), or whose own checkpoint is unreadable, fetches a peer's
+//! latest checkpoint chunk by chunk and installs it.
+//!
+//! Every replica advertises its durable checkpoint (op, id) and its log head in pings and commit
+//! heartbeats. The syncing replica asks any peer advertising the target for chunks, a window at
+//! a time and round-robin, re-asking on the repair timeout, so chunks come from several peers
+//! and lost messages or a crashed peer only slow it down. Each chunk is verified by its own
+//! checksums and identity and written into the inactive checkpoint area; when all are durable
+//! and add up to the target id, the superblock records the checkpoint (the atomic switch) and
+//! the replica loads it from disk exactly as a restart would. Its journal and its vote are never
+//! touched: only the state jumps forward, and the journal suffix is repaired as usual.
+//!
+//! A checkpoint holds only committed state, and every replica's checkpoint at one op is
+//! byte-identical, so any peer's is as good as any other's.
+
+use super::checkpoint::AfterLoad;
+use super::{Replica, Status};
+use crate::bus::MessageBus;
+use crate::checkpoint::{checkpoint_id, chunk_count, chunk_len, ChunkIdentity};
+use crate::config::REPLICAS_MAX;
+use crate::header::{Command, Header, HEADER_SIZE};
+use crate::io_token::{Purpose, Token};
+use crate::message::Message;
+use crate::state_machine::StateMachine;
+use crate::storage::{IoCompletion, IoKind, IoRequest, Storage, Zone};
+use crate::superblock::CheckpointRef;
+use crate::time::Time;
+
+/// Chunk requests outstanding at once.
+const SYNC_WINDOW: u32 = 8;
+/// Chunk reads in flight to serve peers.
+pub(super) const SYNC_SERVE_MAX: usize = 4;
+
+/// What a peer last said about itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct PeerState {
+    pub checkpoint_op: u64,
+    pub checkpoint_id: u128,
+    pub op: u64,
+}
+
+pub(super) struct SyncProgress {
+    op: u64,
+    id: u128,
+    area: u8,
+    /// Learned from the first chunk that arrives.
+    identity: Option<ChunkIdentity>,
+    received: Vec<bool>,
+    durable: Vec<bool>,
+    checksums: Vec<u128>,
+    durable_count: u32,
+    /// Chunks below this have been requested at least once.
+    next_request: u32,
+    writes_in_flight: u32,
+    /// Repair timeouts without any chunk arriving.
+    idle_rounds: u32,
+    /// All chunks durable and verified; the superblock update is requested.
+    recorded: bool,
+}
+
+impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
+    /// Records a peer's advertised checkpoint and head (from a ping or a commit heartbeat).
+    pub(super) fn peer_advertised(&mut self, header: &Header) {
+        let peer = &mut self.peers[header.replica as usize];
+        if header.request >= peer.checkpoint_op {
+            peer.checkpoint_op = header.request;
+            peer.checkpoint_id = header.parent;
+        }
+        peer.op = peer.op.max(header.op);
+    }
+
+    /// Called on the repair timeout: start a sync if one is needed, or push one along.
+    pub(super) fn sync_tick(&mut self) {
+        if self.sync.is_some() {
+            self.sync_request_chunks(true);
+            return;
+        }
+        if self.status == Status::Recovering
+            || self.checkpoint_write.is_some()
+            || self.checkpoint_load.is_some()
+            || self.replica_count == 1
+        {
+            return;
+        }
+        let slot_count = self.journal.slot_count();
+        let durable = self.checkpoint();
+        // The next op to commit is gone from a peer's journal: repair cannot supply it.
+        let overwritten = (0..self.replica_count).any(|r| {
+            r != self.replica
+                && self.peers[r as usize].op >= self.commit_min + 1 + slot_count
+                && self.peers[r as usize].checkpoint_op > self.commit_min
+        });
+        if !self.state_lost && !overwritten {
+            return;
+        }
+        let floor = if self.state_lost {
+            durable.op.max(1)
+        } else {
+            self.commit_min + 1
+        };
+        let candidate = (0..self.replica_count)
+            .filter(|&r| r != self.replica)
+            .map(|r| self.peers[r as usize])
+            .filter(|p| p.checkpoint_op >= floor && p.checkpoint_id != 0)
+            .max_by_key(|p| p.checkpoint_op);
+        let Some(target) = candidate else {
+            return;
+        };
+        self.sync_start(target.checkpoint_op, target.checkpoint_id);
+    }
+
+    fn sync_start(&mut self, op: u64, id: u128) {
+        let durable = self.checkpoint();
+        let area = if durable.op == 0 { 0 } else { 1 - durable.area };
+        self.log(format_args!(
+            "sync start: checkpoint op={op} id={id:x} into area {area} (commit_min={})",
+            self.commit_min
+        ));
+        self.sync_generation = (self.sync_generation + 1) % (1 << 24);
+        self.stats.syncs_started += 1;
+        self.sync = Some(SyncProgress {
+            op,
+            id,
+            area,
+            identity: None,
+            received: Vec::new(),
+            durable: Vec::new(),
+            checksums: Vec::new(),
+            durable_count: 0,
+            next_request: 0,
+            writes_in_flight: 0,
+            idle_rounds: 0,
+            recorded: false,
+        });
+        self.sync_request_chunks(false);
+    }
+
+    pub(super) fn sync_abort(&mut self, reason: &str) {
+        self.log(format_args!("sync abort: {reason}"));
+        self.sync = None;
+        self.stats.syncs_aborted += 1;
+    }
+
+    /// Peers that advertise the target checkpoint.
+    fn sync_sources(&self, op: u64, id: u128) -> u8 {
+        let mut mask = 0u8;
+        for r in 0..self.replica_count {
+            let p = self.peers[r as usize];
+            if r != self.replica && p.checkpoint_op == op && p.checkpoint_id == id {
+                mask |= 1 << r;
+            }
+        }
+        mask
+    }
+
+    /// Asks for chunks: the first one until the size is known, then a window of the lowest
+    /// chunks not yet received. `retry` re-asks for outstanding ones (the repair timeout).
+    fn sync_request_chunks(&mut self, retry: bool) {
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        if sync.recorded {
+            return;
+        }
+        if retry {
+            sync.idle_rounds += 1;
+        }
+        let (op, id, idle_rounds) = (sync.op, sync.id, sync.idle_rounds);
+        let sources = self.sync_sources(op, id);
+        if sources == 0 || idle_rounds > 8 {
+            // The peers moved on (their next checkpoint overwrote this one's area) or went
+            // silent: start over with whatever is newest.
+            self.sync_abort("no peer serves the target any more");
+            return;
+        }
+        let sync = self.sync.as_mut().unwrap();
+        let mut wanted: [u32; SYNC_WINDOW as usize] = [0; SYNC_WINDOW as usize];
+        let mut count = 0;
+        match sync.identity {
+            None => {
+                wanted[0] = 0;
+                count = 1;
+            }
+            Some(identity) => {
+                let mut outstanding = 0;
+                for index in 0..sync.next_request {
+                    if !sync.received[index as usize] {
+                        outstanding += 1;
+                        if retry && count < SYNC_WINDOW as usize {
+                            wanted[count] = index;
+                            count += 1;
+                        }
+                    }
+                }
+                let mut room = SYNC_WINDOW.saturating_sub(outstanding);
+                while room > 0 && sync.next_request < identity.chunks && count < wanted.len() {
+                    if !sync.received[sync.next_request as usize] {
+                        wanted[count] = sync.next_request;
+                        count += 1;
+                        room -= 1;
+                    }
+                    sync.next_request += 1;
+                }
+            }
+        }
+        for &index in &wanted[..count] {
+            let peer = self.sync_next_source(sources);
+            let mut request = self.new_header(Command::RequestCheckpointChunk);
+            request.op = op;
+            request.context = id;
+            request.request = index as u64;
+            self.send_header_to_replica(peer, request);
+        }
+    }
+
+    fn sync_next_source(&mut self, sources: u8) -> u8 {
+        loop {
+            self.repair_peer = (self.repair_peer + 1) % self.replica_count;
+            if sources & (1 << self.repair_peer) != 0 {
+                return self.repair_peer;
+            }
+        }
+    }
+
+    /// A peer asks for a chunk of our durable checkpoint: read it and send it.
+    pub(super) fn on_request_checkpoint_chunk(&mut self, request: &Header) {
+        let durable = self.checkpoint();
+        let index = request.request;
+        if self.status == Status::Recovering
+            || durable.op != request.op
+            || durable.id != request.context
+            || index >= durable.chunks as u64
+            || self.sync_serving >= SYNC_SERVE_MAX
+        {
+            return;
+        }
+        let Some(buffer) = self.checkpoint_pool.get() else {
+            return;
+        };
+        self.sync_serving += 1;
+        let len = chunk_len(durable.size, self.config.message_size_max, index as u32);
+        self.storage.submit(IoRequest {
+            kind: IoKind::Read,
+            zone: Zone::Checkpoint,
+            offset: self
+                .storage
+                .layout()
+                .checkpoint_block_offset(durable.area, index as u32),
+            len: (HEADER_SIZE + len).next_multiple_of(crate::config::SECTOR_SIZE),
+            buffer,
+            token: Token::new(Purpose::SyncChunkRead, request.replica as u32, index as u32)
+                .encode(),
+        });
+    }
+
+    pub(super) fn on_sync_chunk_read(&mut self, token: Token, completion: IoCompletion) {
+        self.sync_serving -= 1;
+        let durable = self.checkpoint();
+        let index = token.index;
+        let to = token.aux as u8;
+        let mut message = completion.buffer;
+        let h = *message.header();
+        let identity = ChunkIdentity {
+            cluster: self.cluster,
+            op: durable.op,
+            size: durable.size,
+            chunks: durable.chunks,
+            digest: durable.digest,
+        };
+        let intact = h.valid_checksum()
+            && (h.size as usize) >= HEADER_SIZE
+            && (h.size as usize) <= self.config.message_size_max as usize
+            && h.valid_checksum_body(message.body())
+            && durable.op > 0
+            && index < durable.chunks
+            && identity.matches(&h, index, self.config.message_size_max);
+        if !intact {
+            // Our copy is damaged (or a newer checkpoint replaced it meanwhile): the requester
+            // asks another peer.
+            self.log(format_args!("sync serve: chunk {index} unreadable here"));
+            return;
+        }
+        let header = message.header_mut();
+        header.context = durable.id;
+        header.set_checksum();
+        if (to as usize) < REPLICAS_MAX && to != self.replica {
+            self.bus.send_to_replica(to, &message);
+        }
+    }
+
+    /// A chunk of the checkpoint we are syncing to.
+    pub(super) fn on_checkpoint_chunk(&mut self, message: Message) {
+        let h = *message.header();
+        let message_size_max = self.config.message_size_max;
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        if sync.recorded || h.op != sync.op || h.context != sync.id {
+            return;
+        }
+        if sync.identity.is_none() {
+            let identity = ChunkIdentity {
+                cluster: self.cluster,
+                op: h.op,
+                size: h.timestamp,
+                chunks: h.commit as u32,
+                digest: h.parent,
+            };
+            if h.commit > u32::MAX as u64
+                || chunk_count(identity.size, message_size_max) != identity.chunks
+            {
+                return;
+            }
+            let chunks = identity.chunks as usize;
+            sync.identity = Some(identity);
+            sync.received = vec![false; chunks];
+            sync.durable = vec![false; chunks];
+            sync.checksums = vec![0; chunks];
+        }
+        let identity = sync.identity.unwrap();
+        let index = h.request as u32;
+        if h.request >= identity.chunks as u64
+            || !identity.matches(&h, index, message_size_max)
+            || sync.received[index as usize]
+        {
+            return;
+        }
+        sync.received[index as usize] = true;
+        sync.checksums[index as usize] = h.checksum_body;
+        sync.idle_rounds = 0;
+        sync.writes_in_flight += 1;
+        let area = sync.area;
+        self.stats.sync_chunks += 1;
+        // On disk a chunk does not name the checkpoint id (it is known only once every chunk
+        // is): store it exactly as its writer did.
+        let mut block = if message.is_unique() {
+            message
+        } else {
+            let Some(mut copy) = self.checkpoint_pool.get() else {
+                self.sync.as_mut().unwrap().received[index as usize] = false;
+                self.sync.as_mut().unwrap().writes_in_flight -= 1;
+                return;
+            };
+            copy.buffer_mut()[..h.size as usize].copy_from_slice(message.bytes());
+            copy
+        };
+        let header = block.header_mut();
+        header.context = 0;
+        header.set_checksum();
+        self.storage.submit(IoRequest {
+            kind: IoKind::Write,
+            zone: Zone::Checkpoint,
+            offset: self.storage.layout().checkpoint_block_offset(area, index),
+            len: block.size_sectors(),
+            buffer: block,
+            token: Token::new(Purpose::SyncChunkWrite, self.sync_generation, index).encode(),
+        });
+        self.sync_request_chunks(false);
+    }
+
+    pub(super) fn on_sync_chunk_written(&mut self, token: Token) {
+        if token.aux != self.sync_generation {
+            return;
+        }
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        sync.writes_in_flight -= 1;
+        let index = token.index as usize;
+        if sync.durable[index] {
+            return;
+        }
+        sync.durable[index] = true;
+        sync.durable_count += 1;
+        let identity = sync.identity.unwrap();
+        if sync.durable_count < identity.chunks {
+            return;
+        }
+        if checkpoint_id(&sync.checksums) != sync.id {
+            self.sync_abort("chunks do not add up to the advertised id");
+            return;
+        }
+        sync.recorded = true;
+        let checkpoint = CheckpointRef {
+            op: sync.op,
+            id: sync.id,
+            size: identity.size,
+            chunks: identity.chunks,
+            area: sync.area,
+            digest: identity.digest,
+        };
+        self.log(format_args!(
+            "sync: all chunks durable, recording {checkpoint:?}"
+        ));
+        self.checkpoint_record(checkpoint);
+    }
+
+    pub(super) fn sync_on_superblock_durable(&mut self) {
+        let durable = self.checkpoint();
+        let Some(sync) = self.sync.as_ref() else {
+            return;
+        };
+        if sync.recorded
+            && durable.op == sync.op
+            && durable.id == sync.id
+            && self.checkpoint_load.is_none()
+        {
+            self.checkpoint_load_start(durable, AfterLoad::Sync);
+        }
+    }
+
+    /// The synced checkpoint is loaded: the state is at its op; commits resume from there.
+    pub(super) fn sync_finish(&mut self, checkpoint: CheckpointRef) {
+        self.sync = None;
+        self.stats.syncs_completed += 1;
+        // Headers between our old commit point and the checkpoint were never committed here and
+        // may be stale (from a view that lost): forget them rather than serve them.
+        for op in self.commit_min + 1..=checkpoint.op {
+            self.journal.remove(op);
+        }
+        self.commit_min = checkpoint.op;
+        self.commit_max = self.commit_max.max(checkpoint.op);
+        if self.op < checkpoint.op {
+            self.op = checkpoint.op;
+        }
+        self.log(format_args!("sync done: op={}", checkpoint.op));
+        self.checkpoint_digests.push((checkpoint.op, checkpoint.id));
+        self.commit_journal();
+        self.repair();
+    }
+}
