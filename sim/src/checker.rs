@@ -34,6 +34,9 @@ pub struct Checker {
     /// op -> checksum of the prepare whose reply a client accepted: acknowledged ops.
     pub acknowledged: BTreeMap<u64, u128>,
     pub replies_checked: u64,
+    /// op -> id of the first checkpoint recorded at that op.
+    checkpoints: BTreeMap<u64, u128>,
+    pub checkpoints_observed: u64,
 }
 
 pub type CheckResult = Result<(), String>;
@@ -59,8 +62,9 @@ impl Checker {
         replica: usize,
         commit_min: u64,
         commit_max: u64,
+        checkpoint_op: u64,
         header_at: impl Fn(u64) -> Option<Header>,
-        digest: u128,
+        digest: Option<u128>,
     ) -> CheckResult {
         if commit_max < self.commit_max_seen[replica] {
             return Err(format!(
@@ -75,7 +79,10 @@ impl Checker {
                 self.checked[replica]
             ));
         }
-        for op in self.checked[replica] + 1..=commit_min {
+        // Ops up to the checkpoint were reached by loading or syncing it: the state digest at
+        // commit_min (below) and the checkpoint ids vouch for them, and whatever the journal
+        // still holds there (a synced replica's stale, never committed ops) is not a commit.
+        for op in self.checked[replica].max(checkpoint_op) + 1..=commit_min {
             let Some(header) = header_at(op) else {
                 return Err(format!(
                     "replica {replica} committed op {op} but has no header for it"
@@ -84,10 +91,14 @@ impl Checker {
             self.record_commit(replica, op, &header)?;
         }
         self.checked[replica] = commit_min;
+        // None: the state is being restored from a checkpoint (or lost and awaiting a sync).
+        let Some(digest) = digest else {
+            return Ok(());
+        };
         match self.digests.get(&commit_min) {
             Some(&d) if d != digest => {
                 return Err(format!(
-                    "replica {replica} state digest differs at op {commit_min}"
+                    "replica {replica} state digest differs at op {commit_min}: {digest:032x}, canonical {d:032x}"
                 ));
             }
             Some(_) => {}
@@ -254,9 +265,14 @@ impl Checker {
         &self,
         replica: usize,
         commit_min: u64,
+        checkpoint_op: u64,
         header_at: impl Fn(u64) -> Option<&'a Header>,
     ) -> CheckResult {
-        for (&op, &checksum) in self.acknowledged.range(..=commit_min) {
+        // Ops a checkpoint covers live on in the state, and the journal may overwrite them.
+        if commit_min <= checkpoint_op {
+            return Ok(());
+        }
+        for (&op, &checksum) in self.acknowledged.range(checkpoint_op + 1..=commit_min) {
             match header_at(op) {
                 Some(h) if h.checksum == checksum => {}
                 Some(h) => {
@@ -273,6 +289,21 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// Every replica's checkpoint at one op must be the same bytes (the same id).
+    pub fn observe_checkpoint(&mut self, replica: usize, op: u64, id: u128) -> CheckResult {
+        self.checkpoints_observed += 1;
+        match self.checkpoints.get(&op) {
+            Some(&canonical) if canonical != id => Err(format!(
+                "replica {replica} checkpoint at op {op} has id {id:032x}, another replica's {canonical:032x}"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.checkpoints.insert(op, id);
+                Ok(())
+            }
+        }
     }
 
     pub fn digest(&self) -> [u8; 32] {
@@ -310,7 +341,14 @@ mod tests {
         let mut checker = Checker::new(1);
         let commit_min = log.len() as u64 - 1;
         checker
-            .observe(0, commit_min, commit_min, |op| Some(log[op as usize]), 0)
+            .observe(
+                0,
+                commit_min,
+                commit_min,
+                0,
+                |op| Some(log[op as usize]),
+                Some(0),
+            )
             .unwrap();
         checker
     }

@@ -96,6 +96,36 @@ impl StateMachine for SimStateMachine {
             SimStateMachine::Ledger(m) => m.digest(),
         }
     }
+    fn snapshot_size(&self) -> u64 {
+        match self {
+            SimStateMachine::Hashing(m) => m.snapshot_size(),
+            SimStateMachine::Ledger(m) => m.snapshot_size(),
+        }
+    }
+    fn snapshot_read(&self, offset: u64, out: &mut [u8]) {
+        match self {
+            SimStateMachine::Hashing(m) => m.snapshot_read(offset, out),
+            SimStateMachine::Ledger(m) => m.snapshot_read(offset, out),
+        }
+    }
+    fn restore_begin(&mut self, size: u64) {
+        match self {
+            SimStateMachine::Hashing(m) => m.restore_begin(size),
+            SimStateMachine::Ledger(m) => m.restore_begin(size),
+        }
+    }
+    fn restore_write(&mut self, bytes: &[u8]) {
+        match self {
+            SimStateMachine::Hashing(m) => m.restore_write(bytes),
+            SimStateMachine::Ledger(m) => m.restore_write(bytes),
+        }
+    }
+    fn restore_finish(&mut self) -> Result<(), String> {
+        match self {
+            SimStateMachine::Hashing(m) => m.restore_finish(),
+            SimStateMachine::Ledger(m) => m.restore_finish(),
+        }
+    }
 }
 
 pub type SimReplica = Replica<SimStorage, SimBus, SimTime, SimStateMachine>;
@@ -501,9 +531,13 @@ impl Simulator {
                 continue;
             }
             let journal = &replica.journal;
+            // Below the checkpoint the journal holds nothing the replica relies on.
             self.checker.check_journal(
                 index,
-                replica.commit_min.saturating_sub(window),
+                replica
+                    .commit_min
+                    .saturating_sub(window)
+                    .max(replica.checkpoint().op + 1),
                 replica.commit_min,
                 |op| journal.header(op),
                 |op| journal.is_dirty(op),
@@ -522,8 +556,12 @@ impl Simulator {
                 continue;
             }
             let journal = &replica.journal;
-            self.checker
-                .check_acknowledged_journal(index, replica.commit_min, |op| journal.header(op))?;
+            self.checker.check_acknowledged_journal(
+                index,
+                replica.commit_min,
+                replica.checkpoint().op,
+                |op| journal.header(op),
+            )?;
         }
         Ok(())
     }
@@ -643,13 +681,19 @@ impl Simulator {
         if replica.status == Status::Recovering {
             return Ok(());
         }
+        for (op, id) in replica.checkpoint_digests.drain(..) {
+            self.checker.observe_checkpoint(index, op, id)?;
+        }
         let journal = &replica.journal;
         self.checker.observe(
             index,
             replica.commit_min,
             replica.commit_max,
+            replica.checkpoint().op,
             |op| journal.header(op).copied(),
-            vsr::state_machine::StateMachine::digest(&replica.state_machine),
+            replica
+                .state_available()
+                .then(|| vsr::state_machine::StateMachine::digest(&replica.state_machine)),
         )
     }
 
@@ -795,8 +839,14 @@ impl Simulator {
         for (i, slot) in self.replicas.iter().enumerate() {
             match slot {
                 Slot::Up(r) => out.push_str(&format!(
-                    " r{i}:{:?}/v{}/op{}/cmin{}/cmax{}",
-                    r.status, r.view, r.op, r.commit_min, r.commit_max
+                    " r{i}:{:?}/v{}/op{}/cmin{}/cmax{}/io{}{}",
+                    r.status,
+                    r.view,
+                    r.op,
+                    r.commit_min,
+                    r.commit_max,
+                    r.storage.pending(),
+                    r.debug_summary()
                 )),
                 _ => out.push_str(&format!(" r{i}:down")),
             }
@@ -894,6 +944,12 @@ impl Simulator {
 
 fn add_stats(total: &mut ReplicaStats, s: &ReplicaStats) {
     total.view_changes += s.view_changes;
+    total.checkpoints += s.checkpoints;
+    total.checkpoints_unusable += s.checkpoints_unusable;
+    total.syncs_started += s.syncs_started;
+    total.syncs_completed += s.syncs_completed;
+    total.syncs_aborted += s.syncs_aborted;
+    total.sync_chunks += s.sync_chunks;
     total.views_started += s.views_started;
     total.repairs_headers += s.repairs_headers;
     total.repairs_prepares += s.repairs_prepares;

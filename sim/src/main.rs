@@ -188,4 +188,14 @@ fn print_counters(sim: &Simulator) {
         r.messages_dropped_invalid,
         r.pool_exhausted,
     );
+    println!(
+        "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={}",
+        r.checkpoints,
+        sim.checker.checkpoints_observed,
+        r.checkpoints_unusable,
+        r.syncs_started,
+        r.syncs_completed,
+        r.syncs_aborted,
+        r.sync_chunks,
+    );
 }

@@ -164,6 +164,24 @@ impl SimOptions {
         };
         let pause_ticks_min = range(&mut pause_rng, 1, 20);
         let pause_ticks_max = range(&mut pause_rng, pause_ticks_min, 1500);
+        // Half the seeds run long: a small journal and many times its size in requests, so the
+        // journal wraps again and again behind checkpoints, and crashes long enough that a
+        // replica comes back behind the cluster's journals and must state sync. Drawn from a
+        // stream of their own, like pauses.
+        let mut wrap_rng = rng::seeded(rng.clone().next_u64() ^ 0x7772_6170_0000_0000);
+        let mut config = config;
+        let mut requests_per_client = requests_per_client;
+        let mut restart_ticks_max = restart_ticks_max;
+        if chance(&mut wrap_rng, 0.5) {
+            let slots_min = 4 * (config.pipeline_max as u64 + 1) + 8;
+            config.journal_slot_count = range(&mut wrap_rng, slots_min, slots_min + 32) as u32;
+            let total = config.journal_slot_count as u64 * range(&mut wrap_rng, 4, 12);
+            // A client completes a request every few dozen ticks at best: keep every client's
+            // share within what the fault and liveness phases have time for.
+            let per_client = total.div_ceil(client_count as u64).min(350);
+            requests_per_client = (0..client_count).map(|_| per_client).collect();
+            restart_ticks_max = range(&mut wrap_rng, 500, 6000);
+        }
         SimOptions {
             ledger: false,
             replica_count,
