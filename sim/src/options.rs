@@ -131,7 +131,7 @@ impl SimOptions {
             .collect();
         let ops_budget = config.journal_slot_count as u64 - client_count as u64 - 4;
         let per_client = (ops_budget / client_count as u64).min(range(rng, 5, 60));
-        let requests_per_client = (0..client_count)
+        let mut requests_per_client: Vec<u64> = (0..client_count)
             .map(|_| range(rng, 1, per_client.max(1)))
             .collect();
         let crash_probability = if chance(rng, 0.7) {
@@ -139,7 +139,7 @@ impl SimOptions {
         } else {
             0.0
         };
-        let restart_ticks_max = range(rng, 50, 2000);
+        let mut restart_ticks_max = range(rng, 50, 2000);
         let packet_corrupt_probability = if faulty_network {
             unit(rng) * 0.01
         } else {
@@ -169,9 +169,6 @@ impl SimOptions {
         // replica comes back behind the cluster's journals and must state sync. Drawn from a
         // stream of their own, like pauses.
         let mut wrap_rng = rng::seeded(rng.clone().next_u64() ^ 0x7772_6170_0000_0000);
-        let mut config = config;
-        let mut requests_per_client = requests_per_client;
-        let mut restart_ticks_max = restart_ticks_max;
         if chance(&mut wrap_rng, 0.5) {
             let slots_min = 4 * (config.pipeline_max as u64 + 1) + 8;
             config.journal_slot_count = range(&mut wrap_rng, slots_min, slots_min + 32) as u32;
