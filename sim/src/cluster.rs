@@ -950,6 +950,7 @@ fn add_stats(total: &mut ReplicaStats, s: &ReplicaStats) {
     total.syncs_completed += s.syncs_completed;
     total.syncs_aborted += s.syncs_aborted;
     total.sync_chunks += s.sync_chunks;
+    total.start_views_deferred += s.start_views_deferred;
     total.views_started += s.views_started;
     total.repairs_headers += s.repairs_headers;
     total.repairs_prepares += s.repairs_prepares;

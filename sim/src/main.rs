@@ -189,7 +189,7 @@ fn print_counters(sim: &Simulator) {
         r.pool_exhausted,
     );
     println!(
-        "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={}",
+        "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={} start_views_deferred={}",
         r.checkpoints,
         sim.checker.checkpoints_observed,
         r.checkpoints_unusable,
@@ -197,5 +197,6 @@ fn print_counters(sim: &Simulator) {
         r.syncs_completed,
         r.syncs_aborted,
         r.sync_chunks,
+        r.start_views_deferred,
     );
 }

@@ -215,6 +215,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.checkpoint_digests.push((durable.op, durable.id));
             // The journal may now take ops up to the new limit.
             self.commit_journal();
+            self.start_view_deferred_retry();
         }
         self.sync_on_superblock_durable();
     }

@@ -70,6 +70,8 @@ pub struct ReplicaStats {
     pub syncs_completed: u64,
     pub syncs_aborted: u64,
     pub sync_chunks: u64,
+    /// start_views not installed because their head was beyond the journal's room.
+    pub start_views_deferred: u64,
 }
 
 pub struct ReplicaOptions {
@@ -129,6 +131,9 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     sync_generation: u32,
     sync_serving: usize,
     peers: [sync::PeerState; REPLICAS_MAX],
+    /// The head of a view whose log does not fit our journal (beyond `op_limit`): a sync to a
+    /// checkpoint at least `head - slot_count` is wanted (0: none).
+    sync_head_wanted: u64,
     /// (op, id) of every checkpoint this replica recorded or synced, for the simulator's checker.
     pub checkpoint_digests: Vec<(u64, u128)>,
     pub recovery_report: Option<RecoveryReport>,
@@ -148,6 +153,10 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     start_view_pending: bool,
     /// Backup: a start_view is installed and waits for the superblock.
     start_view_install_pending: bool,
+    /// Backup: the view's start_view arrived but its head is beyond our `op_limit`, so it is not
+    /// installed (we take no part in the view) until a checkpoint makes room; then it is asked
+    /// for again.
+    start_view_deferred: bool,
     request_start_view_nonce: u128,
 
     // Repair.
@@ -247,6 +256,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             sync_generation: 0,
             sync_serving: 0,
             peers: [sync::PeerState::default(); REPLICAS_MAX],
+            sync_head_wanted: 0,
             checkpoint_digests: Vec::new(),
             recovery_report: None,
             pipeline: VecDeque::with_capacity(config.pipeline_max as usize),
@@ -261,6 +271,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             dvc_sent: false,
             start_view_pending: false,
             start_view_install_pending: false,
+            start_view_deferred: false,
             request_start_view_nonce: 0,
             repair_peer: options.replica,
             last_heard: [0; REPLICAS_MAX],

@@ -60,6 +60,14 @@ pub(super) struct SyncProgress {
 }
 
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
+    /// A peer's head, as a start_view names it.
+    pub(super) fn peer_advertised_head(&mut self, replica: u8, op: u64) {
+        if (replica as usize) < REPLICAS_MAX {
+            let peer = &mut self.peers[replica as usize];
+            peer.op = peer.op.max(op);
+        }
+    }
+
     /// Records a peer's advertised checkpoint and head (from a ping or a commit heartbeat).
     pub(super) fn peer_advertised(&mut self, header: &Header) {
         let peer = &mut self.peers[header.replica as usize];
@@ -91,14 +99,20 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 && self.peers[r as usize].op >= self.commit_min + 1 + slot_count
                 && self.peers[r as usize].checkpoint_op > self.commit_min
         });
-        if !self.state_lost && !overwritten {
+        // A view's log does not fit our journal: only a checkpoint that covers all but its
+        // newest `slot_count` ops makes room (our own next one may, when we commit that far).
+        let room_wanted = self.sync_head_wanted > self.op_limit();
+        if !self.state_lost && !overwritten && !room_wanted {
             return;
         }
-        let floor = if self.state_lost {
+        let mut floor = if self.state_lost {
             durable.op.max(1)
         } else {
             self.commit_min + 1
         };
+        if room_wanted {
+            floor = floor.max(self.sync_head_wanted - slot_count);
+        }
         let candidate = (0..self.replica_count)
             .filter(|&r| r != self.replica)
             .map(|r| self.peers[r as usize])
@@ -428,5 +442,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.checkpoint_digests.push((checkpoint.op, checkpoint.id));
         self.commit_journal();
         self.repair();
+        self.start_view_deferred_retry();
     }
 }

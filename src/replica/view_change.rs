@@ -109,6 +109,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.dvc_sent = false;
         self.start_view_pending = false;
         self.start_view_install_pending = false;
+        self.start_view_deferred = false;
         self.pipeline.clear();
         self.request_queue.clear();
         self.normal_status_timeout.stop();
@@ -285,6 +286,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 "view change waits: head {op_head} beyond op limit {}",
                 self.op_limit()
             ));
+            self.sync_head_wanted = self.sync_head_wanted.max(op_head);
             return;
         }
         let commit_dvc = dvcs.iter().map(|d| d.commit).max().unwrap();
@@ -564,54 +566,25 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.start_view_install_pending && header.view == self.view {
             return;
         }
+        if header.op > self.op_limit() {
+            self.start_view_defer(&header);
+            return;
+        }
         self.log(format_args!(
             "install start_view: op={} commit={}",
             header.op, header.commit
         ));
         if header.view > self.view || self.status != Status::ViewChange {
-            // Leave normal status (or an older view change) the way a view change would, so the
-            // install is guarded by the view change timeouts until its superblock is durable.
-            self.view = header.view;
-            self.status = Status::ViewChange;
-            self.pipeline.clear();
-            self.request_queue.clear();
-            self.svc_from = 1 << self.replica;
-            self.dvc_sent = false;
-            self.start_view_pending = false;
-            for m in self.dvc_messages.iter_mut() {
-                *m = None;
-            }
-            self.normal_status_timeout.stop();
-            self.commit_timeout.stop();
-            self.prepare_timeout.stop();
-            self.view_change_status_timeout.start();
-            self.view_change_message_timeout.start();
+            self.enter_view_change_quietly(header.view);
         }
-        let op_limit = self.op_limit();
-        for h in headers.iter().filter(|h| h.op <= op_limit) {
+        self.start_view_deferred = false;
+        for h in &headers {
             self.journal.set_header(h);
         }
         for op in header.op + 1..=self.op.max(header.op) {
             self.journal.remove(op);
         }
-        if header.op > op_limit {
-            // Our checkpoint is behind the view's head: hold only what fits, up to the highest
-            // start_view header that does; what lies between our commit point and it is not
-            // proven canonical, so it is fetched again from the primary (request_headers).
-            let top = headers
-                .iter()
-                .map(|h| h.op)
-                .filter(|&op| op <= op_limit)
-                .max()
-                .unwrap_or(self.commit_min);
-            let first_held = headers.iter().map(|h| h.op).min().unwrap_or(top);
-            for op in self.commit_min + 1..first_held.min(op_limit + 1) {
-                self.journal.remove(op);
-            }
-            self.op = top.max(self.commit_min);
-        } else {
-            self.op = header.op;
-        }
+        self.op = header.op;
         self.commit_max_advance(header.commit);
         self.log_view = self.view;
         self.start_view_install_pending = true;
@@ -624,6 +597,63 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             rejoining: false,
         };
         self.superblock_update(state);
+    }
+
+    /// Leaves normal status (or an older view change) the way a view change would, but without
+    /// announcing one (the view has started): a start_view install is then guarded by the view
+    /// change timeouts until its superblock is durable.
+    fn enter_view_change_quietly(&mut self, view: u32) {
+        self.view = view;
+        self.status = Status::ViewChange;
+        self.pipeline.clear();
+        self.request_queue.clear();
+        self.svc_from = 1 << self.replica;
+        self.dvc_sent = false;
+        self.start_view_pending = false;
+        for m in self.dvc_messages.iter_mut() {
+            *m = None;
+        }
+        self.normal_status_timeout.stop();
+        self.commit_timeout.stop();
+        self.prepare_timeout.stop();
+        self.view_change_status_timeout.start();
+        self.view_change_message_timeout.start();
+    }
+
+    /// The start_view's head is beyond our `op_limit`: the journal cannot hold the view's log
+    /// without overwriting ops our checkpoint still needs. Installing only a prefix would be
+    /// wrong: `log_view` would then claim the view with a head short of it, and a view change
+    /// could pick that short head and lose committed ops. So we stay out of the view (no
+    /// `log_view`, no acks; a do_view_change from us names our old log_view, honestly) until a
+    /// checkpoint at least `head - slot_count` (ours, or a peer's by sync: the primary's is one)
+    /// makes room, then ask for the start_view again.
+    fn start_view_defer(&mut self, header: &Header) {
+        self.log(format_args!(
+            "start_view deferred: head {} beyond op limit {}",
+            header.op,
+            self.op_limit()
+        ));
+        self.stats.start_views_deferred += 1;
+        self.sync_head_wanted = self.sync_head_wanted.max(header.op);
+        self.peer_advertised_head(header.replica, header.op);
+        if self.status == Status::RecoveringHead {
+            // Still without a certain head: it must not join any view change meanwhile.
+            self.view = self.view.max(header.view);
+        } else if header.view > self.view || self.status != Status::ViewChange {
+            self.enter_view_change_quietly(header.view);
+        }
+        self.start_view_deferred = self.status == Status::ViewChange;
+        self.sync_tick();
+    }
+
+    /// Asks again for a deferred start_view once our journal has room for its head.
+    pub(super) fn start_view_deferred_retry(&mut self) {
+        if self.start_view_deferred
+            && self.op_limit() >= self.sync_head_wanted
+            && self.sync.is_none()
+        {
+            self.send_request_start_view();
+        }
     }
 
     fn backup_enter_view(&mut self) {
@@ -662,7 +692,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.view_change_status_timeout.stop();
             return;
         }
-        if self.start_view_pending || self.start_view_install_pending {
+        if self.start_view_pending || self.start_view_install_pending || self.start_view_deferred {
+            // A deferred start_view: the view has started without us, and a view change of
+            // ours would only disrupt it. If its primary fails, a peer's view change pulls us in.
             self.view_change_status_timeout.reset();
             return;
         }
@@ -684,6 +716,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         if self.is_primary() {
             self.primary_view_change_progress();
+        } else if self.start_view_deferred {
+            self.start_view_deferred_retry();
         } else {
             self.send_request_start_view();
         }
