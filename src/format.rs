@@ -10,6 +10,23 @@ use zerocopy::IntoBytes;
 
 /// (zone, offset within zone, bytes) to write, all sector-aligned.
 pub fn format_writes(config: &Config, cluster: u128, replica: u8) -> Vec<(Zone, u64, Vec<u8>)> {
+    image_writes(config, cluster, replica, false)
+}
+
+/// The image `vsr recover` writes: a formatted file whose superblock says `rejoining`, so the
+/// replica neither votes nor acks until a start_view tells it the cluster's log, and never
+/// counts as a nack for an op it may have acknowledged before its disk was lost.
+pub fn recover_writes(config: &Config, cluster: u128, replica: u8) -> Vec<(Zone, u64, Vec<u8>)> {
+    assert!(config.replica_count > 1, "recover: needs peers");
+    image_writes(config, cluster, replica, true)
+}
+
+fn image_writes(
+    config: &Config,
+    cluster: u128,
+    replica: u8,
+    rejoining: bool,
+) -> Vec<(Zone, u64, Vec<u8>)> {
     config.validate().expect("format: configuration");
     assert!(
         replica < config.replica_count,
@@ -17,7 +34,8 @@ pub fn format_writes(config: &Config, cluster: u128, replica: u8) -> Vec<(Zone, 
     );
     let layout = Layout::new(config);
     let mut writes = Vec::new();
-    let superblock = SuperBlock::formatted(config, cluster, replica);
+    let mut superblock = SuperBlock::formatted(config, cluster, replica);
+    superblock.vsr_state.rejoining = rejoining;
     for copy in 0..SUPERBLOCK_COPIES {
         let mut bytes = vec![0u8; layout.superblock_copy_size as usize];
         superblock.encode(copy as u8, &mut bytes, &layout);

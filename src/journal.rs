@@ -212,6 +212,18 @@ impl Journal {
         }
     }
 
+    /// A replica re-created by `vsr recover` may have acknowledged any op before its disk was
+    /// lost: every slot it does not hold durably is marked faulty, so its do_view_change never
+    /// counts as a nack there. A slot stops being faulty when a prepare is written to it.
+    pub fn mark_unheld_faulty(&mut self) {
+        for slot in 0..self.slot_count {
+            let held = self.headers[slot].command == Command::Prepare as u8 && !self.dirty[slot];
+            if !held {
+                self.faulty[slot] = true;
+            }
+        }
+    }
+
     /// Marks the slot of `op` faulty (a read found it damaged).
     pub fn set_faulty(&mut self, op: u64) {
         let slot = self.slot(op);

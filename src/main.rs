@@ -37,6 +37,26 @@ enum Commands {
         clients_max: u32,
         path: PathBuf,
     },
+    /// Re-create the data file of a replica whose disk was lost. The replica then rejoins safely:
+    /// it neither votes nor acknowledges until it has caught up from its peers. Use the sizes the
+    /// cluster was formatted with.
+    Recover {
+        #[arg(long)]
+        cluster: u128,
+        #[arg(long)]
+        replica: u8,
+        #[arg(long)]
+        replica_count: u8,
+        #[arg(long, default_value_t = 1024 * 1024)]
+        message_size_max: u32,
+        #[arg(long, default_value_t = 1024)]
+        journal_slot_count: u32,
+        #[arg(long, default_value_t = 8)]
+        pipeline_max: u32,
+        #[arg(long, default_value_t = 64)]
+        clients_max: u32,
+        path: PathBuf,
+    },
     /// Run a replica (its index and cluster are read from the data file).
     Start {
         /// Every replica's address, in replica order (host:port, or a bare port for 127.0.0.1).
@@ -143,6 +163,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 clients_max,
             };
             cli::format(&path, cluster, replica, replica_count, &sizes)
+        }
+        Commands::Recover {
+            cluster,
+            replica,
+            replica_count,
+            message_size_max,
+            journal_slot_count,
+            pipeline_max,
+            clients_max,
+            path,
+        } => {
+            let sizes = Sizes {
+                message_size_max,
+                journal_slot_count,
+                pipeline_max,
+                clients_max,
+            };
+            cli::recover(&path, cluster, replica, replica_count, &sizes)
         }
         Commands::Start {
             addresses,

@@ -97,3 +97,57 @@ fn version_names_commit_and_protocol() {
         );
     }
 }
+
+#[test]
+fn recover_creates_a_rejoining_file_and_refuses_what_it_cannot_do_safely() {
+    let dir = std::env::temp_dir().join(format!("vsr-recover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("1.vsr");
+    let recover = |count: &str, path: &std::path::Path| {
+        Command::new(VSR)
+            .args(["recover", "--cluster=9", "--replica=1"])
+            .arg(format!("--replica-count={count}"))
+            .args(["--message-size-max=65536", "--journal-slot-count=64"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+
+    // A one-replica cluster has no other copy to rejoin from.
+    let out = recover("1", &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no other copy"), "{stderr}");
+    assert!(!path.exists());
+
+    let out = recover("3", &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect = Command::new(VSR)
+        .arg("inspect")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("rejoining: yes"), "{text}");
+
+    // A file that is there (damaged, or not lost at all) is never overwritten.
+    let out = recover("3", &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("move the damaged file aside"), "{stderr}");
+
+    // A plainly formatted file is not rejoining.
+    let plain = dir.join("plain.vsr");
+    format(&plain, 9, 1, 3);
+    let inspect = Command::new(VSR)
+        .arg("inspect")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&inspect.stdout).contains("rejoining"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

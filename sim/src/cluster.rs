@@ -168,6 +168,8 @@ pub struct FaultCounts {
     pub pauses: u64,
     pub packets_corrupted: u64,
     pub clock_excursions: u64,
+    /// Crashes that lost the data file: the replica restarts from a `vsr recover` image.
+    pub disks_lost: u64,
 }
 
 /// Journal checks (`Checker::check_journal`): after every step, each replica's newest
@@ -184,6 +186,8 @@ pub struct Simulator {
     pub(crate) rng: ChaCha8Rng,
     /// Pause decisions only, so that adding pauses left every other draw where it was.
     pause_rng: ChaCha8Rng,
+    /// Disk-loss decisions and the new disks' seeds, likewise.
+    disk_rng: ChaCha8Rng,
     pub(crate) replicas: Vec<Slot>,
     /// Per replica: paused until this tick (exclusive), or running.
     pub(crate) paused_until: Vec<Option<u64>>,
@@ -217,6 +221,7 @@ pub(crate) fn derive_seed(seed: u64, tag: u64) -> u64 {
 const TAG_WORLD: u64 = 0x776f_726c_6400_0000; // "world"
 const TAG_PAUSE: u64 = 0x7061_7573_6500_0000; // "pause"
 const TAG_LEDGER: u64 = 0x6c65_6467_6572_0000; // "ledger"
+const TAG_DISK: u64 = 0x6469_736b_0000_0000; // "disk"
 
 impl Simulator {
     /// A swarm-tested run: the seed draws the options (`SimOptions::generate`), then the world.
@@ -324,6 +329,7 @@ impl Simulator {
             cluster,
             rng,
             pause_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_PAUSE)),
+            disk_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_DISK)),
             paused_until: vec![None; replicas.len()],
             replicas,
             network,
@@ -410,6 +416,32 @@ impl Simulator {
                 self.options.restart_ticks_max,
             );
         self.crash_with(index, restart_at, |_, _, _| CrashFate::Random);
+        if self.options.disk_loss_probability > 0.0
+            && self.faults.disks_lost == 0
+            && chance(&mut self.disk_rng, self.options.disk_loss_probability)
+        {
+            self.lose_disk_now(index);
+        }
+    }
+
+    /// The crashed replica `index` lost its data file: it gets a blank disk holding what
+    /// `vsr recover` writes (formatted, `rejoining`), and rejoins from its peers.
+    pub(crate) fn lose_disk_now(&mut self, index: usize) {
+        let seed = self.disk_rng.next_u64();
+        let Slot::Down { storage, .. } = &mut self.replicas[index] else {
+            panic!("disk loss of replica {index}, which is up");
+        };
+        let mut disk = storage.replaced(seed);
+        for (zone, offset, bytes) in
+            vsr::format::recover_writes(&self.options.config, self.cluster, index as u8)
+        {
+            disk.write_raw(zone, offset, &bytes);
+        }
+        *storage = disk;
+        self.faults.disks_lost += 1;
+        if self.trace {
+            eprintln!("[sim] replica {index} lost its disk");
+        }
     }
 
     /// Crashes replica `index` now: `fate` decides each write in flight; it restarts at
@@ -951,6 +983,7 @@ fn add_stats(total: &mut ReplicaStats, s: &ReplicaStats) {
     total.syncs_aborted += s.syncs_aborted;
     total.sync_chunks += s.sync_chunks;
     total.start_views_deferred += s.start_views_deferred;
+    total.rejoins_completed += s.rejoins_completed;
     total.views_started += s.views_started;
     total.repairs_headers += s.repairs_headers;
     total.repairs_prepares += s.repairs_prepares;

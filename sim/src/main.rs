@@ -22,7 +22,7 @@ Output (stdout):
   options: replicas=.. clients=.. ... (the swarm options this seed drew)
   faults: key=value ... (packets_dropped, packets_replayed, packets_corrupted, partitions, clogs,
           sectors_corrupted, misdirected_writes, torn_writes, lost_writes, crashes, restarts,
-          pauses, clock_excursions, clock_epochs_failed)
+          disks_lost, pauses, clock_excursions, clock_epochs_failed)
   stats: key=value ... (commits, canonical_ops, view_changes, ..., replies_checked)
   vopr seed=<seed> replicas=<n> clients=<n> ticks=<n> result=<ok|FAIL: reason> digest=<hex>
 The digest covers the canonical history, final replica states and every counter: the same seed
@@ -123,7 +123,7 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
+        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
         if o.ledger { "ledger" } else { "hashing" },
         o.replica_count,
         o.client_count,
@@ -135,6 +135,7 @@ fn run(
         o.network.packet_replay_probability,
         o.network.partition_mode,
         o.crash_probability,
+        o.disk_loss_probability,
         o.pause_probability,
         o.pause_ticks_min,
         o.pause_ticks_max,
@@ -157,7 +158,7 @@ fn print_counters(sim: &Simulator) {
     let f = sim.faults;
     let r = sim.replica_stats();
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} restarts={} pauses={} clock_excursions={} clock_epochs_failed={}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -169,6 +170,7 @@ fn print_counters(sim: &Simulator) {
         s.lost_writes,
         f.crashes,
         f.restarts,
+        f.disks_lost,
         f.pauses,
         f.clock_excursions,
         sim.clock_epochs_failed(),
@@ -189,7 +191,7 @@ fn print_counters(sim: &Simulator) {
         r.pool_exhausted,
     );
     println!(
-        "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={} start_views_deferred={}",
+        "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={} start_views_deferred={} rejoins_completed={}",
         r.checkpoints,
         sim.checker.checkpoints_observed,
         r.checkpoints_unusable,
@@ -198,5 +200,6 @@ fn print_counters(sim: &Simulator) {
         r.syncs_aborted,
         r.sync_chunks,
         r.start_views_deferred,
+        r.rejoins_completed,
     );
 }

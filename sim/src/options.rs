@@ -19,6 +19,10 @@ pub struct SimOptions {
     pub storage: StorageOptions,
     /// Per tick, per up replica.
     pub crash_probability: f64,
+    /// The chance that a crash also loses the replica's data file (once per run at most). Only
+    /// in runs without storage faults: a lost disk plus a damaged copy elsewhere can be a real
+    /// loss of data, beyond the faults the cluster promises to survive.
+    pub disk_loss_probability: f64,
     pub restart_ticks_min: u64,
     pub restart_ticks_max: u64,
     /// Replicas that may be down or paused at once.
@@ -179,6 +183,14 @@ impl SimOptions {
             requests_per_client = (0..client_count).map(|_| per_client).collect();
             restart_ticks_max = range(&mut wrap_rng, 500, 6000);
         }
+        // Lost disks (`vsr recover`): in a stream of their own, like pauses.
+        let mut disk_rng = rng::seeded(rng.clone().next_u64() ^ 0x6469_736b_0000_0000);
+        let disk_loss_probability =
+            if !faulty_storage && replica_count >= 2 && chance(&mut disk_rng, 0.5) {
+                0.2 + unit(&mut disk_rng) * 0.8
+            } else {
+                0.0
+            };
         SimOptions {
             ledger: false,
             replica_count,
@@ -187,6 +199,7 @@ impl SimOptions {
             network,
             storage,
             crash_probability,
+            disk_loss_probability,
             restart_ticks_min: 20,
             restart_ticks_max,
             crashed_max: 1
@@ -235,6 +248,7 @@ impl SimOptions {
             network: NetworkOptions::default(),
             storage: StorageOptions::default(),
             crash_probability: 0.0,
+            disk_loss_probability: 0.0,
             restart_ticks_min: 20,
             restart_ticks_max: 20,
             crashed_max: 1

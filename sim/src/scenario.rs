@@ -151,6 +151,12 @@ impl Simulator {
         Ok(())
     }
 
+    /// Replaces the crashed replica's data file with what `vsr recover` writes (blank,
+    /// `rejoining`): its disk is lost. It stays down until `restart_replica`.
+    pub fn lose_disk(&mut self, index: usize) {
+        self.lose_disk_now(index);
+    }
+
     /// Restarts a crashed replica now: it opens its data file and recovers.
     pub fn restart_replica(&mut self, index: usize) {
         assert!(

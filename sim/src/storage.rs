@@ -322,6 +322,21 @@ pub struct SimStorage {
 }
 
 impl SimStorage {
+    /// A blank disk in this one's place (same layout, replica, fault options and atlas): the
+    /// old contents are lost. Stats carry over, so totals survive the replacement.
+    pub fn replaced(&self, seed: u64) -> SimStorage {
+        let mut disk = SimStorage::new(
+            self.layout.clone(),
+            self.replica,
+            self.options.clone(),
+            self.atlas.clone(),
+            seed,
+        );
+        disk.stats = self.stats;
+        disk.faults = self.faults;
+        disk
+    }
+
     pub fn new(
         layout: Layout,
         replica: u8,

@@ -550,3 +550,60 @@ fn paused_primary_resumes_and_catches_up_seed(seed: u64) {
     assert!(sim.replica_view(p).unwrap() > view);
     assert_eq!(sim.faults.pauses, 1);
 }
+
+/// (i) A lost disk rejoins safely (`vsr recover`; TigerBeetle issue #2767). Ops are committed
+/// by the primary and one backup only (the third replica is cut off); that backup then loses its
+/// disk and comes back from a recover image, and the primary crashes. The re-created backup may
+/// have acknowledged those ops, so it must not help the cut-off replica form a view that lacks
+/// them: no view starts until the old primary returns, then the re-created backup catches up
+/// and everything acknowledged is still there.
+#[test]
+fn lost_disk_rejoins_without_losing_acknowledged_ops() {
+    for_each_seed(lost_disk_rejoins_without_losing_acknowledged_ops_seed);
+}
+
+fn lost_disk_rejoins_without_losing_acknowledged_ops_seed(seed: u64) {
+    let mut sim = warmed_up(seed, 3, 1, 3);
+    let a = primary(&sim);
+    let b = (a + 1) % 3;
+    let c = (a + 2) % 3;
+    let view = sim.replica_view(a).unwrap();
+    sim.partition_replica(c, Cut::Both);
+    let before = sim.replica_commit_max(a).unwrap();
+    sim.set_client_workload(0, 3 + 20);
+    ok(sim.run_until(
+        |s| s.replica_commit_max(a).is_some_and(|m| m >= before + 10),
+        DEADLINE,
+    ));
+    let acknowledged = sim.replica_commit_max(a).unwrap();
+    assert!(
+        sim.replica_op(c).unwrap() < acknowledged,
+        "the cut-off replica holds the ops"
+    );
+
+    sim.crash_replica(b);
+    sim.lose_disk(b);
+    sim.restart_replica(b);
+    sim.crash_replica(a);
+    sim.heal_partition();
+    // The re-created replica waits for a start_view; the cut-off one alone is no quorum.
+    ok(sim.run_for(DEADLINE / 2));
+    for r in [b, c] {
+        let started =
+            sim.replica_status(r) == Some(Status::Normal) && sim.replica_view(r).unwrap() > view;
+        assert!(
+            !started,
+            "replica {r} started a view without the ops only the lost disk and the crashed primary acknowledged:{}",
+            sim.describe_state()
+        );
+    }
+
+    sim.restart_replica(a);
+    ok(sim.run_until_converged(4 * DEADLINE));
+    assert_eq!(sim.client_requests_done(0), 3 + 20);
+    assert!(sim.replica_commit_min(b).unwrap() >= acknowledged);
+    assert!(
+        sim.replica_stats().rejoins_completed >= 1,
+        "the re-created replica never finished rejoining"
+    );
+}

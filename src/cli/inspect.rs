@@ -57,7 +57,7 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
         ));
     }
     if state.rejoining {
-        out.push_str("  rejoining: yes (re-created; waits for a start_view before voting)\n");
+        out.push_str("  rejoining: yes (re-created by `vsr recover`: takes no part in view changes and never votes \"not acknowledged\" until it has caught up)\n");
     }
     out.push_str(&format!(
         "  configuration: message_size_max={} journal_slot_count={} pipeline_max={} clients_max={}\n",

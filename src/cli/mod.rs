@@ -109,6 +109,39 @@ pub fn format(
     replica_count: u8,
     sizes: &Sizes,
 ) -> Result<(), Failure> {
+    create_data_file(path, cluster, replica, replica_count, sizes, false)
+}
+
+/// `vsr recover`: re-creates the data file of a replica whose disk was lost. The new file is
+/// formatted but marked `rejoining`: at `vsr start` the replica takes no part in view changes
+/// and acknowledges nothing until a start_view from the cluster tells it the log; it fetches
+/// the state (state sync) and the journal from its peers, and until it has committed through
+/// that log it never counts as a "not acknowledged" vote. Reformatting with `vsr format`
+/// instead could let a view change drop committed ops the lost disk had acknowledged.
+pub fn recover(
+    path: &Path,
+    cluster: u128,
+    replica: u8,
+    replica_count: u8,
+    sizes: &Sizes,
+) -> Result<(), Failure> {
+    if replica_count < 2 {
+        return Err(Failure::usage(
+            "recover needs --replica-count of at least 2: a one-replica cluster has no other copy \
+             of its data; restore the data file from a backup instead",
+        ));
+    }
+    create_data_file(path, cluster, replica, replica_count, sizes, true)
+}
+
+fn create_data_file(
+    path: &Path,
+    cluster: u128,
+    replica: u8,
+    replica_count: u8,
+    sizes: &Sizes,
+    rejoining: bool,
+) -> Result<(), Failure> {
     if replica_count == 0 || replica_count as usize > crate::config::REPLICAS_MAX {
         return Err(Failure::usage(format!(
             "--replica-count must be 1..={}",
@@ -125,18 +158,33 @@ pub fn format(
         .validate()
         .map_err(|e| Failure::usage(e.to_string()))?;
     if path.exists() {
+        let hint = if rejoining {
+            " (move the damaged file aside first; recover creates a new one)"
+        } else {
+            ""
+        };
         return Err(Failure::runtime(format!(
-            "{} exists: refusing to overwrite a data file",
+            "{} exists: refusing to overwrite a data file{hint}",
             path.display()
         )));
     }
     let layout = Layout::new(&config);
-    let writes = crate::format::format_writes(&config, cluster, replica);
+    let writes = if rejoining {
+        crate::format::recover_writes(&config, cluster, replica)
+    } else {
+        crate::format::format_writes(&config, cluster, replica)
+    };
     format_file(path, &layout, &writes).map_err(|e| Failure::runtime(e.to_string()))?;
     eprintln!(
-        "info: formatted {} (cluster {cluster}, replica {replica} of {replica_count}, {} MiB)",
+        "info: {} {} (cluster {cluster}, replica {replica} of {replica_count}, {} MiB){}",
+        if rejoining { "re-created" } else { "formatted" },
         path.display(),
-        layout.total_size() / (1024 * 1024)
+        layout.total_size() / (1024 * 1024),
+        if rejoining {
+            "; `vsr start` it with the cluster's addresses: it rejoins once it has caught up"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

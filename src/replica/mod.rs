@@ -72,6 +72,8 @@ pub struct ReplicaStats {
     pub sync_chunks: u64,
     /// start_views not installed because their head was beyond the journal's room.
     pub start_views_deferred: u64,
+    /// Re-created replicas (`vsr recover`) that committed through their first view's head.
+    pub rejoins_completed: u64,
 }
 
 pub struct ReplicaOptions {
@@ -153,6 +155,11 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     start_view_pending: bool,
     /// Backup: a start_view is installed and waits for the superblock.
     start_view_install_pending: bool,
+    /// Re-created by `vsr recover` (the superblock's `rejoining`): the replica may have
+    /// acknowledged ops it no longer holds, so it never nacks an op at or below this head (the
+    /// first start_view's; u64::MAX before one is installed) until it has committed that far.
+    /// Until then every superblock it writes keeps `rejoining`, so a restart rejoins again.
+    rejoin_head: Option<u64>,
     /// Backup: the view's start_view arrived but its head is beyond our `op_limit`, so it is not
     /// installed (we take no part in the view) until a checkpoint makes room; then it is asked
     /// for again.
@@ -272,6 +279,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             start_view_pending: false,
             start_view_install_pending: false,
             start_view_deferred: false,
+            rejoin_head: None,
             request_start_view_nonce: 0,
             repair_peer: options.replica,
             last_heard: [0; REPLICAS_MAX],
@@ -760,7 +768,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             commit_max: self.commit_max.max(target.commit_max),
             view_headers: target.view_headers.clone(),
             checkpoint: target.checkpoint,
-            rejoining: target.rejoining,
+            rejoining: self.rejoin_head.is_some(),
         }
     }
 
@@ -782,6 +790,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         // A replica re-created by `vsr recover` may have acknowledged ops it no longer holds.
         let head_certain = report.head_certain && !state.rejoining;
         self.recovery_report = Some(report);
+        if state.rejoining {
+            assert!(
+                self.replica_count > 1,
+                "a one-replica cluster cannot rejoin: no peer holds its data"
+            );
+            self.rejoin_head = Some(u64::MAX);
+            self.journal.mark_unheld_faulty();
+        }
         if self.replica_count == 1 {
             // Alone, the replica is its own view change quorum: the log it recovered is the log.
             self.status = Status::Normal;

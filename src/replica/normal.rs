@@ -571,7 +571,22 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// including it (so after the client table took its reply).
     fn commit_op(&mut self, prepare: &Message) {
         self.commit_op_apply(prepare);
+        self.rejoin_maybe_done();
         self.checkpoint_maybe_start();
+    }
+
+    /// A rejoining replica has committed every op it may have acknowledged before its disk was
+    /// lost: from now on its log answers for itself (the next superblock write clears
+    /// `rejoining`; until then a restart merely rejoins again).
+    pub(super) fn rejoin_maybe_done(&mut self) {
+        if self.rejoin_head.is_some_and(|head| self.commit_min >= head) {
+            self.log(format_args!(
+                "rejoined: committed through {}",
+                self.commit_min
+            ));
+            self.rejoin_head = None;
+            self.stats.rejoins_completed += 1;
+        }
     }
 
     /// Applies one committed prepare: state machine (or session registration), reply, client table.

@@ -439,6 +439,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.op = checkpoint.op;
         }
         self.log(format_args!("sync done: op={}", checkpoint.op));
+        self.rejoin_maybe_done();
         self.checkpoint_digests.push((checkpoint.op, checkpoint.id));
         self.commit_journal();
         self.repair();

@@ -443,7 +443,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             commit_max: self.commit_max.max(self.superblock_target().commit_max),
             view_headers,
             checkpoint: self.superblock_target().checkpoint,
-            rejoining: false,
+            rejoining: self.rejoin_head.is_some(),
         };
         self.superblock_update(state);
     }
@@ -585,6 +585,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.journal.remove(op);
         }
         self.op = header.op;
+        if self.rejoin_head == Some(u64::MAX) {
+            self.rejoin_head = Some(header.op);
+        }
+        if self.rejoin_head.is_some() {
+            self.journal.mark_unheld_faulty();
+        }
         self.commit_max_advance(header.commit);
         self.log_view = self.view;
         self.start_view_install_pending = true;
@@ -594,7 +600,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             commit_max: self.commit_max.max(self.superblock_target().commit_max),
             view_headers: headers,
             checkpoint: self.superblock_target().checkpoint,
-            rejoining: false,
+            rejoining: self.rejoin_head.is_some(),
         };
         self.superblock_update(state);
     }
