@@ -307,6 +307,7 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         ledger,
     );
     replica.trace = options.trace;
+    replica.events = true;
     let mut runtime = Runtime::new(io, replica);
     install_signal_handlers();
     runtime.run(&STOP).map_err(Failure::runtime)?;

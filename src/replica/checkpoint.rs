@@ -33,6 +33,8 @@ pub(super) struct CheckpointWrite {
     checksums: Vec<u128>,
     next: u32,
     durable: u32,
+    /// `Time::monotonic` when it started, for the operator event.
+    started: u64,
     /// Every chunk is durable and the superblock update is requested: commits may go on.
     pub(super) recorded: bool,
 }
@@ -60,6 +62,7 @@ pub(super) struct CheckpointLoad {
     client_len: Option<u64>,
     prefix: Vec<u8>,
     failed: Option<String>,
+    started: u64,
 }
 
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
@@ -124,6 +127,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             checksums: vec![0; chunks as usize],
             next: 0,
             durable: 0,
+            started: self.time.monotonic(),
             recorded: false,
         });
         self.checkpoint_write_continue();
@@ -210,7 +214,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             .as_ref()
             .is_some_and(|w| w.recorded && w.identity.op == durable.op)
         {
-            self.checkpoint_write = None;
+            let write = self.checkpoint_write.take().unwrap();
+            self.event(format_args!(
+                "checkpoint op={} durable: {} bytes in {} chunks, {} ms",
+                durable.op,
+                durable.size,
+                durable.chunks,
+                self.ms_since(write.started)
+            ));
             self.stats.checkpoints += 1;
             self.checkpoint_digests.push((durable.op, durable.id));
             // The journal may now take ops up to the new limit.
@@ -246,6 +257,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             client_len: None,
             prefix: Vec::new(),
             failed: None,
+            started: self.time.monotonic(),
         });
         if chunk_count(checkpoint.size, self.config.message_size_max) != checkpoint.chunks {
             self.checkpoint_load.as_mut().unwrap().failed =
@@ -365,7 +377,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             checkpoint.op
         );
         self.state_lost = false;
-        self.log(format_args!("checkpoint loaded: op={}", checkpoint.op));
+        self.event(format_args!(
+            "checkpoint op={} loaded: {} bytes, {} ms",
+            checkpoint.op,
+            checkpoint.size,
+            self.ms_since(load.started)
+        ));
         match load.then {
             AfterLoad::Recovery => self.journal.recover_start(&mut self.storage, &self.pool),
             AfterLoad::Sync => self.sync_finish(checkpoint),
@@ -377,8 +394,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn checkpoint_load_fail(&mut self) {
         let load = self.checkpoint_load.take().expect("checkpoint load");
         assert_eq!(load.next_read, load.next_apply);
-        self.log(format_args!(
-            "checkpoint {} unusable: {}",
+        self.event(format_args!(
+            "checkpoint op={} unusable ({}): the state will be fetched from a peer",
             load.checkpoint.op,
             load.failed.as_deref().unwrap_or("?")
         ));

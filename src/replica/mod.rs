@@ -181,6 +181,9 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
 
     pub stats: ReplicaStats,
     pub trace: bool,
+    /// Operator events (checkpoints, state sync, rejoining) as `info:` lines on stderr. The
+    /// binary turns them on; the simulator leaves them off (they go to the trace instead).
+    pub events: bool,
 }
 
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
@@ -300,6 +303,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             config,
             stats: ReplicaStats::default(),
             trace: false,
+            events: false,
         };
         replica.superblock_read_start();
         replica
@@ -351,6 +355,20 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     pub fn ticks(&self) -> u64 {
         self.ticks
+    }
+
+    /// An operator event: an `info:` line when events are on, else a trace line.
+    fn event(&self, args: std::fmt::Arguments) {
+        if self.events {
+            eprintln!("info: replica {}: {}", self.replica, args);
+        } else {
+            self.log(args);
+        }
+    }
+
+    /// Milliseconds since `since` (a `Time::monotonic` reading).
+    fn ms_since(&self, since: u64) -> u64 {
+        self.time.monotonic().saturating_sub(since) / 1_000_000
     }
 
     fn log(&self, args: std::fmt::Arguments) {
@@ -797,6 +815,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             );
             self.rejoin_head = Some(u64::MAX);
             self.journal.mark_unheld_faulty();
+            self.event(format_args!(
+                "rejoining (re-created data file): no votes until caught up with the cluster"
+            ));
         }
         if self.replica_count == 1 {
             // Alone, the replica is its own view change quorum: the log it recovered is the log.

@@ -580,8 +580,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// `rejoining`; until then a restart merely rejoins again).
     pub(super) fn rejoin_maybe_done(&mut self) {
         if self.rejoin_head.is_some_and(|head| self.commit_min >= head) {
-            self.log(format_args!(
-                "rejoined: committed through {}",
+            self.event(format_args!(
+                "rejoined: committed through op {}, votes again",
                 self.commit_min
             ));
             self.rejoin_head = None;

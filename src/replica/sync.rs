@@ -57,6 +57,8 @@ pub(super) struct SyncProgress {
     idle_rounds: u32,
     /// All chunks durable and verified; the superblock update is requested.
     recorded: bool,
+    /// `Time::monotonic` at the start, for the operator events.
+    started: u64,
 }
 
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
@@ -127,10 +129,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn sync_start(&mut self, op: u64, id: u128) {
         let durable = self.checkpoint();
         let area = if durable.op == 0 { 0 } else { 1 - durable.area };
-        self.log(format_args!(
-            "sync start: checkpoint op={op} id={id:x} into area {area} (commit_min={})",
+        self.event(format_args!(
+            "state sync: fetching checkpoint op={op} from peers (committed here: op {})",
             self.commit_min
         ));
+        self.log(format_args!("sync target id={id:x} area={area}"));
         self.sync_generation = (self.sync_generation + 1) % (1 << 24);
         self.stats.syncs_started += 1;
         self.sync = Some(SyncProgress {
@@ -146,12 +149,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             writes_in_flight: 0,
             idle_rounds: 0,
             recorded: false,
+            started: self.time.monotonic(),
         });
         self.sync_request_chunks(false);
     }
 
     pub(super) fn sync_abort(&mut self, reason: &str) {
-        self.log(format_args!("sync abort: {reason}"));
+        self.event(format_args!("state sync abandoned: {reason}"));
         self.sync = None;
         self.stats.syncs_aborted += 1;
     }
@@ -388,6 +392,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         sync.durable[index] = true;
         sync.durable_count += 1;
         let identity = sync.identity.unwrap();
+        let (done, total, started) = (sync.durable_count, identity.chunks, sync.started);
+        if total >= 16 && done % (total / 8) == 0 && done < total {
+            self.event(format_args!(
+                "state sync: {done}/{total} chunks, {} ms",
+                self.ms_since(started)
+            ));
+        }
+        let sync = self.sync.as_mut().unwrap();
         if sync.durable_count < identity.chunks {
             return;
         }
@@ -426,7 +438,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     /// The synced checkpoint is loaded: the state is at its op; commits resume from there.
     pub(super) fn sync_finish(&mut self, checkpoint: CheckpointRef) {
-        self.sync = None;
+        let sync = self.sync.take().expect("sync in progress");
+        self.event(format_args!(
+            "state sync done: checkpoint op={} ({} bytes) installed in {} ms",
+            checkpoint.op,
+            checkpoint.size,
+            self.ms_since(sync.started)
+        ));
         self.stats.syncs_completed += 1;
         // Headers between our old commit point and the checkpoint were never committed here and
         // may be stale (from a view that lost): forget them rather than serve them.

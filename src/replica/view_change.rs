@@ -634,11 +634,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// checkpoint at least `head - slot_count` (ours, or a peer's by sync: the primary's is one)
     /// makes room, then ask for the start_view again.
     fn start_view_defer(&mut self, header: &Header) {
-        self.log(format_args!(
-            "start_view deferred: head {} beyond op limit {}",
-            header.op,
-            self.op_limit()
-        ));
+        if !self.start_view_deferred {
+            self.event(format_args!(
+                "view {} is ahead of this replica's journal (head op {}, room up to op {}): catching up before joining",
+                header.view,
+                header.op,
+                self.op_limit()
+            ));
+        }
         self.stats.start_views_deferred += 1;
         self.sync_head_wanted = self.sync_head_wanted.max(header.op);
         self.peer_advertised_head(header.replica, header.op);
