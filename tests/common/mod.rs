@@ -29,6 +29,18 @@ pub struct TestCluster {
 impl TestCluster {
     /// Formats `n` replicas with small sizes (fast, small files).
     pub fn format(name: &str, n: usize) -> TestCluster {
+        TestCluster::format_with(name, n, &[])
+    }
+
+    /// Formats `n` replicas with small sizes, plus `extra_format_args` for `vsr format` in
+    /// `--flag=value` form; one naming a flag that has a small default here replaces it.
+    pub fn format_with(name: &str, n: usize, extra_format_args: &[&str]) -> TestCluster {
+        let flag = |arg: &str| arg.split('=').next().unwrap().to_string();
+        let sizes: Vec<&str> = ["--message-size-max=65536", "--journal-slot-count=512"]
+            .into_iter()
+            .filter(|default| extra_format_args.iter().all(|a| flag(a) != flag(default)))
+            .chain(extra_format_args.iter().copied())
+            .collect();
         let dir = std::env::temp_dir().join(format!("vsr-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -40,11 +52,8 @@ impl TestCluster {
                     &format!("--cluster={cluster}"),
                     &format!("--replica={replica}"),
                 ])
-                .args([
-                    &format!("--replica-count={n}"),
-                    "--message-size-max=65536",
-                    "--journal-slot-count=512",
-                ])
+                .arg(format!("--replica-count={n}"))
+                .args(&sizes)
                 .arg(dir.join(format!("{replica}.vsr")))
                 .stderr(Stdio::null())
                 .status()
