@@ -257,6 +257,11 @@ impl Client {
         }
         self.inflight = None;
         self.request_timeout.stop();
+        // Replies come from the primary of the view they name: send there next time, rather than
+        // to a primary of an older view (a hop through a backup, or a timeout if it is down).
+        if header.view > self.view {
+            self.view = header.view;
+        }
         self.parent = header.checksum;
         if self.registering {
             assert_eq!(header.operation, Operation::Register as u8);

@@ -607,3 +607,36 @@ fn lost_disk_rejoins_without_losing_acknowledged_ops_seed(seed: u64) {
         "the re-created replica never finished rejoining"
     );
 }
+
+/// (j) The replica after the primary in the replication ring is down: once it has been silent
+/// for two ping intervals, prepares skip past it, so the cluster commits at full speed with no
+/// prepare timeouts (before, every op waited for the primary's prepare timeout).
+#[test]
+fn ring_skips_a_replica_that_is_down() {
+    for_each_seed(ring_skips_a_replica_that_is_down_seed);
+}
+
+fn ring_skips_a_replica_that_is_down_seed(seed: u64) {
+    // A prepare timeout well above a commit's latency: any resend is a prepare that waited.
+    let mut options = SimOptions::quiet(3, 1);
+    options.config.prepare_timeout = 100;
+    let mut sim = Simulator::with_options(seed, options, trace());
+    sim.set_client_workload(0, 3);
+    ok(sim.run_until_converged(DEADLINE));
+    let p = primary(&sim);
+    let next = (p + 1) % 3;
+    sim.crash_replica(next);
+    let ping = sim.options.config.ping_timeout;
+    ok(sim.run_for(3 * ping));
+    assert_eq!(primary(&sim), p, "the primary changed");
+    let resent = sim.replica_stats().prepares_resent;
+    sim.set_client_workload(0, 3 + 30);
+    ok(sim.run_until(|s| s.client_requests_done(0) == 3 + 30, DEADLINE));
+    assert_eq!(
+        sim.replica_stats().prepares_resent,
+        resent,
+        "prepares waited for the prepare timeout"
+    );
+    sim.restart_replica(next);
+    ok(sim.run_until_converged(4 * DEADLINE));
+}

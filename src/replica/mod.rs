@@ -74,6 +74,8 @@ pub struct ReplicaStats {
     pub start_views_deferred: u64,
     /// Re-created replicas (`vsr recover`) that committed through their first view's head.
     pub rejoins_completed: u64,
+    /// Prepare timeouts that resent the oldest unacknowledged prepare (primary).
+    pub prepares_resent: u64,
 }
 
 pub struct ReplicaOptions {

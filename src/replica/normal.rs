@@ -187,16 +187,28 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// Replication along the ring: each replica forwards to the next, stopping before the primary.
+    /// A next replica not heard from for two ping intervals is presumed down: the prepare goes to
+    /// it and on to the one after, so one replica down does not leave the rest of the ring
+    /// waiting for the primary's prepare timeout on every op.
     fn replicate(&mut self, message: &Message) {
         let header = message.header();
         assert_eq!(header.command, Command::Prepare as u8);
         if header.view != self.view || self.status != Status::Normal {
             return;
         }
-        let next = (self.replica + 1) % self.replica_count;
-        if next != self.primary_index(header.view) {
+        let primary = self.primary_index(header.view);
+        let mut next = (self.replica + 1) % self.replica_count;
+        while next != primary && next != self.replica {
             self.bus.send_to_replica(next, message);
+            if !self.presumed_down(next) {
+                break;
+            }
+            next = (next + 1) % self.replica_count;
         }
+    }
+
+    fn presumed_down(&self, replica: u8) -> bool {
+        self.ticks.saturating_sub(self.last_heard[replica as usize]) > 2 * self.config.ping_timeout
     }
 
     // ---- Prepares (backup) --------------------------------------------------------------------
@@ -444,6 +456,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         };
         let header = entry.header;
         let ok_from = entry.ok_from;
+        self.stats.prepares_resent += 1;
         self.log(format_args!(
             "prepare timeout: op={} ok_from={ok_from:b}",
             header.op
