@@ -106,6 +106,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         assert!(self.sync.is_none() && !self.state_lost);
         let durable = self.checkpoint();
         let area = if durable.op == 0 { 0 } else { 1 - durable.area };
+        // The chunks go into the area of our previous checkpoint: stop serving it.
+        self.checkpoint_previous = None;
         let mut prefix = Vec::new();
         encode_client_section(&self.clients, &mut prefix);
         let size = prefix.len() as u64 + self.state_machine.snapshot_size();
@@ -209,6 +211,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// The superblock became durable: a recorded checkpoint is now the one to restart from.
     pub(super) fn checkpoint_on_superblock_durable(&mut self) {
         let durable = self.checkpoint();
+        if durable.op != self.checkpoint_seen.op || durable.id != self.checkpoint_seen.id {
+            // The one before stays intact in the other area until a write goes there.
+            let before = self.checkpoint_seen;
+            self.checkpoint_previous =
+                (before.op > 0 && before.area != durable.area).then_some(before);
+            self.checkpoint_seen = durable;
+        }
         if self
             .checkpoint_write
             .as_ref()

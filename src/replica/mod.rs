@@ -22,7 +22,7 @@ use crate::journal::{Journal, JournalEvent, RecoveryReport};
 use crate::message::{Message, MessagePool};
 use crate::state_machine::StateMachine;
 use crate::storage::{IoCompletion, IoKind, IoRequest, Storage, Zone, SUPERBLOCK_COPIES};
-use crate::superblock::{OpenError, SuperBlock, VsrState};
+use crate::superblock::{CheckpointRef, OpenError, SuperBlock, VsrState};
 use crate::time::Time;
 use client_table::ClientTable;
 use rand_chacha::rand_core::SeedableRng;
@@ -134,6 +134,10 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     sync: Option<sync::SyncProgress>,
     sync_generation: u32,
     sync_serving: usize,
+    /// The checkpoint before the durable one, while its area is intact (served to syncing
+    /// peers, so a sync survives the cluster's next checkpoint); and the durable one last seen.
+    checkpoint_previous: Option<CheckpointRef>,
+    checkpoint_seen: CheckpointRef,
     peers: [sync::PeerState; REPLICAS_MAX],
     /// The head of a view whose log does not fit our journal (beyond `op_limit`): a sync to a
     /// checkpoint at least `head - slot_count` is wanted (0: none).
@@ -267,6 +271,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             sync: None,
             sync_generation: 0,
             sync_serving: 0,
+            checkpoint_previous: None,
+            checkpoint_seen: CheckpointRef::default(),
             peers: [sync::PeerState::default(); REPLICAS_MAX],
             sync_head_wanted: 0,
             checkpoint_digests: Vec::new(),
@@ -496,6 +502,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.view_change_message_timeout.rearm(&mut self.prng);
             self.on_view_change_message_timeout();
         }
+        self.sync_retry_soon();
         if self.repair_timeout.fired() {
             self.repair_timeout.rearm(&mut self.prng);
             self.repair();

@@ -253,6 +253,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             // The primary resent it: our prepare_ok was lost.
             self.send_prepare_ok(header.op, header.checksum);
             return;
+        } else if header.op <= self.commit_min {
+            // Committed here already (a late copy, or a repair answer meant for a peer): the
+            // journal may have wrapped, and its slot may hold a newer op that must not be
+            // overwritten.
+            return;
         }
         self.log(format_args!("on_prepare {header:?}"));
         self.journal.set_header(&header);
@@ -551,7 +556,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 assert_eq!(self.commit_reading, Some(op));
                 self.commit_reading = None;
                 if let Some(message) = message {
-                    if op == self.commit_min + 1 && self.journal.has_header(op, checksum) {
+                    // Things may have changed while the read was in flight: a sync or a
+                    // checkpoint write may have paused commits, a start_view replaced the header.
+                    if op == self.commit_min + 1
+                        && op <= self.commit_max
+                        && self.journal.has_header(op, checksum)
+                        && !self.commits_paused()
+                        && !self.start_view_install_pending
+                    {
                         self.commit_op(&message);
                     }
                 }

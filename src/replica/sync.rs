@@ -31,12 +31,19 @@ use crate::time::Time;
 const SYNC_WINDOW: u32 = 8;
 /// Chunk reads in flight to serve peers.
 pub(super) const SYNC_SERVE_MAX: usize = 4;
+/// Ticks without a chunk arriving before outstanding requests are asked again (a peer drops a
+/// request when it is already serving `SYNC_SERVE_MAX` reads; waiting for the repair timeout
+/// then lets a fast cluster's next checkpoint overtake the sync).
+const SYNC_RETRY_TICKS: u64 = 5;
 
 /// What a peer last said about itself.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct PeerState {
     pub checkpoint_op: u64,
     pub checkpoint_id: u128,
+    /// The checkpoint before: a peer serves it too while its area is not being rewritten.
+    pub previous_op: u64,
+    pub previous_id: u128,
     pub op: u64,
 }
 
@@ -57,6 +64,9 @@ pub(super) struct SyncProgress {
     idle_rounds: u32,
     /// All chunks durable and verified; the superblock update is requested.
     recorded: bool,
+    /// Ticks of the last chunk arrival and of the last quick re-request.
+    arrived_tick: u64,
+    retried_tick: u64,
     /// `Time::monotonic` at the start, for the operator events.
     started: u64,
 }
@@ -73,6 +83,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// Records a peer's advertised checkpoint and head (from a ping or a commit heartbeat).
     pub(super) fn peer_advertised(&mut self, header: &Header) {
         let peer = &mut self.peers[header.replica as usize];
+        if header.request > peer.checkpoint_op && peer.checkpoint_op > 0 {
+            peer.previous_op = peer.checkpoint_op;
+            peer.previous_id = peer.checkpoint_id;
+        }
         if header.request >= peer.checkpoint_op {
             peer.checkpoint_op = header.request;
             peer.checkpoint_id = header.parent;
@@ -83,7 +97,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// Called on the repair timeout: start a sync if one is needed, or push one along.
     pub(super) fn sync_tick(&mut self) {
         if self.sync.is_some() {
-            self.sync_request_chunks(true);
+            self.sync_request_chunks(true, true);
             return;
         }
         if self.status == Status::Recovering
@@ -135,6 +149,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         ));
         self.log(format_args!("sync target id={id:x} area={area}"));
         self.sync_generation = (self.sync_generation + 1) % (1 << 24);
+        // The chunks go into the area of our previous checkpoint: stop serving it.
+        self.checkpoint_previous = None;
         self.stats.syncs_started += 1;
         self.sync = Some(SyncProgress {
             op,
@@ -149,9 +165,27 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             writes_in_flight: 0,
             idle_rounds: 0,
             recorded: false,
+            arrived_tick: self.ticks,
+            retried_tick: self.ticks,
             started: self.time.monotonic(),
         });
-        self.sync_request_chunks(false);
+        self.sync_request_chunks(false, false);
+    }
+
+    /// Every tick: if no chunk arrived for a while, ask again for the outstanding ones.
+    pub(super) fn sync_retry_soon(&mut self) {
+        let ticks = self.ticks;
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        if sync.recorded
+            || ticks - sync.arrived_tick < SYNC_RETRY_TICKS
+            || ticks - sync.retried_tick < SYNC_RETRY_TICKS
+        {
+            return;
+        }
+        sync.retried_tick = ticks;
+        self.sync_request_chunks(true, false);
     }
 
     pub(super) fn sync_abort(&mut self, reason: &str) {
@@ -160,12 +194,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.stats.syncs_aborted += 1;
     }
 
-    /// Peers that advertise the target checkpoint.
+    /// Peers that advertise the target checkpoint as their newest or the one before.
     fn sync_sources(&self, op: u64, id: u128) -> u8 {
         let mut mask = 0u8;
         for r in 0..self.replica_count {
             let p = self.peers[r as usize];
-            if r != self.replica && p.checkpoint_op == op && p.checkpoint_id == id {
+            let newest = p.checkpoint_op == op && p.checkpoint_id == id;
+            let previous = p.previous_op == op && p.previous_id == id;
+            if r != self.replica && (newest || previous) {
                 mask |= 1 << r;
             }
         }
@@ -173,15 +209,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// Asks for chunks: the first one until the size is known, then a window of the lowest
-    /// chunks not yet received. `retry` re-asks for outstanding ones (the repair timeout).
-    fn sync_request_chunks(&mut self, retry: bool) {
+    /// chunks not yet received. `retry` re-asks for outstanding ones; `idle` counts the round
+    /// towards giving up (the repair timeout).
+    fn sync_request_chunks(&mut self, retry: bool, idle: bool) {
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
         if sync.recorded {
             return;
         }
-        if retry {
+        if idle {
             sync.idle_rounds += 1;
         }
         let (op, id, idle_rounds) = (sync.op, sync.id, sync.idle_rounds);
@@ -241,13 +278,25 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    /// A peer asks for a chunk of our durable checkpoint: read it and send it.
-    pub(super) fn on_request_checkpoint_chunk(&mut self, request: &Header) {
+    /// The checkpoint `(op, id)` if we can serve it: our durable one, or the one before while
+    /// its area is intact. `which` names it in the read's token (0: durable, 1: previous).
+    fn servable_checkpoint(&self, op: u64, id: u128) -> Option<(CheckpointRef, u32)> {
         let durable = self.checkpoint();
+        if durable.op == op && durable.id == id && op > 0 {
+            return Some((durable, 0));
+        }
+        self.checkpoint_previous
+            .filter(|p| p.op == op && p.id == id && op > 0)
+            .map(|p| (p, 1))
+    }
+
+    /// A peer asks for a chunk of our durable checkpoint (or the one before): read and send it.
+    pub(super) fn on_request_checkpoint_chunk(&mut self, request: &Header) {
         let index = request.request;
+        let Some((durable, which)) = self.servable_checkpoint(request.op, request.context) else {
+            return;
+        };
         if self.status == Status::Recovering
-            || durable.op != request.op
-            || durable.id != request.context
             || index >= durable.chunks as u64
             || self.sync_serving >= SYNC_SERVE_MAX
         {
@@ -267,16 +316,27 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 .checkpoint_block_offset(durable.area, index as u32),
             len: (HEADER_SIZE + len).next_multiple_of(crate::config::SECTOR_SIZE),
             buffer,
-            token: Token::new(Purpose::SyncChunkRead, request.replica as u32, index as u32)
-                .encode(),
+            token: Token::new(
+                Purpose::SyncChunkRead,
+                request.replica as u32 | which << 8,
+                index as u32,
+            )
+            .encode(),
         });
     }
 
     pub(super) fn on_sync_chunk_read(&mut self, token: Token, completion: IoCompletion) {
         self.sync_serving -= 1;
-        let durable = self.checkpoint();
         let index = token.index;
         let to = token.aux as u8;
+        let durable = if token.aux >> 8 == 0 {
+            self.checkpoint()
+        } else {
+            match self.checkpoint_previous {
+                Some(previous) => previous,
+                None => return,
+            }
+        };
         let mut message = completion.buffer;
         let h = *message.header();
         let identity = ChunkIdentity {
@@ -347,6 +407,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         sync.received[index as usize] = true;
         sync.checksums[index as usize] = h.checksum_body;
         sync.idle_rounds = 0;
+        sync.arrived_tick = self.ticks;
         sync.writes_in_flight += 1;
         let area = sync.area;
         self.stats.sync_chunks += 1;
@@ -374,7 +435,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             buffer: block,
             token: Token::new(Purpose::SyncChunkWrite, self.sync_generation, index).encode(),
         });
-        self.sync_request_chunks(false);
+        self.sync_request_chunks(false, false);
     }
 
     pub(super) fn on_sync_chunk_written(&mut self, token: Token) {
