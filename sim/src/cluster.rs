@@ -179,6 +179,9 @@ pub struct FaultCounts {
 /// fifth; this costs about a twentieth.
 pub const JOURNAL_CHECK_INTERVAL: u64 = 16;
 
+/// The healed cluster's whole budget, in multiples of the stall limit (`Simulator::run`).
+pub const LIVENESS_PATIENCE: u64 = 4;
+
 pub struct Simulator {
     pub seed: u64,
     pub options: SimOptions,
@@ -598,26 +601,54 @@ impl Simulator {
         Ok(())
     }
 
-    /// The whole VOPR run: `ticks_max` ticks of faults, then heal and require convergence within
-    /// `liveness_ticks_max` ticks; the journals and acknowledged ops are checked at the end.
+    /// The whole VOPR run: `ticks_max` ticks of faults, then heal and require convergence; the
+    /// journals and acknowledged ops are checked at the end.
+    ///
+    /// The healed cluster fails for liveness when it goes `liveness_ticks_max` ticks without
+    /// progress (no commit on any replica, no client request completed), or when it has not
+    /// converged after `LIVENESS_PATIENCE` times that: a stall fails fast, while a slow but live
+    /// run (a big workload on a slow configuration) is not mistaken for one.
     pub fn run(&mut self, ticks_max: u64, liveness_ticks_max: u64) -> Result<(), String> {
         while self.tick < ticks_max {
             self.step()?;
         }
         self.heal();
-        let deadline = self.tick + liveness_ticks_max;
-        while self.tick < deadline {
+        let healed = self.tick;
+        let cap = healed + LIVENESS_PATIENCE * liveness_ticks_max;
+        let mut progress = self.progress();
+        let mut progress_tick = self.tick;
+        while self.tick < cap && self.tick - progress_tick < liveness_ticks_max {
             self.step()?;
             if self.converged() {
                 self.check_journals()?;
                 return self.check_acknowledged();
             }
+            let now = self.progress();
+            if now != progress {
+                progress = now;
+                progress_tick = self.tick;
+            }
         }
         Err(format!(
-            "liveness: no convergence {} ticks after healing:{}",
-            liveness_ticks_max,
+            "liveness: no convergence {} ticks after healing ({} without progress):{}",
+            self.tick - healed,
+            self.tick - progress_tick,
             self.describe_state()
         ))
+    }
+
+    /// Commits on every replica that is up, and requests completed by every client.
+    fn progress(&self) -> u64 {
+        let commits: u64 = self
+            .replicas
+            .iter()
+            .filter_map(|slot| match slot {
+                Slot::Up(r) => Some(r.commit_min),
+                _ => None,
+            })
+            .sum();
+        let requests: u64 = self.clients.iter().map(|c| c.requests_done).sum();
+        commits + requests
     }
 
     fn inject_faults(&mut self) {

@@ -13,7 +13,8 @@ replicas crash and restart, pause (not run for a while, packets to them held, cl
 suffer corrupt, misdirected, torn and lost writes, and the network loses, replays, corrupts, delays,
 clogs and partitions packets, and clocks jump. Liveness phase: every replica is restarted and
 resumed, faults stop, and the cluster must converge (all replicas normal in one view with every op
-committed, every client done) within --liveness-ticks-max ticks. Safety is checked throughout:
+committed, every client done): it fails if --liveness-ticks-max ticks pass without progress (no
+commit, no request completed), or if it has not converged after four times that. Safety is checked throughout:
 every commit against the canonical history, every accepted reply, exactly-once execution, state
 digests, and every replica's journal hash chain.
 
@@ -50,7 +51,8 @@ struct Cli {
     /// Ticks (10 ms of simulated time each) of the fault phase.
     #[arg(long, value_name = "TICKS", default_value_t = 20_000)]
     ticks_max: u64,
-    /// Ticks the healed cluster has to converge before the run fails for liveness.
+    /// Ticks without progress after which the healed cluster fails for liveness (it has four
+    /// times this in all to converge).
     #[arg(long, value_name = "TICKS", default_value_t = 30_000)]
     liveness_ticks_max: u64,
     /// Log level: `info` (the summary lines only) or `debug` (also a protocol trace of every

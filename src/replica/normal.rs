@@ -238,9 +238,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let header = *message.header();
         assert!(header.op > 0);
         self.commit_max_advance(header.commit);
-        if header.op > self.op {
-            // Forward first: the ring's latency is what commits wait for.
+        if header.op > self.commit_min && !self.journal.has_clean(header.op, header.checksum) {
+            // Forward first: the ring's latency is what commits wait for. Also when our head
+            // is already past this op (its header came by repair): the next replica still
+            // needs the prepare from us.
             self.replicate(&message);
+        }
+        if header.op > self.op {
             if header.op > self.op_limit() {
                 // Our checkpoint is behind: this op would overwrite one a restart replays.
                 return;
