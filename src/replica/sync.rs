@@ -194,9 +194,17 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.stats.syncs_aborted += 1;
     }
 
-    /// Peers that advertise the target checkpoint as their newest or the one before.
+    /// Peers that advertise the target checkpoint as their newest or the one before; and this
+    /// replica itself when the target is its own durable checkpoint, which failed to load: its
+    /// intact chunks count as much as a peer's (every replica may hold some chunks damaged, and
+    /// between them a whole copy).
     fn sync_sources(&self, op: u64, id: u128) -> u8 {
-        let mut mask = 0u8;
+        let durable = self.checkpoint();
+        let mut mask = if durable.op == op && durable.id == id && op > 0 {
+            1 << self.replica
+        } else {
+            0u8
+        };
         for r in 0..self.replica_count {
             let p = self.peers[r as usize];
             let newest = p.checkpoint_op == op && p.checkpoint_id == id;
@@ -265,7 +273,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             request.op = op;
             request.context = id;
             request.request = index as u64;
-            self.send_header_to_replica(peer, request);
+            if peer == self.replica {
+                // From our own copy: read, verify, and take it as if a peer had sent it.
+                self.on_request_checkpoint_chunk(&request);
+            } else {
+                self.send_header_to_replica(peer, request);
+            }
         }
     }
 
@@ -362,7 +375,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let header = message.header_mut();
         header.context = durable.id;
         header.set_checksum();
-        if (to as usize) < REPLICAS_MAX && to != self.replica {
+        if to == self.replica {
+            self.on_checkpoint_chunk(message);
+        } else if (to as usize) < REPLICAS_MAX {
             self.bus.send_to_replica(to, &message);
         }
     }
