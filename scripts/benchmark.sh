@@ -2,23 +2,27 @@
 # End-to-end benchmark with real processes on 127.0.0.1, in the shapes TigerBeetle is measured in:
 # 10,000 accounts, full batches (8190 transfers), one client, uniform random accounts.
 #
-#   scripts/benchmark.sh [--runs N] [--transfers N]
+#   scripts/benchmark.sh [--runs N] [--transfers N] [--no-10m]
 #
-# Shapes: 1 replica and 3 replicas with 1M transfers. (10M transfers needs the journal to wrap,
-# which arrives with checkpoints; until then that shape is skipped and says so.)
+# Shapes: 1 replica with 1M transfers, 3 replicas with 1M transfers, 1 replica with 10M transfers
+# (the journal wraps behind checkpoints there, so the checkpoint pause shows in p100).
+# `--transfers N` replaces the 1M of the first two shapes; `--no-10m` skips the third.
 # If a `tigerbeetle` binary is on PATH (or TIGERBEETLE=/path/to/tigerbeetle), its own
-# `tigerbeetle benchmark` runs in the same shapes, alternating with ours, and the table shows the
-# ratio. Nothing is downloaded.
+# `tigerbeetle benchmark` runs in the same shapes, alternating with ours (for 3 replicas it formats
+# and starts a temporary 3-replica TigerBeetle cluster), and the table shows the ratio of our
+# throughput to its. Nothing is downloaded.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 runs=1
 transfers=1000000
+ten_million=1
 while (($#)); do
     case $1 in
         --runs) runs=$2; shift 2 ;;
         --transfers) transfers=$2; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --no-10m) ten_million=0; shift ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "benchmark.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -26,42 +30,72 @@ done
 cargo build --release --bin vsr
 vsr=$PWD/target/release/vsr
 tigerbeetle=${TIGERBEETLE:-$(command -v tigerbeetle || true)}
+work=$(mktemp -d "${TMPDIR:-/tmp}/vsr-benchmark.XXXXXX")
+tb_pids=()
+cleanup() {
+    ((${#tb_pids[@]})) && kill "${tb_pids[@]}" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
-# Prints "tx/s p50 p99" for one run of ours.
+# The value after `key = ` on the line starting with `prefix`, e.g. field "$out" "batch latency" p99.
+field() {
+    sed -n "s/^$2.* $3 = \([0-9.]*\).*/\1/p" <<<"$1" | head -1
+}
+
+# Prints "tx/s p50 p99 p100 rss" for one run of ours.
 ours() {
-    local replicas=$1 out
+    local replicas=$1 count=$2 out
     out=$("$vsr" benchmark --replica-count="$replicas" --account-count=10000 \
-        --transfer-count="$transfers" --transfer-batch-size=8190 2>/dev/null)
-    local tps p50 p99
+        --transfer-count="$count" --transfer-batch-size=8190 2>/dev/null)
+    local tps rss
     tps=$(sed -n 's/^load accepted = \([0-9]*\) tx\/s.*/\1/p' <<<"$out")
-    p50=$(sed -n 's/^batch latency .*p50 = \([0-9.]*\) ms.*/\1/p' <<<"$out")
-    p99=$(sed -n 's/^batch latency .*p99 = \([0-9.]*\) ms.*/\1/p' <<<"$out")
-    echo "$tps $p50 $p99"
+    rss=$(sed -n 's/^replica peak RSS = \([0-9]*\) MiB.*/\1/p' <<<"$out")
+    echo "${tps:-?} $(field "$out" "batch latency" p50) $(field "$out" "batch latency" p99) $(field "$out" "batch latency" p100) ${rss:-?}"
 }
 
-# Prints "tx/s p50 p99" for one run of TigerBeetle's own benchmark (its output format).
+# Prints the tx/s of one run of TigerBeetle's own benchmark (its output format), or "?".
 theirs() {
-    local replicas=$1 out
-    out=$("$tigerbeetle" benchmark --account-count=10000 --transfer-count="$transfers" \
-        --transfer-batch-size=8190 ${replicas:+--addresses=} 2>&1 || true)
-    local tps p50 p99
+    local replicas=$1 count=$2 out args=()
+    if ((replicas > 1)); then
+        local base=$((30000 + RANDOM % 20000)) addresses="" r
+        for ((r = 0; r < replicas; r++)); do addresses+="${addresses:+,}$((base + r))"; done
+        for ((r = 0; r < replicas; r++)); do
+            "$tigerbeetle" format --cluster=0 --replica="$r" --replica-count="$replicas" \
+                "$work/tb_$r.tigerbeetle" >/dev/null 2>&1
+            "$tigerbeetle" start --addresses="$addresses" "$work/tb_$r.tigerbeetle" >/dev/null 2>&1 &
+            tb_pids+=($!)
+        done
+        args=(--addresses="$addresses")
+    fi
+    out=$("$tigerbeetle" benchmark "${args[@]}" --account-count=10000 --transfer-count="$count" \
+        --transfer-batch-size=8190 2>&1 || true)
+    if ((${#tb_pids[@]})); then
+        kill "${tb_pids[@]}" 2>/dev/null || true
+        wait "${tb_pids[@]}" 2>/dev/null || true
+        tb_pids=()
+        rm -f "$work"/tb_*.tigerbeetle
+    fi
+    local tps
     tps=$(sed -n 's/^load accepted = \([0-9]*\) tx\/s.*/\1/p' <<<"$out")
-    p50=$(sed -n 's/^batch latency p50 = \([0-9.]*\) ms.*/\1/p;s/.*p50 = \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -1)
-    p99=$(sed -n 's/.*p99 = \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -1)
-    echo "${tps:-?} ${p50:-?} ${p99:-?}"
+    echo "${tps:-?}"
 }
 
-printf '%-28s %12s %10s %10s %12s\n' "shape" "tx/s" "p50 ms" "p99 ms" "vs tigerbeetle"
-for replicas in 1 3; do
+shapes=("1 $transfers" "3 $transfers")
+((ten_million)) && shapes+=("1 10000000")
+
+printf '%-26s %10s %8s %8s %9s %9s %8s\n' "shape" "tx/s" "p50 ms" "p99 ms" "p100 ms" "RSS MiB" "vs TB"
+for shape in "${shapes[@]}"; do
+    read -r replicas count <<<"$shape"
     for ((run = 1; run <= runs; run++)); do
-        read -r tps p50 p99 < <(ours "$replicas")
+        read -r tps p50 p99 p100 rss < <(ours "$replicas" "$count")
         ratio="-"
-        if [[ -n $tigerbeetle && $replicas == 1 ]]; then
-            read -r ttps _ _ < <(theirs "")
-            [[ $ttps != "?" && -n $tps ]] && ratio=$(awk -v a="$tps" -v b="$ttps" 'BEGIN { printf "%.2fx", a / b }')
+        if [[ -n $tigerbeetle ]]; then
+            ttps=$(theirs "$replicas" "$count")
+            [[ $ttps != "?" && $tps != "?" ]] && ratio=$(awk -v a="$tps" -v b="$ttps" 'BEGIN { printf "%.2fx", a / b }')
         fi
-        printf '%-28s %12s %10s %10s %12s\n' "$replicas replica(s), $transfers tx" "$tps" "$p50" "$p99" "$ratio"
+        printf '%-26s %10s %8s %8s %9s %9s %8s\n' "$replicas replica(s), $count tx" \
+            "$tps" "$p50" "$p99" "$p100" "$rss" "$ratio"
     done
 done
-echo "10M transfers: skipped (needs journal wrap, which arrives with checkpoints)"
 [[ -n $tigerbeetle ]] || echo "no tigerbeetle binary on PATH (set TIGERBEETLE=/path): our figures only"
