@@ -136,6 +136,16 @@ impl Config {
                 self.view_change_headers_max()
             ));
         }
+        // A checkpoint interval (`checkpoint_interval`: half the journal less the view change
+        // suffix) must leave at least two view change suffixes of room: a full pipeline, and a
+        // pipeline of backup lag, while a checkpoint is written.
+        if (self.journal_slot_count as usize) < 6 * self.view_change_headers_max() {
+            return err(format!(
+                "journal_slot_count {} must be at least six times the view change suffix ({})",
+                self.journal_slot_count,
+                self.view_change_headers_max()
+            ));
+        }
         if self.clients_max == 0 {
             return err("clients_max must be at least 1".into());
         }
@@ -189,11 +199,15 @@ impl Config {
         self.pipeline_max as usize + 1
     }
 
-    /// Ops between checkpoints. The journal may hold ops up to the durable checkpoint plus its
-    /// slot count; checkpointing this much earlier leaves the primary room to keep a full pipeline
-    /// (and backups a pipeline of lag) while a checkpoint is written.
+    /// Ops between checkpoints: about half the journal. The journal may hold ops up to the
+    /// durable checkpoint plus its slot count, so while a checkpoint is written (commits go on,
+    /// from a frozen snapshot) the cluster has `slots - interval`, over half a journal, of ops to
+    /// prepare and commit before it must wait for the write: a full rewrite of a large state
+    /// then costs no stall. The `view_change_headers_max` subtracted keeps room for a pipeline
+    /// and a pipeline of backup lag even in the smallest journal. Commits wait before the next
+    /// checkpoint's op while the previous write is not durable (`Replica::commits_paused`).
     pub fn checkpoint_interval(&self) -> u64 {
-        self.journal_slot_count as u64 - 2 * self.view_change_headers_max() as u64
+        self.journal_slot_count as u64 / 2 - self.view_change_headers_max() as u64
     }
 
     /// Messages the pool holds; enough for every reference the replica, its journal, bus and

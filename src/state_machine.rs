@@ -29,9 +29,13 @@ pub trait StateMachine {
     /// every replica's snapshot at the same commit is byte-identical (checkpoints are compared
     /// and shipped between replicas by checksum). Its length now.
     fn snapshot_size(&self) -> u64;
-    /// Copies bytes `[offset, offset + out.len())` of the snapshot into `out`. A checkpoint reads
-    /// the snapshot in pieces while commits are paused, so the state does not change in between.
+    /// Copies bytes `[offset, offset + out.len())` of the snapshot into `out`.
     fn snapshot_read(&self, offset: u64, out: &mut [u8]);
+    /// Freezes the snapshot as the state is now: until `snapshot_thaw`, `snapshot_size` and
+    /// `snapshot_read` describe this state while operations go on being applied. A checkpoint
+    /// is written from a frozen snapshot, so commits need not wait for its writes.
+    fn snapshot_freeze(&mut self);
+    fn snapshot_thaw(&mut self);
     /// Discards the state and starts restoring a snapshot of `size` bytes, fed in order to
     /// `restore_write` and completed by `restore_finish`.
     fn restore_begin(&mut self, size: u64);
@@ -49,6 +53,7 @@ pub struct HashingStateMachine {
     state: u128,
     pub commits: u64,
     restore: Vec<u8>,
+    frozen: Option<[u8; HASHING_SNAPSHOT_SIZE]>,
 }
 
 pub const HASHING_OPERATION: u8 = STATE_MACHINE_OPERATION_FIRST;
@@ -93,11 +98,21 @@ impl StateMachine for HashingStateMachine {
     }
 
     fn snapshot_read(&self, offset: u64, out: &mut [u8]) {
-        let mut bytes = [0u8; HASHING_SNAPSHOT_SIZE];
-        bytes[..16].copy_from_slice(&self.state.to_le_bytes());
-        bytes[16..].copy_from_slice(&self.commits.to_le_bytes());
+        let bytes = self.frozen.unwrap_or_else(|| self.snapshot_bytes());
         let offset = offset as usize;
         out.copy_from_slice(&bytes[offset..offset + out.len()]);
+    }
+
+    fn snapshot_freeze(&mut self) {
+        assert!(self.frozen.is_none(), "snapshot frozen twice");
+        self.frozen = Some(self.snapshot_bytes());
+    }
+
+    fn snapshot_thaw(&mut self) {
+        assert!(
+            self.frozen.take().is_some(),
+            "thaw of a snapshot not frozen"
+        );
     }
 
     fn restore_begin(&mut self, size: u64) {
@@ -121,3 +136,12 @@ impl StateMachine for HashingStateMachine {
 }
 
 const HASHING_SNAPSHOT_SIZE: usize = 24;
+
+impl HashingStateMachine {
+    fn snapshot_bytes(&self) -> [u8; HASHING_SNAPSHOT_SIZE] {
+        let mut bytes = [0u8; HASHING_SNAPSHOT_SIZE];
+        bytes[..16].copy_from_slice(&self.state.to_le_bytes());
+        bytes[16..].copy_from_slice(&self.commits.to_le_bytes());
+        bytes
+    }
+}

@@ -8,11 +8,11 @@ use common::{account_body, op_head, TestCluster, CREATE_ACCOUNTS};
 use std::time::{Duration, Instant};
 use vsr::client_net::NetClient;
 
-/// A small journal (the smallest valid with this pipeline is 20 slots).
+/// A small journal (the smallest valid with this pipeline is 54 slots).
 const SLOTS: u64 = 64;
 const PIPELINE: u64 = 8;
-/// `Config::checkpoint_interval`: slots - 2 * (pipeline_max + 1), 46 ops.
-const INTERVAL: u64 = SLOTS - 2 * (PIPELINE + 1);
+/// `Config::checkpoint_interval`: slots / 2 - (pipeline_max + 1), 23 ops.
+const INTERVAL: u64 = SLOTS / 2 - (PIPELINE + 1);
 /// Accounts per request, so checkpoints grow to many chunks and sync moves several.
 const ACCOUNTS_PER_REQUEST: u128 = 24;
 /// Requests stop here at the latest: the ledger holds 16384 accounts (see `TestCluster::start`).

@@ -108,6 +108,18 @@ impl StateMachine for SimStateMachine {
             SimStateMachine::Ledger(m) => m.snapshot_read(offset, out),
         }
     }
+    fn snapshot_freeze(&mut self) {
+        match self {
+            SimStateMachine::Hashing(m) => m.snapshot_freeze(),
+            SimStateMachine::Ledger(m) => m.snapshot_freeze(),
+        }
+    }
+    fn snapshot_thaw(&mut self) {
+        match self {
+            SimStateMachine::Hashing(m) => m.snapshot_thaw(),
+            SimStateMachine::Ledger(m) => m.snapshot_thaw(),
+        }
+    }
     fn restore_begin(&mut self, size: u64) {
         match self {
             SimStateMachine::Hashing(m) => m.restore_begin(size),

@@ -174,7 +174,7 @@ impl SimOptions {
         // stream of their own, like pauses.
         let mut wrap_rng = rng::seeded(rng.clone().next_u64() ^ 0x7772_6170_0000_0000);
         if chance(&mut wrap_rng, 0.5) {
-            let slots_min = 4 * (config.pipeline_max as u64 + 1) + 8;
+            let slots_min = 6 * (config.pipeline_max as u64 + 1) + 8;
             config.journal_slot_count = range(&mut wrap_rng, slots_min, slots_min + 32) as u32;
             let total = config.journal_slot_count as u64 * range(&mut wrap_rng, 4, 12);
             // A client completes a request every few dozen ticks at best: keep every client's

@@ -99,6 +99,19 @@ struct SnapshotHeader {
 }
 
 const _: () = assert!(core::mem::size_of::<SnapshotHeader>() == HEADER_SIZE);
+
+/// The snapshot frozen for a checkpoint that is written while operations go on
+/// (`StateMachine::snapshot_freeze`): the header (its counts) and copies of the two sections that
+/// change in place, accounts (balances) and transfer statuses. Balance records, orphans and
+/// transfers only grow between operations (a linked chain's rollback truncates only what its own
+/// operation appended), so their prefixes up to the frozen counts stay as they were and are read
+/// live. The copies keep their allocation from one checkpoint to the next.
+#[derive(Default)]
+pub(super) struct Frozen {
+    header: Option<SnapshotHeader>,
+    accounts: Vec<Account>,
+    status: Vec<u8>,
+}
 const _: () = assert!(core::mem::size_of::<Account>() == 128);
 const _: () = assert!(core::mem::size_of::<Transfer>() == 128);
 const _: () = assert!(core::mem::size_of::<BalanceRecord>() == 64);
@@ -201,14 +214,60 @@ impl Ledger {
         }
     }
 
+    pub(super) fn snapshot_freeze(&mut self) {
+        assert!(self.restore.is_none(), "snapshot during a restore");
+        assert!(self.frozen.header.is_none(), "snapshot frozen twice");
+        let header = self.snapshot_header();
+        let frozen = &mut self.frozen;
+        // Once, to the live arrays' capacity: later checkpoints copy without allocating.
+        if frozen.accounts.capacity() < self.accounts.capacity() {
+            frozen
+                .accounts
+                .reserve_exact(self.accounts.capacity() - frozen.accounts.len());
+        }
+        if frozen.status.capacity() < self.transfer_status.capacity() {
+            frozen
+                .status
+                .reserve_exact(self.transfer_status.capacity() - frozen.status.len());
+        }
+        frozen.accounts.clear();
+        frozen.accounts.extend_from_slice(&self.accounts);
+        frozen.status.clear();
+        frozen.status.extend_from_slice(&self.transfer_status);
+        frozen.header = Some(header);
+    }
+
+    pub(super) fn snapshot_thaw(&mut self) {
+        assert!(
+            self.frozen.header.is_some(),
+            "thaw of a snapshot not frozen"
+        );
+        self.frozen.header = None;
+    }
+
     pub(super) fn snapshot_len(&self) -> u64 {
         assert!(self.restore.is_none(), "snapshot during a restore");
-        snapshot_size_of(&self.snapshot_header())
+        snapshot_size_of(&self.frozen.header.unwrap_or_else(|| self.snapshot_header()))
     }
 
     pub(super) fn snapshot_copy(&self, offset: u64, out: &mut [u8]) {
         assert!(self.restore.is_none(), "snapshot during a restore");
-        let header = self.snapshot_header();
+        let (header, accounts, status) = match &self.frozen.header {
+            Some(header) => (
+                *header,
+                self.frozen.accounts.as_bytes(),
+                &self.frozen.status[..],
+            ),
+            None => (
+                self.snapshot_header(),
+                self.accounts.as_bytes(),
+                &self.transfer_status[..],
+            ),
+        };
+        // Frozen or not, the growing sections are read up to the header's counts.
+        assert!(self.balances.len() as u64 >= header.balances);
+        assert!(self.orphans.len() as u64 >= header.orphans);
+        assert!(self.transfers.len() as u64 >= header.transfers);
         let size = snapshot_size_of(&header);
         let end = offset.checked_add(out.len() as u64);
         assert!(
@@ -219,11 +278,11 @@ impl Ledger {
         // In `Section` order; each is the array itself, viewed as bytes (no copy).
         let sections: [&[u8]; 6] = [
             header.as_bytes(),
-            self.accounts.as_bytes(),
-            self.balances.as_bytes(),
-            self.orphans.as_bytes(),
-            &self.transfer_status,
-            self.transfers.as_bytes(),
+            accounts,
+            self.balances[..header.balances as usize].as_bytes(),
+            self.orphans[..header.orphans as usize].as_bytes(),
+            status,
+            self.transfers[..header.transfers as usize].as_bytes(),
         ];
         let mut start = 0u64;
         let mut done = 0usize;
@@ -265,6 +324,10 @@ impl Ledger {
 
     pub(super) fn restore_start(&mut self, size: u64) {
         assert!(self.chain.is_none(), "restore inside a linked chain");
+        assert!(
+            self.frozen.header.is_none(),
+            "restore while a snapshot is frozen"
+        );
         // A restore begun again discards the first one (and gives back the expiry storage).
         if let Some(restore) = self.restore.take() {
             self.expiry = BinaryHeap::from(restore.expiry);
@@ -1023,6 +1086,39 @@ mod tests {
         let bytes = snapshot(&empty, &mut rng);
         let copy = restored((1, 1), &bytes, &mut rng);
         assert_eq!(copy.digest(), empty.digest());
+    }
+
+    /// A frozen snapshot stays the state at the freeze while operations go on (pending
+    /// transfers resolved, balances changed, chains rolled back, transfers and orphans added):
+    /// its bytes equal those read before, and a restore of them gives the digest at the freeze.
+    #[test]
+    fn ledger_snapshot_frozen_while_operations_go_on() {
+        for seed in 0..6u64 {
+            let mut driver = Driver::new(seed);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut a = ledger(4096, 65_536);
+            for round in 0..3 {
+                driver.run(100, &mut [&mut a]);
+                let before = snapshot(&a, &mut rng);
+                let digest = a.digest();
+                a.snapshot_freeze();
+                driver.run(60, &mut [&mut a]);
+                assert_ne!(
+                    a.digest(),
+                    digest,
+                    "seed {seed} round {round}: nothing changed"
+                );
+                assert_eq!(a.snapshot_size(), before.len() as u64);
+                assert_eq!(snapshot(&a, &mut rng), before, "seed {seed} round {round}");
+                let copy = restored((4096, 65_536), &before, &mut rng);
+                assert_eq!(copy.digest(), digest);
+                a.snapshot_thaw();
+                let after = snapshot(&a, &mut rng);
+                assert_ne!(after, before);
+                let copy = restored((4096, 65_536), &after, &mut rng);
+                assert_eq!(copy.digest(), a.digest());
+            }
+        }
     }
 
     /// A ledger with state, and its snapshot.

@@ -215,6 +215,7 @@ pub struct Ledger {
 
     /// A snapshot being restored (between `restore_begin` and `restore_finish`).
     restore: Option<Box<snapshot::Restore>>,
+    frozen: snapshot::Frozen,
 }
 
 impl Ledger {
@@ -245,6 +246,7 @@ impl Ledger {
             digest_sum: 0,
             commit_timestamp: 0,
             restore: None,
+            frozen: snapshot::Frozen::default(),
             config,
         }
     }
@@ -1564,6 +1566,14 @@ impl StateMachine for Ledger {
 
     fn snapshot_read(&self, offset: u64, out: &mut [u8]) {
         self.snapshot_copy(offset, out)
+    }
+
+    fn snapshot_freeze(&mut self) {
+        Ledger::snapshot_freeze(self)
+    }
+
+    fn snapshot_thaw(&mut self) {
+        Ledger::snapshot_thaw(self)
     }
 
     fn restore_begin(&mut self, size: u64) {

@@ -85,10 +85,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.checkpoint().op + self.journal.slot_count()
     }
 
-    /// Commits wait while a checkpoint's chunks are written (they read the live state), while a
-    /// checkpoint loads, and while the state is lost or being synced.
+    /// Commits wait while a checkpoint loads, and while the state is lost or being synced. Not
+    /// while one is written (that reads a frozen snapshot, see `checkpoint_maybe_start`), unless
+    /// the next op to commit is the next checkpoint's: two writes never overlap.
     pub(super) fn commits_paused(&self) -> bool {
-        self.checkpoint_write.as_ref().is_some_and(|w| !w.recorded)
+        let next_is_checkpoint = (self.commit_min + 1) % self.checkpoint_interval() == 0;
+        (self.checkpoint_write.is_some() && next_is_checkpoint)
             || self.checkpoint_load.is_some()
             || self.state_lost
             || self.sync.is_some()
@@ -110,6 +112,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.checkpoint_previous = None;
         let mut prefix = Vec::new();
         encode_client_section(&self.clients, &mut prefix);
+        // Commits go on while the chunks are written: they read this frozen state.
+        self.state_machine.snapshot_freeze();
         let size = prefix.len() as u64 + self.state_machine.snapshot_size();
         let chunks = chunk_count(size, self.config.message_size_max);
         let identity = ChunkIdentity {
@@ -194,9 +198,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         };
         write.recorded = true;
         write.prefix = Vec::new();
+        self.state_machine.snapshot_thaw();
         self.log(format_args!("checkpoint written: {checkpoint:?}"));
         self.checkpoint_record(checkpoint);
-        // The state is on disk: commits go on while the superblock is written.
         self.commit_journal();
     }
 
