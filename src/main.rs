@@ -14,49 +14,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Create and lay out a new data file for one replica.
-    Format {
-        /// The cluster id (u128); every replica of a cluster has the same.
-        #[arg(long)]
-        cluster: u128,
-        /// This replica's index, 0-based.
-        #[arg(long)]
-        replica: u8,
-        #[arg(long)]
-        replica_count: u8,
-        /// Advanced: largest message in bytes (a multiple of 4096).
-        #[arg(long, default_value_t = 1024 * 1024)]
-        message_size_max: u32,
-        /// Advanced: journal slots.
-        #[arg(long, default_value_t = 1024)]
-        journal_slot_count: u32,
-        /// Advanced: prepares in flight.
-        #[arg(long, default_value_t = 8)]
-        pipeline_max: u32,
-        /// Advanced: client sessions kept.
-        #[arg(long, default_value_t = 64)]
-        clients_max: u32,
-        path: PathBuf,
-    },
+    Format(DataFileArgs),
     /// Re-create the data file of a replica whose disk was lost. The replica then rejoins safely:
     /// it neither votes nor acknowledges until it has caught up from its peers. Use the sizes the
     /// cluster was formatted with.
-    Recover {
-        #[arg(long)]
-        cluster: u128,
-        #[arg(long)]
-        replica: u8,
-        #[arg(long)]
-        replica_count: u8,
-        #[arg(long, default_value_t = 1024 * 1024)]
-        message_size_max: u32,
-        #[arg(long, default_value_t = 1024)]
-        journal_slot_count: u32,
-        #[arg(long, default_value_t = 8)]
-        pipeline_max: u32,
-        #[arg(long, default_value_t = 64)]
-        clients_max: u32,
-        path: PathBuf,
-    },
+    Recover(DataFileArgs),
     /// Run a replica (its index and cluster are read from the data file).
     Start {
         /// Every replica's address, in replica order (host:port, or a bare port for 127.0.0.1).
@@ -134,6 +96,45 @@ enum Commands {
     Version,
 }
 
+/// What `format` and `recover` need to lay out a data file.
+#[derive(clap::Args)]
+struct DataFileArgs {
+    /// The cluster id (u128); every replica of a cluster has the same.
+    #[arg(long)]
+    cluster: u128,
+    /// This replica's index, 0-based.
+    #[arg(long)]
+    replica: u8,
+    /// Replicas in the cluster.
+    #[arg(long)]
+    replica_count: u8,
+    /// Advanced: largest message in bytes (a multiple of 4096).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    message_size_max: u32,
+    /// Advanced: journal slots.
+    #[arg(long, default_value_t = 1024)]
+    journal_slot_count: u32,
+    /// Advanced: prepares in flight.
+    #[arg(long, default_value_t = 8)]
+    pipeline_max: u32,
+    /// Advanced: client sessions kept.
+    #[arg(long, default_value_t = 64)]
+    clients_max: u32,
+    /// The data file to create (it must not exist).
+    path: PathBuf,
+}
+
+impl DataFileArgs {
+    fn sizes(&self) -> Sizes {
+        Sizes {
+            message_size_max: self.message_size_max,
+            journal_slot_count: self.journal_slot_count,
+            pipeline_max: self.pipeline_max,
+            clients_max: self.clients_max,
+        }
+    }
+}
+
 fn version_long() -> &'static str {
     concat!(
         env!("CARGO_PKG_VERSION"),
@@ -146,41 +147,11 @@ fn version_long() -> &'static str {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Commands::Format {
-            cluster,
-            replica,
-            replica_count,
-            message_size_max,
-            journal_slot_count,
-            pipeline_max,
-            clients_max,
-            path,
-        } => {
-            let sizes = Sizes {
-                message_size_max,
-                journal_slot_count,
-                pipeline_max,
-                clients_max,
-            };
-            cli::format(&path, cluster, replica, replica_count, &sizes)
+        Commands::Format(a) => {
+            cli::format(&a.path, a.cluster, a.replica, a.replica_count, &a.sizes())
         }
-        Commands::Recover {
-            cluster,
-            replica,
-            replica_count,
-            message_size_max,
-            journal_slot_count,
-            pipeline_max,
-            clients_max,
-            path,
-        } => {
-            let sizes = Sizes {
-                message_size_max,
-                journal_slot_count,
-                pipeline_max,
-                clients_max,
-            };
-            cli::recover(&path, cluster, replica, replica_count, &sizes)
+        Commands::Recover(a) => {
+            cli::recover(&a.path, a.cluster, a.replica, a.replica_count, &a.sizes())
         }
         Commands::Start {
             addresses,
