@@ -166,8 +166,9 @@ fn backup_down_for_longer_than_the_journal_syncs_a_checkpoint_and_converges() {
     );
 
     // Kill a backup: not the primary of the highest view any replica recorded, nor the next
-    // replica in its replication ring (primary -> primary+1 -> primary+2). Without that one every
-    // prepare reaches the last backup only on the primary's prepare timeout (250 ms an op).
+    // replica in its replication ring (primary -> primary+1 -> primary+2), so the load runs at
+    // full speed from the first op after the kill (the ring skips a replica only once it has
+    // been silent for two ping intervals).
     let view = (0..3).map(|r| view(&cluster.inspect(r))).max().unwrap();
     let victim = (view as usize + 2) % 3;
     let peers: Vec<usize> = (0..3).filter(|&r| r != victim).collect();
@@ -304,4 +305,85 @@ fn backup_down_for_longer_than_the_journal_syncs_a_checkpoint_and_converges() {
         last,
         started.elapsed()
     );
+}
+
+/// A replica's data file is lost for good: `vsr recover` re-creates it, the replica rejoins from
+/// its peers (state sync: their journals have wrapped past everything it would need), commits
+/// through the cluster's log, and once it has caught up its file no longer says `rejoining`.
+/// Nothing acknowledged is lost, and its checkpoint matches its peers'.
+#[test]
+fn lost_data_file_re_created_with_vsr_recover_rejoins() {
+    let sizes = [
+        format!("--journal-slot-count={SLOTS}"),
+        format!("--pipeline-max={PIPELINE}"),
+    ];
+    let mut cluster = TestCluster::format_with("recover", 3, &[&sizes[0], &sizes[1]]);
+    cluster.start_all();
+    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    client.register(Duration::from_secs(30)).expect("register");
+    let mut load = Load {
+        client,
+        next_id: 0,
+        replies: Vec::new(),
+    };
+    load.until(2 * SLOTS);
+
+    let view = (0..3).map(|r| view(&cluster.inspect(r))).max().unwrap();
+    let victim = (view as usize + 2) % 3;
+    cluster.kill9(victim);
+    std::fs::remove_file(cluster.path(victim)).unwrap();
+    let out = std::process::Command::new(common::VSR)
+        .args(["recover", &format!("--cluster={}", cluster.cluster)])
+        .arg(format!("--replica={victim}"))
+        .args(["--replica-count=3", "--message-size-max=65536"])
+        .args(&sizes)
+        .arg(cluster.path(victim))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cluster.inspect(victim).contains("rejoining: yes"));
+
+    // The cluster goes on without it, past another journal, then it starts from the new file.
+    load.until(load.last() + SLOTS + INTERVAL);
+    cluster.start(victim);
+    let caught_up = |cluster: &TestCluster, last: u64| {
+        let inspect = cluster.inspect(victim);
+        !inspect.contains("rejoining") && op_head(&inspect) >= last
+    };
+    while !caught_up(&cluster, load.last()) && load.last() < OPS_MAX {
+        load.request();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let last = load.last();
+    common::wait_for(
+        "the re-created replica to catch up and stop rejoining",
+        Duration::from_secs(60),
+        || caught_up(&cluster, last).then_some(()),
+    );
+    let log = cluster.log(victim);
+    assert!(log.contains("rejoining (re-created data file)"), "{log}");
+    assert!(log.contains("rejoined: committed through op"), "{log}");
+    assert!(!sync_done_ops(&log).is_empty(), "it never synced:\n{log}");
+
+    cluster.stop_all();
+    let inspects: Vec<String> = (0..3).map(|r| cluster.inspect(r)).collect();
+    let heads: Vec<u64> = inspects.iter().map(|i| op_head(i)).collect();
+    assert!(
+        heads.iter().all(|&h| h == last),
+        "heads {heads:?}, last reply op {last}"
+    );
+    let victim_checkpoint = checkpoint(&inspects[victim]).expect("a checkpoint");
+    let peer = (victim + 1) % 3;
+    let peer_checkpoint = checkpoint(&inspects[peer]).expect("a checkpoint");
+    if victim_checkpoint.op == peer_checkpoint.op {
+        assert_eq!(victim_checkpoint, peer_checkpoint);
+    }
+    for r in 0..3 {
+        let log = cluster.log(r);
+        assert!(!log.contains("panicked"), "replica {r} panicked:\n{log}");
+    }
 }
