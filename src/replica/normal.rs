@@ -605,8 +605,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// A rejoining replica has committed every op it may have acknowledged before its disk was
-    /// lost: from now on its log answers for itself (the next superblock write clears
-    /// `rejoining`; until then a restart merely rejoins again).
+    /// lost: from now on its log answers for itself. A superblock write clears `rejoining`; a
+    /// restart before it is durable merely rejoins again.
     pub(super) fn rejoin_maybe_done(&mut self) {
         if self.rejoin_head.is_some_and(|head| self.commit_min >= head) {
             self.event(format_args!(
@@ -615,6 +615,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             ));
             self.rejoin_head = None;
             self.stats.rejoins_completed += 1;
+            // Say so on disk now (`vsr inspect` stops showing `rejoining`), not at the next
+            // checkpoint or view change.
+            let state = self.vsr_state_now();
+            self.superblock_update(state);
         }
     }
 

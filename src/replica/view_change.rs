@@ -651,7 +651,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         } else if header.view > self.view || self.status != Status::ViewChange {
             self.enter_view_change_quietly(header.view);
         }
-        self.start_view_deferred = self.status == Status::ViewChange;
+        // Asked for again as soon as there is room (after a sync or our own checkpoint): the
+        // cluster goes on meanwhile, and a late request finds its head beyond the room again.
+        self.start_view_deferred = true;
         self.sync_tick();
     }
 
