@@ -208,6 +208,13 @@ impl Client {
         self.attempts += 1;
         let target = ((self.view as u64 + self.attempts as u64) % self.replica_count as u64) as u8;
         bus.send_to_replica(target, &message);
+        self.ping_replicas(bus);
+    }
+
+    /// Asks every replica for the view (`PingClient`). Over a connection-oriented bus this also
+    /// introduces the client to every replica, so a reply from a primary it has not yet written
+    /// to (a backup forwarded its request) has a way back.
+    pub fn ping_replicas<B: ClientBus>(&mut self, bus: &mut B) {
         let mut ping = Header::new(Command::PingClient, self.cluster, 0, self.view);
         ping.client = self.id;
         ping.set_checksum_body(&[]);
@@ -283,4 +290,73 @@ impl Client {
     /// Milliseconds since the request in flight was first sent are not tracked here; the
     /// simulator measures latency in ticks of `TICK_MS`.
     pub const TICK_MS: u64 = TICK_MS;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::{Command, Header, HEADER_SIZE};
+    use crate::message::MessagePool;
+
+    /// Records (replica, command) of everything sent.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Vec<(u8, u8)>,
+        last: Option<Message>,
+    }
+
+    impl ClientBus for Recorder {
+        fn send_to_replica(&mut self, replica: u8, message: &Message) {
+            self.sent.push((replica, message.header().command));
+            self.last = Some(message.clone());
+        }
+    }
+
+    fn reply_to(pool: &MessagePool, request: &Header, view: u32, session: u64) -> Message {
+        let mut reply = Header::new(Command::Reply, request.cluster, 1, view);
+        reply.client = request.client;
+        reply.request = request.request;
+        reply.context = request.checksum;
+        reply.operation = request.operation;
+        reply.session = session;
+        reply.op = 4;
+        reply.commit = 4;
+        reply.size = HEADER_SIZE as u32;
+        reply.set_checksum_body(&[]);
+        reply.set_checksum();
+        let mut message = pool.get().unwrap();
+        *message.header_mut() = reply;
+        message
+    }
+
+    #[test]
+    fn ping_replicas_reaches_every_replica() {
+        let mut client = Client::new(7, 9, 3, 4096, 20, 1);
+        let mut bus = Recorder::default();
+        client.ping_replicas(&mut bus);
+        let ping = Command::PingClient as u8;
+        assert_eq!(bus.sent, vec![(0, ping), (1, ping), (2, ping)]);
+    }
+
+    #[test]
+    fn a_reply_from_a_newer_view_redirects_the_next_request() {
+        let pool = MessagePool::new(4, 4096);
+        let mut client = Client::new(7, 9, 3, 4096, 20, 1);
+        let mut bus = Recorder::default();
+        client.register(&mut bus).unwrap();
+        assert_eq!(bus.sent.last().unwrap().0, 0, "view 0's primary first");
+        let request = *bus.last.as_ref().unwrap().header();
+        // The cluster is in view 4: its primary (replica 1) answers.
+        let event = client.on_message(reply_to(&pool, &request, 4, 77));
+        assert!(matches!(
+            event,
+            Some(ClientEvent::Registered { session: 77 })
+        ));
+        client.request(&mut bus, 200, &[1, 2, 3]).unwrap();
+        assert_eq!(
+            *bus.sent.last().unwrap(),
+            (1, Command::Request as u8),
+            "the next request goes to view 4's primary"
+        );
+    }
 }

@@ -149,6 +149,9 @@ impl NetClient {
 
     /// Registers the session (once).
     pub fn register(&mut self, timeout: Duration) -> Result<u64, NetError> {
+        // Connect to every replica first: the register goes to the primary of view 0, and if
+        // the cluster has moved on, the real primary's reply needs a connection to come back on.
+        self.client.ping_replicas(&mut self.links);
         self.client.register(&mut self.links)?;
         let deadline = Instant::now() + timeout;
         loop {
