@@ -40,12 +40,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if floor > self.commit_min + 1 {
             let op_max = floor - 1;
             let op_min = (self.commit_min + 1).max(op_max.saturating_sub(per_message - 1));
-            let target = if self.is_backup() {
-                primary
-            } else {
-                self.next_repair_peer()
-            };
-            if target != u8::MAX {
+            // Any peer's headers below the floor are proven by the chain. A backup also asks its
+            // primary, which may not hold them: after a state sync its journal starts above
+            // the synced checkpoint.
+            if self.is_backup() {
+                self.send_request_headers(primary, op_min, op_max);
+            }
+            let target = self.next_repair_peer();
+            if target != u8::MAX && (target != primary || !self.is_backup()) {
                 self.send_request_headers(target, op_min, op_max);
             }
         }
