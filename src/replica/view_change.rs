@@ -349,7 +349,17 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 }
             }
             let nacks = dvcs.iter().filter(|d| d.nacks(op, checksum)).count();
-            if nacks >= self.quorum_nack() {
+            // Alone, an op above the commit point that we do not hold clean cannot come from
+            // anywhere. A single replica commits only what it has written durably, and tolerates
+            // no storage faults (nothing could repair them), so such a slot is a write torn by
+            // a crash: never committed, never acknowledged.
+            let solo_torn = self.replica_count == 1;
+            if solo_torn && nacks < self.quorum_nack() {
+                self.event(format_args!(
+                    "op {op} is unreadable and no peer holds it: a write torn by the crash, truncated from there"
+                ));
+            }
+            if nacks >= self.quorum_nack() || solo_torn {
                 self.log(format_args!("truncate from op {op}: {nacks} nacks"));
                 self.stats.truncations += 1;
                 for truncated in op..=op_head {
