@@ -1028,6 +1028,7 @@ fn add_stats(total: &mut ReplicaStats, s: &ReplicaStats) {
     total.start_views_deferred += s.start_views_deferred;
     total.rejoins_completed += s.rejoins_completed;
     total.prepares_resent += s.prepares_resent;
+    total.primary_step_downs += s.primary_step_downs;
     total.views_started += s.views_started;
     total.repairs_headers += s.repairs_headers;
     total.repairs_prepares += s.repairs_prepares;

@@ -640,3 +640,86 @@ fn ring_skips_a_replica_that_is_down_seed(seed: u64) {
     sim.restart_replica(next);
     ok(sim.run_until_converged(4 * DEADLINE));
 }
+
+/// (k) Two replicas. The primary prepares an op its backup never receives, and its own copy of
+/// that prepare then rots on disk unnoticed. A view change (which empties the in-memory pipeline)
+/// makes it primary again with the op in its log; only when it reads the op does it find the
+/// damage, and the backup cannot supply it. It must step down: in the next view change its slot
+/// is reported faulty, the backup's nack proves the op uncommitted, and the op is truncated.
+/// Before, it stayed primary with heartbeats that kept its backup content, and nothing committed.
+#[test]
+fn primary_lacking_its_own_prepare_steps_down() {
+    for_each_seed(primary_lacking_its_own_prepare_steps_down_seed);
+}
+
+fn primary_lacking_its_own_prepare_steps_down_seed(seed: u64) {
+    let mut sim = warmed_up(seed, 2, 1, 5);
+    let old = primary(&sim);
+    let backup = 1 - old;
+    let view = sim.replica_view(old).unwrap();
+    let head = sim.replica_op(old).unwrap();
+    let client = sim.client(0).id;
+
+    // Nothing the primary sends arrives: its prepare of request 6 stays its own.
+    sim.partition_replica(old, Cut::Outgoing);
+    sim.set_client_workload(0, 6);
+    ok(sim.run_until(
+        |s| {
+            let r = s.replica(old).unwrap();
+            r.op == head + 1
+                && r.journal
+                    .has_clean(head + 1, r.journal.header(head + 1).unwrap().checksum)
+        },
+        40,
+    ));
+    let lost = *sim.replica(old).unwrap().journal.header(head + 1).unwrap();
+    assert_eq!((lost.client, lost.request), (client, 6));
+    sim.corrupt_prepare(old, head + 1);
+
+    // The backup times out and its start_view_change pulls the old primary into a view change.
+    // Cut off both ways before the backup's start_view of that view arrives, the old primary
+    // times out in its turn and, alone (a view-change quorum of two replicas is one), starts the
+    // next view as its primary with the damaged op in its log, unread.
+    ok(sim.run_until(
+        |s| s.replica_status(old) == Some(Status::ViewChange),
+        2 * DEADLINE,
+    ));
+    sim.partition_replica(old, Cut::Both);
+    ok(sim.run_until(
+        |s| {
+            s.replica(old).is_some_and(|r| {
+                r.view > view + 1
+                    && r.status == Status::Normal
+                    && r.is_primary()
+                    && r.op == head + 1
+            })
+        },
+        2 * DEADLINE,
+    ));
+    assert!(sim
+        .replica(backup)
+        .unwrap()
+        .journal
+        .header(head + 1)
+        .is_none_or(|h| h.checksum != lost.checksum));
+    assert_eq!(
+        sim.replica(old).unwrap().journal.faulty_count(),
+        0,
+        "the damage is already known"
+    );
+    sim.heal_partition();
+    ok(sim.run_until_converged(4 * DEADLINE));
+
+    assert!(sim.replica(old).unwrap().stats.primary_step_downs >= 1);
+    let reused = sim.checker.history[&(head + 1)];
+    assert_ne!(
+        reused.checksum, lost.checksum,
+        "the damaged op was committed"
+    );
+    assert_eq!(sim.client_requests_done(0), 6);
+    assert_eq!(
+        committed_ops(&sim, client, 6).len(),
+        1,
+        "request 6 not executed exactly once"
+    );
+}

@@ -76,6 +76,8 @@ pub struct ReplicaStats {
     pub rejoins_completed: u64,
     /// Prepare timeouts that resent the oldest unacknowledged prepare (primary).
     pub prepares_resent: u64,
+    /// Primaries that started a view change because they lacked a prepare of their own log.
+    pub primary_step_downs: u64,
 }
 
 pub struct ReplicaOptions {
@@ -175,6 +177,9 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     // Repair.
     repair_peer: u8,
     last_heard: [u64; REPLICAS_MAX],
+    /// Primary: the tick since which it has lacked an uncommitted prepare of its own log (a
+    /// latent sector fault found only when read) that no peer has supplied.
+    primary_lacks_prepare_since: Option<u64>,
 
     ticks: u64,
     ping_timeout: Timeout,
@@ -294,6 +299,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             request_start_view_nonce: 0,
             repair_peer: options.replica,
             last_heard: [0; REPLICAS_MAX],
+            primary_lacks_prepare_since: None,
             ticks: 0,
             ping_timeout: Timeout::new("ping", config.ping_timeout),
             prepare_timeout: Timeout::new("prepare", config.prepare_timeout),

@@ -58,6 +58,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn repair_prepares(&mut self) {
         let mut budget = self.config.pipeline_max as usize;
         let mut op = self.commit_min + 1;
+        let mut lacking = None;
         while op <= self.op && budget > 0 {
             if let Some(header) = self.journal.header(op).copied() {
                 if self.journal.is_dirty(op) && !self.journal.writing(op) {
@@ -65,6 +66,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                     if let Some(message) = self.cached_prepare(op, header.checksum) {
                         self.journal.write_prepare(&mut self.storage, &message);
                     } else {
+                        if op > self.commit_max {
+                            lacking = lacking.or(Some(op));
+                        }
                         let peer = self.next_repair_peer();
                         if peer != u8::MAX {
                             self.send_request_prepare(peer, op, header.checksum);
@@ -73,6 +77,29 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 }
             }
             op += 1;
+        }
+        self.primary_step_down_if_stuck(lacking);
+    }
+
+    /// A primary that lacks one of its own uncommitted prepares (its copy was found damaged) and
+    /// gets it from no peer for `primary_abdicate_timeout` cannot commit in this view: perhaps no
+    /// replica holds it. (A committed op is held by a replication quorum, so repair supplies it
+    /// in time; stepping down for one would only churn views under packet loss.) It starts a view change, where its damaged slot is reported faulty, so a
+    /// nack quorum can prove the op uncommitted and truncate it, or a replica that holds it can
+    /// supply it. Staying primary would keep the backups content with its heartbeats forever.
+    fn primary_step_down_if_stuck(&mut self, lacking: Option<u64>) {
+        let Some(op) = lacking.filter(|_| self.is_primary()) else {
+            self.primary_lacks_prepare_since = None;
+            return;
+        };
+        let since = *self.primary_lacks_prepare_since.get_or_insert(self.ticks);
+        if self.ticks - since >= self.config.primary_abdicate_timeout {
+            self.log(format_args!(
+                "primary lacks prepare op={op} for {} ticks: stepping down",
+                self.ticks - since
+            ));
+            self.stats.primary_step_downs += 1;
+            self.transition_to_view_change(self.view + 1);
         }
     }
 

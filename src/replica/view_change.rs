@@ -103,6 +103,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.view = view;
         self.status = Status::ViewChange;
         self.svc_from = 1 << self.replica;
+        self.primary_lacks_prepare_since = None;
         for m in self.dvc_messages.iter_mut() {
             *m = None;
         }
