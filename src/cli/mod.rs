@@ -281,16 +281,19 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         messages,
         layout.total_size() / (1024 * 1024)
     );
-    let mut ledger = Ledger::new(LedgerConfig {
+    let ledger_config = LedgerConfig {
         accounts_max: options.accounts_max,
         transfers_max: options.transfers_max,
         message_size_max: config.message_size_max,
-    });
+    };
+    let reserved = ledger_config.memory_bytes();
+    let mut ledger = Ledger::new(ledger_config);
     let touched = ledger.prefault();
     eprintln!(
-        "info: ledger: accounts_max={} transfers_max={}: {} MiB allocated and touched at start",
+        "info: ledger: accounts_max={} transfers_max={}: {} MiB reserved, {} MiB touched at start",
         options.accounts_max,
         options.transfers_max,
+        reserved / (1024 * 1024),
         touched / (1024 * 1024)
     );
     let mut replica = Replica::open_with_pool(
