@@ -89,6 +89,10 @@ enum Commands {
         /// Single-account lookups to time after the load.
         #[arg(long, default_value_t = 100)]
         query_count: u64,
+        /// Create the accounts without the `history` flag. By default, as in TigerBeetle's
+        /// benchmark, every transfer also stores both accounts' balances.
+        #[arg(long)]
+        no_history: bool,
     },
     /// Show what a data file holds (superblock, journal, client sessions); never writes.
     Inspect { path: PathBuf },
@@ -226,6 +230,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             seed,
             validate,
             query_count,
+            no_history,
         } => {
             let addresses = addresses.map(|a| cli::parse_addresses(&a)).transpose()?;
             cli::benchmark::run(cli::benchmark::BenchmarkOptions {
@@ -239,6 +244,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 clients,
                 validate,
                 query_count,
+                account_history: !no_history,
             })
         }
         Commands::Inspect { path } => {

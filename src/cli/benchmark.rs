@@ -26,6 +26,8 @@ pub struct BenchmarkOptions {
     pub clients: usize,
     pub validate: bool,
     pub query_count: u64,
+    /// Accounts keep balance history (`account_flags::HISTORY`).
+    pub account_history: bool,
 }
 
 /// A client thread's batch latencies and the balances its transfers should produce.
@@ -169,6 +171,9 @@ pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
             account.id = (created + i + 1) as u128;
             account.ledger = 2;
             account.code = 1;
+            if options.account_history {
+                account.flags = crate::ledger::account_flags::HISTORY;
+            }
             body.extend_from_slice(account.as_bytes());
         }
         let reply = client
