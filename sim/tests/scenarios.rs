@@ -80,6 +80,31 @@ fn committed_ops(sim: &Simulator, client: u128, request: u64) -> Vec<u64> {
         .collect()
 }
 
+/// Cuts everything `primary` sends and has client 0 send `request`: the primary prepares it at
+/// the op after its head and makes it durable, and no other replica sees it. Returns its header.
+fn prepare_alone(sim: &mut Simulator, primary: usize, request: u64) -> Header {
+    let head = sim.replica_op(primary).unwrap();
+    sim.partition_replica(primary, Cut::Outgoing);
+    sim.set_client_workload(0, request);
+    ok(sim.run_until(
+        |s| {
+            let r = s.replica(primary).unwrap();
+            r.op == head + 1
+                && r.journal
+                    .has_clean(head + 1, r.journal.header(head + 1).unwrap().checksum)
+        },
+        40,
+    ));
+    let header = *sim
+        .replica(primary)
+        .unwrap()
+        .journal
+        .header(head + 1)
+        .unwrap();
+    assert_eq!((header.client, header.request), (sim.client(0).id, request));
+    header
+}
+
 /// (a) The primary crashes while its pipeline holds prepares: a new primary is elected in a
 /// higher view, the cluster keeps committing without it, and after it restarts every client
 /// finishes and every acknowledged reply is still in the canonical history and in every log.
@@ -349,19 +374,7 @@ fn nack_quorum_truncates_uncommitted_op_seed(seed: u64) {
 
     // The old primary still hears everyone (so requests are forwarded to it), but nothing it
     // sends reaches a replica: its prepare of the next request stays its own.
-    sim.partition_replica(old, Cut::Outgoing);
-    sim.set_client_workload(0, 6);
-    ok(sim.run_until(
-        |s| {
-            let r = s.replica(old).unwrap();
-            r.op == head + 1
-                && r.journal
-                    .has_clean(head + 1, r.journal.header(head + 1).unwrap().checksum)
-        },
-        40,
-    ));
-    let lost = *sim.replica(old).unwrap().journal.header(head + 1).unwrap();
-    assert_eq!((lost.client, lost.request), (client, 6));
+    let lost = prepare_alone(&mut sim, old, 6);
     for r in [next, other] {
         assert!(sim.replica(r).unwrap().journal.header(head + 1).is_none());
         assert_eq!(
@@ -661,19 +674,7 @@ fn primary_lacking_its_own_prepare_steps_down_seed(seed: u64) {
     let client = sim.client(0).id;
 
     // Nothing the primary sends arrives: its prepare of request 6 stays its own.
-    sim.partition_replica(old, Cut::Outgoing);
-    sim.set_client_workload(0, 6);
-    ok(sim.run_until(
-        |s| {
-            let r = s.replica(old).unwrap();
-            r.op == head + 1
-                && r.journal
-                    .has_clean(head + 1, r.journal.header(head + 1).unwrap().checksum)
-        },
-        40,
-    ));
-    let lost = *sim.replica(old).unwrap().journal.header(head + 1).unwrap();
-    assert_eq!((lost.client, lost.request), (client, 6));
+    let lost = prepare_alone(&mut sim, old, 6);
     sim.corrupt_prepare(old, head + 1);
 
     // The backup times out and its start_view_change pulls the old primary into a view change.
