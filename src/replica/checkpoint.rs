@@ -35,7 +35,8 @@ pub(super) struct CheckpointWrite {
     durable: u32,
     /// `Time::monotonic` when it started, for the operator event.
     started: u64,
-    /// Every chunk is durable and the superblock update is requested: commits may go on.
+    /// Every chunk is durable and the superblock update is requested (commits still wait at
+    /// the next checkpoint op until that update is durable and the write is dropped).
     pub(super) recorded: bool,
 }
 
@@ -324,15 +325,15 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         while let Some(buffer) = load.window[load.next_apply as usize % CHECKPOINT_IO_MAX].take() {
             let index = load.next_apply;
             load.next_apply += 1;
+            if load.failed.is_some() {
+                continue;
+            }
             let h = *buffer.header();
             let intact = h.valid_checksum()
                 && (h.size as usize) <= message_size_max as usize
                 && (h.size as usize) >= crate::header::HEADER_SIZE
                 && h.valid_checksum_body(buffer.body())
                 && load.identity.matches(&h, index, message_size_max);
-            if load.failed.is_some() {
-                continue;
-            }
             if !intact {
                 load.failed = Some(format!("chunk {index} is damaged or stale"));
                 continue;

@@ -17,7 +17,7 @@
 use super::checkpoint::AfterLoad;
 use super::{Replica, Status};
 use crate::bus::MessageBus;
-use crate::checkpoint::{checkpoint_id, chunk_count, chunk_len, ChunkIdentity};
+use crate::checkpoint::{checkpoint_id, chunk_len, chunk_payload, ChunkIdentity};
 use crate::config::REPLICAS_MAX;
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::io_token::{Purpose, Token};
@@ -59,7 +59,6 @@ pub(super) struct SyncProgress {
     durable_count: u32,
     /// Chunks below this have been requested at least once.
     next_request: u32,
-    writes_in_flight: u32,
     /// Repair timeouts without any chunk arriving.
     idle_rounds: u32,
     /// All chunks durable and verified; the superblock update is requested.
@@ -162,7 +161,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             checksums: Vec::new(),
             durable_count: 0,
             next_request: 0,
-            writes_in_flight: 0,
             idle_rounds: 0,
             recorded: false,
             arrived_tick: self.ticks,
@@ -400,9 +398,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 chunks: h.commit as u32,
                 digest: h.parent,
             };
-            if h.commit > u32::MAX as u64
-                || chunk_count(identity.size, message_size_max) != identity.chunks
-            {
+            // In u64: a size field too large for any chunk count must be refused, not panic.
+            let payload = chunk_payload(message_size_max) as u64;
+            if h.commit > u32::MAX as u64 || identity.size.div_ceil(payload).max(1) != h.commit {
                 return;
             }
             let chunks = identity.chunks as usize;
@@ -423,7 +421,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         sync.checksums[index as usize] = h.checksum_body;
         sync.idle_rounds = 0;
         sync.arrived_tick = self.ticks;
-        sync.writes_in_flight += 1;
         let area = sync.area;
         self.stats.sync_chunks += 1;
         // On disk a chunk does not name the checkpoint id (it is known only once every chunk
@@ -433,7 +430,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         } else {
             let Some(mut copy) = self.checkpoint_pool.get() else {
                 self.sync.as_mut().unwrap().received[index as usize] = false;
-                self.sync.as_mut().unwrap().writes_in_flight -= 1;
                 return;
             };
             copy.buffer_mut()[..h.size as usize].copy_from_slice(message.bytes());
@@ -460,7 +456,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
-        sync.writes_in_flight -= 1;
         let index = token.index as usize;
         if sync.durable[index] {
             return;
