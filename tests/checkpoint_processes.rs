@@ -89,6 +89,17 @@ struct Load {
 }
 
 impl Load {
+    /// A client registered with the cluster, nothing sent yet.
+    fn register(cluster: &TestCluster) -> Load {
+        let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+        client.register(Duration::from_secs(30)).expect("register");
+        Load {
+            client,
+            next_id: 0,
+            replies: Vec::new(),
+        }
+    }
+
     /// One request (one op) creating fresh accounts; returns its op.
     fn request(&mut self) -> u64 {
         let mut body = Vec::new();
@@ -145,13 +156,7 @@ fn backup_down_for_longer_than_the_journal_syncs_a_checkpoint_and_converges() {
         "journal_slot_count={SLOTS} pipeline_max={PIPELINE} "
     )));
     cluster.start_all();
-    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
-    client.register(Duration::from_secs(30)).expect("register");
-    let mut load = Load {
-        client,
-        next_id: 0,
-        replies: Vec::new(),
-    };
+    let mut load = Load::register(&cluster);
 
     // Past the first wrap, with a checkpoint on every replica.
     load.until(SLOTS + INTERVAL / 2);
@@ -319,13 +324,7 @@ fn lost_data_file_re_created_with_vsr_recover_rejoins() {
     ];
     let mut cluster = TestCluster::format_with("recover", 3, &[&sizes[0], &sizes[1]]);
     cluster.start_all();
-    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
-    client.register(Duration::from_secs(30)).expect("register");
-    let mut load = Load {
-        client,
-        next_id: 0,
-        replies: Vec::new(),
-    };
+    let mut load = Load::register(&cluster);
     load.until(2 * SLOTS);
 
     let view = (0..3).map(|r| view(&cluster.inspect(r))).max().unwrap();

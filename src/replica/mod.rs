@@ -805,6 +805,20 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
+    /// The VSR state once this replica's log is the log of its current view (a new primary's or
+    /// an installed start_view's), with that log's newest headers.
+    fn vsr_state_in_view(&self, view_headers: Vec<Header>) -> VsrState {
+        let target = self.superblock_target();
+        VsrState {
+            view: self.view,
+            log_view: self.view,
+            commit_max: self.commit_max.max(target.commit_max),
+            view_headers,
+            checkpoint: target.checkpoint,
+            rejoining: self.rejoin_head.is_some(),
+        }
+    }
+
     // ---- Recovery -----------------------------------------------------------------------------
 
     fn recovery_finish(&mut self) {

@@ -83,10 +83,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     /// A primary that lacks one of its own uncommitted prepares (its copy was found damaged) and
     /// gets it from no peer for `primary_abdicate_timeout` cannot commit in this view: perhaps no
-    /// replica holds it. (A committed op is held by a replication quorum, so repair supplies it
-    /// in time; stepping down for one would only churn views under packet loss.) It starts a view change, where its damaged slot is reported faulty, so a
-    /// nack quorum can prove the op uncommitted and truncate it, or a replica that holds it can
+    /// replica holds it. It starts a view change, where its damaged slot is reported faulty, so
+    /// a nack quorum can prove the op uncommitted and truncate it, or a replica that holds it can
     /// supply it. Staying primary would keep the backups content with its heartbeats forever.
+    /// (A committed op is held by a replication quorum, so repair supplies it in time; stepping
+    /// down for one would only churn views under packet loss.)
     fn primary_step_down_if_stuck(&mut self, lacking: Option<u64>) {
         let Some(op) = lacking.filter(|_| self.is_primary()) else {
             self.primary_lacks_prepare_since = None;

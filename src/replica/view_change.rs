@@ -13,7 +13,6 @@ use crate::journal::{FLAG_CLEAN, FLAG_FAULTY, FLAG_PRESENT};
 use crate::message::Message;
 use crate::state_machine::StateMachine;
 use crate::storage::Storage;
-use crate::superblock::VsrState;
 use crate::time::Time;
 
 /// One do_view_change, parsed.
@@ -448,14 +447,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         ));
         self.start_view_pending = true;
         self.log_view = self.view;
-        let state = VsrState {
-            view: self.view,
-            log_view: self.view,
-            commit_max: self.commit_max.max(self.superblock_target().commit_max),
-            view_headers,
-            checkpoint: self.superblock_target().checkpoint,
-            rejoining: self.rejoin_head.is_some(),
-        };
+        let state = self.vsr_state_in_view(view_headers);
         self.superblock_update(state);
     }
 
@@ -605,14 +597,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.commit_max_advance(header.commit);
         self.log_view = self.view;
         self.start_view_install_pending = true;
-        let state = VsrState {
-            view: self.view,
-            log_view: self.view,
-            commit_max: self.commit_max.max(self.superblock_target().commit_max),
-            view_headers: headers,
-            checkpoint: self.superblock_target().checkpoint,
-            rejoining: self.rejoin_head.is_some(),
-        };
+        let state = self.vsr_state_in_view(headers);
         self.superblock_update(state);
     }
 
