@@ -22,6 +22,7 @@ pub struct Header {
     /// client's previous reply. reply/prepare_ok: checksum of the prepare.
     pub parent: u128,
     /// The client's id (request, prepare, prepare_ok, reply, eviction, ping_client, pong_client).
+    /// ping/commit: id of the sender's previous checkpoint while it serves it (0: none).
     pub client: u128,
     /// prepare: checksum of the request. commit: checksum of the prepare at `commit`.
     /// request_prepare: checksum wanted (0: any). start_view/request_start_view: nonce.
@@ -34,9 +35,11 @@ pub struct Header {
     pub commit: u64,
     /// prepare/reply: cluster time of the op. ping: monotonic send time. pong: wall clock.
     pub timestamp: u64,
-    /// request/prepare/reply: the client's request number.
+    /// request/prepare/reply: the client's request number. ping/commit: op of the sender's
+    /// durable checkpoint (its id in `parent`).
     pub request: u64,
-    /// request/prepare/reply: the client's session (the op that registered it).
+    /// request/prepare/reply: the client's session (the op that registered it). ping/commit: op
+    /// of the sender's previous checkpoint while it serves it (its id in `client`; 0: none).
     pub session: u64,
     /// Total message size in bytes, header included.
     pub size: u32,
@@ -207,9 +210,14 @@ impl Header {
                     return Some("reserved: fields set");
                 }
             }
-            Command::Ping | Command::Pong => {
+            Command::Ping => {
+                if !empty || self.operation != 0 || (self.session == 0) != (self.client == 0) {
+                    return Some("ping: fields set");
+                }
+            }
+            Command::Pong => {
                 if !empty || self.client != 0 || self.operation != 0 {
-                    return Some("ping/pong: fields set");
+                    return Some("pong: fields set");
                 }
             }
             Command::PingClient | Command::PongClient => {
@@ -283,7 +291,7 @@ impl Header {
                 }
             }
             Command::Commit => {
-                if !empty || self.client != 0 || self.operation != 0 {
+                if !empty || self.operation != 0 || (self.session == 0) != (self.client == 0) {
                     return Some("commit: fields set");
                 }
             }

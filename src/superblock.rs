@@ -44,7 +44,35 @@ pub struct SuperBlockHeader {
     pub copy: u8,
     pub checkpoint_area: u8,
     pub rejoining: u8,
-    pub reserved: [u8; 121],
+    /// The checkpoint before `checkpoint` (`PREVIOUS_CHECKPOINT_SIZE` bytes, see
+    /// `encode_previous`): all zeros when there is none.
+    pub checkpoint_previous: [u8; PREVIOUS_CHECKPOINT_SIZE],
+    pub reserved: [u8; 121 - PREVIOUS_CHECKPOINT_SIZE],
+}
+
+/// Bytes of a `CheckpointRef` in the superblock's fixed part: id, digest, op, size, chunks, area.
+const PREVIOUS_CHECKPOINT_SIZE: usize = 16 + 16 + 8 + 8 + 4 + 1;
+
+fn encode_previous(checkpoint: &CheckpointRef) -> [u8; PREVIOUS_CHECKPOINT_SIZE] {
+    let mut out = [0u8; PREVIOUS_CHECKPOINT_SIZE];
+    out[0..16].copy_from_slice(&checkpoint.id.to_le_bytes());
+    out[16..32].copy_from_slice(&checkpoint.digest.to_le_bytes());
+    out[32..40].copy_from_slice(&checkpoint.op.to_le_bytes());
+    out[40..48].copy_from_slice(&checkpoint.size.to_le_bytes());
+    out[48..52].copy_from_slice(&checkpoint.chunks.to_le_bytes());
+    out[52] = checkpoint.area;
+    out
+}
+
+fn decode_previous(bytes: &[u8; PREVIOUS_CHECKPOINT_SIZE]) -> CheckpointRef {
+    CheckpointRef {
+        id: u128::from_le_bytes(bytes[0..16].try_into().unwrap()),
+        digest: u128::from_le_bytes(bytes[16..32].try_into().unwrap()),
+        op: u64::from_le_bytes(bytes[32..40].try_into().unwrap()),
+        size: u64::from_le_bytes(bytes[40..48].try_into().unwrap()),
+        chunks: u32::from_le_bytes(bytes[48..52].try_into().unwrap()),
+        area: bytes[52],
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<SuperBlockHeader>() == SUPERBLOCK_FIXED_SIZE);
@@ -61,6 +89,11 @@ pub struct VsrState {
     pub view_headers: Vec<Header>,
     /// The newest durable checkpoint: the state the journal replays from after a crash.
     pub checkpoint: CheckpointRef,
+    /// The checkpoint before it, in the other area (`op == 0`: none). Kept so that a restarted
+    /// replica still serves it to peers: a peer syncs to it while the newer one is not yet held
+    /// by a replication quorum. Its area may be partly overwritten by a later write that a crash
+    /// interrupted; a syncing peer verifies every chunk, so a stale one is only refused.
+    pub checkpoint_previous: CheckpointRef,
     /// Set by `vsr recover` on a replica whose data file was lost: it may have acknowledged ops
     /// it no longer holds, so it neither votes nor acknowledges until a start_view gives it the
     /// log head again. Cleared by the superblock write that installs that view.
@@ -86,6 +119,13 @@ pub struct CheckpointRef {
 impl VsrState {
     pub fn assert_valid(&self) {
         assert!(self.log_view <= self.view);
+        let previous = self.checkpoint_previous;
+        assert!(
+            previous.op == 0
+                || (previous.op < self.checkpoint.op && previous.area != self.checkpoint.area),
+            "previous checkpoint {previous:?} does not precede {:?}",
+            self.checkpoint
+        );
         assert!(!self.view_headers.is_empty());
         for pair in self.view_headers.windows(2) {
             assert_eq!(
@@ -182,6 +222,7 @@ impl SuperBlock {
             commit_max: 0,
             view_headers: vec![Header::root_prepare(cluster)],
             checkpoint: CheckpointRef::default(),
+            checkpoint_previous: CheckpointRef::default(),
             rejoining: false,
         };
         SuperBlock::new(config, cluster, replica, vsr_state)
@@ -217,7 +258,8 @@ impl SuperBlock {
             copy,
             checkpoint_area: self.vsr_state.checkpoint.area,
             rejoining: self.vsr_state.rejoining as u8,
-            reserved: [0; 121],
+            checkpoint_previous: encode_previous(&self.vsr_state.checkpoint_previous),
+            reserved: [0; 121 - PREVIOUS_CHECKPOINT_SIZE],
         };
         buffer[..SUPERBLOCK_FIXED_SIZE].copy_from_slice(header.as_bytes());
         for (i, h) in headers.iter().enumerate() {
@@ -250,6 +292,15 @@ impl SuperBlock {
         {
             return None;
         }
+        let checkpoint_previous = decode_previous(&header.checkpoint_previous);
+        if checkpoint_previous.area > 1
+            || (checkpoint_previous.op > 0) != (checkpoint_previous.chunks > 0)
+            || (checkpoint_previous.op > 0
+                && (checkpoint_previous.op >= header.checkpoint_op
+                    || checkpoint_previous.area == header.checkpoint_area))
+        {
+            return None;
+        }
         let mut view_headers = Vec::with_capacity(count);
         for i in 0..count {
             let at = SUPERBLOCK_FIXED_SIZE + i * HEADER_SIZE;
@@ -277,6 +328,7 @@ impl SuperBlock {
                 area: header.checkpoint_area,
                 digest: header.checkpoint_digest,
             },
+            checkpoint_previous,
             rejoining: header.rejoining == 1,
         };
         Some(SuperBlock {
@@ -408,6 +460,43 @@ mod tests {
         let mut buf = vec![0u8; layout.superblock_copy_size as usize];
         sb.encode(2, &mut buf, &layout);
         assert_eq!(SuperBlock::decode(&buf, &layout), Some(sb));
+    }
+
+    #[test]
+    fn previous_checkpoint_roundtrips_and_must_precede() {
+        let (_, layout, mut sb) = setup();
+        sb.vsr_state.commit_max = 1000;
+        sb.vsr_state.checkpoint = CheckpointRef {
+            op: 966,
+            id: 0xaaaa_bbbb_cccc_dddd_eeee_ffff_0000_1111,
+            size: 40_000,
+            chunks: 5,
+            area: 0,
+            digest: 0x1234,
+        };
+        sb.vsr_state.checkpoint_previous = CheckpointRef {
+            op: 483,
+            id: 0x1111_2222_3333_4444_5555_6666_7777_8888,
+            size: 30_001,
+            chunks: 4,
+            area: 1,
+            digest: u128::MAX - 7,
+        };
+        sb.vsr_state.assert_valid();
+        let mut buf = vec![0u8; layout.superblock_copy_size as usize];
+        sb.encode(1, &mut buf, &layout);
+        assert_eq!(SuperBlock::decode(&buf, &layout), Some(sb.clone()));
+        // A previous checkpoint in the same area, or not older, is malformed.
+        for bad in [
+            |p: &mut CheckpointRef| p.area = 0,
+            |p: &mut CheckpointRef| p.op = 966,
+            |p: &mut CheckpointRef| p.chunks = 0,
+        ] {
+            let mut wrong = sb.clone();
+            bad(&mut wrong.vsr_state.checkpoint_previous);
+            wrong.encode(1, &mut buf, &layout);
+            assert_eq!(SuperBlock::decode(&buf, &layout), None);
+        }
     }
 
     #[test]

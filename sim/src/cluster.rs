@@ -1024,6 +1024,7 @@ fn add_stats(total: &mut ReplicaStats, s: &ReplicaStats) {
     total.syncs_started += s.syncs_started;
     total.syncs_completed += s.syncs_completed;
     total.syncs_aborted += s.syncs_aborted;
+    total.checkpoints_held_back += s.checkpoints_held_back;
     total.sync_chunks += s.sync_chunks;
     total.start_views_deferred += s.start_views_deferred;
     total.rejoins_completed += s.rejoins_completed;

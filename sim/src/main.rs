@@ -194,10 +194,11 @@ fn print_counters(sim: &Simulator) {
         r.primary_step_downs,
     );
     println!(
-        "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={} start_views_deferred={} rejoins_completed={}",
+        "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} checkpoints_held_back={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={} start_views_deferred={} rejoins_completed={}",
         r.checkpoints,
         sim.checker.checkpoints_observed,
         r.checkpoints_unusable,
+        r.checkpoints_held_back,
         r.syncs_started,
         r.syncs_completed,
         r.syncs_aborted,

@@ -20,6 +20,7 @@ use vsr::header::{Command, Header, HEADER_SIZE};
 use vsr::replica::Status;
 use vsr::state_machine::HASHING_OPERATION;
 use vsr::storage::Zone;
+use vsr::superblock::CheckpointRef;
 
 /// Which directions a scripted partition of one replica cuts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +214,28 @@ impl Simulator {
             Slot::Empty => unreachable!(),
         };
         storage.write_raw(Zone::WalPrepares, offset, &garbage);
+    }
+
+    /// The durable checkpoint of replica `index`, if it is up.
+    pub fn replica_checkpoint(&self, index: usize) -> Option<CheckpointRef> {
+        self.replica(index).map(|r| r.checkpoint())
+    }
+
+    /// Writes garbage over the first sector (the chunk header) of block `chunk` of checkpoint
+    /// area `area` on replica `index`, up or down, bypassing the fault atlas. The replica is not
+    /// told: it finds out when it reads the chunk.
+    pub fn corrupt_checkpoint_chunk(&mut self, index: usize, area: u8, chunk: u32) {
+        let offset =
+            vsr::storage::Layout::new(&self.options.config).checkpoint_block_offset(area, chunk);
+        let mut garbage = vec![0u8; SECTOR_SIZE];
+        self.rng.fill_bytes(&mut garbage);
+        garbage[0] |= 1;
+        let storage = match &mut self.replicas[index] {
+            Slot::Up(r) => &mut r.storage,
+            Slot::Down { storage, .. } => storage,
+            Slot::Empty => unreachable!(),
+        };
+        storage.write_raw(Zone::Checkpoint, offset, &garbage);
     }
 
     // ---- Clients ------------------------------------------------------------------------------

@@ -724,3 +724,137 @@ fn primary_lacking_its_own_prepare_steps_down_seed(seed: u64) {
         "request 6 not executed exactly once"
     );
 }
+
+/// (l) Three replicas, one of them gone for good. The other two hold each checkpoint with a
+/// different chunk damaged: the lagging one its checkpoint C1, the furthest one its C2 (the only
+/// C2 anywhere). Both find out on restart and lose their state. The only whole state is C1,
+/// across the two: the furthest still holds its C1 in the other area and serves it (recorded in
+/// its superblock, so across its restart), and the lagging one counts its own intact chunks. The
+/// lagging one must sync to C1, not to the newest checkpoint C2 (no whole copy of it exists),
+/// replay the journal to C2 and write an intact C2 of its own; the furthest then syncs to that.
+/// Before, the lagging one asked for C2 forever and nothing committed again.
+#[test]
+fn damaged_checkpoints_sync_to_the_one_a_quorum_holds() {
+    for_each_seed(damaged_checkpoints_sync_to_the_one_a_quorum_holds_seed);
+}
+
+fn damaged_checkpoints_sync_to_the_one_a_quorum_holds_seed(seed: u64) {
+    let mut options = SimOptions::quiet(3, 1);
+    options.config.journal_slot_count = 48;
+    let interval = options.config.checkpoint_interval();
+    let mut sim = Simulator::with_options(seed, options, trace());
+    let (c1, c2) = (interval, 2 * interval);
+    sim.set_client_workload(0, c1 + 5);
+    ok(sim.run_until_converged(DEADLINE));
+    ok(sim.run_until(
+        |s| (0..3).all(|r| s.replica_checkpoint(r).unwrap().op == c1),
+        DEADLINE,
+    ));
+    let furthest = primary(&sim);
+    let lagging = (furthest + 1) % 3;
+    let gone = (furthest + 2) % 3;
+
+    sim.partition_replica(lagging, Cut::Both);
+    sim.set_client_workload(0, c2 + 5);
+    ok(sim.run_until(
+        |s| s.client_requests_done(0) == c2 + 5 && s.replica_checkpoint(furthest).unwrap().op == c2,
+        DEADLINE,
+    ));
+    let lagging_c1 = sim.replica_checkpoint(lagging).unwrap();
+    let furthest_c2 = sim.replica_checkpoint(furthest).unwrap();
+    assert_eq!((lagging_c1.op, furthest_c2.op), (c1, c2));
+    sim.crash_replica(gone);
+    sim.crash_replica(lagging);
+    sim.crash_replica(furthest);
+    sim.corrupt_checkpoint_chunk(lagging, lagging_c1.area, 0);
+    sim.corrupt_checkpoint_chunk(furthest, furthest_c2.area, 0);
+    sim.heal_partition();
+    sim.restart_replica(lagging);
+    sim.restart_replica(furthest);
+
+    ok(sim.run_until(
+        |s| {
+            [lagging, furthest].iter().all(|&r| {
+                s.replica(r).is_some_and(|x| x.state_available())
+                    && s.replica_checkpoint(r).unwrap().op == c2
+                    && s.replica_commit_min(r).unwrap() >= c2 + 5
+            })
+        },
+        4 * DEADLINE,
+    ));
+    let stats = sim.replica_stats();
+    assert!(stats.checkpoints_unusable >= 2, "{stats:?}");
+    assert!(stats.syncs_completed >= 2, "{stats:?}");
+    // The two go on committing without the third.
+    sim.set_client_workload(0, c2 + 15);
+    ok(sim.run_until(|s| s.client_requests_done(0) == c2 + 15, 4 * DEADLINE));
+    sim.restart_replica(gone);
+    ok(sim.run_until_converged(4 * DEADLINE));
+}
+
+/// (m) Three replicas, one down. Of the two left, one has lost its state and cannot get one
+/// back (every copy of a checkpoint it could sync to is damaged): it still acknowledges prepares,
+/// so the other commits, reaching checkpoint C2 alone. At C3's op that one must not write C3
+/// over C1 while C2 is held by no quorum: its commits wait there. When the third replica comes
+/// back and writes its own C2, C3 is written and everyone converges.
+#[test]
+fn checkpoint_waits_until_a_quorum_holds_the_one_before() {
+    for_each_seed(checkpoint_waits_until_a_quorum_holds_the_one_before_seed);
+}
+
+fn checkpoint_waits_until_a_quorum_holds_the_one_before_seed(seed: u64) {
+    let mut options = SimOptions::quiet(3, 1);
+    options.config.journal_slot_count = 48;
+    let interval = options.config.checkpoint_interval();
+    let mut sim = Simulator::with_options(seed, options, trace());
+    let (c1, c2, c3) = (interval, 2 * interval, 3 * interval);
+    sim.set_client_workload(0, c1 + 5);
+    ok(sim.run_until_converged(DEADLINE));
+    ok(sim.run_until(
+        |s| (0..3).all(|r| s.replica_checkpoint(r).unwrap().op == c1),
+        DEADLINE,
+    ));
+    let furthest = primary(&sim);
+    let lost = (furthest + 1) % 3;
+    let gone = (furthest + 2) % 3;
+    sim.crash_replica(gone);
+    sim.crash_replica(lost);
+    let lost_c1 = sim.replica_checkpoint(furthest).unwrap();
+    sim.corrupt_checkpoint_chunk(lost, lost_c1.area, 0);
+    sim.corrupt_checkpoint_chunk(furthest, lost_c1.area, 0);
+    sim.restart_replica(lost);
+
+    // C2 is written by the furthest alone; damage it there too, so the lost one stays lost.
+    sim.set_client_workload(0, c3 + 5);
+    ok(sim.run_until(
+        |s| s.replica_checkpoint(furthest).unwrap().op == c2,
+        2 * DEADLINE,
+    ));
+    let c2_area = sim.replica_checkpoint(furthest).unwrap().area;
+    sim.corrupt_checkpoint_chunk(furthest, c2_area, 0);
+    ok(sim.run_until(
+        |s| s.replica_commit_min(furthest).unwrap() == c3,
+        2 * DEADLINE,
+    ));
+    ok(sim.run_for(DEADLINE / 5));
+    assert_eq!(
+        sim.replica_commit_min(furthest),
+        Some(c3),
+        "commits went on"
+    );
+    assert_eq!(
+        sim.replica_checkpoint(furthest).unwrap().op,
+        c2,
+        "checkpoint C3 overwrote C1 while C2 was held by no quorum"
+    );
+    assert!(sim.replica_stats().checkpoints_held_back >= 1);
+    assert!(!sim.replica(lost).unwrap().state_available());
+
+    sim.restart_replica(gone);
+    ok(sim.run_until(
+        |s| (0..3).all(|r| s.replica_checkpoint(r).is_some_and(|c| c.op >= c3)),
+        4 * DEADLINE,
+    ));
+    ok(sim.run_until_converged(4 * DEADLINE));
+    assert_eq!(sim.client_requests_done(0), c3 + 5);
+}

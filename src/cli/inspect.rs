@@ -56,6 +56,13 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
             checkpoint.digest
         ));
     }
+    let previous = state.checkpoint_previous;
+    if previous.op > 0 {
+        out.push_str(&format!(
+            "  previous checkpoint: op={} id={:032x} area={} (served to peers until overwritten)\n",
+            previous.op, previous.id, previous.area
+        ));
+    }
     if state.rejoining {
         out.push_str("  rejoining: yes (re-created by `vsr recover`: takes no part in view changes and never votes \"not acknowledged\" until it has caught up)\n");
     }

@@ -92,6 +92,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     pub(super) fn commits_paused(&self) -> bool {
         let next_is_checkpoint = (self.commit_min + 1) % self.checkpoint_interval() == 0;
         (self.checkpoint_write.is_some() && next_is_checkpoint)
+            || self.checkpoint_due()
             || self.checkpoint_load.is_some()
             || self.state_lost
             || self.sync.is_some()
@@ -99,7 +100,38 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     // ---- Writing --------------------------------------------------------------------------
 
-    /// Called after each commit: at a checkpoint op, start writing the checkpoint.
+    /// True when the op just committed is a checkpoint op whose write has not started: it waits
+    /// for the durable checkpoint to be held by a replication quorum, and commits wait with it
+    /// (the write must snapshot the state at exactly this op).
+    pub(super) fn checkpoint_due(&self) -> bool {
+        let op = self.commit_min;
+        op > 0
+            && op % self.checkpoint_interval() == 0
+            && op > self.checkpoint().op
+            && self.checkpoint_write.is_none()
+            && self.sync.is_none()
+            && !self.state_lost
+    }
+
+    /// Whether the durable checkpoint is held by a replication quorum (this replica and the
+    /// peers advertising it or a newer one). Until it is, the next checkpoint must not overwrite
+    /// the one before: that may be the newest checkpoint a quorum holds, the one a peer whose
+    /// own copy is damaged syncs to. The fault model promises each block of a checkpoint intact
+    /// on some replica of a quorum that wrote it, not on the one replica that got furthest.
+    pub(super) fn checkpoint_durable_on_quorum(&self) -> bool {
+        let durable = self.checkpoint().op;
+        if durable == 0 {
+            return true;
+        }
+        let holders = 1
+            + (0..self.replica_count)
+                .filter(|&r| r != self.replica && self.peers[r as usize].checkpoint_op >= durable)
+                .count();
+        holders >= self.quorum_replication
+    }
+
+    /// Called after each commit: at a checkpoint op, start writing the checkpoint once the
+    /// durable one is held by a quorum (`checkpoint_durable_on_quorum`).
     pub(super) fn checkpoint_maybe_start(&mut self) {
         let op = self.commit_min;
         if op == 0 || op % self.checkpoint_interval() != 0 || op <= self.checkpoint().op {
@@ -107,6 +139,18 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         assert!(self.checkpoint_write.is_none(), "checkpoint {op} overlaps");
         assert!(self.sync.is_none() && !self.state_lost);
+        if !self.checkpoint_durable_on_quorum() {
+            if !self.checkpoint_held_back {
+                self.checkpoint_held_back = true;
+                self.stats.checkpoints_held_back += 1;
+                self.log(format_args!(
+                    "checkpoint op={op} waits: checkpoint op={} is not yet held by a quorum",
+                    self.checkpoint().op
+                ));
+            }
+            return;
+        }
+        self.checkpoint_held_back = false;
         let durable = self.checkpoint();
         let area = if durable.op == 0 { 0 } else { 1 - durable.area };
         // The chunks go into the area of our previous checkpoint: stop serving it.
@@ -205,9 +249,24 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.commit_journal();
     }
 
+    /// Serves the checkpoint before the durable one, as the superblock records it (it stays
+    /// intact in the other area until a write goes there).
+    pub(super) fn checkpoint_previous_serve(&mut self) {
+        let previous = self.durable_state().checkpoint_previous;
+        self.checkpoint_previous = (previous.op > 0).then_some(previous);
+    }
+
     /// Makes `checkpoint` the durable one (the superblock switch is the atomic step).
     pub(super) fn checkpoint_record(&mut self, checkpoint: CheckpointRef) {
         let mut state = self.vsr_state_now();
+        // The one it replaces stays intact in the other area until the next write goes there.
+        let before = state.checkpoint;
+        state.checkpoint_previous =
+            if before.op > 0 && before.op < checkpoint.op && before.area != checkpoint.area {
+                before
+            } else {
+                CheckpointRef::default()
+            };
         state.checkpoint = checkpoint;
         state.commit_max = state.commit_max.max(checkpoint.op);
         self.superblock_update(state);
@@ -217,11 +276,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     pub(super) fn checkpoint_on_superblock_durable(&mut self) {
         let durable = self.checkpoint();
         if durable.op != self.checkpoint_seen.op || durable.id != self.checkpoint_seen.id {
-            // The one before stays intact in the other area until a write goes there.
-            let before = self.checkpoint_seen;
-            self.checkpoint_previous =
-                (before.op > 0 && before.area != durable.area).then_some(before);
             self.checkpoint_seen = durable;
+            self.checkpoint_previous_serve();
         }
         if self
             .checkpoint_write

@@ -66,6 +66,8 @@ pub struct ReplicaStats {
     pub checkpoints: u64,
     /// Checkpoints that failed verification when loaded (the replica then syncs).
     pub checkpoints_unusable: u64,
+    /// Checkpoint writes that waited for the durable checkpoint to reach a replication quorum.
+    pub checkpoints_held_back: u64,
     pub syncs_started: u64,
     pub syncs_completed: u64,
     pub syncs_aborted: u64,
@@ -135,10 +137,14 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     state_lost: bool,
     sync: Option<sync::SyncProgress>,
     sync_generation: u32,
+    /// The target of the last sync abandoned: the next picks another one if there is one.
+    sync_abandoned: Option<(u64, u128)>,
     sync_serving: usize,
     /// The checkpoint before the durable one, while its area is intact (served to syncing
     /// peers, so a sync survives the cluster's next checkpoint); and the durable one last seen.
     checkpoint_previous: Option<CheckpointRef>,
+    /// The checkpoint at `commit_min` waits for the durable one to reach a quorum (logged once).
+    checkpoint_held_back: bool,
     checkpoint_seen: CheckpointRef,
     peers: [sync::PeerState; REPLICAS_MAX],
     /// The head of a view whose log does not fit our journal (beyond `op_limit`): a sync to a
@@ -275,8 +281,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             state_lost: false,
             sync: None,
             sync_generation: 0,
+            sync_abandoned: None,
             sync_serving: 0,
             checkpoint_previous: None,
+            checkpoint_held_back: false,
             checkpoint_seen: CheckpointRef::default(),
             peers: [sync::PeerState::default(); REPLICAS_MAX],
             sync_head_wanted: 0,
@@ -686,6 +694,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 sb.vsr_state.assert_valid();
                 let checkpoint = sb.vsr_state.checkpoint;
                 self.superblock = Some(sb);
+                self.checkpoint_seen = checkpoint;
+                self.checkpoint_previous_serve();
                 if checkpoint.op > 0 {
                     self.checkpoint_load_start(checkpoint, checkpoint::AfterLoad::Recovery);
                 } else {
@@ -787,7 +797,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    fn durable_state(&self) -> &VsrState {
+    pub(super) fn durable_state(&self) -> &VsrState {
         &self.superblock.as_ref().unwrap().vsr_state
     }
 
@@ -801,6 +811,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             commit_max: self.commit_max.max(target.commit_max),
             view_headers: target.view_headers.clone(),
             checkpoint: target.checkpoint,
+            checkpoint_previous: target.checkpoint_previous,
             rejoining: self.rejoin_head.is_some(),
         }
     }
@@ -815,6 +826,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             commit_max: self.commit_max.max(target.commit_max),
             view_headers,
             checkpoint: target.checkpoint,
+            checkpoint_previous: target.checkpoint_previous,
             rejoining: self.rejoin_head.is_some(),
         }
     }
@@ -977,11 +989,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.send_header_to_other_replicas(ping);
     }
 
-    /// Pings and commit heartbeats carry the durable checkpoint, for peers deciding to sync.
+    /// Pings and commit heartbeats carry the durable checkpoint and the one before while it is
+    /// served, for peers deciding to sync and to which target, and for checkpoint durability.
     fn advertise_checkpoint(&self, header: &mut Header) {
         let checkpoint = self.checkpoint();
         header.request = checkpoint.op;
         header.parent = checkpoint.id;
+        if let Some(previous) = self.checkpoint_previous {
+            header.session = previous.op;
+            header.client = previous.id;
+        }
     }
 
     fn on_ping(&mut self, ping: &Header) {

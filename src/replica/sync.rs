@@ -82,15 +82,19 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// Records a peer's advertised checkpoint and head (from a ping or a commit heartbeat).
     pub(super) fn peer_advertised(&mut self, header: &Header) {
         let peer = &mut self.peers[header.replica as usize];
-        if header.request > peer.checkpoint_op && peer.checkpoint_op > 0 {
-            peer.previous_op = peer.checkpoint_op;
-            peer.previous_id = peer.checkpoint_id;
-        }
+        // Messages may arrive out of order: an older checkpoint never replaces a newer one.
         if header.request >= peer.checkpoint_op {
             peer.checkpoint_op = header.request;
             peer.checkpoint_id = header.parent;
+            peer.previous_op = header.session;
+            peer.previous_id = header.client;
         }
         peer.op = peer.op.max(header.op);
+        // A checkpoint held back until the durable one is held by a quorum may start now.
+        if self.checkpoint_due() && self.checkpoint_durable_on_quorum() {
+            self.checkpoint_maybe_start();
+            self.commit_journal();
+        }
     }
 
     /// Called on the repair timeout: start a sync if one is needed, or push one along.
@@ -128,15 +132,49 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if room_wanted {
             floor = floor.max(self.sync_head_wanted - slot_count);
         }
-        let candidate = (0..self.replica_count)
-            .filter(|&r| r != self.replica)
-            .map(|r| self.peers[r as usize])
-            .filter(|p| p.checkpoint_op >= floor && p.checkpoint_id != 0)
-            .max_by_key(|p| p.checkpoint_op);
-        let Some(target) = candidate else {
+        let Some((op, id)) = self.sync_target(floor) else {
             return;
         };
-        self.sync_start(target.checkpoint_op, target.checkpoint_id);
+        self.sync_start(op, id);
+    }
+
+    /// The checkpoint to sync to, at `floor` or above: the newest that a replication quorum
+    /// holds (as `sync_sources` counts them), since the fault model keeps each of its chunks
+    /// intact on one of them; else the newest any peer advertises. A checkpoint only the
+    /// furthest replica wrote may be damaged there with no other copy, and a sync to it would
+    /// never finish; the quorum's is never overwritten before a newer one reaches a quorum
+    /// (`checkpoint_durable_on_quorum`). After a sync is abandoned the next one tries the other
+    /// choice first: some of the quorum's holders may be down with the only intact copy of a
+    /// chunk, while the newest is whole.
+    fn sync_target(&self, floor: u64) -> Option<(u64, u128)> {
+        let mut newest: Option<(u64, u128)> = None;
+        let mut newest_on_quorum: Option<(u64, u128)> = None;
+        for r in (0..self.replica_count).filter(|&r| r != self.replica) {
+            let peer = self.peers[r as usize];
+            for (op, id) in [
+                (peer.checkpoint_op, peer.checkpoint_id),
+                (peer.previous_op, peer.previous_id),
+            ] {
+                if op < floor || op == 0 || id == 0 {
+                    continue;
+                }
+                if newest.is_none_or(|(o, _)| op > o) {
+                    newest = Some((op, id));
+                }
+                let holders = self.sync_sources(op, id).count_ones() as usize;
+                if holders >= self.quorum_replication
+                    && newest_on_quorum.is_none_or(|(o, _)| op > o)
+                {
+                    newest_on_quorum = Some((op, id));
+                }
+            }
+        }
+        let choices = [newest_on_quorum, newest];
+        choices
+            .into_iter()
+            .flatten()
+            .find(|&choice| Some(choice) != self.sync_abandoned)
+            .or(newest_on_quorum)
     }
 
     fn sync_start(&mut self, op: u64, id: u128) {
@@ -188,7 +226,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     pub(super) fn sync_abort(&mut self, reason: &str) {
         self.event(format_args!("state sync abandoned: {reason}"));
-        self.sync = None;
+        if let Some(sync) = self.sync.take() {
+            self.sync_abandoned = Some((sync.op, sync.id));
+        }
         self.stats.syncs_aborted += 1;
     }
 
@@ -229,10 +269,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         let (op, id, idle_rounds) = (sync.op, sync.id, sync.idle_rounds);
         let sources = self.sync_sources(op, id);
-        if sources == 0 || idle_rounds > 8 {
-            // The peers moved on (their next checkpoint overwrote this one's area) or went
-            // silent: start over with whatever is newest.
+        if sources == 0 {
+            // The peers moved on (their next checkpoint overwrote this one's area).
             self.sync_abort("no peer serves the target any more");
+            return;
+        }
+        if idle_rounds > 8 {
+            // The sources went silent, or none holds an intact copy of the chunks still missing.
+            self.sync_abort("no chunk arrived for 8 repair timeouts");
             return;
         }
         let sync = self.sync.as_mut().unwrap();
@@ -517,6 +561,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.ms_since(sync.started)
         ));
         self.stats.syncs_completed += 1;
+        self.sync_abandoned = None;
         // Headers between our old commit point and the checkpoint were never committed here and
         // may be stale (from a view that lost): forget them rather than serve them.
         for op in self.commit_min + 1..=checkpoint.op {
