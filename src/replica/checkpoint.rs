@@ -109,6 +109,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             && op % self.checkpoint_interval() == 0
             && op > self.checkpoint().op
             && self.checkpoint_write.is_none()
+            && self.checkpoint_load.is_none()
             && self.sync.is_none()
             && !self.state_lost
     }

@@ -170,11 +170,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
         }
         let choices = [newest_on_quorum, newest];
+        let first = choices.into_iter().flatten().next();
         choices
             .into_iter()
             .flatten()
             .find(|&choice| Some(choice) != self.sync_abandoned)
-            .or(newest_on_quorum)
+            .or(first)
     }
 
     fn sync_start(&mut self, op: u64, id: u128) {
