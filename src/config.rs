@@ -205,7 +205,9 @@ impl Config {
     /// prepare and commit before it must wait for the write: a full rewrite of a large state
     /// then costs no stall. The `view_change_headers_max` subtracted keeps room for a pipeline
     /// and a pipeline of backup lag even in the smallest journal. Commits wait before the next
-    /// checkpoint's op while the previous write is not durable (`Replica::commits_paused`).
+    /// checkpoint's op while the previous write is not durable, and after a checkpoint's op
+    /// while the durable checkpoint is not yet held by a replication quorum
+    /// (`Replica::commits_paused`, docs/storage.md).
     pub fn checkpoint_interval(&self) -> u64 {
         self.journal_slot_count as u64 / 2 - self.view_change_headers_max() as u64
     }

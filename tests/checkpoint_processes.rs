@@ -296,6 +296,12 @@ fn backup_down_for_longer_than_the_journal_syncs_a_checkpoint_and_converges() {
         checkpoints[0].chunks > 1,
         "the checkpoint fits one chunk: {checkpoints:?}"
     );
+    // The superblock also names the checkpoint before, intact in the other area: a peer whose
+    // own copy is damaged can still sync to it.
+    for &r in &peers {
+        let previous = format!("previous checkpoint: op={} ", final_op - INTERVAL);
+        assert!(inspects[r].contains(&previous), "{}", inspects[r]);
+    }
     let heads: Vec<u64> = inspects.iter().map(|i| op_head(i)).collect();
     assert!(
         heads.iter().all(|&h| h == last),

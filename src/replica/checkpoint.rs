@@ -278,6 +278,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let durable = self.checkpoint();
         if durable.op != self.checkpoint_seen.op || durable.id != self.checkpoint_seen.id {
             self.checkpoint_seen = durable;
+            self.checkpoint_held_back = false;
             self.checkpoint_previous_serve();
         }
         if self

@@ -82,8 +82,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// Records a peer's advertised checkpoint and head (from a ping or a commit heartbeat).
     pub(super) fn peer_advertised(&mut self, header: &Header) {
         let peer = &mut self.peers[header.replica as usize];
-        // Messages may arrive out of order: an older checkpoint never replaces a newer one.
-        if header.request >= peer.checkpoint_op {
+        // Messages may arrive out of order: an older checkpoint never replaces a newer one,
+        // except none at all. A replica advertises none only before its first checkpoint or
+        // after `vsr recover` re-created its data file: it must stop counting as a holder of its
+        // old checkpoint (a late old message only makes us wait for its next ping).
+        if header.request >= peer.checkpoint_op || header.request == 0 {
             peer.checkpoint_op = header.request;
             peer.checkpoint_id = header.parent;
             peer.previous_op = header.session;
