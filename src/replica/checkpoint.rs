@@ -144,7 +144,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             if !self.checkpoint_held_back {
                 self.checkpoint_held_back = true;
                 self.stats.checkpoints_held_back += 1;
-                self.log(format_args!(
+                self.event(format_args!(
                     "checkpoint op={op} waits: checkpoint op={} is not yet held by a quorum",
                     self.checkpoint().op
                 ));
