@@ -738,18 +738,25 @@ fn damaged_checkpoints_sync_to_the_one_a_quorum_holds() {
     for_each_seed(damaged_checkpoints_sync_to_the_one_a_quorum_holds_seed);
 }
 
-fn damaged_checkpoints_sync_to_the_one_a_quorum_holds_seed(seed: u64) {
+/// Three replicas with a small journal (a checkpoint every 19 ops), one client, every replica
+/// at its first checkpoint. Returns the checkpoint interval too.
+fn at_first_checkpoint(seed: u64) -> (Simulator, u64) {
     let mut options = SimOptions::quiet(3, 1);
     options.config.journal_slot_count = 48;
     let interval = options.config.checkpoint_interval();
     let mut sim = Simulator::with_options(seed, options, trace());
-    let (c1, c2) = (interval, 2 * interval);
-    sim.set_client_workload(0, c1 + 5);
+    sim.set_client_workload(0, interval + 5);
     ok(sim.run_until_converged(DEADLINE));
     ok(sim.run_until(
-        |s| (0..3).all(|r| s.replica_checkpoint(r).unwrap().op == c1),
+        |s| (0..3).all(|r| s.replica_checkpoint(r).unwrap().op == interval),
         DEADLINE,
     ));
+    (sim, interval)
+}
+
+fn damaged_checkpoints_sync_to_the_one_a_quorum_holds_seed(seed: u64) {
+    let (mut sim, interval) = at_first_checkpoint(seed);
+    let c2 = 2 * interval;
     let furthest = primary(&sim);
     let lagging = (furthest + 1) % 3;
     let gone = (furthest + 2) % 3;
@@ -762,7 +769,7 @@ fn damaged_checkpoints_sync_to_the_one_a_quorum_holds_seed(seed: u64) {
     ));
     let lagging_c1 = sim.replica_checkpoint(lagging).unwrap();
     let furthest_c2 = sim.replica_checkpoint(furthest).unwrap();
-    assert_eq!((lagging_c1.op, furthest_c2.op), (c1, c2));
+    assert_eq!((lagging_c1.op, furthest_c2.op), (interval, c2));
     sim.crash_replica(gone);
     sim.crash_replica(lagging);
     sim.crash_replica(furthest);
@@ -803,17 +810,8 @@ fn checkpoint_waits_until_a_quorum_holds_the_one_before() {
 }
 
 fn checkpoint_waits_until_a_quorum_holds_the_one_before_seed(seed: u64) {
-    let mut options = SimOptions::quiet(3, 1);
-    options.config.journal_slot_count = 48;
-    let interval = options.config.checkpoint_interval();
-    let mut sim = Simulator::with_options(seed, options, trace());
-    let (c1, c2, c3) = (interval, 2 * interval, 3 * interval);
-    sim.set_client_workload(0, c1 + 5);
-    ok(sim.run_until_converged(DEADLINE));
-    ok(sim.run_until(
-        |s| (0..3).all(|r| s.replica_checkpoint(r).unwrap().op == c1),
-        DEADLINE,
-    ));
+    let (mut sim, interval) = at_first_checkpoint(seed);
+    let (c2, c3) = (2 * interval, 3 * interval);
     let furthest = primary(&sim);
     let lost = (furthest + 1) % 3;
     let gone = (furthest + 2) % 3;
