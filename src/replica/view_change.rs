@@ -199,6 +199,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         for i in 0..count {
             let op = self.op - i;
             match self.journal.header(op) {
+                Some(h) if h.view > self.log_view => {
+                    // A header of a newer log than ours: installed while we led a view change
+                    // that never started. It is not our log_view's, and whatever we once held
+                    // in its slot is unknown now: faulty, never a nack.
+                    headers.push(Header::reserved(self.cluster, op));
+                    flags.push(FLAG_FAULTY);
+                    continue;
+                }
                 Some(h) => headers.push(*h),
                 None => headers.push(Header::reserved(self.cluster, op)),
             }
