@@ -116,13 +116,20 @@ pub struct CheckpointRef {
     pub digest: u128,
 }
 
+impl CheckpointRef {
+    /// Whether `self` may be recorded as the checkpoint before `newer`: a real checkpoint, older,
+    /// and in the other area (the one `newer` did not overwrite).
+    pub fn precedes(&self, newer: &CheckpointRef) -> bool {
+        self.op > 0 && self.op < newer.op && self.area != newer.area
+    }
+}
+
 impl VsrState {
     pub fn assert_valid(&self) {
         assert!(self.log_view <= self.view);
         let previous = self.checkpoint_previous;
         assert!(
-            previous.op == 0
-                || (previous.op < self.checkpoint.op && previous.area != self.checkpoint.area),
+            previous.op == 0 || previous.precedes(&self.checkpoint),
             "previous checkpoint {previous:?} does not precede {:?}",
             self.checkpoint
         );
@@ -292,12 +299,18 @@ impl SuperBlock {
         {
             return None;
         }
+        let checkpoint = CheckpointRef {
+            op: header.checkpoint_op,
+            id: header.checkpoint_id,
+            size: header.checkpoint_size,
+            chunks: header.checkpoint_chunks,
+            area: header.checkpoint_area,
+            digest: header.checkpoint_digest,
+        };
         let checkpoint_previous = decode_previous(&header.checkpoint_previous);
         if checkpoint_previous.area > 1
             || (checkpoint_previous.op > 0) != (checkpoint_previous.chunks > 0)
-            || (checkpoint_previous.op > 0
-                && (checkpoint_previous.op >= header.checkpoint_op
-                    || checkpoint_previous.area == header.checkpoint_area))
+            || (checkpoint_previous.op > 0 && !checkpoint_previous.precedes(&checkpoint))
         {
             return None;
         }
@@ -320,14 +333,7 @@ impl SuperBlock {
             log_view: header.log_view,
             commit_max: header.commit_max,
             view_headers,
-            checkpoint: CheckpointRef {
-                op: header.checkpoint_op,
-                id: header.checkpoint_id,
-                size: header.checkpoint_size,
-                chunks: header.checkpoint_chunks,
-                area: header.checkpoint_area,
-                digest: header.checkpoint_digest,
-            },
+            checkpoint,
             checkpoint_previous,
             rejoining: header.rejoining == 1,
         };

@@ -100,14 +100,17 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     // ---- Writing --------------------------------------------------------------------------
 
+    /// The op just committed is a checkpoint op newer than the durable checkpoint.
+    fn checkpoint_op_reached(&self) -> bool {
+        let op = self.commit_min;
+        op > 0 && op % self.checkpoint_interval() == 0 && op > self.checkpoint().op
+    }
+
     /// True when the op just committed is a checkpoint op whose write has not started: it waits
     /// for the durable checkpoint to be held by a replication quorum, and commits wait with it
     /// (the write must snapshot the state at exactly this op).
     pub(super) fn checkpoint_due(&self) -> bool {
-        let op = self.commit_min;
-        op > 0
-            && op % self.checkpoint_interval() == 0
-            && op > self.checkpoint().op
+        self.checkpoint_op_reached()
             && self.checkpoint_write.is_none()
             && self.checkpoint_load.is_none()
             && self.sync.is_none()
@@ -134,10 +137,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// Called after each commit: at a checkpoint op, start writing the checkpoint once the
     /// durable one is held by a quorum (`checkpoint_durable_on_quorum`).
     pub(super) fn checkpoint_maybe_start(&mut self) {
-        let op = self.commit_min;
-        if op == 0 || op % self.checkpoint_interval() != 0 || op <= self.checkpoint().op {
+        if !self.checkpoint_op_reached() {
             return;
         }
+        let op = self.commit_min;
         assert!(self.checkpoint_write.is_none(), "checkpoint {op} overlaps");
         assert!(self.sync.is_none() && !self.state_lost);
         if !self.checkpoint_durable_on_quorum() {
@@ -262,12 +265,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let mut state = self.vsr_state_now();
         // The one it replaces stays intact in the other area until the next write goes there.
         let before = state.checkpoint;
-        state.checkpoint_previous =
-            if before.op > 0 && before.op < checkpoint.op && before.area != checkpoint.area {
-                before
-            } else {
-                CheckpointRef::default()
-            };
+        state.checkpoint_previous = if before.precedes(&checkpoint) {
+            before
+        } else {
+            CheckpointRef::default()
+        };
         state.checkpoint = checkpoint;
         state.commit_max = state.commit_max.max(checkpoint.op);
         self.superblock_update(state);
