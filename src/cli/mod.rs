@@ -314,7 +314,34 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
     let mut runtime = Runtime::new(io, replica);
     install_signal_handlers();
     runtime.run(&STOP).map_err(Failure::runtime)?;
-    eprintln!("info: stopping (signal)");
+    let (r, bus) = (&runtime.replica, &runtime.replica.bus.stats);
+    let s = &r.stats;
+    // What happened while it ran, in one line: a slow run shows here as view changes, resent
+    // prepares or dropped sends.
+    eprintln!(
+        "info: replica {}: stopping (signal): view={} status={:?} op={} commit_max={}; view_changes={} \
+         views_started={} commits={} prepares_resent={} repairs_headers={} repairs_prepares={} \
+         pool_exhausted={} dropped_invalid={}; bus: accepted={} connected={} send_dropped={} \
+         closed_peer={} closed_invalid={}",
+        r.replica,
+        r.view,
+        r.status,
+        r.op,
+        r.commit_max,
+        s.view_changes,
+        s.views_started,
+        s.commits,
+        s.prepares_resent,
+        s.repairs_headers,
+        s.repairs_prepares,
+        s.pool_exhausted,
+        s.messages_dropped_invalid,
+        bus.accepted,
+        bus.connected,
+        bus.send_dropped,
+        bus.closed_peer,
+        bus.closed_invalid
+    );
     Ok(())
 }
 

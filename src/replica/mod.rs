@@ -863,7 +863,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.replica_count == 1 {
             // Alone, the replica is its own view change quorum: the log it recovered is the log.
             self.status = Status::Normal;
-            self.transition_to_view_change(self.view + 1);
+            self.transition_to_view_change(self.view + 1, "open (a one-replica cluster)");
             return;
         }
         if !head_certain {
@@ -882,7 +882,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             // A primary lost its pipeline state with the crash, and a replica that crashed in a
             // view change does not know how far it got: both start a view change.
             self.status = Status::ViewChange;
-            self.transition_to_view_change(self.view + 1);
+            self.transition_to_view_change(
+                self.view + 1,
+                "open (the primary of its view, or mid view change, when it stopped)",
+            );
         }
         self.commit_journal();
     }

@@ -100,7 +100,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.ticks - since
             ));
             self.stats.primary_step_downs += 1;
-            self.transition_to_view_change(self.view + 1);
+            self.transition_to_view_change(
+                self.view + 1,
+                "primary lacks a prepare no replica could repair: stepping down",
+            );
         }
     }
 

@@ -93,11 +93,16 @@ impl Dvc {
 }
 
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
-    pub(super) fn transition_to_view_change(&mut self, view: u32) {
+    /// `reason` says why, for the operator: a view change is rare in a healthy cluster, and a
+    /// string of them is the first thing to look for when throughput collapses.
+    pub(super) fn transition_to_view_change(&mut self, view: u32, reason: &str) {
         assert!(
             view > self.view || (view == self.view && self.status != super::Status::ViewChange)
         );
-        self.log(format_args!("view change to {view}"));
+        self.event(format_args!(
+            "view change to view {view} (was view {} {:?}): {reason}",
+            self.view, self.status
+        ));
         self.stats.view_changes += 1;
         self.view = view;
         self.status = Status::ViewChange;
@@ -132,7 +137,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.send_request_start_view();
             return;
         }
-        self.transition_to_view_change(view);
+        self.transition_to_view_change(view, "a message from a newer view");
         self.send_request_start_view();
     }
 
@@ -152,7 +157,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         if svc.view > self.view {
-            self.transition_to_view_change(svc.view);
+            self.transition_to_view_change(svc.view, "a peer's start_view_change");
         }
         if self.status != Status::ViewChange || svc.view != self.view {
             return;
@@ -248,7 +253,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         if header.view > self.view {
-            self.transition_to_view_change(header.view);
+            self.transition_to_view_change(header.view, "a peer's do_view_change");
         }
         if self.status != Status::ViewChange || self.start_view_pending {
             return;
@@ -486,9 +491,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         assert_eq!(self.status, Status::ViewChange);
         self.status = Status::Normal;
         self.stats.views_started += 1;
-        self.log(format_args!(
-            "start view as primary: op={} commit_max={}",
-            self.op, self.commit_max
+        self.event(format_args!(
+            "view {} started as primary: op={} commit_max={}",
+            self.view, self.op, self.commit_max
         ));
         self.prepare_timestamp = self.prepare_timestamp.max(
             self.journal
@@ -674,7 +679,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn backup_enter_view(&mut self) {
         assert!(self.is_backup());
         self.status = Status::Normal;
-        self.log(format_args!("enter view as backup"));
+        self.event(format_args!(
+            "view {} started as backup of replica {}: op={} commit_max={}",
+            self.view,
+            self.primary_index(self.view),
+            self.op,
+            self.commit_max
+        ));
         self.start_normal_timeouts();
         for op in self
             .commit_max
@@ -693,7 +704,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     pub(super) fn on_normal_status_timeout(&mut self) {
         match self.status {
-            Status::Normal if self.is_backup() => self.transition_to_view_change(self.view + 1),
+            Status::Normal if self.is_backup() => self.transition_to_view_change(
+                self.view + 1,
+                "no word from the primary within normal_status_timeout",
+            ),
             Status::RecoveringHead => {
                 self.normal_status_timeout.reset();
                 self.send_request_start_view();
@@ -714,7 +728,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         let attempts = self.view_change_status_timeout.attempts;
-        self.transition_to_view_change(self.view + 1);
+        self.transition_to_view_change(
+            self.view + 1,
+            "view change did not complete within view_change_status_timeout",
+        );
         self.view_change_status_timeout.attempts = attempts;
         self.view_change_status_timeout.backoff(&mut self.prng);
     }
