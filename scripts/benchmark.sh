@@ -2,11 +2,13 @@
 # End-to-end benchmark with real processes on 127.0.0.1, in the shapes TigerBeetle is measured in:
 # 10,000 accounts, full batches (8190 transfers), one client, uniform random accounts.
 #
-#   scripts/benchmark.sh [--runs N] [--transfers N] [--no-10m]
+#   scripts/benchmark.sh [--runs N] [--transfers N] [--no-10m] [--logs DIR]
 #
 # Shapes: 1 replica with 1M transfers, 3 replicas with 1M transfers, 1 replica with 10M transfers
 # (the journal wraps behind checkpoints there, so the checkpoint pause shows in p100).
-# `--transfers N` replaces the 1M of the first two shapes; `--no-10m` skips the third.
+# `--transfers N` replaces the 1M of the first two shapes; `--no-10m` skips the third; `--logs DIR`
+# keeps our replicas' logs of every run in DIR/<replicas>r-<transfers>-<run>/ (view changes, and
+# each replica's closing counters: resent prepares, dropped sends).
 # Accounts keep balance history, as in TigerBeetle's benchmark defaults; NO_HISTORY=1 passes
 # --no-history to both.
 # If a `tigerbeetle` binary is on PATH (or TIGERBEETLE=/path/to/tigerbeetle), its own
@@ -14,20 +16,23 @@
 # 3 replicas it formats and starts a temporary 3-replica TigerBeetle cluster), and the table shows
 # its tx/s and p99 and the ratio of our throughput to its. Nothing is downloaded.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 runs=1
 transfers=1000000
 ten_million=1
+logs=""
 while (($#)); do
     case $1 in
         --runs) runs=$2; shift 2 ;;
         --transfers) transfers=$2; shift 2 ;;
         --no-10m) ten_million=0; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --logs) logs=$2; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "benchmark.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
+[[ -n $logs ]] && logs=$(realpath -m "$logs")
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cargo build --release --bin vsr
 vsr=$PWD/target/release/vsr
@@ -45,10 +50,11 @@ field() {
     sed -n "s/^$2.* $3 = \([0-9.]*\).*/\1/p" <<<"$1" | head -1
 }
 
-# Prints "tx/s p50 p99 p100 rss" for one run of ours.
+# Prints "tx/s p50 p99 p100 rss" for one run of ours (run number $3).
 ours() {
     local replicas=$1 count=$2 out args=()
     ((${NO_HISTORY:-0})) && args+=(--no-history)
+    [[ -n $logs ]] && args+=(--log-dir="$logs/${replicas}r-$count-$3")
     out=$("$vsr" benchmark "${args[@]}" --replica-count="$replicas" --account-count=10000 \
         --transfer-count="$count" --transfer-batch-size=8190 2>/dev/null)
     local tps rss
@@ -97,7 +103,7 @@ printf '%-26s %10s %8s %8s %9s %9s %10s %9s %9s %8s\n' "shape" "tx/s" "p50 ms" "
 for shape in "${shapes[@]}"; do
     read -r replicas count <<<"$shape"
     for ((run = 1; run <= runs; run++)); do
-        read -r tps p50 p99 p100 rss < <(ours "$replicas" "$count")
+        read -r tps p50 p99 p100 rss < <(ours "$replicas" "$count" "$run")
         ratio="-" ttps="-" tp99="-" trss="-"
         if [[ -n $tigerbeetle ]]; then
             read -r ttps tp99 trss < <(theirs "$replicas" "$count")

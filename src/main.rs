@@ -93,6 +93,10 @@ enum Commands {
         /// benchmark, every transfer also stores both accounts' balances.
         #[arg(long)]
         no_history: bool,
+        /// Keep the temporary replicas' logs in this directory (replica-<i>.log); by default
+        /// they are deleted with the replicas.
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
     },
     /// Show what a data file holds (superblock, journal, client sessions); never writes.
     Inspect { path: PathBuf },
@@ -231,6 +235,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             validate,
             query_count,
             no_history,
+            log_dir,
         } => {
             let addresses = addresses.map(|a| cli::parse_addresses(&a)).transpose()?;
             cli::benchmark::run(cli::benchmark::BenchmarkOptions {
@@ -245,6 +250,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 validate,
                 query_count,
                 account_history: !no_history,
+                log_dir,
             })
         }
         Commands::Inspect { path } => {

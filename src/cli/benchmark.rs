@@ -28,6 +28,8 @@ pub struct BenchmarkOptions {
     pub query_count: u64,
     /// Accounts keep balance history (`account_flags::HISTORY`).
     pub account_history: bool,
+    /// Where the temporary replicas' logs are kept (none: deleted with the replicas).
+    pub log_dir: Option<PathBuf>,
 }
 
 /// A client thread's batch latencies and the balances its transfers should produce.
@@ -37,11 +39,43 @@ struct Temporary {
     dir: PathBuf,
     children: Vec<Child>,
     pids: Vec<u32>,
+    logs: Vec<PathBuf>,
+}
+
+impl Temporary {
+    /// The replicas that have exited on their own, each with the end of its log: a benchmark
+    /// during which a replica died measured a smaller cluster (or a crash), not this one.
+    fn exited(&mut self) -> Option<String> {
+        let mut report = String::new();
+        for (replica, child) in self.children.iter_mut().enumerate() {
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            let log = std::fs::read_to_string(&self.logs[replica]).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            report.push_str(&format!(
+                "replica {replica} exited during the benchmark ({status}); its log ({}) ends:\n{tail}\n",
+                self.logs[replica].display()
+            ));
+        }
+        (!report.is_empty()).then_some(report)
+    }
 }
 
 impl Drop for Temporary {
     fn drop(&mut self) {
+        // SIGTERM first, so each replica logs its closing counters (view changes, resends);
+        // SIGKILL whatever has not exited within two seconds.
+        for child in &self.children {
+            // Safety: the pid is our child's, not yet waited for.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
         for child in &mut self.children {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -64,12 +98,15 @@ fn start_temporary(
     let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("current_exe: {e}")))?;
     let dir = std::env::temp_dir().join(format!("vsr-benchmark-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
+    for d in std::iter::once(&dir).chain(&options.log_dir) {
+        std::fs::create_dir_all(d)
+            .map_err(|e| Failure::runtime(format!("{}: {e}", d.display())))?;
+    }
     let mut temporary = Temporary {
         dir: dir.clone(),
         children: Vec::new(),
         pids: Vec::new(),
+        logs: Vec::new(),
     };
     let n = options.replica_count;
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -98,8 +135,12 @@ fn start_temporary(
         if !status.success() {
             return Err(Failure::runtime("format of a temporary replica failed"));
         }
-        let log = std::fs::File::create(dir.join(format!("{replica}.log")))
-            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let log_path = match &options.log_dir {
+            Some(logs) => logs.join(format!("replica-{replica}.log")),
+            None => dir.join(format!("{replica}.log")),
+        };
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| Failure::runtime(format!("{}: {e}", log_path.display())))?;
         let child = Command::new(&exe)
             .args(["start", &format!("--addresses={addresses_arg}")])
             .arg(format!("--accounts-max={accounts_max}"))
@@ -111,6 +152,7 @@ fn start_temporary(
             .map_err(|e| Failure::runtime(format!("start: {e}")))?;
         temporary.pids.push(child.id());
         temporary.children.push(child);
+        temporary.logs.push(log_path);
     }
     Ok((temporary, addresses))
 }
@@ -141,15 +183,34 @@ pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
     // capacity (touched at start), so a power-of-two round-up would cost up to twice as much.
     let accounts_max = options.account_count.clamp(1 << 10, 1 << 30) as u32;
     let transfers_max = options.transfer_count.clamp(1 << 10, 1 << 30) as u32;
-    let (temporary, addresses) = match &options.addresses {
+    let (mut temporary, addresses) = match &options.addresses {
         Some(addresses) => (None, addresses.clone()),
         None => {
             let (t, a) = start_temporary(&options, accounts_max, transfers_max)?;
             (Some(t), a)
         }
     };
+    let result = drive(&options, &addresses, temporary.as_ref());
+    // Whatever the load's outcome, a replica that died first is the news.
+    if let Some(exited) = temporary.as_mut().and_then(Temporary::exited) {
+        let load = match &result {
+            Ok(()) => "the figures above are not this cluster's".to_string(),
+            Err(failure) => failure.message.clone(),
+        };
+        return Err(Failure::runtime(format!("{exited}({load})")));
+    }
+    result
+}
+
+/// Creates the accounts, runs the load and the queries, and prints the figures.
+fn drive(
+    options: &BenchmarkOptions,
+    addresses: &[SocketAddr],
+    temporary: Option<&Temporary>,
+) -> Result<(), Failure> {
+    let batch = options.transfer_batch_size;
     let message_size_max = crate::config::Config::production(1).message_size_max as usize;
-    let mut client = NetClient::new(options.cluster, &addresses, message_size_max);
+    let mut client = NetClient::new(options.cluster, addresses, message_size_max);
     let events_max = client.body_size_max() / 128;
     if batch > events_max {
         return Err(Failure::usage(format!(
@@ -195,7 +256,7 @@ pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers: Vec<_> = (0..clients)
         .map(|c| {
-            let addresses = addresses.clone();
+            let addresses = addresses.to_vec();
             let progress = progress.clone();
             let (seed, accounts, total, cluster) = (
                 options.seed,
@@ -359,7 +420,7 @@ pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
         println!("validate: ok ({checked} accounts match the transfers sent)");
     }
 
-    if let Some(t) = &temporary {
+    if let Some(t) = temporary {
         let rss: Vec<String> = t
             .pids
             .iter()
@@ -384,6 +445,5 @@ pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
             size / (1024 * 1024) / t.pids.len().max(1) as u64
         );
     }
-    drop(temporary);
     Ok(())
 }

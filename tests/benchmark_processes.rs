@@ -1,0 +1,170 @@
+//! `vsr benchmark` end to end: it starts its own temporary replicas as child processes on
+//! 127.0.0.1, loads them, validates, stops them, and tells a run where a replica died apart from
+//! a good one.
+
+mod common;
+
+use common::{wait_for, VSR};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn log_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vsr-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn benchmark_args(transfers: u64, logs: &Path) -> Vec<String> {
+    vec![
+        "benchmark".into(),
+        "--replica-count=3".into(),
+        "--account-count=1000".into(),
+        format!("--transfer-count={transfers}"),
+        "--query-count=10".into(),
+        "--validate".into(),
+        format!("--log-dir={}", logs.display()),
+    ]
+}
+
+/// The number after `prefix` on the line that starts with it.
+fn figure(stdout: &str, prefix: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stdout}"));
+    line[prefix.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no figure in {line:?}"))
+}
+
+#[test]
+fn benchmark_loads_validates_and_keeps_the_replica_logs() {
+    let logs = log_dir("benchmark-ok");
+    let benchmark = Command::new(VSR)
+        .args(benchmark_args(40_000, &logs))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temporary = std::env::temp_dir().join(format!("vsr-benchmark-{}", benchmark.id()));
+    let output = benchmark.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    assert!(figure(&stdout, "load accepted = ") > 0.0, "{stdout}");
+    assert!(figure(&stdout, "batch latency p1 = ") > 0.0, "{stdout}");
+    assert!(stdout.contains("query latency p1 = "), "{stdout}");
+    assert!(
+        stdout.contains("validate: ok (1000 accounts match the transfers sent)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("replica peak RSS = "), "{stdout}");
+    assert!(stdout.contains("data file size = "), "{stdout}");
+
+    // Each replica was stopped with SIGTERM and logged its closing counters; the temporary data
+    // files are gone, the logs are kept.
+    for replica in 0..3 {
+        let log = std::fs::read_to_string(logs.join(format!("replica-{replica}.log"))).unwrap();
+        assert!(
+            log.contains(&format!("replica {replica} of cluster")),
+            "{log}"
+        );
+        let closing = log
+            .lines()
+            .find(|l| l.contains("stopping (signal)"))
+            .unwrap_or_else(|| panic!("replica {replica} logged no closing counters:\n{log}"));
+        assert!(closing.contains("view_changes="), "{closing}");
+        assert!(closing.contains("send_dropped="), "{closing}");
+    }
+    assert!(!temporary.exists(), "{} left behind", temporary.display());
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// The temporary replica of `benchmark` (a child of that pid) that runs `<replica>.vsr`.
+fn temporary_replica_pid(benchmark: u32, replica: u8) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The parent pid is the second field after the parenthesised command name.
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if ppid == Some(benchmark) && cmdline.contains(&format!("/{replica}.vsr")) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn benchmark_fails_when_a_replica_dies_during_the_run() {
+    let logs = log_dir("benchmark-died");
+    let mut benchmark = Command::new(VSR)
+        .args(benchmark_args(2_000_000, &logs))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temporary = std::env::temp_dir().join(format!("vsr-benchmark-{}", benchmark.id()));
+
+    // Replica 2 is a backup once the first view has started (replica 1 leads view 1); the two
+    // that remain are a quorum, so the load goes on and the run completes.
+    let log2 = logs.join("replica-2.log");
+    wait_for(
+        "replica 2 in a started view",
+        Duration::from_secs(60),
+        || {
+            let log = std::fs::read_to_string(&log2).ok()?;
+            log.contains("started as backup").then_some(())
+        },
+    );
+    let pid = wait_for("replica 2's pid", Duration::from_secs(10), || {
+        temporary_replica_pid(benchmark.id(), 2)
+    });
+    // Safety: the pid is a child of the benchmark we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+
+    let output = wait_for("the benchmark to exit", Duration::from_secs(120), || {
+        benchmark.try_wait().unwrap()
+    });
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    use std::io::Read;
+    benchmark
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    benchmark
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(output.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("replica 2 exited during the benchmark (signal: 9"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the figures above are not this cluster's"),
+        "{stderr}"
+    );
+    // Its log's end is quoted, and the others were stopped as usual.
+    assert!(stderr.contains("started as backup"), "{stderr}");
+    assert!(!temporary.exists(), "{} left behind", temporary.display());
+    let _ = std::fs::remove_dir_all(&logs);
+}
