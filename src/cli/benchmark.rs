@@ -67,9 +67,12 @@ impl Drop for Temporary {
     fn drop(&mut self) {
         // SIGTERM first, so each replica logs its closing counters (view changes, resends);
         // SIGKILL whatever has not exited within two seconds.
-        for child in &self.children {
-            // Safety: the pid is our child's, not yet waited for.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        for child in &mut self.children {
+            // Only a child not yet reaped: its pid cannot have been reused.
+            if matches!(child.try_wait(), Ok(None)) {
+                // Safety: kill(2) with a pid that is still our child's.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         for child in &mut self.children {
