@@ -66,8 +66,9 @@ enum Commands {
     Benchmark {
         #[arg(long)]
         addresses: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        cluster: u128,
+        /// The cluster id: 0 by default with --addresses; a random one for temporary replicas.
+        #[arg(long)]
+        cluster: Option<u128>,
         /// Replicas to start when no --addresses is given.
         #[arg(long, default_value_t = 1)]
         replica_count: u8,

@@ -9,6 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// A benchmark process, killed if the test fails before it exits (its replicas die with it).
+struct Benchmark(std::process::Child);
+
+impl Drop for Benchmark {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn log_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vsr-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -69,10 +79,14 @@ fn benchmark_loads_validates_and_keeps_the_replica_logs() {
     // files are gone, the logs are kept.
     for replica in 0..3 {
         let log = std::fs::read_to_string(logs.join(format!("replica-{replica}.log"))).unwrap();
-        assert!(
-            log.contains(&format!("replica {replica} of cluster")),
-            "{log}"
-        );
+        // A temporary cluster gets a random id: no other cluster on the host can take its
+        // connections for its own.
+        let cluster = log
+            .split(&format!("replica {replica} of cluster "))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no cluster id in:\n{log}"));
+        assert_ne!(cluster, "0", "{log}");
         let closing = log
             .lines()
             .find(|l| l.contains("stopping (signal)"))
@@ -111,13 +125,15 @@ fn temporary_replica_pid(benchmark: u32, replica: u8) -> Option<i32> {
 #[test]
 fn benchmark_fails_when_a_replica_dies_during_the_run() {
     let logs = log_dir("benchmark-died");
-    let mut benchmark = Command::new(VSR)
-        .args(benchmark_args(2_000_000, &logs))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let temporary = std::env::temp_dir().join(format!("vsr-benchmark-{}", benchmark.id()));
+    let mut benchmark = Benchmark(
+        Command::new(VSR)
+            .args(benchmark_args(2_000_000, &logs))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let temporary = std::env::temp_dir().join(format!("vsr-benchmark-{}", benchmark.0.id()));
 
     // Replica 2 is a backup once the first view has started (replica 1 leads view 1); the two
     // that remain are a quorum, so the load goes on and the run completes.
@@ -131,24 +147,26 @@ fn benchmark_fails_when_a_replica_dies_during_the_run() {
         },
     );
     let pid = wait_for("replica 2's pid", Duration::from_secs(10), || {
-        temporary_replica_pid(benchmark.id(), 2)
+        temporary_replica_pid(benchmark.0.id(), 2)
     });
     // Safety: the pid is a child of the benchmark we started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
 
     let output = wait_for("the benchmark to exit", Duration::from_secs(120), || {
-        benchmark.try_wait().unwrap()
+        benchmark.0.try_wait().unwrap()
     });
     let mut stdout = String::new();
     let mut stderr = String::new();
     use std::io::Read;
     benchmark
+        .0
         .stdout
         .take()
         .unwrap()
         .read_to_string(&mut stdout)
         .unwrap();
     benchmark
+        .0
         .stderr
         .take()
         .unwrap()
@@ -165,6 +183,96 @@ fn benchmark_fails_when_a_replica_dies_during_the_run() {
     );
     // Its log's end is quoted, and the others were stopped as usual.
     assert!(stderr.contains("started as backup"), "{stderr}");
+    assert!(!temporary.exists(), "{} left behind", temporary.display());
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// Starts a 3-replica benchmark long enough to be interrupted, and waits until its replicas run
+/// a view. Returns the benchmark, its replicas' pids, its temporary directory and the log dir.
+fn benchmark_under_way(name: &str) -> (Benchmark, Vec<i32>, PathBuf, PathBuf) {
+    let logs = log_dir(name);
+    let benchmark = Benchmark(
+        Command::new(VSR)
+            .args(benchmark_args(1_000_000, &logs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let temporary = std::env::temp_dir().join(format!("vsr-benchmark-{}", benchmark.0.id()));
+    wait_for("a started view", Duration::from_secs(60), || {
+        let log = std::fs::read_to_string(logs.join("replica-0.log")).ok()?;
+        log.contains("started as").then_some(())
+    });
+    let pids = (0..3)
+        .map(|r| {
+            wait_for("a replica's pid", Duration::from_secs(10), || {
+                temporary_replica_pid(benchmark.0.id(), r)
+            })
+        })
+        .collect();
+    (benchmark, pids, temporary, logs)
+}
+
+fn wait_gone(pids: &[i32]) {
+    for pid in pids {
+        wait_for("the replica to exit", Duration::from_secs(10), || {
+            // A zombie (exited, not yet reaped by its new parent) counts as gone.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            matches!(state, None | Some("Z")).then_some(())
+        });
+    }
+}
+
+#[test]
+fn benchmark_interrupted_stops_its_replicas_and_removes_their_files() {
+    let (mut benchmark, pids, temporary, logs) = benchmark_under_way("benchmark-term");
+    // Safety: the pid is our child's.
+    assert_eq!(
+        unsafe { libc::kill(benchmark.0.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = wait_for("the benchmark to exit", Duration::from_secs(30), || {
+        benchmark.0.try_wait().unwrap()
+    });
+    let mut stderr = String::new();
+    use std::io::Read;
+    benchmark
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{stderr}");
+    assert!(
+        stderr.contains("benchmark: interrupted (signal 15)"),
+        "{stderr}"
+    );
+    wait_gone(&pids);
+    assert!(!temporary.exists(), "{} left behind", temporary.display());
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[test]
+fn benchmark_killed_takes_its_replicas_along_and_the_next_one_removes_its_files() {
+    let (mut benchmark, pids, temporary, logs) = benchmark_under_way("benchmark-kill");
+    benchmark.0.kill().unwrap();
+    benchmark.0.wait().unwrap();
+    // Orphans would go on dialing their peers' ports under the cluster's id.
+    wait_gone(&pids);
+    assert!(temporary.exists(), "SIGKILL leaves no chance to clean up");
+
+    let output = Command::new(VSR)
+        .args(["benchmark", "--account-count=100", "--transfer-count=1000"])
+        .args(["--query-count=1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
     assert!(!temporary.exists(), "{} left behind", temporary.display());
     let _ = std::fs::remove_dir_all(&logs);
 }

@@ -9,14 +9,15 @@ use crate::ledger::{Account, LedgerOperation, Transfer};
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zerocopy::{FromZeros, IntoBytes};
 
 pub struct BenchmarkOptions {
     pub addresses: Option<Vec<SocketAddr>>,
-    pub cluster: u128,
+    /// None: 0 for `--addresses`, a random id for a temporary cluster.
+    pub cluster: Option<u128>,
     pub replica_count: u8,
     pub account_count: u64,
     pub transfer_count: u64,
@@ -86,6 +87,94 @@ impl Drop for Temporary {
     }
 }
 
+/// A temporary replica must not outlive the benchmark: an orphan goes on dialing its peers'
+/// ports, and a later cluster listening there would take its connection for a peer's.
+trait DieWithParent {
+    fn die_with_parent(&mut self) -> &mut Self;
+}
+
+impl DieWithParent for Command {
+    fn die_with_parent(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // Safety: prctl and sigprocmask are async-signal-safe and touch nothing of the parent's.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The benchmark blocks SIGINT and SIGTERM (see `exit_on_signal`); the mask is
+                // inherited across exec, and a replica must stop on SIGTERM.
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                Ok(())
+            })
+        }
+    }
+}
+
+/// A cluster id no other cluster on this host has: the bus accepts any peer that names the
+/// cluster id, so two clusters with the same id (a leftover one, a test's, a development
+/// replica's 0) whose ports meet would take each other's connections for their peers'.
+fn random_cluster_id() -> u128 {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut bytes);
+    }
+    u128::from_le_bytes(bytes) | 1 << 127
+}
+
+/// On SIGINT or SIGTERM, removes the temporary data files and exits (the replicas die with the
+/// process, see `DieWithParent`). The signals are blocked in every thread and taken by one that
+/// waits for them, so it can do what a signal handler may not. Call before any other thread or
+/// child starts: both inherit the mask.
+fn exit_on_signal(dir: PathBuf) {
+    // Safety: signal-set calls on a local set; the waiting thread owns a copy.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::spawn(move || {
+            let mut signal = 0;
+            libc::sigwait(&set, &mut signal);
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!(
+                "benchmark: interrupted (signal {signal}); temporary replicas stopped and removed"
+            );
+            std::process::exit(128 + signal);
+        });
+    }
+}
+
+/// Removes the temporary directories of benchmarks that were killed (SIGKILL leaves no chance to
+/// clean up; their replicas died with them): each holds a data file per replica.
+fn remove_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("vsr-benchmark-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            eprintln!(
+                "benchmark: removed {}, left by a benchmark that was killed",
+                entry.path().display()
+            );
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -100,6 +189,8 @@ fn start_temporary(
 ) -> Result<(Temporary, Vec<SocketAddr>), Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("current_exe: {e}")))?;
     let dir = std::env::temp_dir().join(format!("vsr-benchmark-{}", std::process::id()));
+    exit_on_signal(dir.clone());
+    remove_leftovers();
     let _ = std::fs::remove_dir_all(&dir);
     for d in std::iter::once(&dir).chain(&options.log_dir) {
         std::fs::create_dir_all(d)
@@ -127,12 +218,13 @@ fn start_temporary(
         let status = Command::new(&exe)
             .args([
                 "format",
-                &format!("--cluster={}", options.cluster),
+                &format!("--cluster={}", options.cluster.unwrap_or(0)),
                 &format!("--replica={replica}"),
             ])
             .arg(format!("--replica-count={n}"))
             .arg(&path)
             .stderr(Stdio::null())
+            .die_with_parent()
             .status()
             .map_err(|e| Failure::runtime(format!("format: {e}")))?;
         if !status.success() {
@@ -151,6 +243,7 @@ fn start_temporary(
             .arg(&path)
             .stdout(Stdio::null())
             .stderr(log)
+            .die_with_parent()
             .spawn()
             .map_err(|e| Failure::runtime(format!("start: {e}")))?;
         temporary.pids.push(child.id());
@@ -174,7 +267,10 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-pub fn run(options: BenchmarkOptions) -> Result<(), Failure> {
+pub fn run(mut options: BenchmarkOptions) -> Result<(), Failure> {
+    if options.addresses.is_none() && options.cluster.is_none() {
+        options.cluster = Some(random_cluster_id());
+    }
     let batch = options.transfer_batch_size;
     if batch == 0 {
         return Err(Failure::usage("--transfer-batch-size must be at least 1"));
@@ -213,7 +309,8 @@ fn drive(
 ) -> Result<(), Failure> {
     let batch = options.transfer_batch_size;
     let message_size_max = crate::config::Config::production(1).message_size_max as usize;
-    let mut client = NetClient::new(options.cluster, addresses, message_size_max);
+    let cluster = options.cluster.unwrap_or(0);
+    let mut client = NetClient::new(cluster, addresses, message_size_max);
     let events_max = client.body_size_max() / 128;
     if batch > events_max {
         return Err(Failure::usage(format!(
@@ -261,12 +358,8 @@ fn drive(
         .map(|c| {
             let addresses = addresses.to_vec();
             let progress = progress.clone();
-            let (seed, accounts, total, cluster) = (
-                options.seed,
-                options.account_count,
-                options.transfer_count,
-                options.cluster,
-            );
+            let (seed, accounts, total) =
+                (options.seed, options.account_count, options.transfer_count);
             std::thread::spawn(move || -> WorkerResult {
                 let mut client = NetClient::new(cluster, &addresses, message_size_max);
                 let mut latencies = Vec::new();
