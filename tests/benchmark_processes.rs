@@ -122,88 +122,26 @@ fn temporary_replica_pid(benchmark: u32, replica: u8) -> Option<i32> {
     None
 }
 
-#[test]
-fn benchmark_fails_when_a_replica_dies_during_the_run() {
-    let logs = log_dir("benchmark-died");
-    let mut benchmark = Benchmark(
+/// Starts a 3-replica benchmark and waits until each of its replicas has started a view (the load
+/// is seconds away: the primary first waits for its clock to synchronize). Returns the benchmark,
+/// its replicas' pids, its temporary directory and the log directory.
+fn benchmark_under_way(name: &str) -> (Benchmark, Vec<i32>, PathBuf, PathBuf) {
+    let logs = log_dir(name);
+    let benchmark = Benchmark(
         Command::new(VSR)
-            .args(benchmark_args(2_000_000, &logs))
+            .args(benchmark_args(1_000_000, &logs))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
     let temporary = std::env::temp_dir().join(format!("vsr-benchmark-{}", benchmark.0.id()));
-
-    // Replica 2 is a backup once the first view has started (replica 1 leads view 1); the two
-    // that remain are a quorum, so the load goes on and the run completes.
-    let log2 = logs.join("replica-2.log");
-    wait_for(
-        "replica 2 in a started view",
-        Duration::from_secs(60),
-        || {
-            let log = std::fs::read_to_string(&log2).ok()?;
-            log.contains("started as backup").then_some(())
-        },
-    );
-    let pid = wait_for("replica 2's pid", Duration::from_secs(10), || {
-        temporary_replica_pid(benchmark.0.id(), 2)
-    });
-    // Safety: the pid is a child of the benchmark we started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-
-    let output = wait_for("the benchmark to exit", Duration::from_secs(120), || {
-        benchmark.0.try_wait().unwrap()
-    });
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    use std::io::Read;
-    benchmark
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    benchmark
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert_eq!(output.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("replica 2 exited during the benchmark (signal: 9"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("the figures above are not this cluster's"),
-        "{stderr}"
-    );
-    // Its log's end is quoted, and the others were stopped as usual.
-    assert!(stderr.contains("started as backup"), "{stderr}");
-    assert!(!temporary.exists(), "{} left behind", temporary.display());
-    let _ = std::fs::remove_dir_all(&logs);
-}
-
-/// Starts a 3-replica benchmark long enough to be interrupted, and waits until its replicas run
-/// a view. Returns the benchmark, its replicas' pids, its temporary directory and the log dir.
-fn benchmark_under_way(name: &str) -> (Benchmark, Vec<i32>, PathBuf, PathBuf) {
-    let logs = log_dir(name);
-    let benchmark = Benchmark(
-        Command::new(VSR)
-            .args(benchmark_args(1_000_000, &logs))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let temporary = std::env::temp_dir().join(format!("vsr-benchmark-{}", benchmark.0.id()));
-    wait_for("a started view", Duration::from_secs(60), || {
-        let log = std::fs::read_to_string(logs.join("replica-0.log")).ok()?;
-        log.contains("started as").then_some(())
-    });
+    for replica in 0..3 {
+        wait_for("a started view", Duration::from_secs(60), || {
+            let log = std::fs::read_to_string(logs.join(format!("replica-{replica}.log"))).ok()?;
+            log.contains("started as").then_some(())
+        });
+    }
     let pids = (0..3)
         .map(|r| {
             wait_for("a replica's pid", Duration::from_secs(10), || {
@@ -212,6 +150,32 @@ fn benchmark_under_way(name: &str) -> (Benchmark, Vec<i32>, PathBuf, PathBuf) {
         })
         .collect();
     (benchmark, pids, temporary, logs)
+}
+
+/// Waits for the benchmark to exit; its exit status, stdout and stderr.
+fn exit_of(
+    benchmark: &mut Benchmark,
+    within: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    use std::io::Read;
+    let status = wait_for("the benchmark to exit", within, || {
+        benchmark.0.try_wait().unwrap()
+    });
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let child = &mut benchmark.0;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stdout, stderr)
 }
 
 fn wait_gone(pids: &[i32]) {
@@ -236,18 +200,7 @@ fn benchmark_interrupted_stops_its_replicas_and_removes_their_files() {
         unsafe { libc::kill(benchmark.0.id() as i32, libc::SIGTERM) },
         0
     );
-    let status = wait_for("the benchmark to exit", Duration::from_secs(30), || {
-        benchmark.0.try_wait().unwrap()
-    });
-    let mut stderr = String::new();
-    use std::io::Read;
-    benchmark
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, _, stderr) = exit_of(&mut benchmark, Duration::from_secs(30));
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{stderr}");
     assert!(
         stderr.contains("benchmark: interrupted (signal 15)"),
@@ -273,6 +226,29 @@ fn benchmark_killed_takes_its_replicas_along_and_the_next_one_removes_its_files(
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
+    assert!(!temporary.exists(), "{} left behind", temporary.display());
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[test]
+fn benchmark_fails_when_a_replica_dies_during_the_run() {
+    let (mut benchmark, pids, temporary, logs) = benchmark_under_way("benchmark-died");
+    // Replica 2 is a backup (replica 1 leads view 1); the two that remain are a quorum, so the
+    // load goes on and the run completes.
+    // Safety: the pid is a child of the benchmark we started.
+    assert_eq!(unsafe { libc::kill(pids[2], libc::SIGKILL) }, 0);
+    let (status, stdout, stderr) = exit_of(&mut benchmark, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("replica 2 exited during the benchmark (signal: 9"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the figures above are not this cluster's"),
+        "{stderr}"
+    );
+    // Its log's end is quoted, and the others were stopped as usual.
+    assert!(stderr.contains("started as backup"), "{stderr}");
     assert!(!temporary.exists(), "{} left behind", temporary.display());
     let _ = std::fs::remove_dir_all(&logs);
 }
