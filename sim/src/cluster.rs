@@ -434,9 +434,37 @@ impl Simulator {
         if self.options.disk_loss_probability > 0.0
             && self.faults.disks_lost == 0
             && chance(&mut self.disk_rng, self.options.disk_loss_probability)
+            && self.others_can_change_views(index)
         {
             self.lose_disk_now(index);
         }
+    }
+
+    /// Whether the replicas other than `index` include a view-change quorum that can vote:
+    /// none of them up with an uncertain head (`Recovering`/`RecoveringHead`) or rejoining
+    /// itself (a replica that is down merely crashed, and votes again once restarted).
+    /// `vsr recover` requires this of the cluster (docs/operations.md): the re-created replica
+    /// does not vote until it has caught up, so without such a quorum no view change could
+    /// complete. (Seed 703482914369808875: replica 1 lost its disk while replica 3 was in
+    /// `RecoveringHead`, leaving 2 voters of 4 where a view change needs 3.)
+    fn others_can_change_views(&self, index: usize) -> bool {
+        let quorum = vsr::config::quorums(self.replicas.len()).1;
+        let voters = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|&(i, slot)| {
+                i != index
+                    && match slot {
+                        Slot::Up(r) => {
+                            matches!(r.status, Status::Normal | Status::ViewChange)
+                                && !r.rejoining()
+                        }
+                        _ => true,
+                    }
+            })
+            .count();
+        voters >= quorum
     }
 
     /// The crashed replica `index` lost its data file: it gets a blank disk holding what

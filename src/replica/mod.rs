@@ -353,6 +353,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.quorum_view_change
     }
 
+    /// Re-created by `vsr recover` and not yet caught up: it neither votes nor acknowledges.
+    pub fn rejoining(&self) -> bool {
+        self.rejoin_head.is_some()
+    }
+
     /// Nacks that prove an op cannot have committed: more replicas than could complete a
     /// replication quorum without them.
     fn quorum_nack(&self) -> usize {
