@@ -44,6 +44,8 @@ pub struct RecoveryReport {
     pub empty: u64,
     pub discarded: u64,
     pub header_ring_repairs: u64,
+    /// Ops between the checkpoint and the head that no slot holds, marked faulty.
+    pub gaps: u64,
     /// The first few faulty ops with a known header (for logs and `vsr inspect`).
     pub faulty_ops: Vec<u64>,
 }
@@ -221,6 +223,33 @@ impl Journal {
             if !held {
                 self.faulty[slot] = true;
             }
+        }
+    }
+
+    /// An op between the checkpoint and the head whose slot holds no copy of it (an older
+    /// prepare, or nothing) is a gap. This replica may have acknowledged it: a write that
+    /// completed and was then lost leaves the older prepare intact, and if the header-ring entry
+    /// beside it is damaged too, recovery takes that older prepare for the slot's latest. So a gap
+    /// is faulty (never a nack in a do_view_change) until the op is repaired; the older prepare is
+    /// history the checkpoint covers (VOPR seed 3682551280352272998: a two-replica cluster's new
+    /// primary, alone a view-change quorum, nacked its own lost copy of committed op 157 and
+    /// truncated it).
+    fn mark_gaps_faulty(&mut self, checkpoint_op: u64, report: &mut RecoveryReport) {
+        let window = report.op_head.saturating_sub(self.slot_count as u64);
+        for op in checkpoint_op.max(window) + 1..=report.op_head {
+            if self.header(op).is_some() {
+                continue;
+            }
+            let slot = self.slot(op);
+            let held = self.headers[slot];
+            assert!(
+                held.command != Command::Prepare as u8 || held.op < op,
+                "a gap's slot holds an op above the head"
+            );
+            self.headers[slot] = Header::reserved(self.cluster, slot as u64);
+            self.dirty[slot] = false;
+            self.faulty[slot] = true;
+            report.gaps += 1;
         }
     }
 
@@ -689,6 +718,7 @@ impl Journal {
             }
         }
         report.op_head = report.op_head.max(view_head_op);
+        self.mark_gaps_faulty(vsr_state.checkpoint.op, &mut report);
         self.flush(storage, pool);
         report
     }
