@@ -8,6 +8,7 @@ use crate::client_net::NetClient;
 use crate::ledger::{Account, LedgerOperation, Transfer};
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -141,7 +142,10 @@ fn exit_on_signal(dir: PathBuf) {
             let mut signal = 0;
             libc::sigwait(&set, &mut signal);
             let _ = std::fs::remove_dir_all(&dir);
-            eprintln!(
+            // Not eprintln: stderr may be a pipe whose reader is gone (the signal often comes
+            // with its death), and a panic here would leave the process running.
+            let _ = writeln!(
+                std::io::stderr(),
                 "benchmark: interrupted (signal {signal}); temporary replicas stopped and removed"
             );
             std::process::exit(128 + signal);
@@ -416,7 +420,9 @@ fn drive(
         if last_progress.elapsed() > Duration::from_secs(1) {
             last_progress = Instant::now();
             let sent = progress.load(std::sync::atomic::Ordering::Relaxed);
-            eprintln!(
+            // Progress is best effort: a closed stderr must not stop the run.
+            let _ = writeln!(
+                std::io::stderr(),
                 "benchmark: {sent}/{} transfers, {:.0} tx/s",
                 options.transfer_count,
                 sent as f64 / started.elapsed().as_secs_f64()
