@@ -44,8 +44,9 @@ pub struct RecoveryReport {
     pub empty: u64,
     pub discarded: u64,
     pub header_ring_repairs: u64,
-    /// Ops between the checkpoint and the head that no slot holds, marked faulty.
-    pub gaps: u64,
+    /// Ops between the checkpoint and the head that no slot holds, whose slot's header-ring
+    /// entry was damaged beside an older intact prepare: marked faulty.
+    pub gaps_faulty: u64,
     /// The first few faulty ops with a known header (for logs and `vsr inspect`).
     pub faulty_ops: Vec<u64>,
 }
@@ -226,21 +227,30 @@ impl Journal {
         }
     }
 
-    /// An op between the checkpoint and the head whose slot holds no copy of it (an older
-    /// prepare, or nothing) is a gap. This replica may have acknowledged it: a write that
-    /// completed and was then lost leaves the older prepare intact, and if the header-ring entry
-    /// beside it is damaged too, recovery takes that older prepare for the slot's latest. So a gap
-    /// is faulty (never a nack in a do_view_change) until the op is repaired; the older prepare is
-    /// history the checkpoint covers (VOPR seed 3682551280352272998: a two-replica cluster's new
-    /// primary, alone a view-change quorum, nacked its own lost copy of committed op 157 and
-    /// truncated it).
-    fn mark_gaps_faulty(&mut self, checkpoint_op: u64, report: &mut RecoveryReport) {
+    /// An op between the checkpoint and the head whose slot holds no copy of it is a gap. Most
+    /// gaps are ops this replica never received. But where the slot's header-ring entry was
+    /// damaged and its prepare is an older intact one, the op may have been acknowledged: a
+    /// prepare write that completed and was then lost leaves the older prepare, and the damaged
+    /// ring entry hides that anything newer was written (recovery reads the slot as the older
+    /// prepare). Such a gap is faulty (never a nack in a do_view_change) until repaired; the
+    /// older prepare is history the checkpoint covers. Only the damaged-ring case: a gap that is
+    /// simply absent stays a nack, or a view change could never truncate an op nobody received.
+    /// (VOPR seed 3682551280352272998: a two-replica cluster's new primary, alone a view-change
+    /// quorum, nacked its own lost copy of committed op 157 and truncated it.)
+    fn mark_gaps_faulty(
+        &mut self,
+        checkpoint_op: u64,
+        recovery: &Recovery,
+        report: &mut RecoveryReport,
+    ) {
         let window = report.op_head.saturating_sub(self.slot_count as u64);
         for op in checkpoint_op.max(window) + 1..=report.op_head {
-            if self.header(op).is_some() {
+            let slot = self.slot(op);
+            let ring_damaged = recovery.ring[slot].is_none();
+            let prepare_intact = matches!(recovery.prepares[slot], Some(Some(_)));
+            if self.header(op).is_some() || !ring_damaged || !prepare_intact {
                 continue;
             }
-            let slot = self.slot(op);
             let held = self.headers[slot];
             assert!(
                 held.command != Command::Prepare as u8 || held.op < op,
@@ -249,7 +259,7 @@ impl Journal {
             self.headers[slot] = Header::reserved(self.cluster, slot as u64);
             self.dirty[slot] = false;
             self.faulty[slot] = true;
-            report.gaps += 1;
+            report.gaps_faulty += 1;
         }
     }
 
@@ -718,7 +728,7 @@ impl Journal {
             }
         }
         report.op_head = report.op_head.max(view_head_op);
-        self.mark_gaps_faulty(vsr_state.checkpoint.op, &mut report);
+        self.mark_gaps_faulty(vsr_state.checkpoint.op, &recovery, &mut report);
         self.flush(storage, pool);
         report
     }
