@@ -13,8 +13,8 @@ pub const REPLICAS_MAX: usize = 6;
 /// The replica is ticked every `TICK_MS` of its monotonic clock.
 pub const TICK_MS: u64 = 10;
 
-/// The wire/disk protocol version carried in every header.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The largest `pipeline_max`: the superblock keeps `pipeline_max + 1` view headers.
+pub const PIPELINE_MAX_LIMIT: u32 = 254;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -113,10 +113,10 @@ impl Config {
         if m > 16 * 1024 * 1024 {
             return err(format!("message_size_max {m} exceeds 16 MiB"));
         }
-        if self.pipeline_max == 0 || self.pipeline_max > 254 {
-            return err(
-                "pipeline_max must be in 1..=254 (the superblock keeps pipeline_max + 1 view headers)".into(),
-            );
+        if self.pipeline_max == 0 || self.pipeline_max > PIPELINE_MAX_LIMIT {
+            return err(format!(
+                "pipeline_max must be in 1..={PIPELINE_MAX_LIMIT} (the superblock keeps pipeline_max + 1 view headers)"
+            ));
         }
         // A view change carries the possibly-uncommitted suffix plus one committed anchor.
         if self.view_change_headers_max() > self.headers_per_message() {

@@ -6,10 +6,12 @@
 //! nothing unexpected rides along.
 
 use crate::checksum::checksum;
-use crate::config::PROTOCOL_VERSION;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 pub const HEADER_SIZE: usize = 256;
+
+/// The wire/disk protocol version carried in every header (and the superblock).
+pub const PROTOCOL_VERSION: u16 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]

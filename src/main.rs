@@ -263,7 +263,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 "vsr {} commit {} protocol {}",
                 env!("CARGO_PKG_VERSION"),
                 env!("VSR_GIT_COMMIT"),
-                vsr::config::PROTOCOL_VERSION
+                vsr::header::PROTOCOL_VERSION
             );
             Ok(())
         }

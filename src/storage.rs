@@ -33,6 +33,9 @@ pub const CHECKPOINT_ZONE_SIZE_MAX: u64 = 1 << 42;
 /// Copies of the superblock kept in the superblock zone.
 pub const SUPERBLOCK_COPIES: usize = 4;
 
+/// Each superblock copy's size on disk (the superblock module asserts its largest encoding fits).
+pub const SUPERBLOCK_COPY_SIZE: usize = 64 * 1024;
+
 /// Where each zone lives in the data file. Derived from the configuration only, so `format` and
 /// every later start agree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,12 +53,7 @@ impl Layout {
         let slot_count = config.journal_slot_count as u64;
         let message_size_max = config.message_size_max as u64;
         // Fixed, so a data file can be read before its configuration is known.
-        let superblock_copy_size = crate::superblock::SUPERBLOCK_COPY_SIZE as u64;
-        assert!(
-            crate::superblock::SUPERBLOCK_FIXED_SIZE
-                + config.view_change_headers_max() * HEADER_SIZE
-                <= crate::superblock::SUPERBLOCK_COPY_SIZE
-        );
+        let superblock_copy_size = SUPERBLOCK_COPY_SIZE as u64;
         Layout {
             superblock_copy_size,
             wal_headers_size: (slot_count * HEADER_SIZE as u64)

@@ -6,17 +6,21 @@
 //! the newest sequence held by a quorum of copies wins (`SuperBlock::choose`).
 
 use crate::checksum::checksum;
-use crate::config::{Config, PROTOCOL_VERSION};
-use crate::header::{Command, Header, HEADER_SIZE};
-use crate::storage::{Layout, SUPERBLOCK_COPIES};
+use crate::config::{Config, PIPELINE_MAX_LIMIT};
+use crate::header::{Command, Header, HEADER_SIZE, PROTOCOL_VERSION};
+use crate::storage::{Layout, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
 use std::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub const SUPERBLOCK_FIXED_SIZE: usize = 256;
 /// Copies that must agree on a sequence for it to be chosen over a newer, lone copy.
 pub const SUPERBLOCK_QUORUM: usize = 2;
-/// Each copy's size on disk: room for the fixed part and up to 255 view headers.
-pub const SUPERBLOCK_COPY_SIZE: usize = 64 * 1024;
+
+// A copy holds the fixed part and the view headers of the largest pipeline a configuration may
+// have (`pipeline_max + 1` headers; `Config::validate` bounds `pipeline_max`).
+const _: () = assert!(
+    SUPERBLOCK_FIXED_SIZE + (PIPELINE_MAX_LIMIT as usize + 1) * HEADER_SIZE <= SUPERBLOCK_COPY_SIZE
+);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -175,7 +179,7 @@ pub struct SuperBlock {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OpenError {
+pub enum SuperBlockError {
     /// No copy has a valid checksum: the file was never formatted, or is not a data file.
     NoValidCopy,
     Foreign {
@@ -187,24 +191,24 @@ pub enum OpenError {
     Conflict { sequence: u64 },
 }
 
-impl fmt::Display for OpenError {
+impl fmt::Display for SuperBlockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OpenError::NoValidCopy => write!(
+            SuperBlockError::NoValidCopy => write!(
                 f,
                 "no valid superblock copy: the data file is unformatted or damaged (run `vsr format`)"
             ),
-            OpenError::Foreign { what, expected, found } => {
+            SuperBlockError::Foreign { what, expected, found } => {
                 write!(f, "data file belongs elsewhere: {what} is {found}, expected {expected}")
             }
-            OpenError::Conflict { sequence } => {
+            SuperBlockError::Conflict { sequence } => {
                 write!(f, "superblock copies disagree at sequence {sequence}: refusing to guess")
             }
         }
     }
 }
 
-impl std::error::Error for OpenError {}
+impl std::error::Error for SuperBlockError {}
 
 impl SuperBlock {
     pub fn new(config: &Config, cluster: u128, replica: u8, vsr_state: VsrState) -> SuperBlock {
@@ -358,12 +362,12 @@ impl SuperBlock {
     /// interrupted, never acted on, and is ignored. Only when no sequence has a quorum (damage on
     /// most copies) is the newest valid copy trusted alone: a state newer than any acted on is
     /// harmless. Valid copies of one sequence must agree.
-    pub fn choose(copies: &[Option<SuperBlock>]) -> Result<SuperBlock, OpenError> {
+    pub fn choose(copies: &[Option<SuperBlock>]) -> Result<SuperBlock, SuperBlockError> {
         assert_eq!(copies.len(), SUPERBLOCK_COPIES);
         let valid: Vec<&SuperBlock> = copies.iter().flatten().collect();
         for a in &valid {
             if valid.iter().any(|b| b.sequence == a.sequence && b != a) {
-                return Err(OpenError::Conflict {
+                return Err(SuperBlockError::Conflict {
                     sequence: a.sequence,
                 });
             }
@@ -377,7 +381,7 @@ impl SuperBlock {
         let mut chosen = quorum
             .or(newest)
             .map(|c| (*c).clone())
-            .ok_or(OpenError::NoValidCopy)?;
+            .ok_or(SuperBlockError::NoValidCopy)?;
         // The next write must not reuse the sequence of an ignored, interrupted copy.
         chosen.sequence = newest.unwrap().sequence;
         Ok(chosen)
@@ -389,9 +393,9 @@ impl SuperBlock {
         config: &Config,
         cluster: Option<u128>,
         replica: Option<u8>,
-    ) -> Result<(), OpenError> {
+    ) -> Result<(), SuperBlockError> {
         let foreign = |what, expected: String, found: String| {
-            Err(OpenError::Foreign {
+            Err(SuperBlockError::Foreign {
                 what,
                 expected,
                 found,
@@ -553,13 +557,13 @@ mod tests {
         assert_eq!(chosen, newer);
         assert_eq!(
             SuperBlock::choose(&[None, None, None, None]),
-            Err(OpenError::NoValidCopy)
+            Err(SuperBlockError::NoValidCopy)
         );
         let mut conflicting = newer.clone();
         conflicting.vsr_state.view = 6;
         assert!(matches!(
             SuperBlock::choose(&[Some(newer), Some(conflicting), None, None]),
-            Err(OpenError::Conflict { sequence: 2 })
+            Err(SuperBlockError::Conflict { sequence: 2 })
         ));
     }
 

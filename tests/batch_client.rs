@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
-use vsr::client_batch::BatchClient;
+use vsr::client::batch::BatchClient;
 use vsr::ledger::{Account, LedgerOperation, Transfer};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 

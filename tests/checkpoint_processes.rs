@@ -6,7 +6,7 @@ mod common;
 
 use common::{account_body, op_head, TestCluster, CREATE_ACCOUNTS};
 use std::time::{Duration, Instant};
-use vsr::client_net::NetClient;
+use vsr::client::net::NetClient;
 
 /// A small journal (the smallest valid with this pipeline is 54 slots).
 const SLOTS: u64 = 64;

@@ -27,7 +27,7 @@ fn format(path: &std::path::Path, cluster: u128, replica: u8, count: u8) {
 fn a_second_process_on_the_same_data_file_is_refused() {
     let mut cluster = common::TestCluster::format("lock", 1);
     cluster.start(0);
-    let mut client = vsr::client_net::NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    let mut client = vsr::client::net::NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
     client
         .request(
             common::CREATE_ACCOUNTS,
@@ -92,7 +92,7 @@ fn version_names_commit_and_protocol() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("commit "), "{args:?}: {text}");
         assert!(
-            text.contains(&format!("protocol {}", vsr::config::PROTOCOL_VERSION)),
+            text.contains(&format!("protocol {}", vsr::header::PROTOCOL_VERSION)),
             "{args:?}: {text}"
         );
     }

@@ -117,7 +117,7 @@ fn hostile_bytes_close_the_connection_and_the_replica_keeps_serving() {
     );
 
     // The replica still serves a real client.
-    let mut client = vsr::client_net::NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    let mut client = vsr::client::net::NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
     let reply = client
         .request(
             common::CREATE_ACCOUNTS,

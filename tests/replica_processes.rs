@@ -5,7 +5,7 @@ mod common;
 use common::TestCluster;
 use common::{account_body, op_head, CREATE_ACCOUNTS};
 use std::time::Duration;
-use vsr::client_net::NetClient;
+use vsr::client::net::NetClient;
 
 #[test]
 fn three_replicas_survive_primary_kill9_and_converge() {

@@ -4,7 +4,7 @@
 
 use super::ledger_text;
 use super::Failure;
-use crate::client_net::NetClient;
+use crate::client::net::NetClient;
 use crate::ledger::{Account, LedgerOperation, Transfer};
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

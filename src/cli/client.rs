@@ -3,7 +3,7 @@
 
 use super::ledger_text::{self, Event, Reply};
 use super::Failure;
-use crate::client_net::{NetClient, NetError};
+use crate::client::net::{NetClient, NetError};
 use crate::ledger::LedgerOperation;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;

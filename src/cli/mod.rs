@@ -6,17 +6,17 @@ pub mod client;
 pub mod inspect;
 pub mod ledger_text;
 
-use crate::bus_tcp::TcpBus;
 use crate::config::Config;
-use crate::io::runtime::Runtime;
+use crate::io::event_loop::Runtime;
+use crate::io::file_storage::{format_file, FileStorage};
+use crate::io::os_time::OsTime;
+use crate::io::tcp_bus::TcpBus;
 use crate::io::Io;
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::message::MessagePool;
 use crate::replica::{Replica, ReplicaOptions};
 use crate::storage::Layout;
-use crate::storage_linux::{format_file, FileStorage};
 use crate::superblock::SuperBlock;
-use crate::time_os::OsTime;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,7 +192,7 @@ fn create_data_file(
 /// Reads the superblock with plain reads to learn the cluster, replica index and sizes before
 /// the replica itself opens the file (copies have a fixed size, so no configuration is needed).
 pub fn read_superblock(path: &Path) -> Result<SuperBlock, Failure> {
-    use crate::superblock::SUPERBLOCK_COPY_SIZE;
+    use crate::storage::SUPERBLOCK_COPY_SIZE;
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)
         .map_err(|e| Failure::runtime(format!("open {}: {e}", path.display())))?;
@@ -251,7 +251,7 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
     // One receive buffer per connection, plus what send queues may pin.
     let bus_messages = connections_max
         + (config.replica_count as usize - 1) * send_queue_max
-        + config.clients_max as usize * crate::bus_tcp::CLIENT_SEND_QUEUE_MAX;
+        + config.clients_max as usize * crate::io::tcp_bus::CLIENT_SEND_QUEUE_MAX;
     let messages = config.messages_max() + bus_messages;
     let pool = MessagePool::new(messages, config.message_size_max as usize);
     let bus = TcpBus::listen(

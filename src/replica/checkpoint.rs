@@ -8,12 +8,11 @@
 //! superblock recorded. A checkpoint that fails verification leaves the replica without a state
 //! (`state_lost`): it keeps its journal and its vote, and fetches a checkpoint from a peer (sync).
 
-use super::client_table::ClientTable;
+use super::client_table::{decode_client_section, encode_client_section, ClientTable};
 use super::{Replica, Status};
 use crate::bus::MessageBus;
-use crate::checkpoint::{
-    checkpoint_id, chunk_count, chunk_len, chunk_payload, decode_client_section,
-    encode_client_section, ChunkIdentity,
+use crate::checkpoint_content::{
+    checkpoint_id, chunk_count, chunk_len, chunk_payload, ChunkIdentity,
 };
 use crate::io_token::{Purpose, Token};
 use crate::message::Message;

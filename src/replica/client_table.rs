@@ -3,7 +3,11 @@
 //! session when it is full. Each session keeps its latest reply so a duplicate request is
 //! answered without executing it again.
 
-use crate::message::Message;
+use crate::header::HEADER_SIZE;
+use crate::message::{Message, MessagePool};
+
+const CLIENT_SECTION_MAGIC: u64 = 0x7673_725f_636c_6e74; // "vsr_clnt"
+const SESSION_RECORD_SIZE: usize = 8 + 16 + 8 + 8 + 8 + 4;
 
 #[derive(Debug)]
 pub struct ClientSession {
@@ -141,9 +145,133 @@ impl ClientTable {
     }
 }
 
+// ---- The client section of a checkpoint ------------------------------------------------------
+
+/// Appends the client section (with its length prefix) to `out`.
+pub fn encode_client_section(table: &ClientTable, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&CLIENT_SECTION_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(table.len() as u64).to_le_bytes());
+    for (index, session) in table.iter() {
+        let reply = session.reply.bytes();
+        out.extend_from_slice(&(index as u64).to_le_bytes());
+        out.extend_from_slice(&session.client.to_le_bytes());
+        out.extend_from_slice(&session.session.to_le_bytes());
+        out.extend_from_slice(&session.request.to_le_bytes());
+        out.extend_from_slice(&session.commit_op.to_le_bytes());
+        out.extend_from_slice(&(reply.len() as u32).to_le_bytes());
+        out.extend_from_slice(reply);
+    }
+    let len = (out.len() - start - 8) as u64;
+    out[start..start + 8].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Rebuilds the client table from a client section (without its length prefix). Replies are
+/// verified by their own checksums.
+pub fn decode_client_section(
+    bytes: &[u8],
+    pool: &MessagePool,
+    clients_max: usize,
+) -> Result<ClientTable, String> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        let slice = bytes
+            .get(at..at + n)
+            .ok_or_else(|| "client section truncated".to_string())?;
+        at += n;
+        Ok(slice)
+    };
+    let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
+    if u64_of(take(8)?) != CLIENT_SECTION_MAGIC {
+        return Err("client section: bad magic".into());
+    }
+    let count = u64_of(take(8)?) as usize;
+    if count > clients_max {
+        return Err(format!(
+            "client section holds {count} sessions, clients_max is {clients_max}"
+        ));
+    }
+    let mut table = ClientTable::new(clients_max);
+    for _ in 0..count {
+        let record = take(SESSION_RECORD_SIZE)?;
+        let index = u64_of(&record[0..8]) as usize;
+        let client = u128::from_le_bytes(record[8..24].try_into().unwrap());
+        let session = u64_of(&record[24..32]);
+        let request = u64_of(&record[32..40]);
+        let commit_op = u64_of(&record[40..48]);
+        let reply_len = u32::from_le_bytes(record[48..52].try_into().unwrap()) as usize;
+        let reply_bytes = take(reply_len)?;
+        if index >= clients_max || reply_len < HEADER_SIZE || reply_len > pool.message_size_max() {
+            return Err("client section: session record out of range".into());
+        }
+        let mut reply = pool
+            .get()
+            .ok_or_else(|| "message pool exhausted restoring client replies".to_string())?;
+        reply.buffer_mut()[..reply_len].copy_from_slice(reply_bytes);
+        let h = *reply.header();
+        if !h.valid_checksum()
+            || h.size as usize != reply_len
+            || !h.valid_checksum_body(reply.body())
+            || h.client != client
+        {
+            return Err("client section: reply fails its checksum".into());
+        }
+        table
+            .restore(index, client, session, request, commit_op, reply)
+            .map_err(|e| format!("client section: {e}"))?;
+    }
+    if at != bytes.len() {
+        return Err("client section: trailing bytes".into());
+    }
+    Ok(table)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::{Command, Header};
+
+    fn reply(pool: &MessagePool, client: u128, request: u64) -> crate::message::Message {
+        let mut m = pool.get().unwrap();
+        let body_len = (request as usize * 7) % 100;
+        m.buffer_mut()[HEADER_SIZE..HEADER_SIZE + body_len].fill(request as u8);
+        let h = m.header_mut();
+        *h = Header::new(Command::Reply, 1, 0, 0);
+        h.client = client;
+        h.op = request + 10;
+        h.commit = request + 10;
+        h.request = request;
+        h.size = (HEADER_SIZE + body_len) as u32;
+        m.seal(body_len);
+        m
+    }
+
+    #[test]
+    fn client_section_roundtrip_and_damage() {
+        let pool = MessagePool::new(32, 4096);
+        let mut table = ClientTable::new(4);
+        table.register(7, 1, reply(&pool, 7, 0));
+        table.register(9, 2, reply(&pool, 9, 0));
+        table.update(9, 1, 5, reply(&pool, 9, 1));
+        let mut bytes = Vec::new();
+        encode_client_section(&table, &mut bytes);
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 8);
+        let restored = decode_client_section(&bytes[8..], &pool, 4).unwrap();
+        assert_eq!(restored.digest(), table.digest());
+        let mut again = Vec::new();
+        encode_client_section(&restored, &mut again);
+        assert_eq!(again, bytes, "encoding is a function of the table");
+        for at in [8, 20, 40, bytes.len() - 1] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1;
+            assert!(decode_client_section(&damaged[8..], &pool, 4).is_err());
+        }
+        assert!(decode_client_section(&bytes[8..bytes.len() - 3], &pool, 4).is_err());
+        assert!(decode_client_section(&bytes[8..], &pool, 1).is_err());
+    }
+
     use crate::message::MessagePool;
 
     #[test]

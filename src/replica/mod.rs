@@ -10,7 +10,6 @@ pub mod client_table;
 mod normal;
 mod repair;
 mod sync;
-pub mod timeout;
 mod view_change;
 
 use crate::bus::MessageBus;
@@ -21,14 +20,16 @@ use crate::io_token::{Purpose, Token};
 use crate::journal::{Journal, JournalEvent, RecoveryReport};
 use crate::message::{Message, MessagePool};
 use crate::state_machine::StateMachine;
-use crate::storage::{IoCompletion, IoKind, IoRequest, Storage, Zone, SUPERBLOCK_COPIES};
-use crate::superblock::{CheckpointRef, OpenError, SuperBlock, VsrState};
+use crate::storage::{
+    IoCompletion, IoKind, IoRequest, Storage, Zone, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE,
+};
+use crate::superblock::{CheckpointRef, SuperBlock, SuperBlockError, VsrState};
 use crate::time::Time;
+use crate::timeout::Timeout;
 use client_table::ClientTable;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
-use timeout::Timeout;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -248,10 +249,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             commit_min: 0,
             commit_max: 0,
             pool,
-            superblock_pool: MessagePool::new(
-                SUPERBLOCK_COPIES,
-                crate::superblock::SUPERBLOCK_COPY_SIZE,
-            ),
+            superblock_pool: MessagePool::new(SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE),
             storage,
             bus,
             time,
@@ -711,7 +709,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    fn fail_open(&mut self, error: OpenError) {
+    fn fail_open(&mut self, error: SuperBlockError) {
         self.open_error = Some(error.to_string());
     }
 

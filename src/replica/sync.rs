@@ -17,7 +17,7 @@
 use super::checkpoint::AfterLoad;
 use super::{Replica, Status};
 use crate::bus::MessageBus;
-use crate::checkpoint::{checkpoint_id, chunk_len, chunk_payload, ChunkIdentity};
+use crate::checkpoint_content::{checkpoint_id, chunk_len, chunk_payload, ChunkIdentity};
 use crate::config::REPLICAS_MAX;
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::io_token::{Purpose, Token};

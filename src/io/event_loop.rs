@@ -4,14 +4,14 @@
 //! (at the latest the tick timeout).
 
 use super::{owner_of, Io, Owner};
-use crate::bus_tcp::TcpBus;
 use crate::config::TICK_MS;
+use crate::io::file_storage::FileStorage;
+use crate::io::os_time::OsTime;
+use crate::io::tcp_bus::TcpBus;
 use crate::replica::{Replica, Status};
 use crate::state_machine::StateMachine;
 use crate::storage::Storage;
-use crate::storage_linux::FileStorage;
 use crate::time::Time;
-use crate::time_os::OsTime;
 use io_uring::{opcode, types};
 use std::sync::atomic::{AtomicBool, Ordering};
 

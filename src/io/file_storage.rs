@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 #[derive(Debug)]
-pub enum OpenError {
+pub enum FileOpenError {
     Io {
         what: &'static str,
         path: String,
@@ -31,23 +31,23 @@ pub enum OpenError {
     },
 }
 
-impl fmt::Display for OpenError {
+impl fmt::Display for FileOpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OpenError::Io { what, path, error } => write!(f, "{what} {path}: {error}"),
-            OpenError::Locked { path } => {
+            FileOpenError::Io { what, path, error } => write!(f, "{what} {path}: {error}"),
+            FileOpenError::Locked { path } => {
                 write!(
                     f,
                     "{path} is in use by another process (another replica holds its lock)"
                 )
             }
-            OpenError::NoDirectIo { path } => write!(
+            FileOpenError::NoDirectIo { path } => write!(
                 f,
                 "{path}: the filesystem does not support O_DIRECT, so writes could sit in the page \
                  cache unsynced; put the data file on ext4/xfs, or pass --development to accept \
                  buffered I/O (never in production)"
             ),
-            OpenError::TooSmall {
+            FileOpenError::TooSmall {
                 path,
                 size,
                 expected,
@@ -60,7 +60,7 @@ impl fmt::Display for OpenError {
     }
 }
 
-impl std::error::Error for OpenError {}
+impl std::error::Error for FileOpenError {}
 
 pub struct FileStorage {
     fd: i32,
@@ -84,7 +84,7 @@ impl FileStorage {
         layout: Layout,
         direct: bool,
         slots: usize,
-    ) -> Result<FileStorage, OpenError> {
+    ) -> Result<FileStorage, FileOpenError> {
         let display = path.display().to_string();
         let mut flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_DSYNC;
         if direct {
@@ -95,9 +95,9 @@ impl FileStorage {
         if fd < 0 {
             let error = std::io::Error::last_os_error();
             if direct && error.raw_os_error() == Some(libc::EINVAL) {
-                return Err(OpenError::NoDirectIo { path: display });
+                return Err(FileOpenError::NoDirectIo { path: display });
             }
-            return Err(OpenError::Io {
+            return Err(FileOpenError::Io {
                 what: "open",
                 path: display,
                 error,
@@ -107,7 +107,7 @@ impl FileStorage {
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             // Safety: fd is open and ours.
             unsafe { libc::close(fd) };
-            return Err(OpenError::Locked { path: display });
+            return Err(FileOpenError::Locked { path: display });
         }
         // Safety: zeroed stat is a valid out-parameter.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
@@ -116,7 +116,7 @@ impl FileStorage {
             let error = std::io::Error::last_os_error();
             // Safety: fd is ours.
             unsafe { libc::close(fd) };
-            return Err(OpenError::Io {
+            return Err(FileOpenError::Io {
                 what: "stat",
                 path: display,
                 error,
@@ -125,7 +125,7 @@ impl FileStorage {
         if (stat.st_size as u64) < layout.total_size() {
             // Safety: fd is ours.
             unsafe { libc::close(fd) };
-            return Err(OpenError::TooSmall {
+            return Err(FileOpenError::TooSmall {
                 path: display,
                 size: stat.st_size as u64,
                 expected: layout.total_size(),
@@ -272,13 +272,13 @@ pub fn format_file(
     path: &Path,
     layout: &Layout,
     writes: &[(crate::storage::Zone, u64, Vec<u8>)],
-) -> Result<(), OpenError> {
+) -> Result<(), FileOpenError> {
     use std::io::Write;
     use std::os::unix::fs::FileExt;
     let display = path.display().to_string();
     let io_err = |what: &'static str| {
         let display = display.clone();
-        move |error: std::io::Error| OpenError::Io {
+        move |error: std::io::Error| FileOpenError::Io {
             what,
             path: display,
             error,

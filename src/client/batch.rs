@@ -5,7 +5,7 @@
 //! A caller whose last event opens a linked chain is sent alone: concatenating it with the next
 //! caller's events would extend its chain into theirs.
 
-use crate::client_net::{NetClient, NetError};
+use crate::client::net::{NetClient, NetError};
 use crate::ledger::LedgerOperation;
 use std::collections::VecDeque;
 use std::fmt;

@@ -2,10 +2,13 @@
 //! backoff, follow view changes, handle eviction. Driven by `tick` and `on_message`; sends through
 //! a `ClientBus`. The simulator drives it now; the real client library wraps it.
 
+pub mod batch;
+pub mod net;
+
 use crate::config::TICK_MS;
 use crate::header::{Command, Header, Operation, HEADER_SIZE};
 use crate::message::{Message, MessagePool};
-use crate::replica::timeout::Timeout;
+use crate::timeout::Timeout;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
