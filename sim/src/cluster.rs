@@ -25,18 +25,25 @@ use vsr::client::{Client, ClientBus, ClientEvent};
 use vsr::header::{Command, Header, HEADER_SIZE};
 use vsr::ledger::{workload::Workload, Ledger, LedgerConfig};
 use vsr::message::{Message, MessagePool};
-use vsr::replica::{Replica, ReplicaOptions, ReplicaStats, Status};
+use vsr::replica::{Event, Replica, ReplicaOptions, ReplicaStats, Status};
 use vsr::state_machine::{HashingStateMachine, StateMachine, HASHING_OPERATION};
 use vsr::storage::{Layout, Storage, Zone};
 use vsr::time::Time;
 
-/// Sends are copied out as bytes, as a real network would carry them.
+/// A client's bus. Sends are copied out as bytes, as a real network would carry them.
 #[derive(Default)]
 pub struct SimBus {
     pub outbox: Vec<(Process, Vec<u8>)>,
 }
 
-impl MessageBus for SimBus {
+/// A replica's bus: sends as `SimBus`; messages from the network are received into the
+/// replica's own pool (a handle to it), as the production bus does.
+pub struct ReplicaBus {
+    pub outbox: Vec<(Process, Vec<u8>)>,
+    pub pool: MessagePool,
+}
+
+impl MessageBus for ReplicaBus {
     fn send_to_replica(&mut self, replica: u8, message: &Message) {
         self.outbox
             .push((Process::Replica(replica), message.bytes().to_vec()));
@@ -140,7 +147,7 @@ impl StateMachine for SimStateMachine {
     }
 }
 
-pub type SimReplica = Replica<SimStorage, SimBus, SimTime, SimStateMachine>;
+pub type SimReplica = Replica<SimStorage, ReplicaBus, SimTime, SimStateMachine>;
 
 /// A replica slot: up, or down with what survives a crash (its disk and its clock).
 #[allow(clippy::large_enum_variant)]
@@ -403,19 +410,26 @@ impl Simulator {
         else {
             panic!("restart of a replica that is up");
         };
-        let mut replica = Replica::open(
+        let config = &self.options.config;
+        let pool = MessagePool::new(config.messages_max(), config.message_size_max as usize);
+        let bus = ReplicaBus {
+            outbox: Vec::new(),
+            pool: pool.clone(),
+        };
+        let replica = Replica::open_with_pool(
             ReplicaOptions {
                 cluster: self.cluster,
                 replica: index as u8,
-                config: self.options.config.clone(),
+                config: config.clone(),
                 seed: self.seed,
+                trace: self.trace,
             },
+            pool,
             storage,
-            SimBus::default(),
+            bus,
             time,
             self.new_state_machine(),
         );
-        replica.trace = self.trace;
         self.replicas[index] = Slot::Up(Box::new(replica));
         self.network
             .set_process_up(Process::Replica(index as u8), true);
@@ -457,7 +471,7 @@ impl Simulator {
                 i != index
                     && match slot {
                         Slot::Up(r) => {
-                            matches!(r.status, Status::Normal | Status::ViewChange)
+                            matches!(r.status(), Status::Normal | Status::ViewChange)
                                 && !r.rejoining()
                         }
                         _ => true,
@@ -499,7 +513,7 @@ impl Simulator {
             panic!("crash of replica {index}, which is down");
         };
         self.resume(index);
-        add_stats(&mut self.retired_stats, &replica.stats);
+        add_stats(&mut self.retired_stats, replica.stats());
         let (mut storage, _bus, time, _sm) = replica.into_parts();
         storage.crash_with(fate);
         self.replicas[index] = Slot::Down {
@@ -602,18 +616,18 @@ impl Simulator {
     pub fn check_journals_window(&self, window: u64) -> Result<(), String> {
         for (index, slot) in self.replicas.iter().enumerate() {
             let Slot::Up(replica) = slot else { continue };
-            if replica.status == Status::Recovering {
+            if replica.status() == Status::Recovering {
                 continue;
             }
-            let journal = &replica.journal;
+            let journal = replica.journal();
             // Below the checkpoint the journal holds nothing the replica relies on.
             self.checker.check_journal(
                 index,
                 replica
-                    .commit_min
+                    .commit_min()
                     .saturating_sub(window)
                     .max(replica.checkpoint().op + 1),
-                replica.commit_min,
+                replica.commit_min(),
                 |op| journal.header(op),
                 |op| journal.is_dirty(op),
             )?;
@@ -627,13 +641,13 @@ impl Simulator {
         self.checker.check_acknowledged()?;
         for (index, slot) in self.replicas.iter().enumerate() {
             let Slot::Up(replica) = slot else { continue };
-            if replica.status == Status::Recovering {
+            if replica.status() == Status::Recovering {
                 continue;
             }
-            let journal = &replica.journal;
+            let journal = replica.journal();
             self.checker.check_acknowledged_journal(
                 index,
-                replica.commit_min,
+                replica.commit_min(),
                 replica.checkpoint().op,
                 |op| journal.header(op),
             )?;
@@ -683,7 +697,7 @@ impl Simulator {
             .replicas
             .iter()
             .filter_map(|slot| match slot {
-                Slot::Up(r) => Some(r.commit_min),
+                Slot::Up(r) => Some(r.commit_min()),
                 _ => None,
             })
             .sum();
@@ -733,7 +747,7 @@ impl Simulator {
                     };
                     let duration = range(&mut self.rng, 100, 1000);
                     let time = match &mut self.replicas[index] {
-                        Slot::Up(r) => &mut r.time,
+                        Slot::Up(r) => r.seams().time,
                         Slot::Down { time, .. } => time,
                         Slot::Empty => unreachable!(),
                     };
@@ -749,8 +763,9 @@ impl Simulator {
         let replica = match &mut self.replicas[index] {
             Slot::Up(r) if paused => {
                 // Not run: its clock and its disk go on; completions wait for it.
-                r.time.tick();
-                r.storage.tick();
+                let seams = r.seams();
+                seams.time.tick();
+                seams.storage.tick();
                 return Ok(());
             }
             Slot::Up(r) => r,
@@ -761,15 +776,13 @@ impl Simulator {
             }
             Slot::Empty => unreachable!(),
         };
-        replica.time.tick();
-        replica.storage.tick();
-        while let Some(completion) = replica.storage.next_completion() {
+        let seams = replica.seams();
+        seams.time.tick();
+        seams.storage.tick();
+        while let Some(completion) = replica.seams().storage.next_completion() {
             replica.on_io_completion(completion);
         }
         replica.tick();
-        if let Some(error) = &replica.open_error {
-            return Err(format!("replica {index} failed to open: {error}"));
-        }
         self.flush_replica(index)
     }
 
@@ -777,26 +790,36 @@ impl Simulator {
         let Slot::Up(replica) = &mut self.replicas[index] else {
             return Ok(());
         };
-        for (to, bytes) in replica.bus.outbox.drain(..) {
+        for (to, bytes) in replica.seams().bus.outbox.drain(..) {
             self.network
                 .submit(Process::Replica(index as u8), to, bytes);
         }
-        if replica.status == Status::Recovering {
+        while let Some(event) = replica.poll_event() {
+            match event {
+                Event::Info(line) if self.trace => eprintln!("[r{index}] info: {line}"),
+                Event::Trace(line) => eprintln!("{line}"),
+                Event::Info(_) => {}
+                Event::OpenFailed(error) => {
+                    return Err(format!("replica {index} failed to open: {error}"))
+                }
+                Event::CheckpointDurable { op, id } => {
+                    self.checker.observe_checkpoint(index, op, id)?
+                }
+            }
+        }
+        if replica.status() == Status::Recovering {
             return Ok(());
         }
-        for (op, id) in replica.checkpoint_digests.drain(..) {
-            self.checker.observe_checkpoint(index, op, id)?;
-        }
-        let journal = &replica.journal;
+        let journal = replica.journal();
         self.checker.observe(
             index,
-            replica.commit_min,
-            replica.commit_max,
+            replica.commit_min(),
+            replica.commit_max(),
             replica.checkpoint().op,
             |op| journal.header(op).copied(),
             replica
                 .state_available()
-                .then(|| vsr::state_machine::StateMachine::digest(&replica.state_machine)),
+                .then(|| vsr::state_machine::StateMachine::digest(replica.state_machine())),
         )
     }
 
@@ -807,7 +830,7 @@ impl Simulator {
         if bytes.len() < HEADER_SIZE {
             return Ok(());
         }
-        let Some(mut message) = replica.pool.get() else {
+        let Some(mut message) = replica.bus().pool.get() else {
             return Ok(());
         };
         let n = bytes.len().min(message.capacity());
@@ -909,7 +932,7 @@ impl Simulator {
                 self.restart(index);
             }
             if let Slot::Up(r) = &mut self.replicas[index] {
-                r.storage.set_faults(false);
+                r.seams().storage.set_faults(false);
             }
         }
     }
@@ -927,10 +950,10 @@ impl Simulator {
         let mut op = None;
         for slot in &self.replicas {
             let Slot::Up(r) = slot else { return false };
-            if r.status != Status::Normal || r.commit_min != r.op {
+            if r.status() != Status::Normal || r.commit_min() != r.op() {
                 return false;
             }
-            if *view.get_or_insert(r.view) != r.view || *op.get_or_insert(r.op) != r.op {
+            if *view.get_or_insert(r.view()) != r.view() || *op.get_or_insert(r.op()) != r.op() {
                 return false;
             }
         }
@@ -943,12 +966,12 @@ impl Simulator {
             match slot {
                 Slot::Up(r) => out.push_str(&format!(
                     " r{i}:{:?}/v{}/op{}/cmin{}/cmax{}/io{}{}",
-                    r.status,
-                    r.view,
-                    r.op,
-                    r.commit_min,
-                    r.commit_max,
-                    r.storage.pending(),
+                    r.status(),
+                    r.view(),
+                    r.op(),
+                    r.commit_min(),
+                    r.commit_max(),
+                    r.storage().pending(),
                     r.debug_summary()
                 )),
                 _ => out.push_str(&format!(" r{i}:down")),
@@ -976,7 +999,7 @@ impl Simulator {
         let mut total = self.retired_stats;
         for slot in &self.replicas {
             if let Slot::Up(r) = slot {
-                add_stats(&mut total, &r.stats);
+                add_stats(&mut total, r.stats());
             }
         }
         total
@@ -986,7 +1009,7 @@ impl Simulator {
         let mut total = StorageStats::default();
         for slot in &self.replicas {
             let s = match slot {
-                Slot::Up(r) => r.storage.stats(),
+                Slot::Up(r) => r.storage().stats(),
                 Slot::Down { storage, .. } => storage.stats(),
                 Slot::Empty => continue,
             };
@@ -1022,13 +1045,13 @@ impl Simulator {
         hasher.update(&self.tick.to_le_bytes());
         for slot in &self.replicas {
             if let Slot::Up(r) = slot {
-                hasher.update(&r.view.to_le_bytes());
-                hasher.update(&r.op.to_le_bytes());
-                hasher.update(&r.commit_min.to_le_bytes());
+                hasher.update(&r.view().to_le_bytes());
+                hasher.update(&r.op().to_le_bytes());
+                hasher.update(&r.commit_min().to_le_bytes());
                 hasher.update(
-                    &vsr::state_machine::StateMachine::digest(&r.state_machine).to_le_bytes(),
+                    &vsr::state_machine::StateMachine::digest(r.state_machine()).to_le_bytes(),
                 );
-                hasher.update(&r.time.monotonic().to_le_bytes());
+                hasher.update(&r.time().monotonic().to_le_bytes());
             }
         }
         hasher.update(

@@ -53,28 +53,28 @@ impl Simulator {
     }
 
     pub fn replica_status(&self, index: usize) -> Option<Status> {
-        self.replica(index).map(|r| r.status)
+        self.replica(index).map(|r| r.status())
     }
 
     pub fn replica_view(&self, index: usize) -> Option<u32> {
-        self.replica(index).map(|r| r.view)
+        self.replica(index).map(|r| r.view())
     }
 
     pub fn replica_op(&self, index: usize) -> Option<u64> {
-        self.replica(index).map(|r| r.op)
+        self.replica(index).map(|r| r.op())
     }
 
     pub fn replica_commit_min(&self, index: usize) -> Option<u64> {
-        self.replica(index).map(|r| r.commit_min)
+        self.replica(index).map(|r| r.commit_min())
     }
 
     pub fn replica_commit_max(&self, index: usize) -> Option<u64> {
-        self.replica(index).map(|r| r.commit_max)
+        self.replica(index).map(|r| r.commit_max())
     }
 
     /// The primary of the view this replica is in (or moving to).
     pub fn replica_primary_index(&self, index: usize) -> Option<u8> {
-        self.replica(index).map(|r| r.primary_index(r.view))
+        self.replica(index).map(|r| r.primary_index(r.view()))
     }
 
     /// The replica that is `Normal` and primary of its view, the highest such view if several
@@ -82,8 +82,8 @@ impl Simulator {
     pub fn primary(&self) -> Option<usize> {
         (0..self.replicas.len())
             .filter_map(|i| self.replica(i).map(|r| (i, r)))
-            .filter(|(_, r)| r.status == Status::Normal && r.is_primary())
-            .max_by_key(|(_, r)| r.view)
+            .filter(|(_, r)| r.status() == Status::Normal && r.is_primary())
+            .max_by_key(|(_, r)| r.view())
             .map(|(i, _)| i)
     }
 
@@ -101,7 +101,7 @@ impl Simulator {
             return false;
         };
         let offset = self.prepare_offset(op);
-        r.storage
+        r.storage()
             .writes_in_flight()
             .iter()
             .any(|&(zone, o, _)| zone == Zone::WalPrepares && o == offset)
@@ -209,7 +209,7 @@ impl Simulator {
         self.rng.fill_bytes(&mut garbage);
         garbage[0] |= 1; // Never all zeros: that would read as "never written".
         let storage = match &mut self.replicas[index] {
-            Slot::Up(r) => &mut r.storage,
+            Slot::Up(r) => r.seams().storage,
             Slot::Down { storage, .. } => storage,
             Slot::Empty => unreachable!(),
         };
@@ -231,7 +231,7 @@ impl Simulator {
         self.rng.fill_bytes(&mut garbage);
         garbage[0] |= 1;
         let storage = match &mut self.replicas[index] {
-            Slot::Up(r) => &mut r.storage,
+            Slot::Up(r) => r.seams().storage,
             Slot::Down { storage, .. } => storage,
             Slot::Empty => unreachable!(),
         };

@@ -89,16 +89,16 @@ fn prepare_alone(sim: &mut Simulator, primary: usize, request: u64) -> Header {
     ok(sim.run_until(
         |s| {
             let r = s.replica(primary).unwrap();
-            r.op == head + 1
-                && r.journal
-                    .has_clean(head + 1, r.journal.header(head + 1).unwrap().checksum)
+            r.op() == head + 1
+                && r.journal()
+                    .has_clean(head + 1, r.journal().header(head + 1).unwrap().checksum)
         },
         40,
     ));
     let header = *sim
         .replica(primary)
         .unwrap()
-        .journal
+        .journal()
         .header(head + 1)
         .unwrap();
     assert_eq!((header.client, header.request), (sim.client(0).id, request));
@@ -122,7 +122,7 @@ fn primary_crash_mid_pipeline_seed(seed: u64) {
         |s| {
             s.primary().is_some_and(|p| {
                 let r = s.replica(p).unwrap();
-                r.pipeline_len() >= 2 && r.commit_min >= 20
+                r.pipeline_len() >= 2 && r.commit_min() >= 20
             })
         },
         DEADLINE,
@@ -253,14 +253,14 @@ fn backup_repairs_corrupt_committed_slot_seed(seed: u64) {
     ));
     {
         let r = sim.replica(backup).unwrap();
-        let report = r.recovery_report.as_ref().expect("recovery report");
+        let report = r.recovery_report().expect("recovery report");
         assert_eq!(report.faulty_known, 1, "{report:?}");
         assert_eq!(report.faulty_ops, vec![op]);
-        assert!(r.journal.is_faulty_slot(op));
-        assert!(r.journal.is_dirty(op));
-        assert_eq!(r.journal.header(op).map(|h| h.checksum), Some(checksum));
+        assert!(r.journal().is_faulty_slot(op));
+        assert!(r.journal().is_dirty(op));
+        assert_eq!(r.journal().header(op).map(|h| h.checksum), Some(checksum));
         assert!(
-            r.commit_min < op,
+            r.commit_min() < op,
             "a faulty op must not be applied before repair"
         );
     }
@@ -272,19 +272,19 @@ fn backup_repairs_corrupt_committed_slot_seed(seed: u64) {
     ok(sim.run_until(
         |s| {
             let r = s.replica(backup).unwrap();
-            r.journal.faulty_count() == 0 && r.journal.has_clean(op, checksum)
+            r.journal().faulty_count() == 0 && r.journal().has_clean(op, checksum)
         },
         DEADLINE,
     ));
     ok(sim.run_until_converged(4 * DEADLINE));
     let r = sim.replica(backup).unwrap();
-    assert!(r.commit_min > op);
-    assert_eq!(r.journal.faulty_count(), 0);
-    assert!(r.journal.has_clean(op, checksum));
+    assert!(r.commit_min() > op);
+    assert_eq!(r.journal().faulty_count(), 0);
+    assert!(r.journal().has_clean(op, checksum));
     // Repaired on disk, not only in memory.
     let config = &sim.options.config;
     let offset = (op % config.journal_slot_count as u64) * config.message_size_max as u64;
-    let on_disk = Header::read_from(r.storage.read_raw(Zone::WalPrepares, offset, HEADER_SIZE));
+    let on_disk = Header::read_from(r.storage().read_raw(Zone::WalPrepares, offset, HEADER_SIZE));
     assert!(on_disk.valid_checksum());
     assert_eq!(on_disk.checksum, checksum);
 }
@@ -306,7 +306,9 @@ fn torn_head_write_is_truncated_seed(seed: u64) {
         |s| {
             s.primary().is_some_and(|p| {
                 let r = s.replica(p).unwrap();
-                r.commit_min >= 10 && r.op > r.commit_max && s.prepare_write_in_flight(p, r.op)
+                r.commit_min() >= 10
+                    && r.op() > r.commit_max()
+                    && s.prepare_write_in_flight(p, r.op())
             })
         },
         DEADLINE,
@@ -327,7 +329,7 @@ fn torn_head_write_is_truncated_seed(seed: u64) {
     ));
     {
         let r = sim.replica(p).unwrap();
-        let report = r.recovery_report.as_ref().unwrap();
+        let report = r.recovery_report().unwrap();
         assert!(
             report.op_head < head,
             "the torn head op {head} was recovered as intact: {report:?}"
@@ -341,7 +343,7 @@ fn torn_head_write_is_truncated_seed(seed: u64) {
     }
     // Whatever op `head` became, the replica that tore it now holds it clean.
     let canonical = sim.checker.history[&head].checksum;
-    assert!(sim.replica(p).unwrap().journal.has_clean(head, canonical));
+    assert!(sim.replica(p).unwrap().journal().has_clean(head, canonical));
 }
 
 /// (e) The old primary prepares an op that no backup receives, then crashes and loses its copy
@@ -376,7 +378,7 @@ fn nack_quorum_truncates_uncommitted_op_seed(seed: u64) {
     // sends reaches a replica: its prepare of the next request stays its own.
     let lost = prepare_alone(&mut sim, old, 6);
     for r in [next, other] {
-        assert!(sim.replica(r).unwrap().journal.header(head + 1).is_none());
+        assert!(sim.replica(r).unwrap().journal().header(head + 1).is_none());
         assert_eq!(
             sim.replica_view(r),
             Some(view),
@@ -394,9 +396,9 @@ fn nack_quorum_truncates_uncommitted_op_seed(seed: u64) {
     ok(sim.run_until(
         |s| {
             s.replica(next).is_some_and(|r| {
-                r.status == Status::ViewChange
-                    && r.view == view + 1
-                    && r.journal.has_header(head + 1, lost.checksum)
+                r.status() == Status::ViewChange
+                    && r.view() == view + 1
+                    && r.journal().has_header(head + 1, lost.checksum)
             })
         },
         DEADLINE,
@@ -405,12 +407,12 @@ fn nack_quorum_truncates_uncommitted_op_seed(seed: u64) {
     // nobody can give it the prepare, and one nack (its own) is not a quorum.
     ok(sim.run_for(100));
     assert_eq!(sim.replica_status(next), Some(Status::ViewChange));
-    assert_eq!(sim.replica(next).unwrap().stats.truncations, 0);
+    assert_eq!(sim.replica(next).unwrap().stats().truncations, 0);
 
     // The third replica's do_view_change completes the nack quorum.
     sim.heal_partition();
     ok(sim.run_until(|s| s.primary() == Some(next), DEADLINE));
-    assert!(sim.replica(next).unwrap().stats.truncations >= 1);
+    assert!(sim.replica(next).unwrap().stats().truncations >= 1);
     ok(sim.run_until_converged(4 * DEADLINE));
 
     let reused = sim.checker.history[&(head + 1)];
@@ -429,7 +431,7 @@ fn nack_quorum_truncates_uncommitted_op_seed(seed: u64) {
     ok(sim.run_until(
         |s| {
             let r = s.replica(old).unwrap();
-            r.journal.has_clean(head + 1, reused.checksum) && r.journal.faulty_count() == 0
+            r.journal().has_clean(head + 1, reused.checksum) && r.journal().faulty_count() == 0
         },
         DEADLINE,
     ));
@@ -462,7 +464,7 @@ fn session_eviction_seed(seed: u64) {
     assert_eq!(sim.client_requests_done(1), 2);
     assert_eq!(sim.client_requests_done(2), 2);
     for r in 0..3 {
-        let table = &sim.replica(r).unwrap().clients;
+        let table = sim.replica(r).unwrap().clients();
         assert!(
             table.get(ids[0]).is_none(),
             "replica {r} kept the evicted session"
@@ -507,8 +509,8 @@ fn client_retry_across_view_change_seed(seed: u64) {
     ok(sim.run_until(
         |s| {
             let r = s.replica(p).unwrap();
-            r.journal
-                .header(r.op)
+            r.journal()
+                .header(r.op())
                 .is_some_and(|h| h.client == client && h.request == 4)
         },
         DEADLINE,
@@ -689,10 +691,10 @@ fn primary_lacking_its_own_prepare_steps_down_seed(seed: u64) {
     ok(sim.run_until(
         |s| {
             s.replica(old).is_some_and(|r| {
-                r.view > view + 1
-                    && r.status == Status::Normal
+                r.view() > view + 1
+                    && r.status() == Status::Normal
                     && r.is_primary()
-                    && r.op == head + 1
+                    && r.op() == head + 1
             })
         },
         2 * DEADLINE,
@@ -700,18 +702,18 @@ fn primary_lacking_its_own_prepare_steps_down_seed(seed: u64) {
     assert!(sim
         .replica(backup)
         .unwrap()
-        .journal
+        .journal()
         .header(head + 1)
         .is_none_or(|h| h.checksum != lost.checksum));
     assert_eq!(
-        sim.replica(old).unwrap().journal.faulty_count(),
+        sim.replica(old).unwrap().journal().faulty_count(),
         0,
         "the damage is already known"
     );
     sim.heal_partition();
     ok(sim.run_until_converged(4 * DEADLINE));
 
-    assert!(sim.replica(old).unwrap().stats.primary_step_downs >= 1);
+    assert!(sim.replica(old).unwrap().stats().primary_step_downs >= 1);
     let reused = sim.checker.history[&(head + 1)];
     assert_ne!(
         reused.checksum, lost.checksum,

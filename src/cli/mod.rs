@@ -296,12 +296,13 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         reserved / (1024 * 1024),
         touched / (1024 * 1024)
     );
-    let mut replica = Replica::open_with_pool(
+    let replica = Replica::open_with_pool(
         ReplicaOptions {
             cluster: sb.cluster,
             replica: sb.replica,
             config,
             seed: 0,
+            trace: options.trace,
         },
         pool,
         storage,
@@ -309,13 +310,11 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         OsTime,
         ledger,
     );
-    replica.trace = options.trace;
-    replica.events = true;
     let mut runtime = Runtime::new(io, replica);
     install_signal_handlers();
     runtime.run(&STOP).map_err(Failure::runtime)?;
-    let (r, bus) = (&runtime.replica, &runtime.replica.bus.stats);
-    let s = &r.stats;
+    let (r, bus) = (&runtime.replica, &runtime.replica.bus().stats);
+    let s = r.stats();
     // What happened while it ran, in one line: a slow run shows here as view changes, resent
     // prepares or dropped sends.
     eprintln!(
@@ -323,11 +322,11 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
          views_started={} commits={} prepares_resent={} repairs_headers={} repairs_prepares={} \
          pool_exhausted={} dropped_invalid={}; bus: accepted={} connected={} send_dropped={} \
          closed_peer={} closed_invalid={}",
-        r.replica,
-        r.view,
-        r.status,
-        r.op,
-        r.commit_max,
+        r.index(),
+        r.view(),
+        r.status(),
+        r.op(),
+        r.commit_max(),
         s.view_changes,
         s.views_started,
         s.commits,

@@ -8,7 +8,7 @@ use crate::config::TICK_MS;
 use crate::io::file_storage::FileStorage;
 use crate::io::os_time::OsTime;
 use crate::io::tcp_bus::TcpBus;
-use crate::replica::{Replica, Status};
+use crate::replica::{Event, Replica, Status};
 use crate::state_machine::StateMachine;
 use crate::storage::Storage;
 use crate::time::Time;
@@ -27,7 +27,7 @@ pub struct Runtime<M: StateMachine> {
 
 impl<M: StateMachine> Runtime<M> {
     pub fn new(io: Io, replica: LinuxReplica<M>) -> Runtime<M> {
-        let next_tick = replica.time.monotonic() + TICK_MS * 1_000_000;
+        let next_tick = replica.time().monotonic() + TICK_MS * 1_000_000;
         Runtime {
             io,
             replica,
@@ -41,7 +41,7 @@ impl<M: StateMachine> Runtime<M> {
         if self.timer_armed {
             return;
         }
-        let now = self.replica.time.monotonic();
+        let now = self.replica.time().monotonic();
         let wait = self.next_tick.saturating_sub(now).max(1);
         *self.timespec = types::Timespec::new()
             .sec(wait / 1_000_000_000)
@@ -55,31 +55,43 @@ impl<M: StateMachine> Runtime<M> {
     }
 
     /// One turn of the loop. Returns an error only if the ring itself fails.
-    pub fn run_once(&mut self) -> std::io::Result<()> {
-        self.replica.storage.pump(&mut self.io);
-        self.replica.bus.pump(&mut self.io);
+    /// One turn of the loop: submit, wait, route completions, then the replica's calls, each
+    /// followed by taking its events. Returns an error if the ring fails or the replica cannot
+    /// open its data file.
+    pub fn run_once(&mut self) -> Result<(), String> {
+        let seams = self.replica.seams();
+        seams.storage.pump(&mut self.io);
+        seams.bus.pump(&mut self.io);
         self.arm_timer();
-        self.io.submit_and_wait()?;
+        self.io
+            .submit_and_wait()
+            .map_err(|e| format!("io_uring: {e}"))?;
         for i in 0..self.io.completions().len() {
             let (user_data, result) = self.io.completions()[i];
+            let seams = self.replica.seams();
             match owner_of(user_data) {
                 Some((Owner::Storage, index)) => {
-                    self.replica
-                        .storage
-                        .on_cqe(&mut self.io, index as usize, result)
+                    seams.storage.on_cqe(&mut self.io, index as usize, result)
                 }
-                Some((Owner::Bus, value)) => self.replica.bus.on_cqe(&mut self.io, value, result),
+                Some((Owner::Bus, value)) => seams.bus.on_cqe(&mut self.io, value, result),
                 Some((Owner::Timer, _)) => self.timer_armed = false,
                 None => panic!("completion with unknown owner {user_data:#x}"),
             }
         }
-        while let Some(completion) = self.replica.storage.next_completion() {
+        while let Some(completion) = self.replica.seams().storage.next_completion() {
             self.replica.on_io_completion(completion);
+            self.take_events()?;
         }
-        while let Some(message) = self.replica.bus.next_received() {
+        while let Some(message) = self.replica.seams().bus.next_received() {
             self.replica.on_message(message);
+            self.take_events()?;
         }
-        let now = self.replica.time.monotonic();
+        self.tick_due()
+    }
+
+    /// Ticks the replica and the bus once per `TICK_MS` elapsed since the last tick.
+    fn tick_due(&mut self) -> Result<(), String> {
+        let now = self.replica.time().monotonic();
         let mut ticks = 0;
         while self.next_tick <= now {
             self.next_tick += TICK_MS * 1_000_000;
@@ -87,7 +99,8 @@ impl<M: StateMachine> Runtime<M> {
             // After a long stall (suspend, debugger), do not replay hundreds of ticks at once.
             if ticks <= 10 {
                 self.replica.tick();
-                self.replica.bus.tick();
+                self.replica.seams().bus.tick();
+                self.take_events()?;
             }
         }
         if ticks > 10 {
@@ -96,20 +109,37 @@ impl<M: StateMachine> Runtime<M> {
         Ok(())
     }
 
+    /// Logs the replica's events (info lines always, trace lines when tracing is on); a data
+    /// file the replica cannot open ends the run.
+    fn take_events(&mut self) -> Result<(), String> {
+        let index = self.replica.index();
+        while let Some(event) = self.replica.poll_event() {
+            match event {
+                Event::Info(line) => eprintln!("info: replica {index}: {line}"),
+                Event::Trace(line) => eprintln!("{line}"),
+                Event::OpenFailed(error) => return Err(error.to_string()),
+                Event::CheckpointDurable { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Runs until `stop` is set (signal handler) or the replica fails to open.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), String> {
         let mut announced = false;
         while !stop.load(Ordering::Relaxed) {
-            self.run_once().map_err(|e| format!("io_uring: {e}"))?;
-            if let Some(error) = &self.replica.open_error {
-                return Err(error.clone());
-            }
-            if !announced && self.replica.status != Status::Recovering {
+            self.run_once()?;
+            if !announced && self.replica.status() != Status::Recovering {
                 announced = true;
                 let r = &self.replica;
                 eprintln!(
                     "info: replica {} of cluster {} open: status={:?} view={} op={} commit_max={}",
-                    r.replica, r.cluster, r.status, r.view, r.op, r.commit_max
+                    r.index(),
+                    r.cluster(),
+                    r.status(),
+                    r.view(),
+                    r.op(),
+                    r.commit_max()
                 );
             }
         }
@@ -118,11 +148,8 @@ impl<M: StateMachine> Runtime<M> {
 
     /// Runs until the replica has finished recovering (or failed), for tools like `inspect`.
     pub fn run_until_open(&mut self) -> Result<(), String> {
-        while self.replica.status == Status::Recovering {
-            self.run_once().map_err(|e| format!("io_uring: {e}"))?;
-            if let Some(error) = &self.replica.open_error {
-                return Err(error.clone());
-            }
+        while self.replica.status() == Status::Recovering {
+            self.run_once()?;
         }
         Ok(())
     }

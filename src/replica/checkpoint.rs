@@ -9,7 +9,7 @@
 //! (`state_lost`): it keeps its journal and its vote, and fetches a checkpoint from a peer (sync).
 
 use super::client_table::{decode_client_section, encode_client_section, ClientTable};
-use super::{Replica, Status};
+use super::{Event, Replica, Status};
 use crate::bus::MessageBus;
 use crate::checkpoint_content::{
     checkpoint_id, chunk_count, chunk_len, chunk_payload, ChunkIdentity,
@@ -296,7 +296,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.ms_since(write.started)
             ));
             self.stats.checkpoints += 1;
-            self.checkpoint_digests.push((durable.op, durable.id));
+            self.emit(Event::CheckpointDurable {
+                op: durable.op,
+                id: durable.id,
+            });
             // The journal may now take ops up to the new limit.
             self.commit_journal();
             self.start_view_deferred_retry();

@@ -7,6 +7,7 @@
 
 mod checkpoint;
 pub mod client_table;
+mod driver;
 mod normal;
 mod repair;
 mod sync;
@@ -27,8 +28,11 @@ use crate::superblock::{CheckpointRef, SuperBlock, SuperBlockError, VsrState};
 use crate::time::Time;
 use crate::timeout::Timeout;
 use client_table::ClientTable;
+use driver::EVENTS_QUEUED_MAX;
+pub use driver::{Event, Seams};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,35 +93,37 @@ pub struct ReplicaOptions {
     pub config: Config,
     /// Seeds the jitter PRNG (with the cluster and replica index): deterministic per replica.
     pub seed: u64,
+    /// Queue a protocol trace line (`Event::Trace`) for every step (debugging; costly).
+    pub trace: bool,
 }
 
 pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
-    pub config: Config,
-    pub cluster: u128,
-    pub replica: u8,
-    pub replica_count: u8,
+    config: Config,
+    cluster: u128,
+    replica: u8,
+    replica_count: u8,
     quorum_replication: usize,
     quorum_view_change: usize,
 
-    pub status: Status,
-    pub view: u32,
-    pub log_view: u32,
+    status: Status,
+    view: u32,
+    log_view: u32,
     /// The head of the log.
-    pub op: u64,
+    op: u64,
     /// The highest op applied to the state machine here.
-    pub commit_min: u64,
+    commit_min: u64,
     /// The highest op known committed in the cluster.
-    pub commit_max: u64,
+    commit_max: u64,
 
-    pub pool: MessagePool,
+    pool: MessagePool,
     /// Buffers for superblock copies (larger than small simulator messages).
     superblock_pool: MessagePool,
-    pub storage: S,
-    pub bus: B,
-    pub time: T,
-    pub state_machine: M,
-    pub journal: Journal,
-    pub clients: ClientTable,
+    storage: S,
+    bus: B,
+    time: T,
+    state_machine: M,
+    journal: Journal,
+    clients: ClientTable,
     clock: Clock,
     prng: ChaCha8Rng,
 
@@ -126,7 +132,6 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     superblock_reads: usize,
     superblock_writing: Option<(SuperBlock, usize)>,
     superblock_queued: Option<VsrState>,
-    pub open_error: Option<String>,
 
     // Checkpoints and state sync.
     /// Buffers for checkpoint chunks (writes, loads, and reads served to syncing peers).
@@ -151,9 +156,7 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     /// The head of a view whose log does not fit our journal (beyond `op_limit`): a sync to a
     /// checkpoint at least `head - slot_count` is wanted (0: none).
     sync_head_wanted: u64,
-    /// (op, id) of every checkpoint this replica recorded or synced, for the simulator's checker.
-    pub checkpoint_digests: Vec<(u64, u128)>,
-    pub recovery_report: Option<RecoveryReport>,
+    recovery_report: Option<RecoveryReport>,
 
     pipeline: VecDeque<PipelineEntry>,
     request_queue: VecDeque<Message>,
@@ -197,11 +200,12 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     view_change_message_timeout: Timeout,
     repair_timeout: Timeout,
 
-    pub stats: ReplicaStats,
-    pub trace: bool,
-    /// Operator events (checkpoints, state sync, rejoining) as `info:` lines on stderr. The
-    /// binary turns them on; the simulator leaves them off (they go to the trace instead).
-    pub events: bool,
+    stats: ReplicaStats,
+    /// Protocol trace lines are queued as `Event::Trace` (costly: off in production).
+    trace: bool,
+    /// What the replica hands back to its driver, oldest first (`poll_event`). A cell, so the
+    /// logging helpers need only `&self` (their arguments borrow the replica's fields).
+    events: RefCell<VecDeque<Event>>,
 }
 
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
@@ -269,7 +273,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             superblock_reads: 0,
             superblock_writing: None,
             superblock_queued: None,
-            open_error: None,
             checkpoint_pool: MessagePool::new(
                 checkpoint::CHECKPOINT_IO_MAX + sync::SYNC_SERVE_MAX + 4,
                 config.message_size_max as usize,
@@ -286,7 +289,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             checkpoint_seen: CheckpointRef::default(),
             peers: [sync::PeerState::default(); REPLICAS_MAX],
             sync_head_wanted: 0,
-            checkpoint_digests: Vec::new(),
             recovery_report: None,
             pipeline: VecDeque::with_capacity(config.pipeline_max as usize),
             request_queue: VecDeque::with_capacity(config.clients_max as usize),
@@ -322,8 +324,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             repair_timeout: Timeout::new("repair", config.repair_timeout),
             config,
             stats: ReplicaStats::default(),
-            trace: false,
-            events: false,
+            trace: options.trace,
+            events: RefCell::new(VecDeque::with_capacity(EVENTS_QUEUED_MAX)),
         };
         replica.superblock_read_start();
         replica
@@ -382,13 +384,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.ticks
     }
 
-    /// An operator event: an `info:` line when events are on, else a trace line.
+    /// An operator event (checkpoints, view changes, state sync, rejoining): rare, so formatted
+    /// here and handed to the driver, which logs it.
     fn event(&self, args: std::fmt::Arguments) {
-        if self.events {
-            eprintln!("info: replica {}: {}", self.replica, args);
-        } else {
-            self.log(args);
-        }
+        self.emit(Event::Info(args.to_string()));
     }
 
     /// Milliseconds since `since` (a `Time::monotonic` reading).
@@ -398,7 +397,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     fn log(&self, args: std::fmt::Arguments) {
         if self.trace {
-            eprintln!(
+            let line = format!(
                 "[r{} v{} {:?} op={} cmin={} cmax={}] {}",
                 self.replica,
                 self.view,
@@ -408,6 +407,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.commit_max,
                 args
             );
+            self.emit(Event::Trace(line));
         }
     }
 
@@ -710,7 +710,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn fail_open(&mut self, error: SuperBlockError) {
-        self.open_error = Some(error.to_string());
+        self.emit(Event::OpenFailed(error));
     }
 
     /// Queues a durable update of the VSR state. Callers act on it in `on_superblock_durable`.

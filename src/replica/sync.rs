@@ -15,7 +15,7 @@
 //! byte-identical, so any peer's is as good as any other's.
 
 use super::checkpoint::AfterLoad;
-use super::{Replica, Status};
+use super::{Event, Replica, Status};
 use crate::bus::MessageBus;
 use crate::checkpoint_content::{checkpoint_id, chunk_len, chunk_payload, ChunkIdentity};
 use crate::config::REPLICAS_MAX;
@@ -578,7 +578,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         self.log(format_args!("sync done: op={}", checkpoint.op));
         self.rejoin_maybe_done();
-        self.checkpoint_digests.push((checkpoint.op, checkpoint.id));
+        self.emit(Event::CheckpointDurable {
+            op: checkpoint.op,
+            id: checkpoint.id,
+        });
         self.commit_journal();
         self.repair();
         self.start_view_deferred_retry();

@@ -1,0 +1,162 @@
+//! What the driver (the Linux event loop, or the simulator) sees of a replica.
+//!
+//! The driver calls in through `tick`, `on_message` and `on_io_completion`, and takes back:
+//! - **events** (`poll_event`), the replica's one outward channel for everything that is not a
+//!   message or an I/O request: operator log lines, trace lines, a failure to open, and each
+//!   checkpoint that became durable (the simulator checks that every replica's checkpoint at an
+//!   op is the same). The protocol never prints; the driver decides what to log and where.
+//! - **the seams** (`seams`): the storage, bus and time the driver lent the replica at open.
+//!   Between calls the driver moves their queued work to the device and collects what
+//!   completed; nothing of the protocol's own state is reachable through them.
+//! - **read-only state** for status lines, tools and the simulator's checkers.
+//!
+//! Everything the protocol decides stays behind these: the driver never writes a replica field.
+
+use super::client_table::ClientTable;
+use super::{Replica, ReplicaStats, Status};
+use crate::bus::MessageBus;
+use crate::config::Config;
+use crate::journal::{Journal, RecoveryReport};
+use crate::state_machine::StateMachine;
+use crate::storage::Storage;
+use crate::superblock::SuperBlockError;
+use crate::time::Time;
+
+/// Events other than traces the queue holds between two polls: one call into the replica emits
+/// a handful at most (a checkpoint durable and its log line, a view change and its outcome).
+/// The driver polls after every call, so the queue never grows; exceeding this is a driver bug.
+pub(super) const EVENTS_QUEUED_MAX: usize = 64;
+
+/// Something the replica hands back to its driver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A line for the operator: checkpoints, view changes, state sync, rejoining.
+    Info(String),
+    /// A protocol trace line (only with `ReplicaOptions::trace`), prefixed with the replica's
+    /// view, status, op and commit points when it was emitted.
+    Trace(String),
+    /// The data file cannot be used (no valid superblock, another cluster's or replica's file).
+    /// The replica stays `Recovering` and does nothing more: the driver stops it.
+    OpenFailed(SuperBlockError),
+    /// A checkpoint became this replica's durable one (written here, or installed by state
+    /// sync): every replica's checkpoint at `op` must have the same `id`.
+    CheckpointDurable { op: u64, id: u128 },
+}
+
+/// The seams, for the driver that lent them (see the module docs).
+pub struct Seams<'a, S, B, T> {
+    pub storage: &'a mut S,
+    pub bus: &'a mut B,
+    pub time: &'a mut T,
+}
+
+impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
+    pub(super) fn emit(&self, event: Event) {
+        let mut events = self.events.borrow_mut();
+        assert!(
+            matches!(event, Event::Trace(_))
+                || events
+                    .iter()
+                    .filter(|e| !matches!(e, Event::Trace(_)))
+                    .count()
+                    < EVENTS_QUEUED_MAX,
+            "replica events not polled by the driver"
+        );
+        events.push_back(event);
+    }
+
+    /// The oldest event not yet taken. Call until `None` after every call into the replica.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.get_mut().pop_front()
+    }
+
+    /// The seams the driver lent at open, to move their queued work between calls.
+    pub fn seams(&mut self) -> Seams<'_, S, B, T> {
+        Seams {
+            storage: &mut self.storage,
+            bus: &mut self.bus,
+            time: &mut self.time,
+        }
+    }
+
+    pub fn time(&self) -> &T {
+        &self.time
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    pub fn bus(&self) -> &B {
+        &self.bus
+    }
+
+    // ---- Read-only state ----------------------------------------------------------------------
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn cluster(&self) -> u128 {
+        self.cluster
+    }
+
+    /// This replica's index in the cluster.
+    pub fn index(&self) -> u8 {
+        self.replica
+    }
+
+    pub fn replica_count(&self) -> u8 {
+        self.replica_count
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    pub fn view(&self) -> u32 {
+        self.view
+    }
+
+    /// The last view in which this replica's log was the view's log (it was normal in it).
+    pub fn log_view(&self) -> u32 {
+        self.log_view
+    }
+
+    /// The head of the log.
+    pub fn op(&self) -> u64 {
+        self.op
+    }
+
+    /// The highest op applied to the state machine here.
+    pub fn commit_min(&self) -> u64 {
+        self.commit_min
+    }
+
+    /// The highest op known committed in the cluster.
+    pub fn commit_max(&self) -> u64 {
+        self.commit_max
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn state_machine(&self) -> &M {
+        &self.state_machine
+    }
+
+    /// Client sessions (as committed here).
+    pub fn clients(&self) -> &ClientTable {
+        &self.clients
+    }
+
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    /// How the journal looked when this replica last opened (None while `Recovering`).
+    pub fn recovery_report(&self) -> Option<&RecoveryReport> {
+        self.recovery_report.as_ref()
+    }
+}
