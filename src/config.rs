@@ -29,16 +29,16 @@ pub struct Config {
     /// Most client sessions kept; the oldest is evicted when a new one registers.
     pub clients_max: u32,
 
-    /// Timeouts, in ticks.
-    pub ping_timeout: u64,
-    pub prepare_timeout: u64,
-    pub commit_timeout: u64,
-    pub normal_status_timeout: u64,
-    pub view_change_status_timeout: u64,
-    pub view_change_message_timeout: u64,
-    pub repair_timeout: u64,
-    pub primary_abdicate_timeout: u64,
-    pub request_timeout: u64,
+    /// Timeouts, in ticks (`TICK_MS` each).
+    pub ping_timeout_ticks: u64,
+    pub prepare_timeout_ticks: u64,
+    pub commit_timeout_ticks: u64,
+    pub normal_status_timeout_ticks: u64,
+    pub view_change_status_timeout_ticks: u64,
+    pub view_change_message_timeout_ticks: u64,
+    pub repair_timeout_ticks: u64,
+    pub primary_abdicate_timeout_ticks: u64,
+    pub request_timeout_ticks: u64,
 
     /// Cluster time: the widest interval (ns) Marzullo may agree on and still be synchronized.
     pub clock_offset_tolerance_max_ns: u64,
@@ -80,15 +80,15 @@ impl Config {
             journal_slot_count: 256,
             pipeline_max: 8,
             clients_max: 16,
-            ping_timeout: 100,
-            prepare_timeout: 25,
-            commit_timeout: 50,
-            normal_status_timeout: 500,
-            view_change_status_timeout: 500,
-            view_change_message_timeout: 50,
-            repair_timeout: 50,
-            primary_abdicate_timeout: 1000,
-            request_timeout: 100,
+            ping_timeout_ticks: 100,
+            prepare_timeout_ticks: 25,
+            commit_timeout_ticks: 50,
+            normal_status_timeout_ticks: 500,
+            view_change_status_timeout_ticks: 500,
+            view_change_message_timeout_ticks: 50,
+            repair_timeout_ticks: 50,
+            primary_abdicate_timeout_ticks: 1000,
+            request_timeout_ticks: 100,
             clock_offset_tolerance_max_ns: 10_000_000_000,
             clock_epoch_ns: 3_000_000_000,
             clock_synchronization_window_ns: 20_000_000_000,
@@ -150,26 +150,28 @@ impl Config {
             return err("clients_max must be at least 1".into());
         }
         let timeouts = [
-            self.ping_timeout,
-            self.prepare_timeout,
-            self.commit_timeout,
-            self.normal_status_timeout,
-            self.view_change_status_timeout,
-            self.view_change_message_timeout,
-            self.repair_timeout,
-            self.primary_abdicate_timeout,
-            self.request_timeout,
+            self.ping_timeout_ticks,
+            self.prepare_timeout_ticks,
+            self.commit_timeout_ticks,
+            self.normal_status_timeout_ticks,
+            self.view_change_status_timeout_ticks,
+            self.view_change_message_timeout_ticks,
+            self.repair_timeout_ticks,
+            self.primary_abdicate_timeout_ticks,
+            self.request_timeout_ticks,
         ];
         if timeouts.contains(&0) {
             return err("every timeout must be at least one tick".into());
         }
         // A backup must not give up on the primary before the primary has had a chance to
         // send several heartbeats.
-        if self.normal_status_timeout <= 2 * self.commit_timeout {
-            return err("normal_status_timeout must exceed twice commit_timeout".into());
+        if self.normal_status_timeout_ticks <= 2 * self.commit_timeout_ticks {
+            return err(
+                "normal_status_timeout_ticks must exceed twice commit_timeout_ticks".into(),
+            );
         }
-        if self.primary_abdicate_timeout <= self.commit_timeout {
-            return err("primary_abdicate_timeout must exceed commit_timeout".into());
+        if self.primary_abdicate_timeout_ticks <= self.commit_timeout_ticks {
+            return err("primary_abdicate_timeout_ticks must exceed commit_timeout_ticks".into());
         }
         if self.clock_epoch_ns == 0 || self.clock_synchronization_window_ns <= self.clock_epoch_ns {
             return err("clock_synchronization_window_ns must exceed clock_epoch_ns > 0".into());

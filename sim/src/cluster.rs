@@ -329,7 +329,7 @@ impl Simulator {
                         cluster,
                         options.replica_count,
                         options.config.message_size_max as usize,
-                        options.config.request_timeout,
+                        options.config.request_timeout_ticks,
                         rng.next_u64(),
                     ),
                     bus: SimBus::default(),

@@ -359,7 +359,7 @@ fn nack_quorum_truncates_uncommitted_op() {
 fn nack_quorum_truncates_uncommitted_op_seed(seed: u64) {
     let mut options = SimOptions::quiet(3, 1);
     // Views must not move on while the scenario holds a replica apart.
-    options.config.view_change_status_timeout = 3_000;
+    options.config.view_change_status_timeout_ticks = 3_000;
     let mut sim = Simulator::with_options(seed, options, trace());
     sim.set_client_workload(0, 5);
     ok(sim.run_until_converged(DEADLINE));
@@ -634,14 +634,14 @@ fn ring_skips_a_replica_that_is_down() {
 fn ring_skips_a_replica_that_is_down_seed(seed: u64) {
     // A prepare timeout well above a commit's latency: any resend is a prepare that waited.
     let mut options = SimOptions::quiet(3, 1);
-    options.config.prepare_timeout = 100;
+    options.config.prepare_timeout_ticks = 100;
     let mut sim = Simulator::with_options(seed, options, trace());
     sim.set_client_workload(0, 3);
     ok(sim.run_until_converged(DEADLINE));
     let p = primary(&sim);
     let next = (p + 1) % 3;
     sim.crash_replica(next);
-    let ping = sim.options.config.ping_timeout;
+    let ping = sim.options.config.ping_timeout_ticks;
     ok(sim.run_for(3 * ping));
     assert_eq!(primary(&sim), p, "the primary changed");
     let resent = sim.replica_stats().prepares_resent;

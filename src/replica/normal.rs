@@ -208,7 +208,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn presumed_down(&self, replica: u8) -> bool {
-        self.ticks.saturating_sub(self.last_heard[replica as usize]) > 2 * self.config.ping_timeout
+        self.ticks.saturating_sub(self.last_heard[replica as usize])
+            > 2 * self.config.ping_timeout_ticks
     }
 
     // ---- Prepares (backup) --------------------------------------------------------------------
@@ -405,7 +406,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         for replica in 0..self.replica_count {
             if replica != self.replica
                 && self.ticks - self.last_heard[replica as usize]
-                    <= self.config.primary_abdicate_timeout
+                    <= self.config.primary_abdicate_timeout_ticks
             {
                 heard += 1;
             }

@@ -94,7 +94,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         };
         let since = *self.primary_lacks_prepare_since.get_or_insert(self.ticks);
-        if self.ticks - since >= self.config.primary_abdicate_timeout {
+        if self.ticks - since >= self.config.primary_abdicate_timeout_ticks {
             self.log(format_args!(
                 "primary lacks prepare op={op} for {} ticks: stepping down",
                 self.ticks - since
