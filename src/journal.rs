@@ -17,6 +17,10 @@ use crate::storage::{IoCompletion, IoKind, IoRequest, Storage, Zone};
 use crate::superblock::VsrState;
 
 const HEADERS_PER_SECTOR: usize = SECTOR_SIZE / HEADER_SIZE;
+
+/// `JournalEvent::Durable` events one completion yields at most: a header sector write makes
+/// durable at most the prepares whose ring entries it holds; a prepare write, its own one.
+pub const DURABLE_EVENTS_PER_COMPLETION_MAX: usize = HEADERS_PER_SECTOR;
 /// Recovery reads of a prepare slot: its first sector, then (if needed) the whole prepare.
 const RECOVERY_READ_HEADER: u32 = 0;
 const RECOVERY_READ_WHOLE: u32 = 1;

@@ -10,6 +10,7 @@ pub mod client_table;
 mod driver;
 mod normal;
 mod repair;
+mod replica_set;
 mod sync;
 mod view_change;
 
@@ -18,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::{Config, REPLICAS_MAX, TICK_MS};
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::io_token::{Purpose, Token};
-use crate::journal::{Journal, JournalEvent, RecoveryReport};
+use crate::journal::{Journal, JournalEvent, RecoveryReport, DURABLE_EVENTS_PER_COMPLETION_MAX};
 use crate::message::{Message, MessagePool};
 use crate::state_machine::StateMachine;
 use crate::storage::{
@@ -32,6 +33,7 @@ use driver::EVENTS_QUEUED_MAX;
 pub use driver::{Event, Seams};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+pub use replica_set::ReplicaSet;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
@@ -52,7 +54,7 @@ pub struct PipelineEntry {
     pub header: Header,
     /// None when loaded lazily after a view change (read from the journal when needed).
     pub message: Option<Message>,
-    pub ok_from: u8,
+    pub ok_from: ReplicaSet,
 }
 
 /// Counters the simulator prints and checks that every fault class was exercised.
@@ -166,7 +168,7 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     commit_reading: Option<u64>,
 
     // View change.
-    svc_from: u8,
+    svc_from: ReplicaSet,
     dvc_messages: Vec<Option<Message>>,
     dvc_sent: bool,
     /// Primary: the new log is chosen and the start_view waits for the superblock.
@@ -297,7 +299,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 .collect(),
             prepare_timestamp: 0,
             commit_reading: None,
-            svc_from: 0,
+            svc_from: ReplicaSet::EMPTY,
             dvc_messages: (0..REPLICAS_MAX).map(|_| None).collect(),
             dvc_sent: false,
             start_view_pending: false,
@@ -633,18 +635,23 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.assert_invariants();
     }
 
+    /// Acts on what the journal reports after a completion. Each round handles the events of one
+    /// completion (handlers only submit I/O, whose completions come later), so the fixed buffer
+    /// holds every durable event; the events the handlers cause are the next round's.
     fn on_journal_events(&mut self) {
-        let mut durable: [(u64, u128); 32] = [(0, 0); 32];
+        let mut durable = [(0u64, 0u128); DURABLE_EVENTS_PER_COMPLETION_MAX];
         loop {
             let mut durable_count = 0;
             let mut reads = Vec::new();
             for event in self.journal.events() {
                 match event {
                     JournalEvent::Durable { op, checksum } => {
-                        if durable_count < durable.len() {
-                            durable[durable_count] = (op, checksum);
-                            durable_count += 1;
-                        }
+                        assert!(
+                            durable_count < durable.len(),
+                            "more durable events than one completion can yield"
+                        );
+                        durable[durable_count] = (op, checksum);
+                        durable_count += 1;
                     }
                     JournalEvent::Read {
                         op,

@@ -1,6 +1,6 @@
 //! Normal operation: request -> prepare -> prepare_ok -> commit -> reply.
 
-use super::{PipelineEntry, Replica, Status};
+use super::{PipelineEntry, Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
 use crate::header::{Command, Header, Operation, HEADER_SIZE};
 use crate::message::Message;
@@ -171,7 +171,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.pipeline.push_back(PipelineEntry {
             header,
             message: Some(message.clone()),
-            ok_from: 0,
+            ok_from: ReplicaSet::EMPTY,
         });
         self.replicate(&message);
         if !self.prepare_timeout.ticking {
@@ -349,7 +349,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if entry.header.checksum != checksum {
             return;
         }
-        entry.ok_from |= 1 << replica;
+        entry.ok_from.insert(replica);
         self.commit_pipeline();
     }
 
@@ -360,7 +360,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             .iter()
             .find(|e| e.header.op == self.commit_max + 1)
         {
-            if (head.ok_from.count_ones() as usize) < self.quorum_replication {
+            if !head.ok_from.reached(self.quorum_replication) {
                 break;
             }
             self.commit_max = head.header.op;
@@ -468,7 +468,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let ok_from = entry.ok_from;
         self.stats.prepares_resent += 1;
         self.log(format_args!(
-            "prepare timeout: op={} ok_from={ok_from:b}",
+            "prepare timeout: op={} ok_from={ok_from:?}",
             header.op
         ));
         let Some(message) = self.cached_prepare(header.op, header.checksum) else {
@@ -482,7 +482,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         };
         for replica in 0..self.replica_count {
-            if replica != self.replica && ok_from & (1 << replica) == 0 {
+            if replica != self.replica && !ok_from.contains(replica) {
                 self.bus.send_to_replica(replica, &message);
             }
         }

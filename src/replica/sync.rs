@@ -15,7 +15,7 @@
 //! byte-identical, so any peer's is as good as any other's.
 
 use super::checkpoint::AfterLoad;
-use super::{Event, Replica, Status};
+use super::{Event, Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
 use crate::checkpoint_content::{checkpoint_id, chunk_len, chunk_payload, ChunkIdentity};
 use crate::config::REPLICAS_MAX;
@@ -164,8 +164,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 if newest.is_none_or(|(o, _)| op > o) {
                     newest = Some((op, id));
                 }
-                let holders = self.sync_sources(op, id).count_ones() as usize;
-                if holders >= self.quorum_replication
+                if self.sync_sources(op, id).reached(self.quorum_replication)
                     && newest_on_quorum.is_none_or(|(o, _)| op > o)
                 {
                     newest_on_quorum = Some((op, id));
@@ -240,22 +239,22 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// replica itself when the target is its own durable checkpoint, which failed to load: its
     /// intact chunks count as much as a peer's (every replica may hold some chunks damaged, and
     /// between them a whole copy).
-    fn sync_sources(&self, op: u64, id: u128) -> u8 {
+    fn sync_sources(&self, op: u64, id: u128) -> ReplicaSet {
         let durable = self.checkpoint();
-        let mut mask = if durable.op == op && durable.id == id && op > 0 {
-            1 << self.replica
+        let mut sources = if durable.op == op && durable.id == id && op > 0 {
+            ReplicaSet::single(self.replica)
         } else {
-            0u8
+            ReplicaSet::EMPTY
         };
         for r in 0..self.replica_count {
             let p = self.peers[r as usize];
             let newest = p.checkpoint_op == op && p.checkpoint_id == id;
             let previous = p.previous_op == op && p.previous_id == id;
             if r != self.replica && (newest || previous) {
-                mask |= 1 << r;
+                sources.insert(r);
             }
         }
-        mask
+        sources
     }
 
     /// Asks for chunks: the first one until the size is known, then a window of the lowest
@@ -273,7 +272,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         let (op, id, idle_rounds) = (sync.op, sync.id, sync.idle_rounds);
         let sources = self.sync_sources(op, id);
-        if sources == 0 {
+        if sources == ReplicaSet::EMPTY {
             // The peers moved on (their next checkpoint overwrote this one's area).
             self.sync_abort("no peer serves the target any more");
             return;
@@ -328,10 +327,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    fn sync_next_source(&mut self, sources: u8) -> u8 {
+    fn sync_next_source(&mut self, sources: ReplicaSet) -> u8 {
         loop {
             self.repair_peer = (self.repair_peer + 1) % self.replica_count;
-            if sources & (1 << self.repair_peer) != 0 {
+            if sources.contains(self.repair_peer) {
                 return self.repair_peer;
             }
         }

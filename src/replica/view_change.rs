@@ -6,7 +6,7 @@
 //! `Reserved` header where it has none), then one flag byte per header (journal::FLAG_*): whether
 //! it holds that op's prepare clean, and whether the slot is faulty (a faulty slot is never a nack).
 
-use super::{Replica, Status};
+use super::{Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::journal::{FLAG_CLEAN, FLAG_FAULTY, FLAG_PRESENT};
@@ -106,7 +106,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.stats.view_changes += 1;
         self.view = view;
         self.status = Status::ViewChange;
-        self.svc_from = 1 << self.replica;
+        self.svc_from = ReplicaSet::single(self.replica);
         self.primary_lacks_prepare_since = None;
         for m in self.dvc_messages.iter_mut() {
             *m = None;
@@ -162,14 +162,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.status != Status::ViewChange || svc.view != self.view {
             return;
         }
-        self.svc_from |= 1 << svc.replica;
+        self.svc_from.insert(svc.replica);
         self.view_change_quorum_check();
     }
 
     fn view_change_quorum_check(&mut self) {
         if self.status == Status::ViewChange
             && !self.dvc_sent
-            && self.svc_from.count_ones() as usize >= self.quorum_view_change
+            && self.svc_from.reached(self.quorum_view_change)
         {
             self.send_do_view_change();
         }
@@ -263,7 +263,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         // A do_view_change also counts as its sender's start_view_change.
-        self.svc_from |= 1 << header.replica;
+        self.svc_from.insert(header.replica);
         self.dvc_messages[header.replica as usize] = Some(message);
         self.view_change_quorum_check();
         self.primary_view_change_progress();
@@ -507,10 +507,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.pipeline.push_back(super::PipelineEntry {
                 header,
                 message,
-                ok_from: 1 << self.replica,
+                ok_from: ReplicaSet::single(self.replica),
             });
             if self.journal.is_dirty(op) {
-                self.pipeline.back_mut().unwrap().ok_from = 0;
+                self.pipeline.back_mut().unwrap().ok_from = ReplicaSet::EMPTY;
             }
         }
         for m in self.dvc_messages.iter_mut() {
@@ -622,7 +622,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.status = Status::ViewChange;
         self.pipeline.clear();
         self.request_queue.clear();
-        self.svc_from = 1 << self.replica;
+        self.svc_from = ReplicaSet::single(self.replica);
         self.dvc_sent = false;
         self.start_view_pending = false;
         for m in self.dvc_messages.iter_mut() {
