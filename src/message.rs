@@ -98,6 +98,15 @@ impl MessagePool {
         message.buffer_mut()[..HEADER_SIZE].fill(0);
         Some(message)
     }
+
+    /// A message holding a copy of `bytes` (as much as a buffer holds: the receiver's checks
+    /// refuse a truncated message), or None when the pool is exhausted.
+    pub fn get_copy_of(&self, bytes: &[u8]) -> Option<Message> {
+        let mut message = self.get()?;
+        let n = bytes.len().min(message.capacity());
+        message.buffer_mut()[..n].copy_from_slice(&bytes[..n]);
+        Some(message)
+    }
 }
 
 /// A reference to one pooled buffer. Clone adds a reference; the buffer returns to the pool when

@@ -830,11 +830,9 @@ impl Simulator {
         if bytes.len() < HEADER_SIZE {
             return Ok(());
         }
-        let Some(mut message) = replica.bus().pool.get() else {
+        let Some(message) = replica.bus().pool.get_copy_of(bytes) else {
             return Ok(());
         };
-        let n = bytes.len().min(message.capacity());
-        message.buffer_mut()[..n].copy_from_slice(&bytes[..n]);
         replica.on_message(message);
         self.flush_replica(index)
     }
@@ -856,11 +854,9 @@ impl Simulator {
                 _ => {}
             }
         }
-        let Some(mut message) = c.pool.get() else {
+        let Some(message) = c.pool.get_copy_of(bytes) else {
             return Ok(());
         };
-        let n = bytes.len().min(message.capacity());
-        message.buffer_mut()[..n].copy_from_slice(&bytes[..n]);
         match c.client.on_message(message) {
             Some(ClientEvent::Reply { reply, .. }) => {
                 c.requests_done += 1;

@@ -818,24 +818,24 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// log_view and view headers, for the next superblock write.
     fn vsr_state_now(&self) -> VsrState {
         let target = self.superblock_target();
-        VsrState {
-            view: self.view.max(target.view),
-            log_view: target.log_view,
-            commit_max: self.commit_max.max(target.commit_max),
-            view_headers: target.view_headers.clone(),
-            checkpoint: target.checkpoint,
-            checkpoint_previous: target.checkpoint_previous,
-            rejoining: self.rejoin_head.is_some(),
-        }
+        let view = self.view.max(target.view);
+        self.vsr_state_with(view, target.log_view, target.view_headers.clone())
     }
 
     /// The VSR state once this replica's log is the log of its current view (a new primary's or
     /// an installed start_view's), with that log's newest headers.
     fn vsr_state_in_view(&self, view_headers: Vec<Header>) -> VsrState {
+        assert!(self.view >= self.superblock_target().view);
+        self.vsr_state_with(self.view, self.view, view_headers)
+    }
+
+    /// The newest requested state with this view, log and commit point (commit_max never
+    /// regresses; the checkpoints are the ones requested).
+    fn vsr_state_with(&self, view: u32, log_view: u32, view_headers: Vec<Header>) -> VsrState {
         let target = self.superblock_target();
         VsrState {
-            view: self.view,
-            log_view: self.view,
+            view,
+            log_view,
             commit_max: self.commit_max.max(target.commit_max),
             view_headers,
             checkpoint: target.checkpoint,
@@ -925,18 +925,26 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         Header::new(command, self.cluster, self.replica, self.view)
     }
 
-    /// Sends a header-only message.
-    fn send_header_to_replica(&mut self, replica: u8, mut header: Header) {
-        assert_ne!(replica, self.replica);
+    /// A header-only message, sealed; None (counted) when the pool is exhausted: the protocol
+    /// resends what matters on its timeouts.
+    fn header_message(&mut self, mut header: Header) -> Option<Message> {
         header.size = HEADER_SIZE as u32;
         header.set_checksum_body(&[]);
         header.set_checksum();
         let Some(mut message) = self.pool.get() else {
             self.stats.pool_exhausted += 1;
-            return;
+            return None;
         };
         *message.header_mut() = header;
-        self.bus.send_to_replica(replica, &message);
+        Some(message)
+    }
+
+    /// Sends a header-only message.
+    fn send_header_to_replica(&mut self, replica: u8, header: Header) {
+        assert_ne!(replica, self.replica);
+        if let Some(message) = self.header_message(header) {
+            self.bus.send_to_replica(replica, &message);
+        }
     }
 
     fn send_header_to_other_replicas(&mut self, header: Header) {
@@ -947,16 +955,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    fn send_header_to_client(&mut self, client: u128, mut header: Header) {
-        header.size = HEADER_SIZE as u32;
-        header.set_checksum_body(&[]);
-        header.set_checksum();
-        let Some(mut message) = self.pool.get() else {
-            self.stats.pool_exhausted += 1;
-            return;
-        };
-        *message.header_mut() = header;
-        self.bus.send_to_client(client, &message);
+    fn send_header_to_client(&mut self, client: u128, header: Header) {
+        assert_ne!(client, 0);
+        if let Some(message) = self.header_message(header) {
+            self.bus.send_to_client(client, &message);
+        }
     }
 
     fn send_message_to_other_replicas(&mut self, message: &Message) {
