@@ -1,5 +1,6 @@
-//! The `vsr` command line: format, start, inspect, version (repl, client and benchmark join as
-//! their issues land). Exit codes: 0 ok, 1 runtime failure, 2 usage.
+//! The `vsr` command line's subcommands: `format`, `recover` and `start` here; `inspect`,
+//! `client`/`repl` and `benchmark` in their own modules (argument parsing is in src/main.rs).
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage.
 
 pub mod benchmark;
 pub mod client;

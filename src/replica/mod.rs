@@ -2,8 +2,12 @@
 //! its loop through `tick`, `on_message` and `on_io_completion`. Generic over the seams so the
 //! simulator runs exactly this code.
 //!
-//! Submodules hold one concern each: `normal` (requests, prepares, commits), `view_change`,
-//! `repair`, `client_table`, `timeout`.
+//! This file holds the replica's state, its entry points (`tick`, `on_message`,
+//! `on_io_completion`), the superblock updates, recovery at open and sending. Submodules hold one
+//! concern each: `normal` (requests, prepares, commits, replies), `view_change`, `repair`
+//! (headers and prepares from peers), `checkpoint` (writing and loading checkpoints), `sync`
+//! (state sync from a peer's checkpoint), `client_table` (client sessions), `replica_set`
+//! (quorum votes) and `driver` (what the driver sees: events, the seams, read-only state).
 
 mod checkpoint;
 pub mod client_table;
