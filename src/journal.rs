@@ -794,10 +794,14 @@ mod tests {
     use super::*;
 
     fn prepare(op: u64, view: u32) -> Header {
-        let mut h = Header::new(Command::Prepare, 1, 0, view);
-        h.op = op;
-        h.client = 5;
-        h.operation = 128;
+        let prepare = crate::header::commands::Prepare {
+            view,
+            op,
+            client: 5,
+            operation: 128,
+            ..Default::default()
+        };
+        let mut h = prepare.to_header(1);
         h.set_checksum();
         h
     }

@@ -19,7 +19,8 @@ use super::{Replica, Status};
 use crate::bus::MessageBus;
 use crate::checkpoint_content::{checkpoint_id, chunk_len, chunk_payload, ChunkIdentity};
 use crate::config::REPLICAS_MAX;
-use crate::header::{Command, Header, HEADER_SIZE};
+use crate::header::commands::{CheckpointChunk, CheckpointName, RequestCheckpointChunk};
+use crate::header::HEADER_SIZE;
 use crate::io_token::{Purpose, Token};
 use crate::message::Message;
 use crate::state_machine::StateMachine;
@@ -80,19 +81,26 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// Records a peer's advertised checkpoint and head (from a ping or a commit heartbeat).
-    pub(super) fn peer_advertised(&mut self, header: &Header) {
-        let peer = &mut self.peers[header.replica as usize];
+    pub(super) fn peer_advertised(
+        &mut self,
+        replica: u8,
+        op: u64,
+        checkpoint: CheckpointName,
+        checkpoint_previous: Option<CheckpointName>,
+    ) {
+        let peer = &mut self.peers[replica as usize];
         // Messages may arrive out of order: an older checkpoint never replaces a newer one,
         // except none at all. A replica advertises none only before its first checkpoint or
         // after `vsr recover` re-created its data file: it must stop counting as a holder of its
         // old checkpoint (a late old message only makes us wait for its next ping).
-        if header.request >= peer.checkpoint_op || header.request == 0 {
-            peer.checkpoint_op = header.request;
-            peer.checkpoint_id = header.parent;
-            peer.previous_op = header.session;
-            peer.previous_id = header.client;
+        if checkpoint.op >= peer.checkpoint_op || checkpoint.op == 0 {
+            let previous = checkpoint_previous.unwrap_or_default();
+            peer.checkpoint_op = checkpoint.op;
+            peer.checkpoint_id = checkpoint.id;
+            peer.previous_op = previous.op;
+            peer.previous_id = previous.id;
         }
-        peer.op = peer.op.max(header.op);
+        peer.op = peer.op.max(op);
         // A checkpoint held back until the durable one is held by a quorum may start now.
         if self.checkpoint_due() && self.checkpoint_durable_on_quorum() {
             self.checkpoint_maybe_start();
@@ -315,15 +323,18 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         for &index in &wanted[..count] {
             let peer = self.sync_next_source(sources);
-            let mut request = self.new_header(Command::RequestCheckpointChunk);
-            request.op = op;
-            request.context = id;
-            request.request = index as u64;
+            let request = RequestCheckpointChunk {
+                view: self.view,
+                replica: self.replica,
+                op,
+                checkpoint_id: id,
+                index: index as u64,
+            };
             if peer == self.replica {
                 // From our own copy: read, verify, and take it as if a peer had sent it.
                 self.on_request_checkpoint_chunk(&request);
             } else {
-                self.send_header_to_replica(peer, request);
+                self.send_header_to_replica(peer, request.to_header(self.cluster));
             }
         }
     }
@@ -350,9 +361,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// A peer asks for a chunk of our durable checkpoint (or the one before): read and send it.
-    pub(super) fn on_request_checkpoint_chunk(&mut self, request: &Header) {
-        let index = request.request;
-        let Some((durable, which)) = self.servable_checkpoint(request.op, request.context) else {
+    pub(super) fn on_request_checkpoint_chunk(&mut self, request: &RequestCheckpointChunk) {
+        let index = request.index;
+        let Some((durable, which)) = self.servable_checkpoint(request.op, request.checkpoint_id)
+        else {
             return;
         };
         if self.status == Status::Recovering
@@ -418,8 +430,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.log(format_args!("sync serve: chunk {index} unreadable here"));
             return;
         }
+        // The chunk travels with the checkpoint id its header on disk lacks.
         let header = message.header_mut();
-        header.context = durable.id;
+        let mut chunk = CheckpointChunk::from_header(header);
+        chunk.checkpoint_id = durable.id;
+        chunk.write(header);
         header.set_checksum();
         if to == self.replica {
             self.on_checkpoint_chunk(message);
@@ -431,24 +446,27 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// A chunk of the checkpoint we are syncing to.
     pub(super) fn on_checkpoint_chunk(&mut self, message: Message) {
         let h = *message.header();
+        let chunk = CheckpointChunk::from_header(&h);
         let message_size_max = self.config.message_size_max;
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
-        if sync.recorded || h.op != sync.op || h.context != sync.id {
+        if sync.recorded || chunk.op != sync.op || chunk.checkpoint_id != sync.id {
             return;
         }
         if sync.identity.is_none() {
             let identity = ChunkIdentity {
                 cluster: self.cluster,
-                op: h.op,
-                size: h.timestamp,
-                chunks: h.commit as u32,
-                digest: h.parent,
+                op: chunk.op,
+                size: chunk.size_bytes,
+                chunks: chunk.count as u32,
+                digest: chunk.digest,
             };
             // In u64: a size field too large for any chunk count must be refused, not panic.
             let payload = chunk_payload(message_size_max) as u64;
-            if h.commit > u32::MAX as u64 || identity.size.div_ceil(payload).max(1) != h.commit {
+            if chunk.count > u32::MAX as u64
+                || identity.size.div_ceil(payload).max(1) != chunk.count
+            {
                 return;
             }
             let chunks = identity.chunks as usize;
@@ -458,8 +476,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             sync.checksums = vec![0; chunks];
         }
         let identity = sync.identity.unwrap();
-        let index = h.request as u32;
-        if h.request >= identity.chunks as u64
+        let index = chunk.index as u32;
+        if chunk.index >= identity.chunks as u64
             || !identity.matches(&h, index, message_size_max)
             || sync.received[index as usize]
         {
@@ -484,7 +502,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             copy
         };
         let header = block.header_mut();
-        header.context = 0;
+        let mut chunk = CheckpointChunk::from_header(header);
+        chunk.checkpoint_id = 0;
+        chunk.write(header);
         header.set_checksum();
         self.storage.submit(IoRequest {
             kind: IoKind::Write,
