@@ -626,9 +626,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             Purpose::ClientReplyWrite => {}
             Purpose::CheckpointWrite => self.on_checkpoint_written(),
             Purpose::CheckpointRead => self.on_checkpoint_read(token.index, completion),
-            Purpose::SyncChunkWrite => self.on_sync_chunk_written(token),
-            Purpose::SyncChunkRead => self.on_sync_chunk_read(token, completion),
-            Purpose::RecoveryHeaders | Purpose::RecoveryPrepare => {
+            Purpose::SyncChunkWrite { sync_generation } => {
+                self.on_sync_chunk_written(sync_generation, token.index)
+            }
+            Purpose::SyncChunkRead { to, previous } => {
+                self.on_sync_chunk_read(to, previous, token.index, completion)
+            }
+            Purpose::RecoveryHeaders | Purpose::RecoveryPrepare { .. } => {
                 self.journal
                     .on_completion(&mut self.storage, &self.pool, completion);
                 if self.journal.recovery_done() {
@@ -660,9 +664,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                     JournalEvent::Read {
                         op,
                         checksum,
-                        aux,
+                        purpose,
                         message,
-                    } => reads.push((op, checksum, aux, message)),
+                    } => reads.push((op, checksum, purpose, message)),
                 }
             }
             if durable_count == 0 && reads.is_empty() {
@@ -671,8 +675,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             for &(op, checksum) in &durable[..durable_count] {
                 self.on_prepare_durable(op, checksum);
             }
-            for (op, checksum, aux, message) in reads {
-                self.on_prepare_read(op, checksum, aux, message);
+            for (op, checksum, purpose, message) in reads {
+                self.on_prepare_read(op, checksum, purpose, message);
             }
         }
     }
@@ -689,7 +693,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 offset: copy as u64 * size,
                 len: size as usize,
                 buffer,
-                token: Token::new(Purpose::SuperblockRead, 0, copy as u32).encode(),
+                token: Token::new(Purpose::SuperblockRead, copy as u32).encode(),
             });
         }
     }
@@ -788,7 +792,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             offset: *copy as u64 * layout.superblock_copy_size,
             len: layout.superblock_copy_size as usize,
             buffer,
-            token: Token::new(Purpose::SuperblockWrite, 0, *copy as u32).encode(),
+            token: Token::new(Purpose::SuperblockWrite, *copy as u32).encode(),
         });
     }
 

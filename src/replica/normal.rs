@@ -4,16 +4,11 @@ use super::{PipelineEntry, Replica, Status};
 use crate::bus::MessageBus;
 use crate::header::commands::{Commit, Eviction, Prepare, PrepareOk, Reply, Request};
 use crate::header::{Command, Header, Operation, HEADER_SIZE};
+use crate::journal::ReadPurpose;
 use crate::message::Message;
 use crate::state_machine::StateMachine;
 use crate::storage::{IoKind, IoRequest, Storage, Zone};
 use crate::time::Time;
-
-/// `aux` values of journal reads.
-pub(super) const READ_COMMIT: u32 = 0;
-pub(super) const READ_PIPELINE: u32 = 1;
-/// aux = READ_REPAIR_BASE + replica: send the prepare to that replica.
-pub(super) const READ_REPAIR_BASE: u32 = 16;
 
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     // ---- Requests (primary) -----------------------------------------------------------------
@@ -503,7 +498,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 &self.pool,
                 header.op,
                 header.checksum,
-                READ_PIPELINE,
+                ReadPurpose::Pipeline,
             );
             return;
         };
@@ -547,7 +542,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                     &self.pool,
                     op,
                     header.checksum,
-                    READ_COMMIT,
+                    ReadPurpose::Commit,
                 )
             {
                 self.commit_reading = Some(op);
@@ -579,11 +574,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         &mut self,
         op: u64,
         checksum: u128,
-        aux: u32,
+        purpose: ReadPurpose,
         message: Option<Message>,
     ) {
-        match aux {
-            READ_COMMIT => {
+        match purpose {
+            ReadPurpose::Commit => {
                 assert_eq!(self.commit_reading, Some(op));
                 self.commit_reading = None;
                 if let Some(message) = message {
@@ -600,7 +595,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 }
                 self.commit_journal();
             }
-            READ_PIPELINE => {
+            ReadPurpose::Pipeline => {
                 let Some(message) = message else { return };
                 if let Some(entry) = self
                     .pipeline
@@ -610,8 +605,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                     entry.message = Some(message);
                 }
             }
-            _ => {
-                let replica = (aux - READ_REPAIR_BASE) as u8;
+            ReadPurpose::Repair { replica } => {
                 self.log(format_args!(
                     "repair read op={op} for {replica}: intact={}",
                     message.is_some()
@@ -757,7 +751,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             buffer: reply.clone(),
             token: crate::io_token::Token::new(
                 crate::io_token::Purpose::ClientReplyWrite,
-                0,
                 index as u32,
             )
             .encode(),

@@ -4,11 +4,11 @@
 //! the primary of our view; a repaired prepare only when its checksum is exactly the one our log
 //! expects. So any peer may answer, and none can mislead.
 
-use super::normal::READ_REPAIR_BASE;
 use super::{Replica, Status};
 use crate::bus::MessageBus;
 use crate::header::commands::{Headers, RequestHeaders, RequestPrepare};
 use crate::header::{Command, Header, HEADER_SIZE};
+use crate::journal::ReadPurpose;
 use crate::message::Message;
 use crate::state_machine::StateMachine;
 use crate::storage::Storage;
@@ -169,7 +169,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             &self.pool,
             op,
             checksum,
-            READ_REPAIR_BASE + request.replica as u32,
+            ReadPurpose::Repair {
+                replica: request.replica,
+            },
         );
         self.log(format_args!(
             "request_prepare op={op} from {}: read started={started}",

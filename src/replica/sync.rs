@@ -348,22 +348,22 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    /// The checkpoint `(op, id)` if we can serve it: our durable one, or the one before while
-    /// its area is intact. `which` names it in the read's token (0: durable, 1: previous).
-    fn servable_checkpoint(&self, op: u64, id: u128) -> Option<(CheckpointRef, u32)> {
+    /// The checkpoint `(op, id)` if we can serve it: our durable one, or (`previous`) the one
+    /// before while its area is intact.
+    fn servable_checkpoint(&self, op: u64, id: u128) -> Option<(CheckpointRef, bool)> {
         let durable = self.checkpoint();
         if durable.op == op && durable.id == id && op > 0 {
-            return Some((durable, 0));
+            return Some((durable, false));
         }
         self.checkpoint_previous
             .filter(|p| p.op == op && p.id == id && op > 0)
-            .map(|p| (p, 1))
+            .map(|p| (p, true))
     }
 
     /// A peer asks for a chunk of our durable checkpoint (or the one before): read and send it.
     pub(super) fn on_request_checkpoint_chunk(&mut self, request: &RequestCheckpointChunk) {
         let index = request.index;
-        let Some((durable, which)) = self.servable_checkpoint(request.op, request.checkpoint_id)
+        let Some((durable, previous)) = self.servable_checkpoint(request.op, request.checkpoint_id)
         else {
             return;
         };
@@ -388,23 +388,29 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             len: (HEADER_SIZE + len).next_multiple_of(crate::config::SECTOR_SIZE),
             buffer,
             token: Token::new(
-                Purpose::SyncChunkRead,
-                request.replica as u32 | which << 8,
+                Purpose::SyncChunkRead {
+                    to: request.replica,
+                    previous,
+                },
                 index as u32,
             )
             .encode(),
         });
     }
 
-    pub(super) fn on_sync_chunk_read(&mut self, token: Token, completion: IoCompletion) {
+    pub(super) fn on_sync_chunk_read(
+        &mut self,
+        to: u8,
+        previous: bool,
+        index: u32,
+        completion: IoCompletion,
+    ) {
         self.sync_serving -= 1;
-        let index = token.index;
-        let to = token.aux as u8;
-        let durable = if token.aux >> 8 == 0 {
+        let durable = if !previous {
             self.checkpoint()
         } else {
             match self.checkpoint_previous {
-                Some(previous) => previous,
+                Some(checkpoint) => checkpoint,
                 None => return,
             }
         };
@@ -512,19 +518,25 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             offset: self.storage.layout().checkpoint_block_offset(area, index),
             len: block.size_sectors(),
             buffer: block,
-            token: Token::new(Purpose::SyncChunkWrite, self.sync_generation, index).encode(),
+            token: Token::new(
+                Purpose::SyncChunkWrite {
+                    sync_generation: self.sync_generation,
+                },
+                index,
+            )
+            .encode(),
         });
         self.sync_request_chunks(false, false);
     }
 
-    pub(super) fn on_sync_chunk_written(&mut self, token: Token) {
-        if token.aux != self.sync_generation {
+    pub(super) fn on_sync_chunk_written(&mut self, sync_generation: u32, index: u32) {
+        if sync_generation != self.sync_generation {
             return;
         }
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
-        let index = token.index as usize;
+        let index = index as usize;
         if sync.durable[index] {
             return;
         }
