@@ -7,7 +7,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::collections::VecDeque;
 use std::hint::black_box;
 use vsr::config::Config;
-use vsr::header::{Command, Header, HEADER_SIZE};
+use vsr::header::commands::Prepare;
+use vsr::header::{Header, HEADER_SIZE};
 use vsr::journal::Journal;
 use vsr::message::MessagePool;
 use vsr::storage::{IoCompletion, IoRequest, Layout, Storage};
@@ -25,16 +26,24 @@ fn checksum(c: &mut Criterion) {
 }
 
 fn prepare_header() -> Header {
-    let mut h = Header::new(Command::Prepare, 7, 1, 3);
-    h.op = 100;
-    h.commit = 99;
-    h.client = 5;
-    h.session = 1;
-    h.request = 9;
-    h.operation = 130;
-    h.size = HEADER_SIZE as u32;
+    let mut h = prepare_at(100, 0).to_header(7);
     h.set_checksum();
     h
+}
+
+fn prepare_at(op: u64, parent: u128) -> Prepare {
+    Prepare {
+        view: 3,
+        replica: 1,
+        op,
+        commit_max: op - 1,
+        parent,
+        client: 5,
+        session: 1,
+        request: 9,
+        operation: 130,
+        ..Prepare::default()
+    }
 }
 
 fn header_validation(c: &mut Criterion) {
@@ -108,11 +117,7 @@ fn journal_append(c: &mut Criterion) {
         b.iter(|| {
             op += 1;
             let mut m = pool.get().unwrap();
-            let mut h = prepare_header();
-            h.op = op;
-            h.commit = op - 1;
-            h.parent = parent;
-            *m.header_mut() = h;
+            *m.header_mut() = prepare_at(op, parent).to_header(7);
             m.seal(4096 - HEADER_SIZE);
             parent = m.header().checksum;
             journal.set_header(m.header());

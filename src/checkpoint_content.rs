@@ -7,12 +7,13 @@
 //! parts depend only on the committed ops, so every replica's checkpoint at C is byte-identical.
 //!
 //! The content is cut into chunks of `message_size_max - HEADER_SIZE` bytes. Each chunk is stored
-//! as a message (`Command::CheckpointChunk` header + body) in one block of a checkpoint area, and
-//! the same message, with `context` set to the checkpoint id, is what state sync sends. The id is
+//! as a message (`CheckpointChunk` header + body) in one block of a checkpoint area, and the same
+//! message, with its `checkpoint_id` set, is what state sync sends. The id is
 //! the checksum over the chunk body checksums in order; the superblock records it, so a load or a
 //! sync verifies every chunk (its own checksums) and the whole (the id).
 
 use crate::checksum::checksum;
+use crate::header::commands::CheckpointChunk;
 use crate::header::{Command, Header, HEADER_SIZE};
 
 /// Bytes of content each chunk carries.
@@ -55,14 +56,17 @@ pub struct ChunkIdentity {
 }
 
 impl ChunkIdentity {
-    /// The header of chunk `index` as stored on disk (`context` 0), sealed over `body`.
+    /// The header of chunk `index` as stored on disk (no `checkpoint_id`), sealed over `body`.
     pub fn header(&self, index: u32, body: &[u8]) -> Header {
-        let mut h = Header::new(Command::CheckpointChunk, self.cluster, 0, 0);
-        h.op = self.op;
-        h.request = index as u64;
-        h.commit = self.chunks as u64;
-        h.timestamp = self.size;
-        h.parent = self.digest;
+        let chunk = CheckpointChunk {
+            op: self.op,
+            index: index as u64,
+            count: self.chunks as u64,
+            size_bytes: self.size,
+            digest: self.digest,
+            checkpoint_id: 0,
+        };
+        let mut h = chunk.to_header(self.cluster);
         h.size = (HEADER_SIZE + body.len()) as u32;
         h.set_checksum_body(body);
         h.set_checksum();
@@ -72,13 +76,16 @@ impl ChunkIdentity {
     /// Whether `h` (already checksum-verified together with its body) is chunk `index` of this
     /// checkpoint, with the body length that chunk must have.
     pub fn matches(&self, h: &Header, index: u32, message_size_max: u32) -> bool {
-        h.command == Command::CheckpointChunk as u8
-            && h.cluster == self.cluster
-            && h.op == self.op
-            && h.request == index as u64
-            && h.commit == self.chunks as u64
-            && h.timestamp == self.size
-            && h.parent == self.digest
+        if h.command() != Some(Command::CheckpointChunk) {
+            return false;
+        }
+        let chunk = CheckpointChunk::from_header(h);
+        h.cluster == self.cluster
+            && chunk.op == self.op
+            && chunk.index == index as u64
+            && chunk.count == self.chunks as u64
+            && chunk.size_bytes == self.size
+            && chunk.digest == self.digest
             && h.body_size() == chunk_len(self.size, message_size_max, index)
     }
 }

@@ -21,9 +21,17 @@ const HEADERS_PER_SECTOR: usize = SECTOR_SIZE / HEADER_SIZE;
 /// `JournalEvent::Durable` events one completion yields at most: a header sector write makes
 /// durable at most the prepares whose ring entries it holds; a prepare write, its own one.
 pub const DURABLE_EVENTS_PER_COMPLETION_MAX: usize = HEADERS_PER_SECTOR;
-/// Recovery reads of a prepare slot: its first sector, then (if needed) the whole prepare.
-const RECOVERY_READ_HEADER: u32 = 0;
-const RECOVERY_READ_WHOLE: u32 = 1;
+
+/// What the replica reads a prepare back for; the journal hands it back with the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPurpose {
+    /// The next op to commit.
+    Commit,
+    /// A pipeline entry whose message the primary no longer holds, to resend it.
+    Pipeline,
+    /// A peer's request_prepare: the prepare goes to `replica`.
+    Repair { replica: u8 },
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotRecovery {
@@ -63,7 +71,7 @@ pub enum JournalEvent {
     Read {
         op: u64,
         checksum: u128,
-        aux: u32,
+        purpose: ReadPurpose,
         message: Option<Message>,
     },
 }
@@ -106,9 +114,9 @@ pub struct Journal {
     sector_writing: Vec<bool>,
     sector_again: Vec<bool>,
     reads_in_flight: usize,
-    /// The (op, checksum, aux) each read in flight was started for, by read id (the token's
+    /// The (op, checksum, purpose) each read in flight was started for, by read id (the token's
     /// index): the slot may hold another op by the time the read completes (the journal wraps).
-    reads: Vec<Option<(u64, u128, u32)>>,
+    reads: Vec<Option<(u64, u128, ReadPurpose)>>,
     io_max: usize,
     events: Vec<JournalEvent>,
     recovery: Option<Recovery>,
@@ -314,20 +322,20 @@ impl Journal {
             offset: slot as u64 * self.message_size_max as u64,
             len: message.size_sectors(),
             buffer: message.clone(),
-            token: Token::new(Purpose::PrepareWrite, 0, slot as u32).encode(),
+            token: Token::new(Purpose::PrepareWrite, slot as u32).encode(),
         });
         true
     }
 
     /// Reads the prepare `op`/`checksum` from disk; the result comes back as `JournalEvent::Read`
-    /// with `aux`. Returns false if the read cannot be started now (busy or no buffer).
+    /// with `purpose`. Returns false if the read cannot be started now (busy or no buffer).
     pub fn read_prepare<S: Storage>(
         &mut self,
         storage: &mut S,
         pool: &MessagePool,
         op: u64,
         checksum: u128,
-        aux: u32,
+        purpose: ReadPurpose,
     ) -> bool {
         if self.reads_in_flight >= self.io_max || !self.has_clean(op, checksum) {
             return false;
@@ -342,7 +350,7 @@ impl Journal {
             .iter()
             .position(|r| r.is_none())
             .expect("a read id per read in flight");
-        self.reads[id] = Some((op, checksum, aux));
+        self.reads[id] = Some((op, checksum, purpose));
         self.reads_in_flight += 1;
         self.stats.reads += 1;
         storage.submit(IoRequest {
@@ -351,7 +359,7 @@ impl Journal {
             offset: slot as u64 * self.message_size_max as u64,
             len: size.next_multiple_of(SECTOR_SIZE),
             buffer,
-            token: Token::new(Purpose::PrepareRead, 0, id as u32).encode(),
+            token: Token::new(Purpose::PrepareRead, id as u32).encode(),
         });
         true
     }
@@ -375,8 +383,8 @@ impl Journal {
             Purpose::RecoveryHeaders => {
                 self.on_recovery_headers(storage, pool, slot, completion.buffer)
             }
-            Purpose::RecoveryPrepare => {
-                self.on_recovery_prepare(storage, pool, slot, token.aux, completion.buffer)
+            Purpose::RecoveryPrepare { whole } => {
+                self.on_recovery_prepare(storage, pool, slot, whole, completion.buffer)
             }
             other => panic!("journal got a completion for {other:?}"),
         }
@@ -432,7 +440,7 @@ impl Journal {
             offset: (sector * SECTOR_SIZE) as u64,
             len: SECTOR_SIZE,
             buffer,
-            token: Token::new(Purpose::HeaderSectorWrite, 0, sector as u32).encode(),
+            token: Token::new(Purpose::HeaderSectorWrite, sector as u32).encode(),
         });
     }
 
@@ -480,7 +488,7 @@ impl Journal {
 
     fn on_prepare_read(&mut self, id: usize, buffer: Message) {
         self.reads_in_flight -= 1;
-        let (op, checksum, aux) = self.reads[id].take().expect("read in flight");
+        let (op, checksum, purpose) = self.reads[id].take().expect("read in flight");
         let h = *buffer.header();
         let intact = h.valid_checksum()
             && h.checksum == checksum
@@ -495,7 +503,7 @@ impl Journal {
         self.events.push(JournalEvent::Read {
             op,
             checksum,
-            aux,
+            purpose,
             message: intact.then_some(buffer),
         });
     }
@@ -525,7 +533,7 @@ impl Journal {
                 offset: offset as u64,
                 len,
                 buffer,
-                token: Token::new(Purpose::RecoveryHeaders, 0, chunk as u32).encode(),
+                token: Token::new(Purpose::RecoveryHeaders, chunk as u32).encode(),
             });
         }
         self.recover_prepares_continue(storage, pool);
@@ -547,8 +555,7 @@ impl Journal {
                 offset: (slot * self.message_size_max) as u64,
                 len: SECTOR_SIZE,
                 buffer,
-                token: Token::new(Purpose::RecoveryPrepare, RECOVERY_READ_HEADER, slot as u32)
-                    .encode(),
+                token: Token::new(Purpose::RecoveryPrepare { whole: false }, slot as u32).encode(),
             });
         }
     }
@@ -592,7 +599,7 @@ impl Journal {
         storage: &mut S,
         pool: &MessagePool,
         slot: usize,
-        read: u32,
+        whole: bool,
         buffer: Message,
     ) {
         let slot_count = self.slot_count as u64;
@@ -602,7 +609,7 @@ impl Journal {
             && h.invalid(self.message_size_max).is_none()
             && h.command() == Some(Command::Prepare)
             && h.op % slot_count == slot as u64;
-        if read == RECOVERY_READ_HEADER && header_valid && h.size as usize > SECTOR_SIZE {
+        if !whole && header_valid && h.size as usize > SECTOR_SIZE {
             let mut buffer = buffer;
             buffer.buffer_mut()[..SECTOR_SIZE].fill(0);
             storage.submit(IoRequest {
@@ -611,8 +618,7 @@ impl Journal {
                 offset: (slot * self.message_size_max) as u64,
                 len: (h.size as usize).next_multiple_of(SECTOR_SIZE),
                 buffer,
-                token: Token::new(Purpose::RecoveryPrepare, RECOVERY_READ_WHOLE, slot as u32)
-                    .encode(),
+                token: Token::new(Purpose::RecoveryPrepare { whole: true }, slot as u32).encode(),
             });
             return;
         }
@@ -798,10 +804,14 @@ mod tests {
     use super::*;
 
     fn prepare(op: u64, view: u32) -> Header {
-        let mut h = Header::new(Command::Prepare, 1, 0, view);
-        h.op = op;
-        h.client = 5;
-        h.operation = 128;
+        let prepare = crate::header::commands::Prepare {
+            view,
+            op,
+            client: 5,
+            operation: 128,
+            ..Default::default()
+        };
+        let mut h = prepare.to_header(1);
         h.set_checksum();
         h
     }

@@ -7,6 +7,7 @@
 
 use crate::checksum::checksum;
 use crate::config::{Config, PIPELINE_MAX_LIMIT};
+use crate::header::commands::CheckpointName;
 use crate::header::{Command, Header, HEADER_SIZE, PROTOCOL_VERSION};
 use crate::storage::{Layout, SUPERBLOCK_COPIES, SUPERBLOCK_COPY_SIZE};
 use std::fmt;
@@ -121,6 +122,14 @@ pub struct CheckpointRef {
 }
 
 impl CheckpointRef {
+    /// How pings and commit heartbeats name it.
+    pub fn name(&self) -> CheckpointName {
+        CheckpointName {
+            op: self.op,
+            id: self.id,
+        }
+    }
+
     /// Whether `self` may be recorded as the checkpoint before `newer`: a real checkpoint, older,
     /// and in the other area (the one `newer` did not overwrite).
     pub fn precedes(&self, newer: &CheckpointRef) -> bool {

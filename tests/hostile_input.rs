@@ -7,7 +7,8 @@ use common::TestCluster;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use vsr::header::{Command, Header};
+use vsr::header::commands::{PingClient, PrepareOk, Request};
+use vsr::header::Header;
 use zerocopy::IntoBytes;
 
 /// True if the replica closed the connection within the deadline (EOF or reset).
@@ -35,8 +36,11 @@ fn connect(cluster: &TestCluster) -> TcpStream {
 }
 
 fn ping_client(cluster: u128) -> Header {
-    let mut header = Header::new(Command::PingClient, cluster, 0, 0);
-    header.client = 42;
+    let ping = PingClient {
+        view: 0,
+        client: 42,
+    };
+    let mut header = ping.to_header(cluster);
     header.set_checksum_body(&[]);
     header.set_checksum();
     header
@@ -82,11 +86,14 @@ fn hostile_bytes_close_the_connection_and_the_replica_keeps_serving() {
     // 4. A truncated frame: a request header announcing a body that never fully arrives, then a
     //    corrupt body once the peer gives up. The replica must not wait forever nor crash.
     let mut stream = connect(&cluster);
-    let mut request = Header::new(Command::Request, cluster.cluster, 0, 0);
-    request.client = 7;
-    request.session = 1;
-    request.request = 1;
-    request.operation = common::CREATE_ACCOUNTS;
+    let request = Request {
+        client: 7,
+        session: 1,
+        request: 1,
+        operation: common::CREATE_ACCOUNTS,
+        ..Request::default()
+    };
+    let mut request = request.to_header(cluster.cluster);
     request.size = 256 + 100;
     request.checksum_body = 12345;
     request.set_checksum();
@@ -106,8 +113,11 @@ fn hostile_bytes_close_the_connection_and_the_replica_keeps_serving() {
     stream
         .write_all(ping_client(cluster.cluster).as_bytes())
         .unwrap();
-    let mut prepare_ok = Header::new(Command::PrepareOk, cluster.cluster, 0, 0);
-    prepare_ok.op = 1;
+    let prepare_ok = PrepareOk {
+        op: 1,
+        ..PrepareOk::default()
+    };
+    let mut prepare_ok = prepare_ok.to_header(cluster.cluster);
     prepare_ok.set_checksum_body(&[]);
     prepare_ok.set_checksum();
     stream.write_all(prepare_ok.as_bytes()).unwrap();

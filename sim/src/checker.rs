@@ -6,6 +6,7 @@
 //! must be the canonical one. `check_acknowledged` proves that no acknowledged op was lost.
 
 use std::collections::BTreeMap;
+use vsr::header::commands::{Prepare, Reply};
 use vsr::header::{Header, Operation};
 
 #[derive(Clone, Copy, Debug)]
@@ -110,10 +111,11 @@ impl Checker {
     }
 
     fn record_commit(&mut self, replica: usize, op: u64, header: &Header) -> CheckResult {
-        if header.op != op {
+        let prepare = Prepare::from_header(header);
+        if prepare.op != op {
             return Err(format!(
                 "replica {replica} header at op {op} says op {}",
-                header.op
+                prepare.op
             ));
         }
         match self.history.get(&op) {
@@ -125,19 +127,19 @@ impl Checker {
             None => {
                 if op > 1 {
                     if let Some(previous) = self.history.get(&(op - 1)) {
-                        if previous.checksum != header.parent {
+                        if previous.checksum != prepare.parent {
                             return Err(format!("op {op} does not chain to the canonical op {}", op - 1));
                         }
                     }
                 }
-                let request = if header.operation == Operation::Register as u8 { 0 } else { header.request };
+                let request = if prepare.operation == Operation::Register as u8 { 0 } else { prepare.request };
                 // A register retried after its session was evicted registers anew: it changes no
                 // state, so only state machine requests must execute at most once.
-                if header.operation != Operation::Noop as u8 && header.operation != Operation::Register as u8 {
-                    if let Some(previous) = self.executed.insert((header.client, request), op) {
+                if prepare.operation != Operation::Noop as u8 && prepare.operation != Operation::Register as u8 {
+                    if let Some(previous) = self.executed.insert((prepare.client, request), op) {
                         return Err(format!(
                             "request {request} of client {:x} executed twice: ops {previous} and {op}",
-                            header.client
+                            prepare.client
                         ));
                     }
                 }
@@ -145,7 +147,7 @@ impl Checker {
                 self.history_checksums.push(header.checksum);
                 self.history.insert(
                     op,
-                    Canonical { checksum: header.checksum, client: header.client, request: header.request, operation: header.operation },
+                    Canonical { checksum: header.checksum, client: prepare.client, request: prepare.request, operation: prepare.operation },
                 );
                 Ok(())
             }
@@ -155,13 +157,15 @@ impl Checker {
     /// A client accepted this reply.
     pub fn on_reply(&mut self, client: u128, reply: &Header, body: &[u8]) -> CheckResult {
         self.replies_checked += 1;
+        let checksum = reply.checksum;
+        let reply = Reply::from_header(reply);
         let Some(canonical) = self.history.get(&reply.op) else {
             return Err(format!(
                 "client {client:x} accepted a reply for op {} that no replica committed",
                 reply.op
             ));
         };
-        if canonical.checksum != reply.parent || canonical.client != client {
+        if canonical.checksum != reply.prepare_checksum || canonical.client != client {
             return Err(format!(
                 "client {client:x} accepted a reply for op {} that is not the canonical prepare",
                 reply.op
@@ -179,9 +183,9 @@ impl Checker {
                 ));
             }
         }
-        self.acknowledged.insert(reply.op, reply.parent);
-        if let Some(previous) = self.replies.insert((client, reply.request), reply.checksum) {
-            if previous != reply.checksum {
+        self.acknowledged.insert(reply.op, reply.prepare_checksum);
+        if let Some(previous) = self.replies.insert((client, reply.request), checksum) {
+            if previous != checksum {
                 return Err(format!(
                     "client {client:x} got two different replies for request {}",
                     reply.request
@@ -319,18 +323,21 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vsr::header::Command;
 
     /// A hash-chained log of `count` prepares after the root, each by its own client.
     fn chain(count: u64) -> Vec<Header> {
         let mut log = vec![Header::root_prepare(1)];
         for op in 1..=count {
-            let mut h = Header::new(Command::Prepare, 1, 0, 1);
-            h.op = op;
-            h.parent = log[op as usize - 1].checksum;
-            h.client = op as u128;
-            h.request = 1;
-            h.operation = vsr::state_machine::HASHING_OPERATION;
+            let prepare = Prepare {
+                view: 1,
+                op,
+                parent: log[op as usize - 1].checksum,
+                client: op as u128,
+                request: 1,
+                operation: vsr::state_machine::HASHING_OPERATION,
+                ..Prepare::default()
+            };
+            let mut h = prepare.to_header(1);
             h.set_checksum();
             log.push(h);
         }

@@ -847,7 +847,7 @@ impl Simulator {
         // Counted before the client filters duplicates (no checksum: the scenarios that read
         // these counters run without packet corruption).
         let raw = Header::read_from(bytes);
-        if raw.client == id {
+        if raw.client_id() == Some(id) {
             match raw.command() {
                 Some(Command::Reply) => c.replies_received += 1,
                 Some(Command::Eviction) => c.evictions_received += 1,

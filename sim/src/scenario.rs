@@ -16,7 +16,8 @@ use crate::storage::CrashFate;
 use rand_chacha::rand_core::Rng;
 use vsr::client::Client;
 use vsr::config::SECTOR_SIZE;
-use vsr::header::{Command, Header, HEADER_SIZE};
+use vsr::header::commands::Request;
+use vsr::header::{Header, HEADER_SIZE};
 use vsr::replica::Status;
 use vsr::state_machine::HASHING_OPERATION;
 use vsr::storage::Zone;
@@ -289,19 +290,21 @@ impl Simulator {
     pub fn client_send_raw_request(&mut self, index: usize, to: u8, body: &[u8]) -> Header {
         let c = &self.clients[index];
         let mut message = c.pool.get().expect("client pool");
-        let mut header = Header::new(Command::Request, self.cluster, 0, self.view_max());
-        header.client = c.client.id;
-        header.session = c.client.session();
-        header.request = c.client.request_number() + 1;
-        header.parent = c.last_reply.map_or(0, |h| h.checksum);
-        header.operation = HASHING_OPERATION;
-        *message.header_mut() = header;
+        let request = Request {
+            view: self.view_max(),
+            client: c.client.id,
+            session: c.client.session(),
+            request: c.client.request_number() + 1,
+            previous_reply_checksum: c.last_reply.map_or(0, |h| h.checksum),
+            operation: HASHING_OPERATION,
+        };
+        *message.header_mut() = request.to_header(self.cluster);
         message.buffer_mut()[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
         message.seal(body.len());
         let header = *message.header();
         let bytes = message.bytes().to_vec();
         self.network
-            .submit(Process::Client(header.client), Process::Replica(to), bytes);
+            .submit(Process::Client(request.client), Process::Replica(to), bytes);
         header
     }
 

@@ -4,6 +4,7 @@
 //! journal hash chains), and each scenario ends with `run_until_converged`, which also checks
 //! that no acknowledged op was lost. Each waits with a tick deadline, never a sleep.
 
+use vsr::header::commands::Prepare;
 use vsr::header::{Header, HEADER_SIZE};
 use vsr::replica::Status;
 use vsr::storage::Zone;
@@ -101,7 +102,11 @@ fn prepare_alone(sim: &mut Simulator, primary: usize, request: u64) -> Header {
         .journal()
         .header(head + 1)
         .unwrap();
-    assert_eq!((header.client, header.request), (sim.client(0).id, request));
+    let prepare = Prepare::from_header(&header);
+    assert_eq!(
+        (prepare.client, prepare.request),
+        (sim.client(0).id, request)
+    );
     header
 }
 
@@ -511,7 +516,8 @@ fn client_retry_across_view_change_seed(seed: u64) {
             let r = s.replica(p).unwrap();
             r.journal()
                 .header(r.op())
-                .is_some_and(|h| h.client == client && h.request == 4)
+                .map(Prepare::from_header)
+                .is_some_and(|prepare| prepare.client == client && prepare.request == 4)
         },
         DEADLINE,
     ));

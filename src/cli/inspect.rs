@@ -2,6 +2,7 @@
 //! superblock copies, a journal summary classified exactly as recovery would, client replies.
 
 use super::{read_superblock, Failure, Sizes};
+use crate::header::commands::Reply;
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::journal::{classify, SlotRecovery};
 use crate::storage::{Layout, Zone, SUPERBLOCK_COPIES};
@@ -153,9 +154,10 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
         let offset = layout.zone_offset(Zone::ClientReplies) + (index * msm) as u64;
         let h = Header::read_from(&read(&file, offset, HEADER_SIZE));
         if h.valid_checksum() && h.command() == Some(Command::Reply) && h.cluster == sb.cluster {
+            let reply = Reply::from_header(&h);
             sessions.push(format!(
                 "  client {:032x}: session {} request {} (reply op {})",
-                h.client, h.session, h.request, h.op
+                reply.client, reply.session, reply.request, reply.op
             ));
         }
     }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod net;
 
 use crate::config::TICK_MS;
+use crate::header::commands::{PingClient, PongClient, Reply, Request};
 use crate::header::{Command, Header, Operation, HEADER_SIZE};
 use crate::message::{Message, MessagePool};
 use crate::timeout::Timeout;
@@ -143,10 +144,13 @@ impl Client {
             return Err(ClientError::Busy);
         }
         let mut message = self.pool.get().expect("client pool");
-        let mut header = Header::new(Command::Request, self.cluster, 0, self.view);
-        header.client = self.id;
-        header.operation = Operation::Register as u8;
-        *message.header_mut() = header;
+        let register = Request {
+            view: self.view,
+            client: self.id,
+            operation: Operation::Register as u8,
+            ..Request::default()
+        };
+        *message.header_mut() = register.to_header(self.cluster);
         message.seal(0);
         self.registering = true;
         self.send_new(bus, message);
@@ -175,18 +179,19 @@ impl Client {
             return Err(ClientError::TooMuchData);
         }
         let mut message = self.pool.get().expect("client pool");
-        let mut header = Header::new(Command::Request, self.cluster, 0, self.view);
-        header.client = self.id;
-        header.session = self.session;
-        header.request = self.request_number + 1;
-        header.parent = self.parent;
-        header.operation = operation;
-        *message.header_mut() = header;
+        let request = Request {
+            view: self.view,
+            client: self.id,
+            session: self.session,
+            request: self.request_number + 1,
+            previous_reply_checksum: self.parent,
+            operation,
+        };
+        *message.header_mut() = request.to_header(self.cluster);
         message.buffer_mut()[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(body);
         message.seal(body.len());
-        let request = header.request;
         self.send_new(bus, message);
-        Ok(request)
+        Ok(request.request)
     }
 
     fn send_new<B: ClientBus>(&mut self, bus: &mut B, message: Message) {
@@ -218,8 +223,11 @@ impl Client {
     /// introduces the client to every replica, so a reply from a primary it has not yet written
     /// to (a backup forwarded its request) has a way back.
     pub fn ping_replicas<B: ClientBus>(&mut self, bus: &mut B) {
-        let mut ping = Header::new(Command::PingClient, self.cluster, 0, self.view);
-        ping.client = self.id;
+        let ping = PingClient {
+            view: self.view,
+            client: self.id,
+        };
+        let mut ping = ping.to_header(self.cluster);
         ping.set_checksum_body(&[]);
         ping.set_checksum();
         if let Some(mut m) = self.pool.get() {
@@ -236,14 +244,15 @@ impl Client {
             || header.invalid(self.pool.message_size_max()).is_some()
             || !header.valid_checksum_body(message.body())
             || header.cluster != self.cluster
-            || header.client != self.id
+            || header.client_id() != Some(self.id)
         {
             return None;
         }
         match header.command()? {
             Command::PongClient => {
-                if header.view > self.view {
-                    self.view = header.view;
+                let pong = PongClient::from_header(&header);
+                if pong.view > self.view {
+                    self.view = pong.view;
                 }
                 None
             }
@@ -260,32 +269,34 @@ impl Client {
 
     fn on_reply(&mut self, reply: Message) -> Option<ClientEvent> {
         let header = *reply.header();
+        let fields = Reply::from_header(&header);
         let inflight = self.inflight.as_ref()?;
-        let request = *inflight.header();
-        if header.context != request.checksum || header.request != request.request {
+        let request_checksum = inflight.header().checksum;
+        let request = Request::from_header(inflight.header());
+        if fields.request_checksum != request_checksum || fields.request != request.request {
             return None;
         }
         self.inflight = None;
         self.request_timeout.stop();
         // Replies come from the primary of the view they name: send there next time, rather than
         // to a primary of an older view (a hop through a backup, or a timeout if it is down).
-        if header.view > self.view {
-            self.view = header.view;
+        if fields.view > self.view {
+            self.view = fields.view;
         }
         self.parent = header.checksum;
         if self.registering {
-            assert_eq!(header.operation, Operation::Register as u8);
+            assert_eq!(fields.operation, Operation::Register as u8);
             self.registering = false;
-            self.session = header.session;
+            self.session = fields.session;
             self.request_number = 0;
             return Some(ClientEvent::Registered {
-                session: header.session,
+                session: fields.session,
             });
         }
-        self.request_number = header.request;
+        self.request_number = fields.request;
         Some(ClientEvent::Reply {
-            request: header.request,
-            operation: header.operation,
+            request: fields.request,
+            operation: fields.operation,
             reply,
         })
     }
@@ -298,7 +309,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::{Command, Header, HEADER_SIZE};
+    use crate::header::{Command, Header};
     use crate::message::MessagePool;
 
     /// Records (replica, command) of everything sent.
@@ -316,15 +327,20 @@ mod tests {
     }
 
     fn reply_to(pool: &MessagePool, request: &Header, view: u32, session: u64) -> Message {
-        let mut reply = Header::new(Command::Reply, request.cluster, 1, view);
-        reply.client = request.client;
-        reply.request = request.request;
-        reply.context = request.checksum;
-        reply.operation = request.operation;
-        reply.session = session;
-        reply.op = 4;
-        reply.commit = 4;
-        reply.size = HEADER_SIZE as u32;
+        let fields = Request::from_header(request);
+        let reply = Reply {
+            view,
+            replica: 1,
+            client: fields.client,
+            request: fields.request,
+            request_checksum: request.checksum,
+            operation: fields.operation,
+            session,
+            op: 4,
+            commit: 4,
+            ..Reply::default()
+        };
+        let mut reply = reply.to_header(request.cluster);
         reply.set_checksum_body(&[]);
         reply.set_checksum();
         let mut message = pool.get().unwrap();

@@ -10,6 +10,7 @@
 
 use crate::bus::MessageBus;
 use crate::config::REPLICAS_MAX;
+use crate::header::commands::Ping;
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::io::{user_data, Io, Owner};
 use crate::message::{Message, MessagePool};
@@ -468,7 +469,11 @@ impl TcpBus {
         self.reconnect_attempts[replica as usize] = 0;
         self.stats.connected += 1;
         // Introduce ourselves so the acceptor can route messages to us before we send anything.
-        let mut hello = Header::new(Command::Ping, self.cluster, self.replica, 0);
+        let hello = Ping {
+            replica: self.replica,
+            ..Ping::default()
+        };
+        let mut hello = hello.to_header(self.cluster);
         hello.set_checksum_body(&[]);
         hello.set_checksum();
         if let Some(mut message) = self.pool.get() {
@@ -537,14 +542,15 @@ impl TcpBus {
             Peer::Unknown => {
                 if from_client {
                     // A client's newest connection wins: replies go where it listens now.
+                    let client = header
+                        .client_id()
+                        .expect("a client command names its client");
                     for other in 0..self.connections.len() {
-                        if other != conn
-                            && self.connections[other].peer == Peer::Client(header.client)
-                        {
+                        if other != conn && self.connections[other].peer == Peer::Client(client) {
                             self.connections[other].peer = Peer::Unknown;
                         }
                     }
-                    self.connections[conn].peer = Peer::Client(header.client);
+                    self.connections[conn].peer = Peer::Client(client);
                     return None;
                 }
                 let replica = header.replica;
@@ -565,7 +571,7 @@ impl TcpBus {
                 None
             }
             Peer::Client(client) => {
-                if !from_client || header.client != client {
+                if !from_client || header.client_id() != Some(client) {
                     return Some("client sent a replica command");
                 }
                 None

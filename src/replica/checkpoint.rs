@@ -224,7 +224,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 offset,
                 len: buffer.size_sectors(),
                 buffer,
-                token: Token::new(Purpose::CheckpointWrite, 0, index).encode(),
+                token: Token::new(Purpose::CheckpointWrite, index).encode(),
             });
         }
     }
@@ -372,7 +372,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 len: (crate::header::HEADER_SIZE + len)
                     .next_multiple_of(crate::config::SECTOR_SIZE),
                 buffer,
-                token: Token::new(Purpose::CheckpointRead, 0, index).encode(),
+                token: Token::new(Purpose::CheckpointRead, index).encode(),
             });
         }
     }

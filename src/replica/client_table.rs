@@ -3,7 +3,8 @@
 //! session when it is full. Each session keeps its latest reply so a duplicate request is
 //! answered without executing it again.
 
-use crate::header::HEADER_SIZE;
+use crate::header::commands::Reply;
+use crate::header::{Command, HEADER_SIZE};
 use crate::message::{Message, MessagePool};
 
 const CLIENT_SECTION_MAGIC: u64 = 0x7673_725f_636c_6e74; // "vsr_clnt"
@@ -213,7 +214,8 @@ pub fn decode_client_section(
         if !h.valid_checksum()
             || h.size as usize != reply_len
             || !h.valid_checksum_body(reply.body())
-            || h.client != client
+            || h.command() != Some(Command::Reply)
+            || Reply::from_header(&h).client != client
         {
             return Err("client section: reply fails its checksum".into());
         }
@@ -230,19 +232,19 @@ pub fn decode_client_section(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::{Command, Header};
 
     fn reply(pool: &MessagePool, client: u128, request: u64) -> crate::message::Message {
         let mut m = pool.get().unwrap();
         let body_len = (request as usize * 7) % 100;
         m.buffer_mut()[HEADER_SIZE..HEADER_SIZE + body_len].fill(request as u8);
-        let h = m.header_mut();
-        *h = Header::new(Command::Reply, 1, 0, 0);
-        h.client = client;
-        h.op = request + 10;
-        h.commit = request + 10;
-        h.request = request;
-        h.size = (HEADER_SIZE + body_len) as u32;
+        let reply = Reply {
+            client,
+            op: request + 10,
+            commit: request + 10,
+            request,
+            ..Reply::default()
+        };
+        *m.header_mut() = reply.to_header(1);
         m.seal(body_len);
         m
     }

@@ -21,6 +21,10 @@ mod view_change;
 use crate::bus::MessageBus;
 use crate::clock::Clock;
 use crate::config::{Config, REPLICAS_MAX, TICK_MS};
+use crate::header::commands::{
+    CheckpointName, Commit, Ping, PingClient, Pong, PongClient, PrepareOk, RequestCheckpointChunk,
+    RequestHeaders, RequestPrepare, RequestStartView, StartViewChange,
+};
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::io_token::{Purpose, Token};
 use crate::journal::{Journal, JournalEvent, RecoveryReport, DURABLE_EVENTS_PER_COMPLETION_MAX};
@@ -589,22 +593,32 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.last_heard[header.replica as usize] = self.ticks;
         }
         match command {
-            Command::Ping => self.on_ping(&header),
-            Command::Pong => self.on_pong(&header),
-            Command::PingClient => self.on_ping_client(&header),
+            Command::Ping => self.on_ping(&Ping::from_header(&header)),
+            Command::Pong => self.on_pong(&Pong::from_header(&header)),
+            Command::PingClient => self.on_ping_client(&PingClient::from_header(&header)),
             Command::Request => self.on_request(message),
             Command::Prepare => self.on_prepare(message),
-            Command::PrepareOk => self.on_prepare_ok(&header),
-            Command::Commit => self.on_commit(&header),
-            Command::StartViewChange => self.on_start_view_change(&header),
+            Command::PrepareOk => self.on_prepare_ok(&PrepareOk::from_header(&header)),
+            Command::Commit => self.on_commit(&Commit::from_header(&header)),
+            Command::StartViewChange => {
+                self.on_start_view_change(&StartViewChange::from_header(&header))
+            }
             Command::DoViewChange => self.on_do_view_change(message),
             Command::StartView => self.on_start_view(message),
-            Command::RequestStartView => self.on_request_start_view(&header),
-            Command::RequestHeaders => self.on_request_headers(&header),
-            Command::RequestPrepare => self.on_request_prepare(&header),
+            Command::RequestStartView => {
+                self.on_request_start_view(&RequestStartView::from_header(&header))
+            }
+            Command::RequestHeaders => {
+                self.on_request_headers(&RequestHeaders::from_header(&header))
+            }
+            Command::RequestPrepare => {
+                self.on_request_prepare(&RequestPrepare::from_header(&header))
+            }
             Command::Headers => self.on_headers(message),
             Command::CheckpointChunk => self.on_checkpoint_chunk(message),
-            Command::RequestCheckpointChunk => self.on_request_checkpoint_chunk(&header),
+            Command::RequestCheckpointChunk => {
+                self.on_request_checkpoint_chunk(&RequestCheckpointChunk::from_header(&header))
+            }
             Command::Reserved | Command::Reply | Command::Eviction | Command::PongClient => {
                 self.stats.messages_dropped_invalid += 1;
             }
@@ -621,9 +635,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             Purpose::ClientReplyWrite => {}
             Purpose::CheckpointWrite => self.on_checkpoint_written(),
             Purpose::CheckpointRead => self.on_checkpoint_read(token.index, completion),
-            Purpose::SyncChunkWrite => self.on_sync_chunk_written(token),
-            Purpose::SyncChunkRead => self.on_sync_chunk_read(token, completion),
-            Purpose::RecoveryHeaders | Purpose::RecoveryPrepare => {
+            Purpose::SyncChunkWrite { sync_generation } => {
+                self.on_sync_chunk_written(sync_generation, token.index)
+            }
+            Purpose::SyncChunkRead { to, previous } => {
+                self.on_sync_chunk_read(to, previous, token.index, completion)
+            }
+            Purpose::RecoveryHeaders | Purpose::RecoveryPrepare { .. } => {
                 self.journal
                     .on_completion(&mut self.storage, &self.pool, completion);
                 if self.journal.recovery_done() {
@@ -660,9 +678,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                     JournalEvent::Read {
                         op,
                         checksum,
-                        aux,
+                        purpose,
                         message,
-                    } => reads.push((op, checksum, aux, message)),
+                    } => reads.push((op, checksum, purpose, message)),
                 }
             }
             if durable_count == 0 && reads.is_empty() {
@@ -671,8 +689,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             for &(op, checksum) in &durable[..durable_count] {
                 self.on_prepare_durable(op, checksum);
             }
-            for (op, checksum, aux, message) in reads {
-                self.on_prepare_read(op, checksum, aux, message);
+            for (op, checksum, purpose, message) in reads {
+                self.on_prepare_read(op, checksum, purpose, message);
             }
         }
     }
@@ -689,7 +707,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 offset: copy as u64 * size,
                 len: size as usize,
                 buffer,
-                token: Token::new(Purpose::SuperblockRead, 0, copy as u32).encode(),
+                token: Token::new(Purpose::SuperblockRead, copy as u32).encode(),
             });
         }
     }
@@ -788,7 +806,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             offset: *copy as u64 * layout.superblock_copy_size,
             len: layout.superblock_copy_size as usize,
             buffer,
-            token: Token::new(Purpose::SuperblockWrite, 0, *copy as u32).encode(),
+            token: Token::new(Purpose::SuperblockWrite, *copy as u32).encode(),
         });
     }
 
@@ -925,10 +943,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     // ---- Sending ------------------------------------------------------------------------------
 
-    fn new_header(&self, command: Command) -> Header {
-        Header::new(command, self.cluster, self.replica, self.view)
-    }
-
     /// A header-only message, sealed; None (counted) when the pool is exhausted: the protocol
     /// resends what matters on its timeouts.
     fn header_message(&mut self, mut header: Header) -> Option<Message> {
@@ -1004,55 +1018,62 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     // ---- Ping and clock -------------------------------------------------------------------------
 
     fn send_pings(&mut self) {
-        let mut ping = self.new_header(Command::Ping);
-        ping.timestamp = self.time.monotonic();
-        ping.op = self.op;
-        ping.commit = self.commit_max;
-        self.advertise_checkpoint(&mut ping);
-        self.send_header_to_other_replicas(ping);
+        let (checkpoint, checkpoint_previous) = self.advertised_checkpoints();
+        let ping = Ping {
+            view: self.view,
+            replica: self.replica,
+            op: self.op,
+            commit_max: self.commit_max,
+            monotonic_sent_ns: self.time.monotonic(),
+            checkpoint,
+            checkpoint_previous,
+        };
+        self.send_header_to_other_replicas(ping.to_header(self.cluster));
     }
 
     /// Pings and commit heartbeats carry the durable checkpoint and the one before while it is
     /// served, for peers deciding to sync and to which target, and for checkpoint durability.
-    fn advertise_checkpoint(&self, header: &mut Header) {
-        let checkpoint = self.checkpoint();
-        header.request = checkpoint.op;
-        header.parent = checkpoint.id;
-        if let Some(previous) = self.checkpoint_previous {
-            header.session = previous.op;
-            header.client = previous.id;
-        }
+    fn advertised_checkpoints(&self) -> (CheckpointName, Option<CheckpointName>) {
+        let previous = self.checkpoint_previous.map(|previous| previous.name());
+        (self.checkpoint().name(), previous)
     }
 
-    fn on_ping(&mut self, ping: &Header) {
-        self.peer_advertised(ping);
-        let mut pong = self.new_header(Command::Pong);
-        pong.op = ping.timestamp;
-        pong.timestamp = self.time.realtime() as u64;
-        self.send_header_to_replica(ping.replica, pong);
+    fn on_ping(&mut self, ping: &Ping) {
+        let (checkpoint, previous) = (ping.checkpoint, ping.checkpoint_previous);
+        self.peer_advertised(ping.replica, ping.op, checkpoint, previous);
+        let pong = Pong {
+            view: self.view,
+            replica: self.replica,
+            ping_monotonic_ns: ping.monotonic_sent_ns,
+            wall_clock_ns: self.time.realtime(),
+        };
+        self.send_header_to_replica(ping.replica, pong.to_header(self.cluster));
         if ping.view > self.view && self.status != Status::ViewChange {
             // A peer is in a newer view we have not heard of: ask its primary.
             self.jump_to_view(ping.view);
         }
     }
 
-    fn on_pong(&mut self, pong: &Header) {
+    fn on_pong(&mut self, pong: &Pong) {
         self.clock.learn(
             pong.replica,
-            pong.op,
-            pong.timestamp as i64,
+            pong.ping_monotonic_ns,
+            pong.wall_clock_ns,
             self.time.monotonic(),
             self.time.realtime(),
         );
     }
 
-    fn on_ping_client(&mut self, ping: &Header) {
+    fn on_ping_client(&mut self, ping: &PingClient) {
         if self.status != Status::Normal {
             return;
         }
-        let mut pong = self.new_header(Command::PongClient);
-        pong.client = ping.client;
-        self.send_header_to_client(ping.client, pong);
+        let pong = PongClient {
+            view: self.view,
+            replica: self.replica,
+            client: ping.client,
+        };
+        self.send_header_to_client(ping.client, pong.to_header(self.cluster));
     }
 
     /// Takes the replica apart (the simulator keeps storage and time across a crash).

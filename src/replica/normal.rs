@@ -2,17 +2,13 @@
 
 use super::{PipelineEntry, Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
+use crate::header::commands::{Commit, Eviction, Prepare, PrepareOk, Reply, Request};
 use crate::header::{Command, Header, Operation, HEADER_SIZE};
+use crate::journal::ReadPurpose;
 use crate::message::Message;
 use crate::state_machine::StateMachine;
 use crate::storage::{IoKind, IoRequest, Storage, Zone};
 use crate::time::Time;
-
-/// `aux` values of journal reads.
-pub(super) const READ_COMMIT: u32 = 0;
-pub(super) const READ_PIPELINE: u32 = 1;
-/// aux = READ_REPAIR_BASE + replica: send the prepare to that replica.
-pub(super) const READ_REPAIR_BASE: u32 = 16;
 
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     // ---- Requests (primary) -----------------------------------------------------------------
@@ -36,12 +32,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if !self.request_acceptable(&header, &message) {
             return;
         }
+        let client = Request::from_header(&header).client;
         if self.pipeline.len() >= self.config.pipeline_max as usize {
             if self.request_queue.len() < self.config.clients_max as usize
                 && !self
                     .request_queue
                     .iter()
-                    .any(|m| m.header().client == header.client)
+                    .any(|m| Request::from_header(m.header()).client == client)
             {
                 self.request_queue.push_back(message);
             }
@@ -60,22 +57,23 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     /// The client-session checks: evicted sessions, duplicates, and the request hash chain.
     fn request_acceptable(&mut self, header: &Header, message: &Message) -> bool {
+        let request = Request::from_header(header);
         let in_pipeline = self
             .pipeline
             .iter()
-            .any(|e| e.header.client == header.client)
+            .any(|e| Prepare::from_header(&e.header).client == request.client)
             || self
                 .request_queue
                 .iter()
-                .any(|m| m.header().client == header.client);
+                .any(|m| Request::from_header(m.header()).client == request.client);
         if in_pipeline {
             return false;
         }
-        if header.operation == Operation::Register as u8 {
-            if let Some(entry) = self.clients.get(header.client) {
+        if request.operation == Operation::Register as u8 {
+            if let Some(entry) = self.clients.get(request.client) {
                 if entry.request == 0 {
                     let reply = entry.reply.clone();
-                    self.bus.send_to_client(header.client, &reply);
+                    self.bus.send_to_client(request.client, &reply);
                 }
                 return false;
             }
@@ -83,40 +81,46 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         if !self
             .state_machine
-            .input_valid(header.operation, message.body())
+            .input_valid(request.operation, message.body())
         {
             return false;
         }
-        let Some(entry) = self.clients.get(header.client) else {
-            self.send_eviction(header.client);
+        let Some(entry) = self.clients.get(request.client) else {
+            self.send_eviction(request.client);
             return false;
         };
-        if entry.session != header.session {
-            self.send_eviction(header.client);
+        if entry.session != request.session {
+            self.send_eviction(request.client);
             return false;
         }
-        if header.request <= entry.request {
-            if header.request == entry.request && entry.reply.header().context == header.checksum {
+        if request.request <= entry.request {
+            let last_reply = Reply::from_header(entry.reply.header());
+            if request.request == entry.request && last_reply.request_checksum == header.checksum {
                 let reply = entry.reply.clone();
-                self.bus.send_to_client(header.client, &reply);
+                self.bus.send_to_client(request.client, &reply);
             }
             return false;
         }
-        header.request == entry.request + 1 && header.parent == entry.reply.header().checksum
+        request.request == entry.request + 1
+            && request.previous_reply_checksum == entry.reply.header().checksum
     }
 
     pub(super) fn send_eviction(&mut self, client: u128) {
-        let mut eviction = self.new_header(Command::Eviction);
-        eviction.client = client;
+        let eviction = Eviction {
+            view: self.view,
+            replica: self.replica,
+            client,
+        };
         self.stats.evictions += 1;
-        self.send_header_to_client(client, eviction);
+        self.send_header_to_client(client, eviction.to_header(self.cluster));
     }
 
     /// Turns the request into a prepare in the same buffer, journals and replicates it.
     fn primary_prepare(&mut self, mut message: Message) {
         assert!(self.is_primary() && self.status == Status::Normal);
         assert!(self.pipeline.len() < self.config.pipeline_max as usize);
-        let request = *message.header();
+        let request_checksum = message.header().checksum;
+        let request = Request::from_header(message.header());
         let Some(realtime) = self
             .clock
             .realtime_synchronized(self.time.monotonic(), self.time.realtime())
@@ -148,17 +152,24 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             };
             message = copy;
         }
-        let prepare = message.header_mut();
-        prepare.command = Command::Prepare as u8;
-        prepare.context = request.checksum;
-        prepare.parent = parent;
-        prepare.replica = self.replica;
-        prepare.view = self.view;
-        prepare.op = op;
-        prepare.commit = self.commit_max;
-        prepare.timestamp = self.prepare_timestamp;
-        prepare.set_checksum();
-        let header = *prepare;
+        let prepare = Prepare {
+            view: self.view,
+            replica: self.replica,
+            op,
+            commit_max: self.commit_max,
+            timestamp_ns: self.prepare_timestamp,
+            parent,
+            request_checksum,
+            client: request.client,
+            session: request.session,
+            request: request.request,
+            operation: request.operation,
+        };
+        // In place: the request's size, body checksum and cluster stay the prepare's.
+        let header = message.header_mut();
+        prepare.write(header);
+        header.set_checksum();
+        let header = *header;
         assert_eq!(
             header.invalid(self.config.message_size_max as usize),
             None,
@@ -238,7 +249,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn on_prepare_from_primary(&mut self, message: Message) {
         let header = *message.header();
         assert!(header.op > 0);
-        self.commit_max_advance(header.commit);
+        self.commit_max_advance(Prepare::from_header(&header).commit_max);
         if header.op > self.commit_min && !self.journal.has_clean(header.op, header.checksum) {
             // Forward first: the ring's latency is what commits wait for. Also when our head
             // is already past this op (its header came by repair): the next replica still
@@ -323,23 +334,27 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if op <= self.commit_max && op + self.config.pipeline_max as u64 <= self.commit_max {
             return;
         }
-        let mut ok = self.new_header(Command::PrepareOk);
-        ok.op = op;
-        ok.commit = header.commit;
-        ok.context = checksum;
-        ok.parent = header.parent;
-        ok.timestamp = header.timestamp;
+        let prepare = Prepare::from_header(&header);
+        let ok = PrepareOk {
+            view: self.view,
+            replica: self.replica,
+            op,
+            prepare_checksum: checksum,
+            prepare_parent: prepare.parent,
+            prepare_commit_max: prepare.commit_max,
+            prepare_timestamp_ns: prepare.timestamp_ns,
+        };
         let primary = self.primary_index(self.view);
-        self.send_header_to_replica(primary, ok);
+        self.send_header_to_replica(primary, ok.to_header(self.cluster));
     }
 
     // ---- Prepare oks and commits (primary) ------------------------------------------------------
 
-    pub(super) fn on_prepare_ok(&mut self, ok: &Header) {
+    pub(super) fn on_prepare_ok(&mut self, ok: &PrepareOk) {
         if self.status != Status::Normal || ok.view != self.view || !self.is_primary() {
             return;
         }
-        self.on_prepare_ok_from(ok.replica, ok.op, ok.context);
+        self.on_prepare_ok_from(ok.replica, ok.op, ok.prepare_checksum);
     }
 
     fn on_prepare_ok_from(&mut self, replica: u8, op: u64, checksum: u128) {
@@ -385,17 +400,22 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             // A primary without a state cannot commit: let the backups elect one that can.
             return;
         }
-        let mut commit = self.new_header(Command::Commit);
-        commit.commit = self.commit_max;
-        commit.context = self
-            .journal
-            .header(self.commit_max)
-            .map(|h| h.checksum)
-            .unwrap_or(0);
-        commit.timestamp = self.time.monotonic();
-        commit.op = self.op;
-        self.advertise_checkpoint(&mut commit);
-        self.send_header_to_other_replicas(commit);
+        let (checkpoint, checkpoint_previous) = self.advertised_checkpoints();
+        let commit = Commit {
+            view: self.view,
+            replica: self.replica,
+            op: self.op,
+            commit_max: self.commit_max,
+            commit_max_checksum: self
+                .journal
+                .header(self.commit_max)
+                .map(|h| h.checksum)
+                .unwrap_or(0),
+            monotonic_sent_ns: self.time.monotonic(),
+            checkpoint,
+            checkpoint_previous,
+        };
+        self.send_header_to_other_replicas(commit.to_header(self.cluster));
     }
 
     /// The primary stops its heartbeats when it has not heard from a replication quorum within
@@ -414,7 +434,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         heard < self.quorum_replication
     }
 
-    pub(super) fn on_commit(&mut self, commit: &Header) {
+    pub(super) fn on_commit(&mut self, commit: &Commit) {
         if commit.view > self.view {
             if commit.replica == self.primary_index(commit.view) {
                 self.jump_to_view(commit.view);
@@ -427,12 +447,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if commit.replica != self.primary_index(self.view) {
             return;
         }
-        self.peer_advertised(commit);
+        let (checkpoint, previous) = (commit.checkpoint, commit.checkpoint_previous);
+        self.peer_advertised(commit.replica, commit.op, checkpoint, previous);
         self.normal_status_timeout.reset();
-        if let Some(h) = self.journal.header(commit.commit) {
-            if h.checksum != commit.context && commit.context != 0 {
+        if let Some(h) = self.journal.header(commit.commit_max) {
+            let checksum = commit.commit_max_checksum;
+            if h.checksum != checksum && checksum != 0 {
                 // Our header at the commit point is stale: the primary's is canonical.
-                let op = commit.commit;
+                let op = commit.commit_max;
                 assert!(
                     op > self.commit_min,
                     "committed op {op} differs from the primary's"
@@ -440,7 +462,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.journal.remove(op);
             }
         }
-        self.commit_max_advance(commit.commit);
+        self.commit_max_advance(commit.commit_max);
         self.commit_journal();
     }
 
@@ -477,7 +499,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 &self.pool,
                 header.op,
                 header.checksum,
-                READ_PIPELINE,
+                ReadPurpose::Pipeline,
             );
             return;
         };
@@ -521,7 +543,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                     &self.pool,
                     op,
                     header.checksum,
-                    READ_COMMIT,
+                    ReadPurpose::Commit,
                 )
             {
                 self.commit_reading = Some(op);
@@ -553,11 +575,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         &mut self,
         op: u64,
         checksum: u128,
-        aux: u32,
+        purpose: ReadPurpose,
         message: Option<Message>,
     ) {
-        match aux {
-            READ_COMMIT => {
+        match purpose {
+            ReadPurpose::Commit => {
                 assert_eq!(self.commit_reading, Some(op));
                 self.commit_reading = None;
                 if let Some(message) = message {
@@ -574,7 +596,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 }
                 self.commit_journal();
             }
-            READ_PIPELINE => {
+            ReadPurpose::Pipeline => {
                 let Some(message) = message else { return };
                 if let Some(entry) = self
                     .pipeline
@@ -584,8 +606,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                     entry.message = Some(message);
                 }
             }
-            _ => {
-                let replica = (aux - READ_REPAIR_BASE) as u8;
+            ReadPurpose::Repair { replica } => {
                 self.log(format_args!(
                     "repair read op={op} for {replica}: intact={}",
                     message.is_some()
@@ -626,72 +647,55 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// Applies one committed prepare: state machine (or session registration), reply, client table.
     fn commit_op_apply(&mut self, prepare: &Message) {
         let header = *prepare.header();
-        assert_eq!(header.op, self.commit_min + 1);
-        assert!(self.journal.has_header(header.op, header.checksum));
-        assert!(header.op <= self.commit_max);
+        let prepared = Prepare::from_header(&header);
+        assert_eq!(prepared.op, self.commit_min + 1);
+        assert!(self.journal.has_header(prepared.op, header.checksum));
+        assert!(prepared.op <= self.commit_max);
         let Some(mut reply) = self.pool.get() else {
             panic!("message pool exhausted at commit: pool sizing bug");
         };
         // A session may be evicted between prepare and commit (by a register ahead of it in the
         // pipeline). Every replica sees the same table here, so every replica skips the same ops.
-        let session_alive = match Operation::from_u8(header.operation) {
-            Some(Operation::Register) => self.clients.get(header.client).is_none(),
+        let session_alive = match Operation::from_u8(prepared.operation) {
+            Some(Operation::Register) => self.clients.get(prepared.client).is_none(),
             Some(Operation::Noop) => true,
-            _ => self
-                .clients
-                .get(header.client)
-                .is_some_and(|e| e.session == header.session && e.request + 1 == header.request),
+            _ => self.clients.get(prepared.client).is_some_and(|e| {
+                e.session == prepared.session && e.request + 1 == prepared.request
+            }),
         };
         if !session_alive {
             self.log(format_args!("commit skipped (no session) {header:?}"));
-            self.commit_min = header.op;
+            self.commit_min = prepared.op;
             self.stats.commits += 1;
             return;
         }
-        let body_size = match Operation::from_u8(header.operation) {
+        let body_size = match Operation::from_u8(prepared.operation) {
             Some(Operation::Register) | Some(Operation::Noop) => 0,
-            Some(_) => unreachable!("op {} has operation {}", header.op, header.operation),
+            Some(_) => unreachable!("op {} has operation {}", prepared.op, prepared.operation),
             None => {
                 let (input, output) = (prepare.body(), &mut reply.buffer_mut()[HEADER_SIZE..]);
                 self.state_machine.commit(
-                    header.client,
-                    header.op,
-                    header.timestamp,
-                    header.operation,
+                    prepared.client,
+                    prepared.op,
+                    prepared.timestamp_ns,
+                    prepared.operation,
                     input,
                     output,
                 )
             }
         };
-        self.commit_min = header.op;
+        self.commit_min = prepared.op;
         self.stats.commits += 1;
-        if header.operation == Operation::Noop as u8 {
+        if prepared.operation == Operation::Noop as u8 {
             return;
         }
-        let r = reply.header_mut();
-        *r = self.new_header(Command::Reply);
-        r.client = header.client;
-        r.session = if header.operation == Operation::Register as u8 {
-            header.op
-        } else {
-            header.session
-        };
-        r.request = header.request;
-        r.op = header.op;
-        r.commit = header.op;
-        r.timestamp = header.timestamp;
-        r.operation = header.operation;
-        r.parent = header.checksum;
-        r.context = header.context;
-        // Replies must be identical on every replica: the view is not part of them.
-        r.view = 0;
-        r.replica = 0;
+        *reply.header_mut() = self.reply_header(&header);
         reply.seal(body_size);
         self.log(format_args!("commit {header:?}"));
-        let index = if header.operation == Operation::Register as u8 {
-            let (index, evicted) = self
-                .clients
-                .register(header.client, header.op, reply.clone());
+        let index = if prepared.operation == Operation::Register as u8 {
+            let (index, evicted) =
+                self.clients
+                    .register(prepared.client, prepared.op, reply.clone());
             if let Some(evicted) = evicted {
                 if self.status == Status::Normal && self.is_primary() {
                     self.send_eviction(evicted);
@@ -699,13 +703,42 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
             index
         } else {
-            self.clients
-                .update(header.client, header.request, header.op, reply.clone())
+            self.clients.update(
+                prepared.client,
+                prepared.request,
+                prepared.op,
+                reply.clone(),
+            )
         };
         self.write_client_reply(index, &reply);
         if self.status == Status::Normal && self.is_primary() {
-            self.bus.send_to_client(header.client, &reply);
+            self.bus.send_to_client(prepared.client, &reply);
         }
+    }
+
+    /// The reply to the committed prepare `header`, before its body is sealed.
+    fn reply_header(&self, header: &Header) -> Header {
+        let prepare = Prepare::from_header(header);
+        let register = prepare.operation == Operation::Register as u8;
+        let reply = Reply {
+            // Replies must be identical on every replica: the view is not part of them.
+            view: 0,
+            replica: 0,
+            client: prepare.client,
+            session: if register {
+                prepare.op
+            } else {
+                prepare.session
+            },
+            request: prepare.request,
+            op: prepare.op,
+            commit: prepare.op,
+            timestamp_ns: prepare.timestamp_ns,
+            operation: prepare.operation,
+            prepare_checksum: header.checksum,
+            request_checksum: prepare.request_checksum,
+        };
+        reply.to_header(self.cluster)
     }
 
     /// Keeps the latest reply of each session durable in the client-replies zone.
@@ -719,7 +752,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             buffer: reply.clone(),
             token: crate::io_token::Token::new(
                 crate::io_token::Purpose::ClientReplyWrite,
-                0,
                 index as u32,
             )
             .encode(),
@@ -766,14 +798,15 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn request_acceptable_queued(&mut self, header: &Header, message: &Message) -> bool {
         // Re-run the session checks: the table may have changed while the request waited.
         let _ = message;
-        if header.operation == Operation::Register as u8 {
-            return self.clients.get(header.client).is_none();
+        let request = Request::from_header(header);
+        if request.operation == Operation::Register as u8 {
+            return self.clients.get(request.client).is_none();
         }
-        match self.clients.get(header.client) {
+        match self.clients.get(request.client) {
             Some(entry) => {
-                entry.session == header.session
-                    && header.request == entry.request + 1
-                    && header.parent == entry.reply.header().checksum
+                entry.session == request.session
+                    && request.request == entry.request + 1
+                    && request.previous_reply_checksum == entry.reply.header().checksum
             }
             None => false,
         }

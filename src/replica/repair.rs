@@ -4,10 +4,11 @@
 //! the primary of our view; a repaired prepare only when its checksum is exactly the one our log
 //! expects. So any peer may answer, and none can mislead.
 
-use super::normal::READ_REPAIR_BASE;
 use super::{Replica, Status};
 use crate::bus::MessageBus;
+use crate::header::commands::{Headers, RequestHeaders, RequestPrepare};
 use crate::header::{Command, Header, HEADER_SIZE};
+use crate::journal::ReadPurpose;
 use crate::message::Message;
 use crate::state_machine::StateMachine;
 use crate::storage::Storage;
@@ -122,10 +123,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     pub(super) fn send_request_prepare(&mut self, replica: u8, op: u64, checksum: u128) {
         self.log(format_args!("request_prepare op={op} from {replica}"));
-        let mut request = self.new_header(Command::RequestPrepare);
-        request.op = op;
-        request.context = checksum;
-        self.send_header_to_replica(replica, request);
+        let request = RequestPrepare {
+            view: self.view,
+            replica: self.replica,
+            op,
+            prepare_checksum: checksum,
+        };
+        self.send_header_to_replica(replica, request.to_header(self.cluster));
     }
 
     fn send_request_headers(&mut self, replica: u8, op_min: u64, op_max: u64) {
@@ -133,17 +137,20 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.log(format_args!(
             "request_headers {op_min}..={op_max} from {replica}"
         ));
-        let mut request = self.new_header(Command::RequestHeaders);
-        request.commit = op_min;
-        request.op = op_max;
-        self.send_header_to_replica(replica, request);
+        let request = RequestHeaders {
+            view: self.view,
+            replica: self.replica,
+            op_min,
+            op_max,
+        };
+        self.send_header_to_replica(replica, request.to_header(self.cluster));
     }
 
-    pub(super) fn on_request_prepare(&mut self, request: &Header) {
+    pub(super) fn on_request_prepare(&mut self, request: &RequestPrepare) {
         if self.status == Status::Recovering {
             return;
         }
-        let (op, checksum) = (request.op, request.context);
+        let (op, checksum) = (request.op, request.prepare_checksum);
         if !self.journal.has_clean(op, checksum) {
             self.log(format_args!(
                 "request_prepare op={op} from {}: not held clean (header {:?} dirty={})",
@@ -162,7 +169,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             &self.pool,
             op,
             checksum,
-            READ_REPAIR_BASE + request.replica as u32,
+            ReadPurpose::Repair {
+                replica: request.replica,
+            },
         );
         self.log(format_args!(
             "request_prepare op={op} from {}: read started={started}",
@@ -221,11 +230,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    pub(super) fn on_request_headers(&mut self, request: &Header) {
+    pub(super) fn on_request_headers(&mut self, request: &RequestHeaders) {
         if self.status == Status::Recovering {
             return;
         }
-        let (op_min, op_max) = (request.commit, request.op.min(self.op));
+        let (op_min, op_max) = (request.op_min, request.op_max.min(self.op));
         if op_min > op_max {
             return;
         }
@@ -240,7 +249,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if headers.is_empty() {
             return;
         }
-        let header = self.new_header(Command::Headers);
+        let header = Headers {
+            view: self.view,
+            replica: self.replica,
+        };
+        let header = header.to_header(self.cluster);
         if let Some(message) = self.build_headers_message(header, &headers, None) {
             self.bus.send_to_replica(request.replica, &message);
         }
@@ -250,7 +263,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.status == Status::Recovering || self.status == Status::RecoveringHead {
             return;
         }
-        let header = *message.header();
+        let header = Headers::from_header(message.header());
         let body = message.body();
         if body.len() % HEADER_SIZE != 0 {
             return;

@@ -19,7 +19,8 @@ use super::{Event, Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
 use crate::checkpoint_content::{checkpoint_id, chunk_len, chunk_payload, ChunkIdentity};
 use crate::config::REPLICAS_MAX;
-use crate::header::{Command, Header, HEADER_SIZE};
+use crate::header::commands::{CheckpointChunk, CheckpointName, RequestCheckpointChunk};
+use crate::header::HEADER_SIZE;
 use crate::io_token::{Purpose, Token};
 use crate::message::Message;
 use crate::state_machine::StateMachine;
@@ -80,19 +81,26 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// Records a peer's advertised checkpoint and head (from a ping or a commit heartbeat).
-    pub(super) fn peer_advertised(&mut self, header: &Header) {
-        let peer = &mut self.peers[header.replica as usize];
+    pub(super) fn peer_advertised(
+        &mut self,
+        replica: u8,
+        op: u64,
+        checkpoint: CheckpointName,
+        checkpoint_previous: Option<CheckpointName>,
+    ) {
+        let peer = &mut self.peers[replica as usize];
         // Messages may arrive out of order: an older checkpoint never replaces a newer one,
         // except none at all. A replica advertises none only before its first checkpoint or
         // after `vsr recover` re-created its data file: it must stop counting as a holder of its
         // old checkpoint (a late old message only makes us wait for its next ping).
-        if header.request >= peer.checkpoint_op || header.request == 0 {
-            peer.checkpoint_op = header.request;
-            peer.checkpoint_id = header.parent;
-            peer.previous_op = header.session;
-            peer.previous_id = header.client;
+        if checkpoint.op >= peer.checkpoint_op || checkpoint.op == 0 {
+            let previous = checkpoint_previous.unwrap_or_default();
+            peer.checkpoint_op = checkpoint.op;
+            peer.checkpoint_id = checkpoint.id;
+            peer.previous_op = previous.op;
+            peer.previous_id = previous.id;
         }
-        peer.op = peer.op.max(header.op);
+        peer.op = peer.op.max(op);
         // A checkpoint held back until the durable one is held by a quorum may start now.
         if self.checkpoint_due() && self.checkpoint_durable_on_quorum() {
             self.checkpoint_maybe_start();
@@ -314,15 +322,18 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         for &index in &wanted[..count] {
             let peer = self.sync_next_source(sources);
-            let mut request = self.new_header(Command::RequestCheckpointChunk);
-            request.op = op;
-            request.context = id;
-            request.request = index as u64;
+            let request = RequestCheckpointChunk {
+                view: self.view,
+                replica: self.replica,
+                op,
+                checkpoint_id: id,
+                index: index as u64,
+            };
             if peer == self.replica {
                 // From our own copy: read, verify, and take it as if a peer had sent it.
                 self.on_request_checkpoint_chunk(&request);
             } else {
-                self.send_header_to_replica(peer, request);
+                self.send_header_to_replica(peer, request.to_header(self.cluster));
             }
         }
     }
@@ -336,22 +347,23 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    /// The checkpoint `(op, id)` if we can serve it: our durable one, or the one before while
-    /// its area is intact. `which` names it in the read's token (0: durable, 1: previous).
-    fn servable_checkpoint(&self, op: u64, id: u128) -> Option<(CheckpointRef, u32)> {
+    /// The checkpoint `(op, id)` if we can serve it: our durable one, or (`previous`) the one
+    /// before while its area is intact.
+    fn servable_checkpoint(&self, op: u64, id: u128) -> Option<(CheckpointRef, bool)> {
         let durable = self.checkpoint();
         if durable.op == op && durable.id == id && op > 0 {
-            return Some((durable, 0));
+            return Some((durable, false));
         }
         self.checkpoint_previous
             .filter(|p| p.op == op && p.id == id && op > 0)
-            .map(|p| (p, 1))
+            .map(|p| (p, true))
     }
 
     /// A peer asks for a chunk of our durable checkpoint (or the one before): read and send it.
-    pub(super) fn on_request_checkpoint_chunk(&mut self, request: &Header) {
-        let index = request.request;
-        let Some((durable, which)) = self.servable_checkpoint(request.op, request.context) else {
+    pub(super) fn on_request_checkpoint_chunk(&mut self, request: &RequestCheckpointChunk) {
+        let index = request.index;
+        let Some((durable, previous)) = self.servable_checkpoint(request.op, request.checkpoint_id)
+        else {
             return;
         };
         if self.status == Status::Recovering
@@ -375,23 +387,29 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             len: (HEADER_SIZE + len).next_multiple_of(crate::config::SECTOR_SIZE),
             buffer,
             token: Token::new(
-                Purpose::SyncChunkRead,
-                request.replica as u32 | which << 8,
+                Purpose::SyncChunkRead {
+                    to: request.replica,
+                    previous,
+                },
                 index as u32,
             )
             .encode(),
         });
     }
 
-    pub(super) fn on_sync_chunk_read(&mut self, token: Token, completion: IoCompletion) {
+    pub(super) fn on_sync_chunk_read(
+        &mut self,
+        to: u8,
+        previous: bool,
+        index: u32,
+        completion: IoCompletion,
+    ) {
         self.sync_serving -= 1;
-        let index = token.index;
-        let to = token.aux as u8;
-        let durable = if token.aux >> 8 == 0 {
+        let durable = if !previous {
             self.checkpoint()
         } else {
             match self.checkpoint_previous {
-                Some(previous) => previous,
+                Some(checkpoint) => checkpoint,
                 None => return,
             }
         };
@@ -417,8 +435,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.log(format_args!("sync serve: chunk {index} unreadable here"));
             return;
         }
+        // The chunk travels with the checkpoint id its header on disk lacks.
         let header = message.header_mut();
-        header.context = durable.id;
+        let mut chunk = CheckpointChunk::from_header(header);
+        chunk.checkpoint_id = durable.id;
+        chunk.write(header);
         header.set_checksum();
         if to == self.replica {
             self.on_checkpoint_chunk(message);
@@ -430,24 +451,27 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// A chunk of the checkpoint we are syncing to.
     pub(super) fn on_checkpoint_chunk(&mut self, message: Message) {
         let h = *message.header();
+        let chunk = CheckpointChunk::from_header(&h);
         let message_size_max = self.config.message_size_max;
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
-        if sync.recorded || h.op != sync.op || h.context != sync.id {
+        if sync.recorded || chunk.op != sync.op || chunk.checkpoint_id != sync.id {
             return;
         }
         if sync.identity.is_none() {
             let identity = ChunkIdentity {
                 cluster: self.cluster,
-                op: h.op,
-                size: h.timestamp,
-                chunks: h.commit as u32,
-                digest: h.parent,
+                op: chunk.op,
+                size: chunk.size_bytes,
+                chunks: chunk.count as u32,
+                digest: chunk.digest,
             };
             // In u64: a size field too large for any chunk count must be refused, not panic.
             let payload = chunk_payload(message_size_max) as u64;
-            if h.commit > u32::MAX as u64 || identity.size.div_ceil(payload).max(1) != h.commit {
+            if chunk.count > u32::MAX as u64
+                || identity.size.div_ceil(payload).max(1) != chunk.count
+            {
                 return;
             }
             let chunks = identity.chunks as usize;
@@ -457,8 +481,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             sync.checksums = vec![0; chunks];
         }
         let identity = sync.identity.unwrap();
-        let index = h.request as u32;
-        if h.request >= identity.chunks as u64
+        let index = chunk.index as u32;
+        if chunk.index >= identity.chunks as u64
             || !identity.matches(&h, index, message_size_max)
             || sync.received[index as usize]
         {
@@ -483,7 +507,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             copy
         };
         let header = block.header_mut();
-        header.context = 0;
+        let mut chunk = CheckpointChunk::from_header(header);
+        chunk.checkpoint_id = 0;
+        chunk.write(header);
         header.set_checksum();
         self.storage.submit(IoRequest {
             kind: IoKind::Write,
@@ -491,19 +517,25 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             offset: self.storage.layout().checkpoint_block_offset(area, index),
             len: block.size_sectors(),
             buffer: block,
-            token: Token::new(Purpose::SyncChunkWrite, self.sync_generation, index).encode(),
+            token: Token::new(
+                Purpose::SyncChunkWrite {
+                    sync_generation: self.sync_generation,
+                },
+                index,
+            )
+            .encode(),
         });
         self.sync_request_chunks(false, false);
     }
 
-    pub(super) fn on_sync_chunk_written(&mut self, token: Token) {
-        if token.aux != self.sync_generation {
+    pub(super) fn on_sync_chunk_written(&mut self, sync_generation: u32, index: u32) {
+        if sync_generation != self.sync_generation {
             return;
         }
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
-        let index = token.index as usize;
+        let index = index as usize;
         if sync.durable[index] {
             return;
         }

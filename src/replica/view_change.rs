@@ -8,6 +8,9 @@
 
 use super::{Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
+use crate::header::commands::{
+    DoViewChange, Prepare, RequestStartView, StartView, StartViewChange,
+};
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::journal::{FLAG_CLEAN, FLAG_FAULTY, FLAG_PRESENT};
 use crate::message::Message;
@@ -27,7 +30,8 @@ struct Dvc {
 
 impl Dvc {
     fn parse(message: &Message) -> Option<Dvc> {
-        let header = message.header();
+        let cluster = message.header().cluster;
+        let header = DoViewChange::from_header(message.header());
         let body = message.body();
         let count = body.len() / (HEADER_SIZE + 1);
         if count == 0 || count * (HEADER_SIZE + 1) != body.len() {
@@ -40,7 +44,7 @@ impl Dvc {
             let expected_op = header.op.checked_sub(i as u64)?;
             if !h.valid_checksum()
                 || h.op != expected_op
-                || h.cluster != header.cluster
+                || h.cluster != cluster
                 || h.invalid(message.capacity()).is_some()
             {
                 return None;
@@ -60,7 +64,7 @@ impl Dvc {
             replica: header.replica,
             log_view: header.log_view,
             op: header.op,
-            commit: header.commit,
+            commit: header.commit_max,
             entries,
         })
     }
@@ -142,11 +146,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn send_start_view_change(&mut self) {
-        let svc = self.new_header(Command::StartViewChange);
-        self.send_header_to_other_replicas(svc);
+        let svc = StartViewChange {
+            view: self.view,
+            replica: self.replica,
+        };
+        self.send_header_to_other_replicas(svc.to_header(self.cluster));
     }
 
-    pub(super) fn on_start_view_change(&mut self, svc: &Header) {
+    pub(super) fn on_start_view_change(&mut self, svc: &StartViewChange) {
         if svc.view < self.view || self.status == Status::Recovering {
             return;
         }
@@ -217,10 +224,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
             flags.push(self.journal.view_change_flags(op));
         }
-        let mut header = self.new_header(Command::DoViewChange);
-        header.log_view = self.log_view;
-        header.op = self.op;
-        header.commit = self.commit_max.min(self.op);
+        let header = DoViewChange {
+            view: self.view,
+            replica: self.replica,
+            log_view: self.log_view,
+            op: self.op,
+            commit_max: self.commit_max.min(self.op),
+        };
+        let header = header.to_header(self.cluster);
         self.build_headers_message(header, &headers, Some(&flags))
     }
 
@@ -242,7 +253,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_do_view_change(&mut self, message: Message) {
-        let header = *message.header();
+        let header = DoViewChange::from_header(message.header());
         if header.view < self.view
             || self.status == Status::Recovering
             || self.status == Status::RecoveringHead
@@ -498,7 +509,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.prepare_timestamp = self.prepare_timestamp.max(
             self.journal
                 .header(self.op)
-                .map(|h| h.timestamp)
+                .map(|h| Prepare::from_header(h).timestamp_ns)
                 .unwrap_or(0),
         );
         for op in self.commit_max + 1..=self.op {
@@ -533,18 +544,22 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     fn build_start_view(&mut self, nonce: u128) -> Option<Message> {
         let headers = self.view_headers(self.op);
-        let mut header = self.new_header(Command::StartView);
-        header.op = self.op;
-        header.commit = self.commit_max.min(self.op);
-        header.context = nonce;
+        let header = StartView {
+            view: self.view,
+            replica: self.replica,
+            op: self.op,
+            commit_max: self.commit_max.min(self.op),
+            nonce,
+        };
+        let header = header.to_header(self.cluster);
         self.build_headers_message(header, &headers, None)
     }
 
-    pub(super) fn on_request_start_view(&mut self, rsv: &Header) {
+    pub(super) fn on_request_start_view(&mut self, rsv: &RequestStartView) {
         if self.status != Status::Normal || rsv.view != self.view || !self.is_primary() {
             return;
         }
-        if let Some(sv) = self.build_start_view(rsv.context) {
+        if let Some(sv) = self.build_start_view(rsv.nonce) {
             self.bus.send_to_replica(rsv.replica, &sv);
         }
     }
@@ -555,13 +570,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         self.request_start_view_nonce = self.request_start_view_nonce.wrapping_add(1);
-        let mut rsv = self.new_header(Command::RequestStartView);
-        rsv.context = self.request_start_view_nonce;
-        self.send_header_to_replica(primary, rsv);
+        let rsv = RequestStartView {
+            view: self.view,
+            replica: self.replica,
+            nonce: self.request_start_view_nonce,
+        };
+        self.send_header_to_replica(primary, rsv.to_header(self.cluster));
     }
 
     pub(super) fn on_start_view(&mut self, message: Message) {
-        let header = *message.header();
+        let header = StartView::from_header(message.header());
         if header.view < self.view || self.status == Status::Recovering {
             return;
         }
@@ -575,7 +593,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if header.view == self.view && self.status == Status::Normal {
             // We are already in this view: take it as the primary's word on the head.
             self.install_headers_from_primary(&headers);
-            self.commit_max_advance(header.commit);
+            self.commit_max_advance(header.commit_max);
             self.commit_journal();
             return;
         }
@@ -588,7 +606,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         self.log(format_args!(
             "install start_view: op={} commit={}",
-            header.op, header.commit
+            header.op, header.commit_max
         ));
         if header.view > self.view || self.status != Status::ViewChange {
             self.enter_view_change_quietly(header.view);
@@ -607,7 +625,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.rejoin_head.is_some() {
             self.journal.mark_unheld_faulty();
         }
-        self.commit_max_advance(header.commit);
+        self.commit_max_advance(header.commit_max);
         self.log_view = self.view;
         self.start_view_install_pending = true;
         let state = self.vsr_state_in_view(headers);
@@ -642,7 +660,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// `log_view`, no acks; a do_view_change from us names our old log_view, honestly) until a
     /// checkpoint at least `head - slot_count` (ours, or a peer's by sync: the primary's is one)
     /// makes room, then ask for the start_view again.
-    fn start_view_defer(&mut self, header: &Header) {
+    fn start_view_defer(&mut self, header: &StartView) {
         if !self.start_view_deferred {
             self.event(format_args!(
                 "view {} is ahead of this replica's journal (head op {}, room up to op {}): catching up before joining",
@@ -767,7 +785,8 @@ fn target_some(replica: u8) -> Option<u8> {
 
 /// The headers of a start_view: contiguous, newest first, hash chained.
 fn parse_start_view(message: &Message) -> Option<Vec<Header>> {
-    let header = message.header();
+    let cluster = message.header().cluster;
+    let header = StartView::from_header(message.header());
     let body = message.body();
     if body.is_empty() || body.len() % HEADER_SIZE != 0 {
         return None;
@@ -779,7 +798,7 @@ fn parse_start_view(message: &Message) -> Option<Vec<Header>> {
         if !h.valid_checksum()
             || h.command != Command::Prepare as u8
             || h.op + i as u64 != header.op
-            || h.cluster != header.cluster
+            || h.cluster != cluster
             || h.invalid(message.capacity()).is_some()
         {
             return None;
