@@ -160,6 +160,17 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// The clock of replica `replica`, with the configuration's tolerances.
+    pub fn from_config(config: &crate::config::Config, replica: u8) -> Clock {
+        Clock::new(
+            config.replica_count,
+            replica,
+            config.clock_offset_tolerance_max_ns,
+            config.clock_epoch_ns,
+            config.clock_synchronization_window_ns,
+        )
+    }
+
     pub fn new(
         replica_count: u8,
         replica: u8,

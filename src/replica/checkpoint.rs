@@ -15,7 +15,7 @@ use crate::checkpoint_content::{
     checkpoint_id, chunk_count, chunk_len, chunk_payload, ChunkIdentity,
 };
 use crate::io_token::{Purpose, Token};
-use crate::message::Message;
+use crate::message::{Message, MessagePool};
 use crate::state_machine::StateMachine;
 use crate::storage::{IoCompletion, IoKind, IoRequest, Storage, Zone};
 use crate::superblock::CheckpointRef;
@@ -23,6 +23,15 @@ use crate::time::Time;
 
 /// Chunk reads or writes in flight for one checkpoint write or load.
 pub(super) const CHECKPOINT_IO_MAX: usize = 4;
+
+/// Buffers for checkpoint chunks: one write or load, the reads served to syncing peers, and a
+/// few spare.
+pub(super) fn checkpoint_pool(config: &crate::config::Config) -> MessagePool {
+    MessagePool::new(
+        CHECKPOINT_IO_MAX + super::sync::SYNC_SERVE_MAX + 4,
+        config.message_size_max as usize,
+    )
+}
 
 pub(super) struct CheckpointWrite {
     identity: ChunkIdentity,

@@ -97,6 +97,102 @@ pub struct ReplicaStats {
     pub primary_step_downs: u64,
 }
 
+/// The replica's timeouts, each counting ticks (`Config::*_timeout_ticks`).
+struct Timeouts {
+    /// Pings to every peer (liveness, clock samples, checkpoints advertised).
+    ping: Timeout,
+    /// Primary: resend the oldest unacknowledged prepare.
+    prepare: Timeout,
+    /// Primary: commit heartbeat.
+    commit: Timeout,
+    /// Backup: no word from the primary; start a view change.
+    normal_status: Timeout,
+    /// A view change that did not complete; try the next view.
+    view_change_status: Timeout,
+    /// Resend this view change's messages.
+    view_change_message: Timeout,
+    /// Ask peers for what is missing (headers, prepares, checkpoint chunks).
+    repair: Timeout,
+}
+
+impl Timeouts {
+    fn new(config: &Config) -> Timeouts {
+        Timeouts {
+            ping: Timeout::new("ping", config.ping_timeout_ticks),
+            prepare: Timeout::new("prepare", config.prepare_timeout_ticks),
+            commit: Timeout::new("commit", config.commit_timeout_ticks),
+            normal_status: Timeout::new("normal_status", config.normal_status_timeout_ticks),
+            view_change_status: Timeout::new(
+                "view_change_status",
+                config.view_change_status_timeout_ticks,
+            ),
+            view_change_message: Timeout::new(
+                "view_change_message",
+                config.view_change_message_timeout_ticks,
+            ),
+            repair: Timeout::new("repair", config.repair_timeout_ticks),
+        }
+    }
+
+    fn tick(&mut self) {
+        for timeout in [
+            &mut self.ping,
+            &mut self.prepare,
+            &mut self.commit,
+            &mut self.normal_status,
+            &mut self.view_change_status,
+            &mut self.view_change_message,
+            &mut self.repair,
+        ] {
+            timeout.tick();
+        }
+    }
+}
+
+/// Where this replica stands in the current view change (reset when one starts).
+struct ViewChangeState {
+    /// Who sent a start_view_change (or a do_view_change) for this view, this replica included.
+    svc_from: ReplicaSet,
+    /// The new primary: the do_view_changes received for this view, by sender.
+    dvc_messages: Vec<Option<Message>>,
+    dvc_sent: bool,
+    /// Primary: the new log is chosen and the start_view waits for the superblock.
+    start_view_pending: bool,
+    /// Backup: a start_view is installed and waits for the superblock.
+    start_view_install_pending: bool,
+    /// Backup: the view's start_view arrived but its head is beyond our `op_limit`, so it is not
+    /// installed (we take no part in the view) until a checkpoint makes room; then it is asked
+    /// for again.
+    start_view_deferred: bool,
+}
+
+impl ViewChangeState {
+    fn new() -> ViewChangeState {
+        ViewChangeState {
+            svc_from: ReplicaSet::EMPTY,
+            dvc_messages: (0..REPLICAS_MAX).map(|_| None).collect(),
+            dvc_sent: false,
+            start_view_pending: false,
+            start_view_install_pending: false,
+            start_view_deferred: false,
+        }
+    }
+
+    /// A view change of this replica starts: only its own vote counts, nothing is sent yet.
+    fn restart_votes(&mut self, replica: u8) {
+        self.svc_from = ReplicaSet::single(replica);
+        self.drop_do_view_changes();
+        self.dvc_sent = false;
+        self.start_view_pending = false;
+    }
+
+    fn drop_do_view_changes(&mut self) {
+        for m in self.dvc_messages.iter_mut() {
+            *m = None;
+        }
+    }
+}
+
 pub struct ReplicaOptions {
     pub cluster: u128,
     pub replica: u8,
@@ -176,22 +272,12 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     commit_reading: Option<u64>,
 
     // View change.
-    svc_from: ReplicaSet,
-    dvc_messages: Vec<Option<Message>>,
-    dvc_sent: bool,
-    /// Primary: the new log is chosen and the start_view waits for the superblock.
-    start_view_pending: bool,
-    /// Backup: a start_view is installed and waits for the superblock.
-    start_view_install_pending: bool,
+    view_change: ViewChangeState,
     /// Re-created by `vsr recover` (the superblock's `rejoining`): the replica may have
     /// acknowledged ops it no longer holds, so it never nacks an op at or below this head (the
     /// first start_view's; u64::MAX before one is installed) until it has committed that far.
     /// Until then every superblock it writes keeps `rejoining`, so a restart rejoins again.
     rejoin_head: Option<u64>,
-    /// Backup: the view's start_view arrived but its head is beyond our `op_limit`, so it is not
-    /// installed (we take no part in the view) until a checkpoint makes room; then it is asked
-    /// for again.
-    start_view_deferred: bool,
     request_start_view_nonce: u128,
 
     // Repair.
@@ -202,13 +288,7 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     primary_lacks_prepare_since: Option<u64>,
 
     ticks: u64,
-    ping_timeout: Timeout,
-    prepare_timeout: Timeout,
-    commit_timeout: Timeout,
-    normal_status_timeout: Timeout,
-    view_change_status_timeout: Timeout,
-    view_change_message_timeout: Timeout,
-    repair_timeout: Timeout,
+    timeouts: Timeouts,
 
     stats: ReplicaStats,
     /// Protocol trace lines are queued as `Event::Trace` (costly: off in production).
@@ -246,6 +326,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         assert_eq!(*storage.layout(), crate::storage::Layout::new(&config));
         let (quorum_replication, quorum_view_change) =
             crate::config::quorums(config.replica_count as usize);
+        // Jitter differs per replica and cluster, and is the same on every run of a seed.
         let seed = options.seed
             ^ (options.cluster as u64)
             ^ ((options.cluster >> 64) as u64)
@@ -270,23 +351,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             state_machine,
             journal: Journal::new(&config, options.cluster),
             clients: ClientTable::new(config.clients_max as usize),
-            clock: Clock::new(
-                config.replica_count,
-                options.replica,
-                config.clock_offset_tolerance_max_ns,
-                config.clock_epoch_ns,
-                config.clock_synchronization_window_ns,
-            ),
+            clock: Clock::from_config(&config, options.replica),
             prng: ChaCha8Rng::seed_from_u64(seed),
             superblock: None,
             superblock_copies: vec![None; SUPERBLOCK_COPIES],
             superblock_reads: 0,
             superblock_writing: None,
             superblock_queued: None,
-            checkpoint_pool: MessagePool::new(
-                checkpoint::CHECKPOINT_IO_MAX + sync::SYNC_SERVE_MAX + 4,
-                config.message_size_max as usize,
-            ),
+            checkpoint_pool: checkpoint::checkpoint_pool(&config),
             checkpoint_write: None,
             checkpoint_load: None,
             state_lost: false,
@@ -302,39 +374,17 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             recovery_report: None,
             pipeline: VecDeque::with_capacity(config.pipeline_max as usize),
             request_queue: VecDeque::with_capacity(config.clients_max as usize),
-            prepare_cache: (0..config.pipeline_max as usize * 2)
-                .map(|_| None)
-                .collect(),
+            prepare_cache: (0..config.pipeline_max * 2).map(|_| None).collect(),
             prepare_timestamp: 0,
             commit_reading: None,
-            svc_from: ReplicaSet::EMPTY,
-            dvc_messages: (0..REPLICAS_MAX).map(|_| None).collect(),
-            dvc_sent: false,
-            start_view_pending: false,
-            start_view_install_pending: false,
-            start_view_deferred: false,
+            view_change: ViewChangeState::new(),
             rejoin_head: None,
             request_start_view_nonce: 0,
             repair_peer: options.replica,
             last_heard: [0; REPLICAS_MAX],
             primary_lacks_prepare_since: None,
             ticks: 0,
-            ping_timeout: Timeout::new("ping", config.ping_timeout_ticks),
-            prepare_timeout: Timeout::new("prepare", config.prepare_timeout_ticks),
-            commit_timeout: Timeout::new("commit", config.commit_timeout_ticks),
-            normal_status_timeout: Timeout::new(
-                "normal_status",
-                config.normal_status_timeout_ticks,
-            ),
-            view_change_status_timeout: Timeout::new(
-                "view_change_status",
-                config.view_change_status_timeout_ticks,
-            ),
-            view_change_message_timeout: Timeout::new(
-                "view_change_message",
-                config.view_change_message_timeout_ticks,
-            ),
-            repair_timeout: Timeout::new("repair", config.repair_timeout_ticks),
+            timeouts: Timeouts::new(&config),
             config,
             stats: ReplicaStats::default(),
             trace: options.trace,
@@ -499,42 +549,31 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         self.clock.tick(self.time.monotonic(), self.time.realtime());
         self.journal.flush(&mut self.storage, &self.pool);
-        let timeouts = [
-            &mut self.ping_timeout,
-            &mut self.prepare_timeout,
-            &mut self.commit_timeout,
-            &mut self.normal_status_timeout,
-            &mut self.view_change_status_timeout,
-            &mut self.view_change_message_timeout,
-            &mut self.repair_timeout,
-        ];
-        for t in timeouts {
-            t.tick();
-        }
-        if self.ping_timeout.fired() {
-            self.ping_timeout.rearm(&mut self.prng);
+        self.timeouts.tick();
+        if self.timeouts.ping.fired() {
+            self.timeouts.ping.rearm(&mut self.prng);
             self.send_pings();
         }
-        if self.prepare_timeout.fired() {
+        if self.timeouts.prepare.fired() {
             self.on_prepare_timeout();
         }
-        if self.commit_timeout.fired() {
-            self.commit_timeout.rearm(&mut self.prng);
+        if self.timeouts.commit.fired() {
+            self.timeouts.commit.rearm(&mut self.prng);
             self.on_commit_timeout();
         }
-        if self.normal_status_timeout.fired() {
+        if self.timeouts.normal_status.fired() {
             self.on_normal_status_timeout();
         }
-        if self.view_change_status_timeout.fired() {
+        if self.timeouts.view_change_status.fired() {
             self.on_view_change_status_timeout();
         }
-        if self.view_change_message_timeout.fired() {
-            self.view_change_message_timeout.rearm(&mut self.prng);
+        if self.timeouts.view_change_message.fired() {
+            self.timeouts.view_change_message.rearm(&mut self.prng);
             self.on_view_change_message_timeout();
         }
         self.sync_retry_soon();
-        if self.repair_timeout.fired() {
-            self.repair_timeout.rearm(&mut self.prng);
+        if self.timeouts.repair.fired() {
+            self.timeouts.repair.rearm(&mut self.prng);
             self.repair();
             self.sync_tick();
         }
@@ -903,9 +942,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         if !head_certain {
             self.status = Status::RecoveringHead;
-            self.ping_timeout.start();
-            self.repair_timeout.start();
-            self.normal_status_timeout.start();
+            self.timeouts.ping.start();
+            self.timeouts.repair.start();
+            self.timeouts.normal_status.start();
             self.send_request_start_view();
             return;
         }
@@ -926,18 +965,18 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn start_normal_timeouts(&mut self) {
-        self.ping_timeout.start();
-        self.repair_timeout.start();
-        self.view_change_status_timeout.stop();
-        self.view_change_message_timeout.stop();
+        self.timeouts.ping.start();
+        self.timeouts.repair.start();
+        self.timeouts.view_change_status.stop();
+        self.timeouts.view_change_message.stop();
         if self.is_primary() {
-            self.commit_timeout.start();
-            self.prepare_timeout.stop();
-            self.normal_status_timeout.stop();
+            self.timeouts.commit.start();
+            self.timeouts.prepare.stop();
+            self.timeouts.normal_status.stop();
         } else {
-            self.commit_timeout.stop();
-            self.prepare_timeout.stop();
-            self.normal_status_timeout.start();
+            self.timeouts.commit.stop();
+            self.timeouts.prepare.stop();
+            self.timeouts.normal_status.start();
         }
     }
 

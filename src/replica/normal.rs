@@ -185,8 +185,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             ok_from: ReplicaSet::EMPTY,
         });
         self.replicate(&message);
-        if !self.prepare_timeout.ticking {
-            self.prepare_timeout.start();
+        if !self.timeouts.prepare.ticking {
+            self.timeouts.prepare.start();
         }
     }
 
@@ -238,7 +238,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             && self.is_backup()
             && header.replica == self.primary_index(self.view)
         {
-            self.normal_status_timeout.reset();
+            self.timeouts.normal_status.reset();
             self.on_prepare_from_primary(message);
             return;
         }
@@ -382,7 +382,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         self.commit_journal();
         if self.pipeline.is_empty() {
-            self.prepare_timeout.stop();
+            self.timeouts.prepare.stop();
         }
     }
 
@@ -449,7 +449,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         let (checkpoint, previous) = (commit.checkpoint, commit.checkpoint_previous);
         self.peer_advertised(commit.replica, commit.op, checkpoint, previous);
-        self.normal_status_timeout.reset();
+        self.timeouts.normal_status.reset();
         if let Some(h) = self.journal.header(commit.commit_max) {
             let checksum = commit.commit_max_checksum;
             if h.checksum != checksum && checksum != 0 {
@@ -474,10 +474,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     pub(super) fn on_prepare_timeout(&mut self) {
         if self.status != Status::Normal || !self.is_primary() || self.pipeline.is_empty() {
-            self.prepare_timeout.stop();
+            self.timeouts.prepare.stop();
             return;
         }
-        self.prepare_timeout.backoff(&mut self.prng);
+        self.timeouts.prepare.backoff(&mut self.prng);
         if self.abdicating() {
             // Resends would keep backups from timing out the primary it cannot hear from.
             return;
@@ -517,7 +517,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     pub(super) fn commit_journal(&mut self) {
         if self.status == Status::Recovering
             || self.commit_reading.is_some()
-            || self.start_view_install_pending
+            || self.view_change.start_view_install_pending
         {
             return;
         }
@@ -589,7 +589,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                         && op <= self.commit_max
                         && self.journal.has_header(op, checksum)
                         && !self.commits_paused()
-                        && !self.start_view_install_pending
+                        && !self.view_change.start_view_install_pending
                     {
                         self.commit_op(&message);
                     }
@@ -771,9 +771,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.pipeline.pop_front();
         }
         if self.pipeline.is_empty() {
-            self.prepare_timeout.stop();
-        } else if !self.prepare_timeout.ticking {
-            self.prepare_timeout.start();
+            self.timeouts.prepare.stop();
+        } else if !self.timeouts.prepare.ticking {
+            self.timeouts.prepare.start();
         }
         while self.pipeline.len() < self.config.pipeline_max as usize
             && self.commit_min == self.commit_max

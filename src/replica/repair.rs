@@ -224,7 +224,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return false;
         }
         match self.status {
-            Status::ViewChange => self.is_primary() && !self.start_view_pending,
+            Status::ViewChange => self.is_primary() && !self.view_change.start_view_pending,
             Status::Normal => header.op < self.op && header.op + 1 >= self.chain_floor(),
             _ => false,
         }

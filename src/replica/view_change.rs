@@ -110,24 +110,19 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.stats.view_changes += 1;
         self.view = view;
         self.status = Status::ViewChange;
-        self.svc_from = ReplicaSet::single(self.replica);
         self.primary_lacks_prepare_since = None;
-        for m in self.dvc_messages.iter_mut() {
-            *m = None;
-        }
-        self.dvc_sent = false;
-        self.start_view_pending = false;
-        self.start_view_install_pending = false;
-        self.start_view_deferred = false;
+        self.view_change.restart_votes(self.replica);
+        self.view_change.start_view_install_pending = false;
+        self.view_change.start_view_deferred = false;
         self.pipeline.clear();
         self.request_queue.clear();
-        self.normal_status_timeout.stop();
-        self.commit_timeout.stop();
-        self.prepare_timeout.stop();
-        self.view_change_status_timeout.start();
-        self.view_change_message_timeout.start();
-        self.ping_timeout.start();
-        self.repair_timeout.start();
+        self.timeouts.normal_status.stop();
+        self.timeouts.commit.stop();
+        self.timeouts.prepare.stop();
+        self.timeouts.view_change_status.start();
+        self.timeouts.view_change_message.start();
+        self.timeouts.ping.start();
+        self.timeouts.repair.start();
         self.send_start_view_change();
         self.view_change_quorum_check();
     }
@@ -169,14 +164,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.status != Status::ViewChange || svc.view != self.view {
             return;
         }
-        self.svc_from.insert(svc.replica);
+        self.view_change.svc_from.insert(svc.replica);
         self.view_change_quorum_check();
     }
 
     fn view_change_quorum_check(&mut self) {
         if self.status == Status::ViewChange
-            && !self.dvc_sent
-            && self.svc_from.reached(self.quorum_view_change)
+            && !self.view_change.dvc_sent
+            && self.view_change.svc_from.reached(self.quorum_view_change)
         {
             self.send_do_view_change();
         }
@@ -194,7 +189,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let Some(message) = self.build_do_view_change() else {
             return;
         };
-        self.dvc_sent = true;
+        self.view_change.dvc_sent = true;
         let primary = self.primary_index(self.view);
         self.log(format_args!("send do_view_change to {primary}"));
         if primary == self.replica {
@@ -237,17 +232,18 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     pub(super) fn on_superblock_durable(&mut self) {
         if self.status == Status::ViewChange
-            && !self.dvc_sent
+            && !self.view_change.dvc_sent
             && self.durable_state().view >= self.view
         {
             self.view_change_quorum_check();
         }
-        if self.start_view_pending && self.durable_state().log_view == self.view {
-            self.start_view_pending = false;
+        if self.view_change.start_view_pending && self.durable_state().log_view == self.view {
+            self.view_change.start_view_pending = false;
             self.primary_start_view();
         }
-        if self.start_view_install_pending && self.durable_state().log_view == self.view {
-            self.start_view_install_pending = false;
+        if self.view_change.start_view_install_pending && self.durable_state().log_view == self.view
+        {
+            self.view_change.start_view_install_pending = false;
             self.backup_enter_view();
         }
     }
@@ -266,7 +262,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if header.view > self.view {
             self.transition_to_view_change(header.view, "a peer's do_view_change");
         }
-        if self.status != Status::ViewChange || self.start_view_pending {
+        if self.status != Status::ViewChange || self.view_change.start_view_pending {
             return;
         }
         if Dvc::parse(&message).is_none() {
@@ -274,8 +270,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         // A do_view_change also counts as its sender's start_view_change.
-        self.svc_from.insert(header.replica);
-        self.dvc_messages[header.replica as usize] = Some(message);
+        self.view_change.svc_from.insert(header.replica);
+        self.view_change.dvc_messages[header.replica as usize] = Some(message);
         self.view_change_quorum_check();
         self.primary_view_change_progress();
     }
@@ -284,13 +280,17 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// headers of the highest log_view; then it truncates what a nack quorum proves uncommitted and
     /// repairs the rest before it starts the view.
     pub(super) fn primary_view_change_progress(&mut self) {
-        if self.status != Status::ViewChange || !self.is_primary() || self.start_view_pending {
+        if self.status != Status::ViewChange
+            || !self.is_primary()
+            || self.view_change.start_view_pending
+        {
             return;
         }
-        if self.dvc_messages[self.replica as usize].is_none() {
+        if self.view_change.dvc_messages[self.replica as usize].is_none() {
             return;
         }
         let dvcs: Vec<Dvc> = self
+            .view_change
             .dvc_messages
             .iter()
             .flatten()
@@ -301,33 +301,69 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         let log_view = dvcs.iter().map(|d| d.log_view).max().unwrap();
         let canonical: Vec<&Dvc> = dvcs.iter().filter(|d| d.log_view == log_view).collect();
-        let mut op_head = canonical.iter().map(|d| d.op).max().unwrap();
+        let op_head = canonical.iter().map(|d| d.op).max().unwrap();
+        if !self.can_lead_log(op_head) {
+            return;
+        }
+        let commit_max = self.view_change_commit_max(&dvcs, op_head);
+        let (window_min, expected) = self.install_canonical_window(&canonical, op_head);
+        let (op_head, mut missing) =
+            self.truncate_uncommitted(&dvcs, commit_max, op_head, window_min, &expected);
+        if missing == 0 {
+            missing = self.window_chain_missing(&dvcs, op_head);
+        }
+        if missing > 0 {
+            self.log(format_args!("view change waits for {missing} prepares"));
+            return;
+        }
+        assert!(commit_max <= op_head);
+        self.op = op_head;
+        self.commit_max = self.commit_max.max(commit_max);
+        self.log_view_install();
+    }
+
+    /// Whether this replica can install a log with head `op_head`: its checkpoint is not behind
+    /// the new log (installing it would overwrite ops we must replay) and it has a state to
+    /// commit on. If not, it waits, and lets the view change time out to a primary that can
+    /// lead, unless it catches up first.
+    fn can_lead_log(&mut self, op_head: u64) -> bool {
         if op_head > self.op_limit() || !self.state_available() || self.sync.is_some() {
-            // Our checkpoint is behind the new log (installing it would overwrite ops we must
-            // replay), or we have no state to commit on: wait, and let the view change time
-            // out to a primary that can lead, unless we catch up first.
             self.log(format_args!(
                 "view change waits: head {op_head} beyond op limit {}",
                 self.op_limit()
             ));
             self.sync_head_wanted = self.sync_head_wanted.max(op_head);
-            return;
+            return false;
         }
+        true
+    }
+
+    /// The new view's commit point: the highest any voter knows, and at least a pipeline below
+    /// the head (the old primary prepared `op_head` only with its commit at most a pipeline
+    /// behind). Every committed op is in the log of the highest log_view in any view change
+    /// quorum, so none is beyond the head.
+    fn view_change_commit_max(&self, dvcs: &[Dvc], op_head: u64) -> u64 {
         let commit_dvc = dvcs.iter().map(|d| d.commit).max().unwrap();
-        // The old primary prepared op_head only with its commit at most a pipeline behind.
         let commit_max = commit_dvc
             .max(self.commit_max)
             .max(op_head.saturating_sub(self.config.pipeline_max as u64));
-        // Every committed op is in the log of the highest log_view in any view change quorum.
         assert!(
             commit_max <= op_head,
             "committed op {commit_max} beyond the new log head {op_head}"
         );
+        commit_max
+    }
 
-        // The canonical header and checksum of each op in the window, derived top-down from the
-        // highest-log_view senders and the hash chain only (never from this replica's journal
-        // alone, which may be stale or have gaps): a header a canonical sender holds, else the
-        // parent named by the canonical header above.
+    /// Installs the canonical header of each op in the window below `op_head` and returns the
+    /// window's first op and each op's expected checksum (by op - window_min). Derived top-down
+    /// from the highest-log_view senders and the hash chain only (never from this replica's
+    /// journal alone, which may be stale or have gaps): a header a canonical sender holds, else
+    /// the parent named by the canonical header above. Ours above the head are removed.
+    fn install_canonical_window(
+        &mut self,
+        canonical: &[&Dvc],
+        op_head: u64,
+    ) -> (u64, Vec<Option<u128>>) {
         let window_min = op_head.saturating_sub(self.config.view_change_headers_max() as u64 - 1);
         let window = (op_head - window_min + 1) as usize;
         let mut expected: Vec<Option<u128>> = vec![None; window];
@@ -361,9 +397,20 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         for op in op_head + 1..=self.op.max(op_head) {
             self.journal.remove(op);
         }
+        (window_min, expected)
+    }
 
-        // Walk the uncommitted suffix upward: truncate at the first op a nack quorum disowns;
-        // request every prepare still missing below it.
+    /// Walks the uncommitted suffix upward: truncates at the first op a nack quorum disowns, and
+    /// requests every prepare still missing below it. Returns the new head and the count of
+    /// prepares missing.
+    fn truncate_uncommitted(
+        &mut self,
+        dvcs: &[Dvc],
+        commit_max: u64,
+        op_head: u64,
+        window_min: u64,
+        expected: &[Option<u128>],
+    ) -> (u64, u64) {
         let mut missing = 0;
         for op in commit_max + 1..=op_head {
             let checksum = expected[(op - window_min) as usize];
@@ -389,8 +436,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 for truncated in op..=op_head {
                     self.journal.remove(truncated);
                 }
-                op_head = op - 1;
-                break;
+                return (op - 1, missing);
             }
             missing += 1;
             self.log(format_args!(
@@ -398,29 +444,30 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 checksum.is_some()
             ));
             if let Some(c) = checksum {
-                self.request_prepare_from_dvcs(op, c, &dvcs);
+                self.request_prepare_from_dvcs(op, c, dvcs);
             }
         }
-        // The start_view carries the whole window, so every header in it must be present and
-        // chained. Walk down from the head: a header that the one above does not name is stale.
-        // (After a truncation the window ends lower, so it is recomputed.)
+        (op_head, missing)
+    }
+
+    /// The start_view carries the whole window below `op_head`, so every header in it must be
+    /// present and chained. Walks down from the head: a header that the one above does not name
+    /// is stale, and its prepare is requested. Returns 1 at the first one missing, else 0.
+    fn window_chain_missing(&mut self, dvcs: &[Dvc], op_head: u64) -> u64 {
+        // After a truncation the window ends lower, so it is computed from the new head.
         let window_min = op_head.saturating_sub(self.config.view_change_headers_max() as u64 - 1);
-        if missing == 0 && self.journal.header(op_head).is_none() {
-            missing += 1;
+        if self.journal.header(op_head).is_none() {
+            return 1;
         }
         // Below our commit point the ops are committed here and canonical already; after a
         // state sync their headers may be gone, and the window ends there.
         for op in (window_min.max(1).max((self.commit_min + 1).min(op_head))..op_head).rev() {
-            if missing > 0 {
-                break;
-            }
             let Some(next) = self.journal.header(op + 1).copied() else {
                 self.log(format_args!(
                     "view change needs the header of op {}",
                     op + 1
                 ));
-                missing += 1;
-                break;
+                return 1;
             };
             if self.journal.has_header(op, next.parent) {
                 continue;
@@ -428,16 +475,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             if self.journal.header(op).is_some() {
                 self.journal.remove(op);
             }
-            missing += 1;
-            self.request_prepare_from_dvcs(op, next.parent, &dvcs);
+            self.request_prepare_from_dvcs(op, next.parent, dvcs);
+            return 1;
         }
-        if missing > 0 {
-            self.log(format_args!("view change waits for {missing} prepares"));
-            return;
-        }
-        self.op = op_head;
-        self.commit_max = self.commit_max.max(commit_max);
-        self.log_view_install();
+        0
     }
 
     fn request_prepare_from_dvcs(&mut self, op: u64, checksum: u128, dvcs: &[Dvc]) {
@@ -469,7 +510,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             "new log chosen: op={} commit_max={}",
             self.op, self.commit_max
         ));
-        self.start_view_pending = true;
+        self.view_change.start_view_pending = true;
         self.log_view = self.view;
         let state = self.vsr_state_in_view(view_headers);
         self.superblock_update(state);
@@ -524,15 +565,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.pipeline.back_mut().unwrap().ok_from = ReplicaSet::EMPTY;
             }
         }
-        for m in self.dvc_messages.iter_mut() {
-            *m = None;
-        }
+        self.view_change.drop_do_view_changes();
         for replica in 0..self.replica_count {
             self.last_heard[replica as usize] = self.ticks;
         }
         self.start_normal_timeouts();
         if !self.pipeline.is_empty() {
-            self.prepare_timeout.start();
+            self.timeouts.prepare.start();
         }
         if let Some(sv) = self.build_start_view(0) {
             self.send_message_to_other_replicas(&sv);
@@ -597,7 +636,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.commit_journal();
             return;
         }
-        if self.start_view_install_pending && header.view == self.view {
+        if self.view_change.start_view_install_pending && header.view == self.view {
             return;
         }
         if header.op > self.op_limit() {
@@ -611,7 +650,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if header.view > self.view || self.status != Status::ViewChange {
             self.enter_view_change_quietly(header.view);
         }
-        self.start_view_deferred = false;
+        self.view_change.start_view_deferred = false;
         for h in &headers {
             self.journal.set_header(h);
         }
@@ -627,7 +666,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         self.commit_max_advance(header.commit_max);
         self.log_view = self.view;
-        self.start_view_install_pending = true;
+        self.view_change.start_view_install_pending = true;
         let state = self.vsr_state_in_view(headers);
         self.superblock_update(state);
     }
@@ -640,17 +679,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.status = Status::ViewChange;
         self.pipeline.clear();
         self.request_queue.clear();
-        self.svc_from = ReplicaSet::single(self.replica);
-        self.dvc_sent = false;
-        self.start_view_pending = false;
-        for m in self.dvc_messages.iter_mut() {
-            *m = None;
-        }
-        self.normal_status_timeout.stop();
-        self.commit_timeout.stop();
-        self.prepare_timeout.stop();
-        self.view_change_status_timeout.start();
-        self.view_change_message_timeout.start();
+        self.view_change.restart_votes(self.replica);
+        self.timeouts.normal_status.stop();
+        self.timeouts.commit.stop();
+        self.timeouts.prepare.stop();
+        self.timeouts.view_change_status.start();
+        self.timeouts.view_change_message.start();
     }
 
     /// The start_view's head is beyond our `op_limit`: the journal cannot hold the view's log
@@ -661,7 +695,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// checkpoint at least `head - slot_count` (ours, or a peer's by sync: the primary's is one)
     /// makes room, then ask for the start_view again.
     fn start_view_defer(&mut self, header: &StartView) {
-        if !self.start_view_deferred {
+        if !self.view_change.start_view_deferred {
             self.event(format_args!(
                 "view {} is ahead of this replica's journal (head op {}, room up to op {}): catching up before joining",
                 header.view,
@@ -680,13 +714,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         // Asked for again as soon as there is room (after a sync or our own checkpoint): the
         // cluster goes on meanwhile, and a late request finds its head beyond the room again.
-        self.start_view_deferred = true;
+        self.view_change.start_view_deferred = true;
         self.sync_tick();
     }
 
     /// Asks again for a deferred start_view once our journal has room for its head.
     pub(super) fn start_view_deferred_retry(&mut self) {
-        if self.start_view_deferred
+        if self.view_change.start_view_deferred
             && self.op_limit() >= self.sync_head_wanted
             && self.sync.is_none()
         {
@@ -727,46 +761,49 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 "no word from the primary within normal_status_timeout",
             ),
             Status::RecoveringHead => {
-                self.normal_status_timeout.reset();
+                self.timeouts.normal_status.reset();
                 self.send_request_start_view();
             }
-            _ => self.normal_status_timeout.stop(),
+            _ => self.timeouts.normal_status.stop(),
         }
     }
 
     pub(super) fn on_view_change_status_timeout(&mut self) {
         if self.status != Status::ViewChange {
-            self.view_change_status_timeout.stop();
+            self.timeouts.view_change_status.stop();
             return;
         }
-        if self.start_view_pending || self.start_view_install_pending || self.start_view_deferred {
+        if self.view_change.start_view_pending
+            || self.view_change.start_view_install_pending
+            || self.view_change.start_view_deferred
+        {
             // A deferred start_view: the view has started without us, and a view change of
             // ours would only disrupt it. If its primary fails, a peer's view change pulls us in.
-            self.view_change_status_timeout.reset();
+            self.timeouts.view_change_status.reset();
             return;
         }
-        let attempts = self.view_change_status_timeout.attempts;
+        let attempts = self.timeouts.view_change_status.attempts;
         self.transition_to_view_change(
             self.view + 1,
             "view change did not complete within view_change_status_timeout",
         );
-        self.view_change_status_timeout.attempts = attempts;
-        self.view_change_status_timeout.backoff(&mut self.prng);
+        self.timeouts.view_change_status.attempts = attempts;
+        self.timeouts.view_change_status.backoff(&mut self.prng);
     }
 
     pub(super) fn on_view_change_message_timeout(&mut self) {
         if self.status != Status::ViewChange {
-            self.view_change_message_timeout.stop();
+            self.timeouts.view_change_message.stop();
             return;
         }
         self.send_start_view_change();
-        if self.dvc_sent && !self.is_primary() {
-            self.dvc_sent = false;
+        if self.view_change.dvc_sent && !self.is_primary() {
+            self.view_change.dvc_sent = false;
             self.send_do_view_change();
         }
         if self.is_primary() {
             self.primary_view_change_progress();
-        } else if self.start_view_deferred {
+        } else if self.view_change.start_view_deferred {
             self.start_view_deferred_retry();
         } else {
             self.send_request_start_view();
