@@ -536,6 +536,29 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if let Some(sb) = &self.superblock {
             assert!(sb.vsr_state.view <= self.view);
             assert!(sb.vsr_state.log_view <= self.log_view || self.status != Status::Normal);
+            // The state holds at least the durable checkpoint (or is being loaded from it).
+            assert!(
+                self.commit_min >= sb.vsr_state.checkpoint.op
+                    || self.state_lost
+                    || self.checkpoint_load.is_some(),
+                "commit_min {} below the durable checkpoint {}",
+                self.commit_min,
+                sb.vsr_state.checkpoint.op
+            );
+        }
+        assert!(
+            self.op >= self.commit_min,
+            "op {} below commit_min {}: a committed op was truncated",
+            self.op,
+            self.commit_min
+        );
+        if self.status == Status::Normal {
+            // Normal in a view only once that view's log is this replica's log.
+            assert_eq!(self.log_view, self.view, "normal outside its log_view");
+        }
+        if let Some(back) = self.pipeline.back() {
+            assert!(self.status == Status::Normal && self.is_primary());
+            assert_eq!(back.header.op, self.op, "the pipeline ends at the head");
         }
     }
 
@@ -850,6 +873,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn on_superblock_written(&mut self) {
+        assert!(self.status != Status::Recovering);
         let (_, copy) = self.superblock_writing.as_mut().unwrap();
         *copy += 1;
         if *copy < SUPERBLOCK_COPIES {
@@ -982,6 +1006,23 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     // ---- Sending ------------------------------------------------------------------------------
 
+    /// Preconditions of a handler of a peer's message: `on_message` verified it (checksums,
+    /// `invalid()`, cluster) and that it names another replica of this cluster, and the replica
+    /// is past `Recovering`.
+    fn assert_from_peer(&self, replica: u8) {
+        assert!(self.status != Status::Recovering);
+        assert!(replica < self.replica_count && replica != self.replica);
+    }
+
+    /// Preconditions of a handler that takes the whole message: verified, of its command.
+    fn assert_received(&self, message: &Message, command: Command) {
+        assert!(self.status != Status::Recovering);
+        let header = message.header();
+        assert_eq!(header.command, command as u8);
+        assert_eq!(header.cluster, self.cluster);
+        assert!(header.size as usize <= message.capacity());
+    }
+
     /// A header-only message, sealed; None (counted) when the pool is exhausted: the protocol
     /// resends what matters on its timeouts.
     fn header_message(&mut self, mut header: Header) -> Option<Message> {
@@ -1078,6 +1119,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn on_ping(&mut self, ping: &Ping) {
+        self.assert_from_peer(ping.replica);
         let (checkpoint, previous) = (ping.checkpoint, ping.checkpoint_previous);
         self.peer_advertised(ping.replica, ping.op, checkpoint, previous);
         let pong = Pong {
@@ -1094,6 +1136,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn on_pong(&mut self, pong: &Pong) {
+        self.assert_from_peer(pong.replica);
         self.clock.learn(
             pong.replica,
             pong.ping_monotonic_ns,
@@ -1104,6 +1147,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn on_ping_client(&mut self, ping: &PingClient) {
+        assert!(self.status != Status::Recovering && ping.client != 0);
         if self.status != Status::Normal {
             return;
         }

@@ -14,6 +14,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     // ---- Requests (primary) -----------------------------------------------------------------
 
     pub(super) fn on_request(&mut self, message: Message) {
+        self.assert_received(&message, Command::Request);
         if self.status != Status::Normal {
             return;
         }
@@ -176,6 +177,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             "{header:?}"
         );
         self.log(format_args!("prepare {header:?}"));
+        assert!(self.status == Status::Normal && self.is_primary());
+        assert_eq!(op, self.op + 1);
+        assert!(op <= self.commit_max + self.config.pipeline_max as u64);
         self.op = op;
         self.journal.set_header(&header);
         self.journal.write_prepare(&mut self.storage, &message);
@@ -226,6 +230,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     // ---- Prepares (backup) --------------------------------------------------------------------
 
     pub(super) fn on_prepare(&mut self, message: Message) {
+        self.assert_received(&message, Command::Prepare);
         let header = *message.header();
         if header.view > self.view {
             if header.replica == self.primary_index(header.view) {
@@ -264,6 +269,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             for op in self.op + 1..header.op {
                 self.journal.remove(op);
             }
+            assert!(header.view == self.view && self.log_view == self.view);
             self.op = header.op;
         } else if self.journal.has_clean(header.op, header.checksum) {
             // The primary resent it: our prepare_ok was lost.
@@ -334,6 +340,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if op <= self.commit_max && op + self.config.pipeline_max as u64 <= self.commit_max {
             return;
         }
+        // The promise a prepare_ok makes (5.4): the prepare and its ring entry are durable (not
+        // dirty), in a view this replica has durably started, so no crash can take it back.
+        assert_eq!(self.durable_state().log_view, self.view);
+        assert!(self.journal.has_clean(op, checksum) && !self.journal.is_dirty(op));
         let prepare = Prepare::from_header(&header);
         let ok = PrepareOk {
             view: self.view,
@@ -351,6 +361,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     // ---- Prepare oks and commits (primary) ------------------------------------------------------
 
     pub(super) fn on_prepare_ok(&mut self, ok: &PrepareOk) {
+        self.assert_from_peer(ok.replica);
         if self.status != Status::Normal || ok.view != self.view || !self.is_primary() {
             return;
         }
@@ -358,6 +369,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn on_prepare_ok_from(&mut self, replica: u8, op: u64, checksum: u128) {
+        assert!(self.status == Status::Normal && self.is_primary());
+        assert!(replica < self.replica_count);
         let Some(entry) = self.pipeline.iter_mut().find(|e| e.header.op == op) else {
             return;
         };
@@ -380,6 +393,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
             self.commit_max = head.header.op;
         }
+        assert!(self.commit_max <= self.op);
         self.commit_journal();
         if self.pipeline.is_empty() {
             self.timeouts.prepare.stop();
@@ -435,6 +449,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_commit(&mut self, commit: &Commit) {
+        self.assert_from_peer(commit.replica);
         if commit.view > self.view {
             if commit.replica == self.primary_index(commit.view) {
                 self.jump_to_view(commit.view);
@@ -466,10 +481,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.commit_journal();
     }
 
+    /// The cluster's commit point only moves forward.
     pub(super) fn commit_max_advance(&mut self, commit: u64) {
         if commit > self.commit_max {
             self.commit_max = commit;
         }
+        assert!(self.commit_max >= commit);
     }
 
     pub(super) fn on_prepare_timeout(&mut self) {
@@ -712,6 +729,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         };
         self.write_client_reply(index, &reply);
         if self.status == Status::Normal && self.is_primary() {
+            // A reply only for a committed op, applied here.
+            assert!(prepared.op <= self.commit_min && self.commit_min <= self.commit_max);
             self.bus.send_to_client(prepared.client, &reply);
         }
     }

@@ -147,6 +147,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_request_prepare(&mut self, request: &RequestPrepare) {
+        self.assert_from_peer(request.replica);
         if self.status == Status::Recovering {
             return;
         }
@@ -231,6 +232,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_request_headers(&mut self, request: &RequestHeaders) {
+        self.assert_from_peer(request.replica);
+        assert!(request.op_min <= request.op_max);
         if self.status == Status::Recovering {
             return;
         }
@@ -260,6 +263,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_headers(&mut self, message: Message) {
+        self.assert_received(&message, Command::Headers);
+        self.assert_from_peer(message.header().replica);
         if self.status == Status::Recovering || self.status == Status::RecoveringHead {
             return;
         }

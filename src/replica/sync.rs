@@ -20,7 +20,7 @@ use crate::bus::MessageBus;
 use crate::checkpoint_content::{checkpoint_id, chunk_len, chunk_payload, ChunkIdentity};
 use crate::config::REPLICAS_MAX;
 use crate::header::commands::{CheckpointChunk, CheckpointName, RequestCheckpointChunk};
-use crate::header::HEADER_SIZE;
+use crate::header::{Command, HEADER_SIZE};
 use crate::io_token::{Purpose, Token};
 use crate::message::Message;
 use crate::state_machine::StateMachine;
@@ -361,6 +361,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     /// A peer asks for a chunk of our durable checkpoint (or the one before): read and send it.
     pub(super) fn on_request_checkpoint_chunk(&mut self, request: &RequestCheckpointChunk) {
+        // From a peer, or from this replica itself (a sync reading its own intact chunks).
+        assert!(self.status != Status::Recovering && request.replica < self.replica_count);
         let index = request.index;
         let Some((durable, previous)) = self.servable_checkpoint(request.op, request.checkpoint_id)
         else {
@@ -450,6 +452,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     /// A chunk of the checkpoint we are syncing to.
     pub(super) fn on_checkpoint_chunk(&mut self, message: Message) {
+        self.assert_received(&message, Command::CheckpointChunk);
         let h = *message.header();
         let chunk = CheckpointChunk::from_header(&h);
         let message_size_max = self.config.message_size_max;
@@ -602,11 +605,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         for op in self.commit_min + 1..=checkpoint.op {
             self.journal.remove(op);
         }
+        assert!(
+            checkpoint.op >= self.commit_min,
+            "a sync only moves the state forward"
+        );
         self.commit_min = checkpoint.op;
         self.commit_max = self.commit_max.max(checkpoint.op);
         if self.op < checkpoint.op {
             self.op = checkpoint.op;
         }
+        assert!(self.commit_min <= self.commit_max && self.commit_min <= self.op);
         self.log(format_args!("sync done: op={}", checkpoint.op));
         self.rejoin_maybe_done();
         self.emit(Event::CheckpointDurable {

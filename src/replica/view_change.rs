@@ -110,6 +110,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.stats.view_changes += 1;
         self.view = view;
         self.status = Status::ViewChange;
+        assert!(self.log_view < self.view || self.log_view == self.view && self.is_primary());
         self.primary_lacks_prepare_since = None;
         self.view_change.restart_votes(self.replica);
         self.view_change.start_view_install_pending = false;
@@ -149,6 +150,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_start_view_change(&mut self, svc: &StartViewChange) {
+        self.assert_from_peer(svc.replica);
         if svc.view < self.view || self.status == Status::Recovering {
             return;
         }
@@ -186,6 +188,21 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
             return;
         }
+        // The promise a do_view_change makes (5.1): this replica can never again act in an
+        // older view, and its log is durably the log of the log_view it names. The one
+        // exception is moot: while this view's own log is being made durable (a start_view
+        // installed, or the new primary's chosen log), a resent do_view_change names this view,
+        // which has started (or is the sender's own), so no view change counts it.
+        assert!(self.durable_state().view >= self.view);
+        assert!(
+            self.durable_state().log_view == self.log_view
+                || self.log_view == self.view
+                    && (self.view_change.start_view_install_pending
+                        || self.view_change.start_view_pending),
+            "do_view_change names log_view {} but {} is durable",
+            self.log_view,
+            self.durable_state().log_view
+        );
         let Some(message) = self.build_do_view_change() else {
             return;
         };
@@ -249,6 +266,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_do_view_change(&mut self, message: Message) {
+        self.assert_received(&message, Command::DoViewChange);
+        assert!(message.header().replica < self.replica_count);
         let header = DoViewChange::from_header(message.header());
         if header.view < self.view
             || self.status == Status::Recovering
@@ -541,6 +560,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn primary_start_view(&mut self) {
         assert!(self.is_primary());
         assert_eq!(self.status, Status::ViewChange);
+        // The chosen log is durable as this view's before anything is sent or acknowledged.
+        assert_eq!(self.durable_state().log_view, self.view);
+        assert_eq!(self.log_view, self.view);
+        assert!(self.commit_max <= self.op);
         self.status = Status::Normal;
         self.stats.views_started += 1;
         self.event(format_args!(
@@ -595,6 +618,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_request_start_view(&mut self, rsv: &RequestStartView) {
+        self.assert_from_peer(rsv.replica);
         if self.status != Status::Normal || rsv.view != self.view || !self.is_primary() {
             return;
         }
@@ -618,6 +642,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_start_view(&mut self, message: Message) {
+        self.assert_received(&message, Command::StartView);
+        self.assert_from_peer(message.header().replica);
         let header = StartView::from_header(message.header());
         if header.view < self.view || self.status == Status::Recovering {
             return;
@@ -730,6 +756,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     fn backup_enter_view(&mut self) {
         assert!(self.is_backup());
+        // The start_view's log is durable as this view's: only now may it be acknowledged.
+        assert_eq!(self.durable_state().log_view, self.view);
+        assert_eq!(self.log_view, self.view);
+        assert!(
+            self.op >= self.commit_min,
+            "start_view truncated a committed op"
+        );
         self.status = Status::Normal;
         self.event(format_args!(
             "view {} started as backup of replica {}: op={} commit_max={}",
