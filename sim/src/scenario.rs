@@ -308,6 +308,13 @@ impl Simulator {
         header
     }
 
+    /// Puts `bytes` on the network to replica `to` as if replica `from` had sent them: what a
+    /// peer with a bug, or a hostile process that learned the cluster id, could send.
+    pub fn send_raw_to_replica(&mut self, from: u8, to: u8, bytes: Vec<u8>) {
+        self.network
+            .submit(Process::Replica(from), Process::Replica(to), bytes);
+    }
+
     // ---- Driving ------------------------------------------------------------------------------
 
     /// Steps until `predicate` holds (checked before each step), at most `max_ticks` steps.

@@ -4,8 +4,11 @@
 //! journal hash chains), and each scenario ends with `run_until_converged`, which also checks
 //! that no acknowledged op was lost. Each waits with a tick deadline, never a sleep.
 
-use vsr::header::commands::Prepare;
+use vsr::header::commands::{
+    Ping, Prepare, RequestCheckpointChunk, RequestHeaders, RequestPrepare,
+};
 use vsr::header::{Header, HEADER_SIZE};
+use vsr::message::MessagePool;
 use vsr::replica::Status;
 use vsr::storage::Zone;
 use vsr_sim::cluster::Simulator;
@@ -863,4 +866,65 @@ fn checkpoint_waits_until_a_quorum_holds_the_one_before_seed(seed: u64) {
     ));
     ok(sim.run_until_converged(4 * DEADLINE));
     assert_eq!(sim.client_requests_done(0), c3 + 5);
+}
+
+#[test]
+fn messages_naming_a_replica_outside_the_cluster_are_dropped() {
+    for_each_seed(messages_naming_a_replica_outside_the_cluster_are_dropped_seed);
+}
+
+/// A well-formed message (valid checksums, this cluster) whose `replica` is no replica of the
+/// cluster is dropped and counted, never handed to a handler that indexes by it.
+fn messages_naming_a_replica_outside_the_cluster_are_dropped_seed(seed: u64) {
+    let mut sim = warmed_up(seed, 3, 1, 2);
+    let p = sim.primary().unwrap();
+    let cluster = sim.replica(p).unwrap().cluster();
+    let view = sim.view_max();
+    let stranger = 7u8;
+    let headers = [
+        Ping {
+            view,
+            replica: stranger,
+            ..Ping::default()
+        }
+        .to_header(cluster),
+        RequestHeaders {
+            view,
+            replica: stranger,
+            op_min: 1,
+            op_max: 2,
+        }
+        .to_header(cluster),
+        RequestPrepare {
+            view,
+            replica: stranger,
+            op: 1,
+            ..RequestPrepare::default()
+        }
+        .to_header(cluster),
+        RequestCheckpointChunk {
+            view,
+            replica: stranger,
+            op: 1,
+            checkpoint_id: 1,
+            index: 0,
+        }
+        .to_header(cluster),
+    ];
+    let dropped_before = sim.replica_stats().messages_dropped_invalid;
+    let pool = MessagePool::new(1, 4096);
+    for header in headers {
+        assert_eq!(header.invalid(HEADER_SIZE), None, "{header:?}");
+        let mut message = pool.get().unwrap();
+        *message.header_mut() = header;
+        message.seal(0);
+        let bytes = message.bytes().to_vec();
+        sim.send_raw_to_replica(((p + 1) % 3) as u8, p as u8, bytes);
+    }
+    ok(sim.run_until(
+        |s| s.replica_stats().messages_dropped_invalid >= dropped_before + headers.len() as u64,
+        DEADLINE,
+    ));
+    sim.set_client_workload(0, 4);
+    ok(sim.run_until_converged(DEADLINE));
 }

@@ -609,6 +609,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.status == Status::Recovering {
             return;
         }
+        let Some(header) = self.message_accepted(&message) else {
+            return;
+        };
+        self.dispatch(header, message);
+        self.assert_invariants();
+    }
+
+    /// The message's header if the message is whole and well formed for its command, of this
+    /// cluster, and (for a replica's message) from another replica of it; else it is dropped.
+    fn message_accepted(&mut self, message: &Message) -> Option<Header> {
         let header = *message.header();
         if !header.valid_checksum()
             || header.size as usize > message.capacity()
@@ -624,9 +634,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 header,
                 header.invalid(self.config.message_size_max as usize)
             ));
-            return;
+            return None;
         }
         let command = header.command().unwrap();
+        // Commands whose `replica` names the sending replica (a checkpoint chunk names none).
         let from_replica = matches!(
             command,
             Command::Ping
@@ -641,20 +652,26 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 | Command::RequestHeaders
                 | Command::RequestPrepare
                 | Command::Headers
+                | Command::RequestCheckpointChunk
         );
         if from_replica && header.replica >= self.replica_count {
             self.stats.messages_dropped_invalid += 1;
-            return;
+            return None;
         }
         // A prepare's `replica` is the primary that created it, not the sender: a repair may
         // bring back a prepare this replica created in an earlier view.
         if from_replica && header.replica == self.replica && command != Command::Prepare {
-            return;
+            return None;
         }
-        if from_replica && header.view == self.view {
+        if from_replica && header.view == self.view && command != Command::RequestCheckpointChunk {
             self.last_heard[header.replica as usize] = self.ticks;
         }
-        match command {
+        Some(header)
+    }
+
+    /// Hands an accepted message to its command's handler.
+    fn dispatch(&mut self, header: Header, message: Message) {
+        match header.command().unwrap() {
             Command::Ping => self.on_ping(&Ping::from_header(&header)),
             Command::Pong => self.on_pong(&Pong::from_header(&header)),
             Command::PingClient => self.on_ping_client(&PingClient::from_header(&header)),
@@ -685,7 +702,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 self.stats.messages_dropped_invalid += 1;
             }
         }
-        self.assert_invariants();
     }
 
     /// An I/O completion from storage, routed by its token.
