@@ -391,11 +391,7 @@ impl Ledger {
     }
 
     fn transfer_id_of(&self, value: u32) -> u128 {
-        if value & ORPHAN != 0 {
-            self.orphans[(value & !ORPHAN) as usize]
-        } else {
-            self.transfers[value as usize].id
-        }
+        transfer_id_of(&self.transfers, &self.orphans, value)
     }
 
     fn transfer_lookup(&self, id: u128) -> TransferLookup {
@@ -474,9 +470,9 @@ impl Ledger {
         batch_imported: bool,
         event_timestamp: u64,
         batch_timestamp: u64,
-    ) -> Option<ImportCheck> {
+    ) -> Result<(), ImportCheck> {
         if imported != batch_imported {
-            return Some(if imported {
+            return Err(if imported {
                 ImportCheck::NotExpected
             } else {
                 ImportCheck::Expected
@@ -484,15 +480,15 @@ impl Ledger {
         }
         if imported {
             if !(TIMESTAMP_MIN..=TIMESTAMP_MAX).contains(&event_timestamp) {
-                return Some(ImportCheck::OutOfRange);
+                return Err(ImportCheck::OutOfRange);
             }
             if event_timestamp >= batch_timestamp {
-                return Some(ImportCheck::MustNotAdvance);
+                return Err(ImportCheck::MustNotAdvance);
             }
         } else if event_timestamp != 0 {
-            return Some(ImportCheck::MustBeZero);
+            return Err(ImportCheck::MustBeZero);
         }
-        None
+        Ok(())
     }
 
     fn create_account(
@@ -504,16 +500,10 @@ impl Ledger {
     ) -> CreateAccountResult {
         use CreateAccountResult as R;
         let imported = a.flags & account_flags::IMPORTED != 0;
-        if let Some(check) =
+        if let Err(check) =
             Self::import_checks(imported, batch_imported, a.timestamp, batch_timestamp)
         {
-            return match check {
-                ImportCheck::NotExpected => R::ImportedEventNotExpected,
-                ImportCheck::Expected => R::ImportedEventExpected,
-                ImportCheck::MustBeZero => R::TimestampMustBeZero,
-                ImportCheck::OutOfRange => R::ImportedEventTimestampOutOfRange,
-                ImportCheck::MustNotAdvance => R::ImportedEventTimestampMustNotAdvance,
-            };
+            return check.into();
         }
         if a.reserved != 0 {
             return R::ReservedField;
@@ -604,16 +594,10 @@ impl Ledger {
     ) -> CreateTransferResult {
         use CreateTransferResult as R;
         let imported = t.flags & transfer_flags::IMPORTED != 0;
-        if let Some(check) =
+        if let Err(check) =
             Self::import_checks(imported, batch_imported, t.timestamp, batch_timestamp)
         {
-            return match check {
-                ImportCheck::NotExpected => R::ImportedEventNotExpected,
-                ImportCheck::Expected => R::ImportedEventExpected,
-                ImportCheck::MustBeZero => R::TimestampMustBeZero,
-                ImportCheck::OutOfRange => R::ImportedEventTimestampOutOfRange,
-                ImportCheck::MustNotAdvance => R::ImportedEventTimestampMustNotAdvance,
-            };
+            return check.into();
         }
         if t.flags & transfer_flags::PADDING != 0 {
             return R::ReservedFlag;
@@ -1599,6 +1583,35 @@ enum ImportCheck {
     MustBeZero,
     OutOfRange,
     MustNotAdvance,
+}
+
+/// Both kinds of event name the import failures alike.
+impl From<ImportCheck> for CreateAccountResult {
+    fn from(check: ImportCheck) -> CreateAccountResult {
+        match check {
+            ImportCheck::NotExpected => CreateAccountResult::ImportedEventNotExpected,
+            ImportCheck::Expected => CreateAccountResult::ImportedEventExpected,
+            ImportCheck::MustBeZero => CreateAccountResult::TimestampMustBeZero,
+            ImportCheck::OutOfRange => CreateAccountResult::ImportedEventTimestampOutOfRange,
+            ImportCheck::MustNotAdvance => {
+                CreateAccountResult::ImportedEventTimestampMustNotAdvance
+            }
+        }
+    }
+}
+
+impl From<ImportCheck> for CreateTransferResult {
+    fn from(check: ImportCheck) -> CreateTransferResult {
+        match check {
+            ImportCheck::NotExpected => CreateTransferResult::ImportedEventNotExpected,
+            ImportCheck::Expected => CreateTransferResult::ImportedEventExpected,
+            ImportCheck::MustBeZero => CreateTransferResult::TimestampMustBeZero,
+            ImportCheck::OutOfRange => CreateTransferResult::ImportedEventTimestampOutOfRange,
+            ImportCheck::MustNotAdvance => {
+                CreateTransferResult::ImportedEventTimestampMustNotAdvance
+            }
+        }
+    }
 }
 
 /// The linked-chain bookkeeping of one create batch, and its sparse result list.
