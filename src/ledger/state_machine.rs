@@ -449,7 +449,9 @@ impl Ledger {
             let result = match batch.before_event(self, index, linked) {
                 Some(code) => code,
                 None => {
-                    self.create_transfer(timestamp, timestamp_event, batch_imported, &event) as u32
+                    let created =
+                        self.create_transfer(timestamp, timestamp_event, batch_imported, &event);
+                    created.err().unwrap_or(CreateTransferResult::Ok) as u32
                 }
             };
             batch.after_event(self, index, linked, result);
@@ -585,191 +587,68 @@ impl Ledger {
             .is_ok()
     }
 
+    /// One `create_transfers` event: `Ok(())`, or the code of the first check it fails. The
+    /// order of the checks decides which code a transfer gets; tests.rs and model.rs pin it.
     fn create_transfer(
         &mut self,
         batch_timestamp: u64,
         timestamp_event: u64,
         batch_imported: bool,
         t: &Transfer,
-    ) -> CreateTransferResult {
+    ) -> Result<(), CreateTransferResult> {
+        use transfer_flags as F;
         use CreateTransferResult as R;
-        let imported = t.flags & transfer_flags::IMPORTED != 0;
-        if let Err(check) =
-            Self::import_checks(imported, batch_imported, t.timestamp, batch_timestamp)
-        {
-            return check.into();
+        let imported = t.flags & F::IMPORTED != 0;
+        Self::import_checks(imported, batch_imported, t.timestamp, batch_timestamp)?;
+        if t.flags & F::PADDING != 0 {
+            return Err(R::ReservedFlag);
         }
-        if t.flags & transfer_flags::PADDING != 0 {
-            return R::ReservedFlag;
+        self.transfer_id_check(t)?;
+        if t.flags & (F::POST_PENDING_TRANSFER | F::VOID_PENDING_TRANSFER) != 0 {
+            return match self.post_or_void_pending_transfer(timestamp_event, t) {
+                R::Ok => Ok(()),
+                result => Err(result),
+            };
         }
-        if t.id == 0 {
-            return R::IdMustNotBeZero;
-        }
-        if t.id == u128::MAX {
-            return R::IdMustNotBeIntMax;
-        }
-        match self.transfer_lookup(t.id) {
-            TransferLookup::Found(slot) => return self.transfer_exists(t, slot),
-            TransferLookup::Orphan => return R::IdAlreadyFailed,
-            TransferLookup::Missing => {}
-        }
-        if self.transfers.len() + self.orphans.len() >= self.config.transfers_max as usize {
-            return R::TransfersFull;
-        }
-        let flags = t.flags;
-        if flags & (transfer_flags::POST_PENDING_TRANSFER | transfer_flags::VOID_PENDING_TRANSFER)
-            != 0
-        {
-            return self.post_or_void_pending_transfer(timestamp_event, t);
-        }
-
-        if t.debit_account_id == 0 {
-            return R::DebitAccountIdMustNotBeZero;
-        }
-        if t.debit_account_id == u128::MAX {
-            return R::DebitAccountIdMustNotBeIntMax;
-        }
-        if t.credit_account_id == 0 {
-            return R::CreditAccountIdMustNotBeZero;
-        }
-        if t.credit_account_id == u128::MAX {
-            return R::CreditAccountIdMustNotBeIntMax;
-        }
-        if t.credit_account_id == t.debit_account_id {
-            return R::AccountsMustBeDifferent;
-        }
-        if t.pending_id != 0 {
-            return R::PendingIdMustBeZero;
-        }
-        let pending = flags & transfer_flags::PENDING != 0;
-        if !pending {
-            if t.timeout != 0 {
-                return R::TimeoutReservedForPendingTransfer;
-            }
-            if flags & (transfer_flags::CLOSING_DEBIT | transfer_flags::CLOSING_CREDIT) != 0 {
-                return R::ClosingTransferMustBePending;
-            }
-        }
-        if t.ledger == 0 {
-            return R::LedgerMustNotBeZero;
-        }
-        if t.code == 0 {
-            return R::CodeMustNotBeZero;
-        }
+        let pending = t.flags & F::PENDING != 0;
+        Self::transfer_fields_check(t, pending)?;
         let Some(dr_slot) = self.account_slot(t.debit_account_id) else {
-            return R::DebitAccountNotFound;
+            return Err(R::DebitAccountNotFound);
         };
         let Some(cr_slot) = self.account_slot(t.credit_account_id) else {
-            return R::CreditAccountNotFound;
+            return Err(R::CreditAccountNotFound);
         };
-        let dr = self.accounts[dr_slot as usize];
-        let cr = self.accounts[cr_slot as usize];
+        let mut dr = self.accounts[dr_slot as usize];
+        let mut cr = self.accounts[cr_slot as usize];
         if dr.ledger != cr.ledger {
-            return R::AccountsMustHaveTheSameLedger;
+            return Err(R::AccountsMustHaveTheSameLedger);
         }
         if t.ledger != dr.ledger {
-            return R::TransferMustHaveTheSameLedgerAsAccounts;
+            return Err(R::TransferMustHaveTheSameLedgerAsAccounts);
         }
         let timestamp = if imported {
-            if self.import_regresses(t.timestamp, self.transfers.last().map(|l| l.timestamp))
-                || self.account_timestamp_exists(t.timestamp)
-            {
-                return R::ImportedEventTimestampMustNotRegress;
-            }
-            if t.timestamp <= dr.timestamp {
-                return R::ImportedEventTimestampMustPostdateDebitAccount;
-            }
-            if t.timestamp <= cr.timestamp {
-                return R::ImportedEventTimestampMustPostdateCreditAccount;
-            }
-            if t.timeout != 0 {
-                return R::ImportedEventTimeoutMustBeZero;
-            }
-            t.timestamp
+            self.imported_transfer_timestamp(t, &dr, &cr)?
         } else {
             timestamp_event
         };
         assert!(timestamp > dr.timestamp && timestamp > cr.timestamp);
-        if dr.flags & account_flags::CLOSED != 0 {
-            return R::DebitAccountAlreadyClosed;
-        }
-        if cr.flags & account_flags::CLOSED != 0 {
-            return R::CreditAccountAlreadyClosed;
-        }
-
-        let mut amount = t.amount;
-        if flags & transfer_flags::BALANCING_DEBIT != 0 {
-            let balance = dr.debits_posted + dr.debits_pending;
-            amount = amount.min(dr.credits_posted.saturating_sub(balance));
-        }
-        if flags & transfer_flags::BALANCING_CREDIT != 0 {
-            let balance = cr.credits_posted + cr.credits_pending;
-            amount = amount.min(cr.debits_posted.saturating_sub(balance));
-        }
-        if pending {
-            if amount.checked_add(dr.debits_pending).is_none() {
-                return R::OverflowsDebitsPending;
-            }
-            if amount.checked_add(cr.credits_pending).is_none() {
-                return R::OverflowsCreditsPending;
-            }
-        }
-        if amount.checked_add(dr.debits_posted).is_none() {
-            return R::OverflowsDebitsPosted;
-        }
-        if amount.checked_add(cr.credits_posted).is_none() {
-            return R::OverflowsCreditsPosted;
-        }
-        // The sum of pending and posted never overflows: every transfer checks it here.
-        if amount
-            .checked_add(dr.debits_pending + dr.debits_posted)
-            .is_none()
-        {
-            return R::OverflowsDebits;
-        }
-        if amount
-            .checked_add(cr.credits_pending + cr.credits_posted)
-            .is_none()
-        {
-            return R::OverflowsCredits;
-        }
+        Self::accounts_open_check(&dr, &cr)?;
+        let amount = Self::balancing_amount(t, &dr, &cr);
+        Self::amount_overflow_check(pending, amount, &dr, &cr)?;
         if timestamp + t.timeout_ns() > TIMESTAMP_MAX {
-            return R::OverflowsTimeout;
+            return Err(R::OverflowsTimeout);
         }
-        if dr.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
-            && dr.debits_pending + dr.debits_posted + amount > dr.credits_posted
-        {
-            return R::ExceedsCredits;
-        }
-        if cr.flags & account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS != 0
-            && cr.credits_pending + cr.credits_posted + amount > cr.debits_posted
-        {
-            return R::ExceedsDebits;
-        }
+        Self::account_limits_check(amount, &dr, &cr)?;
 
         // Valid: apply.
-        let mut dr_new = dr;
-        let mut cr_new = cr;
-        if pending {
-            dr_new.debits_pending += amount;
-            cr_new.credits_pending += amount;
-        } else {
-            dr_new.debits_posted += amount;
-            cr_new.credits_posted += amount;
-        }
-        if flags & transfer_flags::CLOSING_DEBIT != 0 {
-            dr_new.flags |= account_flags::CLOSED;
-        }
-        if flags & transfer_flags::CLOSING_CREDIT != 0 {
-            cr_new.flags |= account_flags::CLOSED;
-        }
+        Self::transfer_apply(t, pending, amount, &mut dr, &mut cr);
         let transfer = Transfer {
             amount,
             timestamp,
             ..*t
         };
         let status = if pending { STATUS_PENDING } else { STATUS_NONE };
-        let slot = self.insert_transfer(transfer, status, dr_slot, cr_slot, dr_new, cr_new);
+        let slot = self.insert_transfer(transfer, status, dr_slot, cr_slot, dr, cr);
         if t.timeout > 0 {
             assert!(pending && !imported);
             self.expiry_push(Expiry {
@@ -778,7 +657,206 @@ impl Ledger {
                 slot,
             });
         }
-        R::Ok
+        Ok(())
+    }
+
+    /// The transfer's id: neither zero nor the maximum, not taken (by a transfer or a failed
+    /// attempt), and with room left for one more.
+    fn transfer_id_check(&self, t: &Transfer) -> Result<(), CreateTransferResult> {
+        use CreateTransferResult as R;
+        if t.id == 0 {
+            return Err(R::IdMustNotBeZero);
+        }
+        if t.id == u128::MAX {
+            return Err(R::IdMustNotBeIntMax);
+        }
+        match self.transfer_lookup(t.id) {
+            TransferLookup::Found(slot) => return Err(self.transfer_exists(t, slot)),
+            TransferLookup::Orphan => return Err(R::IdAlreadyFailed),
+            TransferLookup::Missing => {}
+        }
+        if self.transfers.len() + self.orphans.len() >= self.config.transfers_max as usize {
+            return Err(R::TransfersFull);
+        }
+        Ok(())
+    }
+
+    /// The checks of a new (not post or void) transfer that need only the event itself.
+    fn transfer_fields_check(t: &Transfer, pending: bool) -> Result<(), CreateTransferResult> {
+        use CreateTransferResult as R;
+        if t.debit_account_id == 0 {
+            return Err(R::DebitAccountIdMustNotBeZero);
+        }
+        if t.debit_account_id == u128::MAX {
+            return Err(R::DebitAccountIdMustNotBeIntMax);
+        }
+        if t.credit_account_id == 0 {
+            return Err(R::CreditAccountIdMustNotBeZero);
+        }
+        if t.credit_account_id == u128::MAX {
+            return Err(R::CreditAccountIdMustNotBeIntMax);
+        }
+        if t.credit_account_id == t.debit_account_id {
+            return Err(R::AccountsMustBeDifferent);
+        }
+        if t.pending_id != 0 {
+            return Err(R::PendingIdMustBeZero);
+        }
+        if !pending {
+            if t.timeout != 0 {
+                return Err(R::TimeoutReservedForPendingTransfer);
+            }
+            if t.flags & (transfer_flags::CLOSING_DEBIT | transfer_flags::CLOSING_CREDIT) != 0 {
+                return Err(R::ClosingTransferMustBePending);
+            }
+        }
+        if t.ledger == 0 {
+            return Err(R::LedgerMustNotBeZero);
+        }
+        if t.code == 0 {
+            return Err(R::CodeMustNotBeZero);
+        }
+        Ok(())
+    }
+
+    /// An imported transfer keeps its own timestamp, which must be after every transfer's, no
+    /// account's, and after both its accounts'.
+    fn imported_transfer_timestamp(
+        &self,
+        t: &Transfer,
+        dr: &Account,
+        cr: &Account,
+    ) -> Result<u64, CreateTransferResult> {
+        use CreateTransferResult as R;
+        if self.transfer_import_regresses(t.timestamp) {
+            return Err(R::ImportedEventTimestampMustNotRegress);
+        }
+        if t.timestamp <= dr.timestamp {
+            return Err(R::ImportedEventTimestampMustPostdateDebitAccount);
+        }
+        if t.timestamp <= cr.timestamp {
+            return Err(R::ImportedEventTimestampMustPostdateCreditAccount);
+        }
+        if t.timeout != 0 {
+            return Err(R::ImportedEventTimeoutMustBeZero);
+        }
+        Ok(t.timestamp)
+    }
+
+    /// Whether an imported transfer's timestamp is not after the newest transfer's, or is an
+    /// account's.
+    #[inline]
+    fn transfer_import_regresses(&self, timestamp: u64) -> bool {
+        self.import_regresses(timestamp, self.transfers.last().map(|l| l.timestamp))
+            || self.account_timestamp_exists(timestamp)
+    }
+
+    #[inline]
+    fn accounts_open_check(dr: &Account, cr: &Account) -> Result<(), CreateTransferResult> {
+        if dr.flags & account_flags::CLOSED != 0 {
+            return Err(CreateTransferResult::DebitAccountAlreadyClosed);
+        }
+        if cr.flags & account_flags::CLOSED != 0 {
+            return Err(CreateTransferResult::CreditAccountAlreadyClosed);
+        }
+        Ok(())
+    }
+
+    /// The amount a transfer moves: a balancing transfer moves at most what keeps its account's
+    /// debits within its credits (or the reverse).
+    #[inline]
+    fn balancing_amount(t: &Transfer, dr: &Account, cr: &Account) -> u128 {
+        let mut amount = t.amount;
+        if t.flags & transfer_flags::BALANCING_DEBIT != 0 {
+            let balance = dr.debits_posted + dr.debits_pending;
+            amount = amount.min(dr.credits_posted.saturating_sub(balance));
+        }
+        if t.flags & transfer_flags::BALANCING_CREDIT != 0 {
+            let balance = cr.credits_posted + cr.credits_pending;
+            amount = amount.min(cr.debits_posted.saturating_sub(balance));
+        }
+        amount
+    }
+
+    fn amount_overflow_check(
+        pending: bool,
+        amount: u128,
+        dr: &Account,
+        cr: &Account,
+    ) -> Result<(), CreateTransferResult> {
+        use CreateTransferResult as R;
+        if pending {
+            if amount.checked_add(dr.debits_pending).is_none() {
+                return Err(R::OverflowsDebitsPending);
+            }
+            if amount.checked_add(cr.credits_pending).is_none() {
+                return Err(R::OverflowsCreditsPending);
+            }
+        }
+        if amount.checked_add(dr.debits_posted).is_none() {
+            return Err(R::OverflowsDebitsPosted);
+        }
+        if amount.checked_add(cr.credits_posted).is_none() {
+            return Err(R::OverflowsCreditsPosted);
+        }
+        // The sum of pending and posted never overflows: every transfer checks it here.
+        if amount
+            .checked_add(dr.debits_pending + dr.debits_posted)
+            .is_none()
+        {
+            return Err(R::OverflowsDebits);
+        }
+        if amount
+            .checked_add(cr.credits_pending + cr.credits_posted)
+            .is_none()
+        {
+            return Err(R::OverflowsCredits);
+        }
+        Ok(())
+    }
+
+    /// The accounts' `*_must_not_exceed_*` flags.
+    fn account_limits_check(
+        amount: u128,
+        dr: &Account,
+        cr: &Account,
+    ) -> Result<(), CreateTransferResult> {
+        if dr.flags & account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
+            && dr.debits_pending + dr.debits_posted + amount > dr.credits_posted
+        {
+            return Err(CreateTransferResult::ExceedsCredits);
+        }
+        if cr.flags & account_flags::CREDITS_MUST_NOT_EXCEED_DEBITS != 0
+            && cr.credits_pending + cr.credits_posted + amount > cr.debits_posted
+        {
+            return Err(CreateTransferResult::ExceedsDebits);
+        }
+        Ok(())
+    }
+
+    /// A valid new transfer's effect on its accounts: the amount (held if pending, moved if
+    /// not) and the closing flags.
+    #[inline]
+    fn transfer_apply(
+        t: &Transfer,
+        pending: bool,
+        amount: u128,
+        dr: &mut Account,
+        cr: &mut Account,
+    ) {
+        if pending {
+            dr.debits_pending += amount;
+            cr.credits_pending += amount;
+        } else {
+            dr.debits_posted += amount;
+            cr.credits_posted += amount;
+        }
+        if t.flags & transfer_flags::CLOSING_DEBIT != 0 {
+            dr.flags |= account_flags::CLOSED;
+        }
+        if t.flags & transfer_flags::CLOSING_CREDIT != 0 {
+            cr.flags |= account_flags::CLOSED;
+        }
     }
 
     fn post_or_void_pending_transfer(
