@@ -605,10 +605,7 @@ impl Ledger {
         }
         self.transfer_id_check(t)?;
         if t.flags & (F::POST_PENDING_TRANSFER | F::VOID_PENDING_TRANSFER) != 0 {
-            return match self.post_or_void_pending_transfer(timestamp_event, t) {
-                R::Ok => Ok(()),
-                result => Err(result),
-            };
+            return self.post_or_void_pending_transfer(timestamp_event, t);
         }
         let pending = t.flags & F::PENDING != 0;
         Self::transfer_fields_check(t, pending)?;
@@ -859,19 +856,82 @@ impl Ledger {
         }
     }
 
+    /// A post or void of a pending transfer, once the checks every transfer gets (import,
+    /// reserved flags, id, room) have passed. The order of the checks decides which code it
+    /// gets; tests.rs and model.rs pin it.
     fn post_or_void_pending_transfer(
         &mut self,
         timestamp_event: u64,
         t: &Transfer,
-    ) -> CreateTransferResult {
+    ) -> Result<(), CreateTransferResult> {
         use transfer_flags as F;
         use CreateTransferResult as R;
-        let flags = t.flags;
-        let post = flags & F::POST_PENDING_TRANSFER != 0;
-        let void = flags & F::VOID_PENDING_TRANSFER != 0;
+        let post = t.flags & F::POST_PENDING_TRANSFER != 0;
+        let void = t.flags & F::VOID_PENDING_TRANSFER != 0;
         assert!(post || void);
+        Self::post_or_void_fields_check(t, post, void)?;
+        let TransferLookup::Found(p_slot) = self.transfer_lookup(t.pending_id) else {
+            return Err(R::PendingTransferNotFound);
+        };
+        let p = self.transfers[p_slot as usize];
+        if p.flags & F::PENDING == 0 {
+            return Err(R::PendingTransferNotPending);
+        }
+        let dr_slot = self
+            .account_slot(p.debit_account_id)
+            .expect("pending debit account");
+        let cr_slot = self
+            .account_slot(p.credit_account_id)
+            .expect("pending credit account");
+        let mut dr = self.accounts[dr_slot as usize];
+        let mut cr = self.accounts[cr_slot as usize];
+        Self::pending_fields_check(t, &p)?;
+        let amount = Self::post_or_void_amount(t.amount, void, p.amount);
+        if amount > p.amount {
+            return Err(R::ExceedsPendingTransferAmount);
+        }
+        if void && amount < p.amount {
+            return Err(R::PendingTransferHasDifferentAmount);
+        }
+        Self::pending_status_check(self.transfer_status[p_slot as usize], &p, timestamp_event)?;
+        let timestamp = if t.flags & F::IMPORTED != 0 {
+            if self.transfer_import_regresses(t.timestamp) {
+                return Err(R::ImportedEventTimestampMustNotRegress);
+            }
+            t.timestamp
+        } else {
+            timestamp_event
+        };
+        assert!(timestamp > p.timestamp);
+        // The only movement a closed account allows is voiding a pending transfer.
+        if !void {
+            Self::accounts_open_check(&dr, &cr)?;
+        }
+
+        // Valid: apply.
+        Self::pending_release(&p, &mut dr, &mut cr);
+        if post {
+            dr.debits_posted += amount;
+            cr.credits_posted += amount;
+        } else {
+            Self::pending_reopen(&p, &mut dr, &mut cr);
+        }
+        let transfer = Self::post_or_void_record(t, &p, amount, timestamp);
+        self.set_status(p_slot, if post { STATUS_POSTED } else { STATUS_VOIDED });
+        self.insert_transfer(transfer, STATUS_NONE, dr_slot, cr_slot, dr, cr);
+        Ok(())
+    }
+
+    /// The checks of a post or void that need only the event itself.
+    fn post_or_void_fields_check(
+        t: &Transfer,
+        post: bool,
+        void: bool,
+    ) -> Result<(), CreateTransferResult> {
+        use transfer_flags as F;
+        use CreateTransferResult as R;
         if post && void {
-            return R::FlagsAreMutuallyExclusive;
+            return Err(R::FlagsAreMutuallyExclusive);
         }
         for exclusive in [
             F::PENDING,
@@ -880,131 +940,118 @@ impl Ledger {
             F::CLOSING_DEBIT,
             F::CLOSING_CREDIT,
         ] {
-            if flags & exclusive != 0 {
-                return R::FlagsAreMutuallyExclusive;
+            if t.flags & exclusive != 0 {
+                return Err(R::FlagsAreMutuallyExclusive);
             }
         }
         if t.pending_id == 0 {
-            return R::PendingIdMustNotBeZero;
+            return Err(R::PendingIdMustNotBeZero);
         }
         if t.pending_id == u128::MAX {
-            return R::PendingIdMustNotBeIntMax;
+            return Err(R::PendingIdMustNotBeIntMax);
         }
         if t.pending_id == t.id {
-            return R::PendingIdMustBeDifferent;
+            return Err(R::PendingIdMustBeDifferent);
         }
         if t.timeout != 0 {
-            return R::TimeoutReservedForPendingTransfer;
+            return Err(R::TimeoutReservedForPendingTransfer);
         }
-        let TransferLookup::Found(p_slot) = self.transfer_lookup(t.pending_id) else {
-            return R::PendingTransferNotFound;
-        };
-        let p = self.transfers[p_slot as usize];
-        if p.flags & F::PENDING == 0 {
-            return R::PendingTransferNotPending;
-        }
-        let dr_slot = self
-            .account_slot(p.debit_account_id)
-            .expect("pending debit account");
-        let cr_slot = self
-            .account_slot(p.credit_account_id)
-            .expect("pending credit account");
-        let dr = self.accounts[dr_slot as usize];
-        let cr = self.accounts[cr_slot as usize];
+        Ok(())
+    }
+
+    /// A post or void may leave the pending transfer's accounts, ledger and code zero; those it
+    /// gives must match.
+    fn pending_fields_check(t: &Transfer, p: &Transfer) -> Result<(), CreateTransferResult> {
+        use CreateTransferResult as R;
         if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
-            return R::PendingTransferHasDifferentDebitAccountId;
+            return Err(R::PendingTransferHasDifferentDebitAccountId);
         }
         if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
-            return R::PendingTransferHasDifferentCreditAccountId;
+            return Err(R::PendingTransferHasDifferentCreditAccountId);
         }
         if t.ledger != 0 && t.ledger != p.ledger {
-            return R::PendingTransferHasDifferentLedger;
+            return Err(R::PendingTransferHasDifferentLedger);
         }
         if t.code != 0 && t.code != p.code {
-            return R::PendingTransferHasDifferentCode;
+            return Err(R::PendingTransferHasDifferentCode);
         }
-        let amount = if void {
-            if t.amount == 0 {
-                p.amount
-            } else {
-                t.amount
-            }
-        } else if t.amount == u128::MAX {
-            p.amount
+        Ok(())
+    }
+
+    /// The amount a post or void moves: its own, or the pending transfer's when it leaves the
+    /// amount open (zero for a void, `u128::MAX` for a post).
+    #[inline]
+    fn post_or_void_amount(amount: u128, void: bool, pending_amount: u128) -> u128 {
+        let open = if void {
+            amount == 0
         } else {
-            t.amount
+            amount == u128::MAX
         };
-        if amount > p.amount {
-            return R::ExceedsPendingTransferAmount;
+        if open {
+            pending_amount
+        } else {
+            amount
         }
-        if void && amount < p.amount {
-            return R::PendingTransferHasDifferentAmount;
-        }
-        match self.transfer_status[p_slot as usize] {
+    }
+
+    /// The pending transfer is still pending: not posted, voided or expired, nor due to expire
+    /// by `timestamp_event`.
+    fn pending_status_check(
+        status: u8,
+        p: &Transfer,
+        timestamp_event: u64,
+    ) -> Result<(), CreateTransferResult> {
+        use CreateTransferResult as R;
+        match status {
             STATUS_PENDING => {}
-            STATUS_POSTED => return R::PendingTransferAlreadyPosted,
-            STATUS_VOIDED => return R::PendingTransferAlreadyVoided,
-            STATUS_EXPIRED => return R::PendingTransferExpired,
+            STATUS_POSTED => return Err(R::PendingTransferAlreadyPosted),
+            STATUS_VOIDED => return Err(R::PendingTransferAlreadyVoided),
+            STATUS_EXPIRED => return Err(R::PendingTransferExpired),
             status => unreachable!("pending transfer with status {status}"),
         }
         if p.timeout != 0 && p.timestamp + p.timeout_ns() <= timestamp_event {
             // Due but not yet swept (the sweep runs before each operation).
-            return R::PendingTransferExpired;
+            return Err(R::PendingTransferExpired);
         }
-        let imported = flags & F::IMPORTED != 0;
-        let timestamp = if imported {
-            if self.import_regresses(t.timestamp, self.transfers.last().map(|l| l.timestamp))
-                || self.account_timestamp_exists(t.timestamp)
-            {
-                return R::ImportedEventTimestampMustNotRegress;
-            }
-            t.timestamp
-        } else {
-            timestamp_event
-        };
-        assert!(timestamp > p.timestamp);
-        // The only movement a closed account allows is voiding a pending transfer.
-        if dr.flags & account_flags::CLOSED != 0 && !void {
-            return R::DebitAccountAlreadyClosed;
-        }
-        if cr.flags & account_flags::CLOSED != 0 && !void {
-            return R::CreditAccountAlreadyClosed;
-        }
+        Ok(())
+    }
 
-        let mut dr_new = dr;
-        let mut cr_new = cr;
-        dr_new.debits_pending -= p.amount;
-        cr_new.credits_pending -= p.amount;
-        if post {
-            dr_new.debits_posted += amount;
-            cr_new.credits_posted += amount;
-        } else {
-            if p.flags & F::CLOSING_DEBIT != 0 {
-                dr_new.flags &= !account_flags::CLOSED;
-            }
-            if p.flags & F::CLOSING_CREDIT != 0 {
-                cr_new.flags &= !account_flags::CLOSED;
-            }
+    /// Takes a pending transfer's amount off its accounts' pending balances.
+    #[inline]
+    fn pending_release(p: &Transfer, dr: &mut Account, cr: &mut Account) {
+        dr.debits_pending -= p.amount;
+        cr.credits_pending -= p.amount;
+    }
+
+    /// Reopens the accounts a pending transfer closed (when it is voided or expires).
+    #[inline]
+    fn pending_reopen(p: &Transfer, dr: &mut Account, cr: &mut Account) {
+        if p.flags & transfer_flags::CLOSING_DEBIT != 0 {
+            dr.flags &= !account_flags::CLOSED;
         }
-        let pick = |mine: u128, theirs: u128| if mine != 0 { mine } else { theirs };
-        let transfer = Transfer {
+        if p.flags & transfer_flags::CLOSING_CREDIT != 0 {
+            cr.flags &= !account_flags::CLOSED;
+        }
+    }
+
+    /// The transfer a post or void stores: the pending transfer's accounts, ledger and code, and
+    /// its user data wherever the event leaves them zero.
+    fn post_or_void_record(t: &Transfer, p: &Transfer, amount: u128, timestamp: u64) -> Transfer {
+        Transfer {
             id: t.id,
             debit_account_id: p.debit_account_id,
             credit_account_id: p.credit_account_id,
             amount,
             pending_id: t.pending_id,
-            user_data_128: pick(t.user_data_128, p.user_data_128),
-            user_data_64: pick(t.user_data_64.into(), p.user_data_64.into()) as u64,
-            user_data_32: pick(t.user_data_32.into(), p.user_data_32.into()) as u32,
+            user_data_128: inherit(t.user_data_128, p.user_data_128),
+            user_data_64: inherit(t.user_data_64.into(), p.user_data_64.into()) as u64,
+            user_data_32: inherit(t.user_data_32.into(), p.user_data_32.into()) as u32,
             timeout: 0,
             ledger: p.ledger,
             code: p.code,
-            flags,
+            flags: t.flags,
             timestamp,
-        };
-        self.set_status(p_slot, if post { STATUS_POSTED } else { STATUS_VOIDED });
-        self.insert_transfer(transfer, STATUS_NONE, dr_slot, cr_slot, dr_new, cr_new);
-        R::Ok
+        }
     }
 
     fn transfer_exists(&self, t: &Transfer, slot: u32) -> CreateTransferResult {
@@ -1823,6 +1870,16 @@ fn read_id(input: &[u8], index: usize) -> u128 {
 fn read_event<T: FromBytes>(input: &[u8], index: usize) -> T {
     let size = core::mem::size_of::<T>();
     T::read_from_bytes(&input[index * size..(index + 1) * size]).expect("event size")
+}
+
+/// A post or void's field: its own, or the pending transfer's where the event leaves it zero.
+#[inline]
+fn inherit(mine: u128, pending: u128) -> u128 {
+    if mine != 0 {
+        mine
+    } else {
+        pending
+    }
 }
 
 fn transfer_id_of(transfers: &[Transfer], orphans: &[u128], value: u32) -> u128 {
