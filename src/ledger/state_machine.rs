@@ -1111,42 +1111,17 @@ impl Ledger {
         if t.credit_account_id != 0 && t.credit_account_id != e.credit_account_id {
             return R::ExistsWithDifferentCreditAccountId;
         }
-        let amount_matches = if t.flags & F::VOID_PENDING_TRANSFER != 0 {
-            if t.amount == 0 {
-                e.amount == p.amount
-            } else {
-                t.amount == e.amount
-            }
-        } else if t.amount == u128::MAX {
-            e.amount == p.amount
-        } else {
-            t.amount == e.amount
-        };
-        if !amount_matches {
+        let void = t.flags & F::VOID_PENDING_TRANSFER != 0;
+        if Self::post_or_void_amount(t.amount, void, p.amount) != e.amount {
             return R::ExistsWithDifferentAmount;
         }
-        let inherited = |mine: u128, stored: u128, pending: u128| {
-            if mine == 0 {
-                stored == pending
-            } else {
-                mine == stored
-            }
-        };
-        if !inherited(t.user_data_128, e.user_data_128, p.user_data_128) {
+        if inherit(t.user_data_128, p.user_data_128) != e.user_data_128 {
             return R::ExistsWithDifferentUserData128;
         }
-        if !inherited(
-            t.user_data_64.into(),
-            e.user_data_64.into(),
-            p.user_data_64.into(),
-        ) {
+        if inherit(t.user_data_64.into(), p.user_data_64.into()) != u128::from(e.user_data_64) {
             return R::ExistsWithDifferentUserData64;
         }
-        if !inherited(
-            t.user_data_32.into(),
-            e.user_data_32.into(),
-            p.user_data_32.into(),
-        ) {
+        if inherit(t.user_data_32.into(), p.user_data_32.into()) != u128::from(e.user_data_32) {
             return R::ExistsWithDifferentUserData32;
         }
         if t.ledger != 0 && t.ledger != e.ledger {
@@ -1347,14 +1322,9 @@ impl Ledger {
                 .expect("credit account");
             let mut dr = self.accounts[dr_slot as usize];
             let mut cr = self.accounts[cr_slot as usize];
-            dr.debits_pending -= p.amount;
-            cr.credits_pending -= p.amount;
-            if p.flags & transfer_flags::CLOSING_DEBIT != 0 {
-                dr.flags &= !account_flags::CLOSED;
-            }
-            if p.flags & transfer_flags::CLOSING_CREDIT != 0 {
-                cr.flags &= !account_flags::CLOSED;
-            }
+            // An expiry is a void by timeout.
+            Self::pending_release(&p, &mut dr, &mut cr);
+            Self::pending_reopen(&p, &mut dr, &mut cr);
             self.set_status(expiry.slot, STATUS_EXPIRED);
             self.set_account(dr_slot, dr);
             self.set_account(cr_slot, cr);
