@@ -1054,6 +1054,8 @@ impl Ledger {
         }
     }
 
+    /// The result for an event whose id a transfer already has: `exists` when the event is
+    /// that transfer again (a retry), else the first field that differs.
     fn transfer_exists(&self, t: &Transfer, slot: u32) -> CreateTransferResult {
         use transfer_flags as F;
         use CreateTransferResult as R;
@@ -1068,50 +1070,62 @@ impl Ledger {
             return R::ExistsWithDifferentTimeout;
         }
         if t.flags & (F::POST_PENDING_TRANSFER | F::VOID_PENDING_TRANSFER) == 0 {
-            if t.debit_account_id != e.debit_account_id {
-                return R::ExistsWithDifferentDebitAccountId;
-            }
-            if t.credit_account_id != e.credit_account_id {
-                return R::ExistsWithDifferentCreditAccountId;
-            }
-            // A balancing transfer's amount is an upper bound: a retry matches if it allows at
-            // least what was moved.
-            if t.flags & (F::BALANCING_DEBIT | F::BALANCING_CREDIT) != 0 {
-                if t.amount < e.amount {
-                    return R::ExistsWithDifferentAmount;
-                }
-            } else if t.amount != e.amount {
-                return R::ExistsWithDifferentAmount;
-            }
-            if t.user_data_128 != e.user_data_128 {
-                return R::ExistsWithDifferentUserData128;
-            }
-            if t.user_data_64 != e.user_data_64 {
-                return R::ExistsWithDifferentUserData64;
-            }
-            if t.user_data_32 != e.user_data_32 {
-                return R::ExistsWithDifferentUserData32;
-            }
-            if t.ledger != e.ledger {
-                return R::ExistsWithDifferentLedger;
-            }
-            if t.code != e.code {
-                return R::ExistsWithDifferentCode;
-            }
-            return R::Exists;
+            return Self::new_transfer_exists(t, e);
         }
-        // A post or void: fields left zero were filled in from the pending transfer.
         let TransferLookup::Found(p_slot) = self.transfer_lookup(e.pending_id) else {
             unreachable!("a post/void exists without its pending transfer");
         };
-        let p = &self.transfers[p_slot as usize];
+        Self::post_or_void_exists(t, e, &self.transfers[p_slot as usize])
+    }
+
+    /// `transfer_exists` for a transfer that is not a post or void: every field must match.
+    fn new_transfer_exists(t: &Transfer, e: &Transfer) -> CreateTransferResult {
+        use transfer_flags as F;
+        use CreateTransferResult as R;
+        if t.debit_account_id != e.debit_account_id {
+            return R::ExistsWithDifferentDebitAccountId;
+        }
+        if t.credit_account_id != e.credit_account_id {
+            return R::ExistsWithDifferentCreditAccountId;
+        }
+        // A balancing transfer's amount is an upper bound: a retry matches if it allows at
+        // least what was moved.
+        if t.flags & (F::BALANCING_DEBIT | F::BALANCING_CREDIT) != 0 {
+            if t.amount < e.amount {
+                return R::ExistsWithDifferentAmount;
+            }
+        } else if t.amount != e.amount {
+            return R::ExistsWithDifferentAmount;
+        }
+        if t.user_data_128 != e.user_data_128 {
+            return R::ExistsWithDifferentUserData128;
+        }
+        if t.user_data_64 != e.user_data_64 {
+            return R::ExistsWithDifferentUserData64;
+        }
+        if t.user_data_32 != e.user_data_32 {
+            return R::ExistsWithDifferentUserData32;
+        }
+        if t.ledger != e.ledger {
+            return R::ExistsWithDifferentLedger;
+        }
+        if t.code != e.code {
+            return R::ExistsWithDifferentCode;
+        }
+        R::Exists
+    }
+
+    /// `transfer_exists` for a post or void `e` of pending transfer `p`: a field the event
+    /// leaves zero (or an amount it leaves open) stands for the value `e` took from `p`.
+    fn post_or_void_exists(t: &Transfer, e: &Transfer, p: &Transfer) -> CreateTransferResult {
+        use CreateTransferResult as R;
         if t.debit_account_id != 0 && t.debit_account_id != e.debit_account_id {
             return R::ExistsWithDifferentDebitAccountId;
         }
         if t.credit_account_id != 0 && t.credit_account_id != e.credit_account_id {
             return R::ExistsWithDifferentCreditAccountId;
         }
-        let void = t.flags & F::VOID_PENDING_TRANSFER != 0;
+        let void = t.flags & transfer_flags::VOID_PENDING_TRANSFER != 0;
         if Self::post_or_void_amount(t.amount, void, p.amount) != e.amount {
             return R::ExistsWithDifferentAmount;
         }
