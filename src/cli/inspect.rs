@@ -3,7 +3,9 @@
 
 use super::{read_superblock, Failure, Sizes};
 use crate::header::{Command, Header, HEADER_SIZE};
-use crate::journal::{classify, SlotRecovery};
+use crate::journal::{
+    classify, prepare_header_valid, prepare_state, ring_header_valid, SlotRecovery,
+};
 use crate::storage::{Layout, Zone, SUPERBLOCK_COPIES};
 use crate::superblock::SuperBlock;
 use std::os::unix::fs::FileExt;
@@ -97,31 +99,13 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
     let mut faulty_slots = Vec::new();
     for slot in 0..slots {
         let h = Header::read_from(&ring[slot * HEADER_SIZE..]);
-        let ring_ok = h.valid_checksum()
-            && h.cluster == sb.cluster
-            && h.invalid(msm).is_none()
-            && match h.command() {
-                Some(Command::Prepare) => h.op as usize % slots == slot,
-                Some(Command::Reserved) => h.op as usize == slot,
-                _ => false,
-            };
+        let ring_ok = ring_header_valid(&h, sb.cluster, msm, slots, slot);
         let prepare_offset = layout.zone_offset(Zone::WalPrepares) + (slot * msm) as u64;
         let first = read(&file, prepare_offset, crate::config::SECTOR_SIZE);
         let p = Header::read_from(&first);
-        let prepare = if first[..HEADER_SIZE].iter().all(|&b| b == 0) {
-            None
-        } else if p.valid_checksum()
-            && p.invalid(msm).is_none()
-            && p.command() == Some(Command::Prepare)
-            && p.cluster == sb.cluster
-        {
-            let whole = read(&file, prepare_offset, p.size as usize);
-            let body_ok =
-                p.valid_checksum_body(&whole[HEADER_SIZE..]) && p.op as usize % slots == slot;
-            Some(body_ok.then_some(p))
-        } else {
-            Some(None)
-        };
+        let valid = prepare_header_valid(&p, sb.cluster, msm, slots, slot)
+            && p.valid_checksum_body(&read(&file, prepare_offset, p.size as usize)[HEADER_SIZE..]);
+        let prepare = prepare_state(&first[..HEADER_SIZE], p, valid);
         match classify(ring_ok.then_some(h), prepare) {
             SlotRecovery::Clean(p) => {
                 clean += 1;
