@@ -20,13 +20,7 @@ fn read(file: &std::fs::File, offset: u64, len: usize) -> Vec<u8> {
 
 pub fn inspect(path: &Path) -> Result<String, Failure> {
     let sb = read_superblock(path)?;
-    let config = Sizes {
-        message_size_max: sb.message_size_max,
-        journal_slot_count: sb.journal_slot_count,
-        pipeline_max: sb.pipeline_max,
-        clients_max: sb.clients_max,
-    }
-    .config(sb.replica_count);
+    let config = Sizes::of_superblock(&sb).config(sb.replica_count);
     let layout = Layout::new(&config);
     let file = std::fs::File::open(path)
         .map_err(|e| Failure::runtime(format!("open {}: {e}", path.display())))?;
