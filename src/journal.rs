@@ -576,14 +576,8 @@ impl Journal {
                 break;
             }
             let h = Header::read_from(&buffer.buffer()[i * HEADER_SIZE..(i + 1) * HEADER_SIZE]);
-            let valid = h.valid_checksum()
-                && h.cluster == self.cluster
-                && h.invalid(self.message_size_max).is_none()
-                && match h.command() {
-                    Some(Command::Prepare) => h.op % slot_count as u64 == slot as u64,
-                    Some(Command::Reserved) => h.op == slot as u64,
-                    _ => false,
-                };
+            let valid =
+                ring_header_valid(&h, self.cluster, self.message_size_max, slot_count, slot);
             recovery.ring[slot] = valid.then_some(h);
             if valid {
                 self.ring_durable[slot] = h;
@@ -602,13 +596,14 @@ impl Journal {
         whole: bool,
         buffer: Message,
     ) {
-        let slot_count = self.slot_count as u64;
         let h = *buffer.header();
-        let header_valid = h.valid_checksum()
-            && h.cluster == self.cluster
-            && h.invalid(self.message_size_max).is_none()
-            && h.command() == Some(Command::Prepare)
-            && h.op % slot_count == slot as u64;
+        let header_valid = prepare_header_valid(
+            &h,
+            self.cluster,
+            self.message_size_max,
+            self.slot_count,
+            slot,
+        );
         if !whole && header_valid && h.size as usize > SECTOR_SIZE {
             let mut buffer = buffer;
             buffer.buffer_mut()[..SECTOR_SIZE].fill(0);
@@ -623,16 +618,8 @@ impl Journal {
             return;
         }
         let valid = header_valid && h.valid_checksum_body(buffer.body());
-        let never_written = !valid && buffer.buffer()[..HEADER_SIZE].iter().all(|&b| b == 0);
         let recovery = self.recovery.as_mut().unwrap();
-        // Some(Some(h)): intact. Some(None): damaged. None (left as is): never written.
-        recovery.prepares[slot] = if valid {
-            Some(Some(h))
-        } else if never_written {
-            None
-        } else {
-            Some(None)
-        };
+        recovery.prepares[slot] = prepare_state(&buffer.buffer()[..HEADER_SIZE], h, valid);
         recovery.prepares_done += 1;
         if valid {
             self.prepare_durable[slot] = h.checksum;
@@ -771,6 +758,53 @@ impl Journal {
 pub const FLAG_PRESENT: u8 = 1;
 pub const FLAG_CLEAN: u8 = 2;
 pub const FLAG_FAULTY: u8 = 4;
+
+/// Whether `h`, read from entry `slot` of the header ring, is a valid entry for that slot: sound
+/// (checksum, cluster, fields), and either a prepare of an op that maps to the slot or the
+/// slot's own reserved header. `inspect` reads a data file by the same rule.
+pub fn ring_header_valid(
+    h: &Header,
+    cluster: u128,
+    message_size_max: usize,
+    slot_count: usize,
+    slot: usize,
+) -> bool {
+    h.valid_checksum()
+        && h.cluster == cluster
+        && h.invalid(message_size_max).is_none()
+        && match h.command() {
+            Some(Command::Prepare) => h.op % slot_count as u64 == slot as u64,
+            Some(Command::Reserved) => h.op == slot as u64,
+            _ => false,
+        }
+}
+
+/// Whether `h`, read from the start of prepare slot `slot`, is a valid prepare header for that
+/// slot: the header ring's rule, less its reserved case (the body's checksum is checked once the
+/// whole prepare is read).
+pub fn prepare_header_valid(
+    h: &Header,
+    cluster: u128,
+    message_size_max: usize,
+    slot_count: usize,
+    slot: usize,
+) -> bool {
+    h.command() == Some(Command::Prepare)
+        && ring_header_valid(h, cluster, message_size_max, slot_count, slot)
+}
+
+/// A prepare slot as `classify` takes it, from the slot's header bytes, the header they hold,
+/// and whether that header and its body were valid for the slot: Some(Some(h)) intact,
+/// Some(None) damaged, None never written (all zero, which is never a valid header).
+pub fn prepare_state(header_bytes: &[u8], h: Header, valid: bool) -> Option<Option<Header>> {
+    if valid {
+        Some(Some(h))
+    } else if header_bytes.iter().all(|&b| b == 0) {
+        None
+    } else {
+        Some(None)
+    }
+}
 
 /// The recovery decision for one slot, from its header-ring entry (`ring`: None if damaged) and
 /// its prepare (`prepare`: None = never written, Some(None) = damaged, Some(Some(h)) = intact).

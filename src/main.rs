@@ -20,25 +20,7 @@ enum Commands {
     /// cluster was formatted with.
     Recover(DataFileArgs),
     /// Run a replica (its index and cluster are read from the data file).
-    Start {
-        /// Every replica's address, in replica order (host:port, or a bare port for 127.0.0.1).
-        #[arg(long)]
-        addresses: Option<String>,
-        /// Without a path: a one-replica cluster on 127.0.0.1:3000 with data under ./data/.
-        /// With a path: allow filesystems without O_DIRECT (never in production).
-        #[arg(long)]
-        development: bool,
-        /// Log level: info, or debug for a protocol trace.
-        #[arg(long, default_value = "info", env = "VSR_LOG_LEVEL")]
-        log_level: String,
-        /// Most accounts the ledger holds (memory is reserved at start).
-        #[arg(long, default_value_t = LedgerConfig::default().accounts_max)]
-        accounts_max: u32,
-        /// Most transfers the ledger holds.
-        #[arg(long, default_value_t = LedgerConfig::default().transfers_max)]
-        transfers_max: u32,
-        path: Option<PathBuf>,
-    },
+    Start(StartArgs),
     /// JSON lines on stdin, one request per line; one JSON line of results per request on stdout.
     Client {
         #[arg(long)]
@@ -63,46 +45,72 @@ enum Commands {
     },
     /// Load a cluster with transfers and report throughput and latency. Without --addresses,
     /// formats and starts temporary replicas on 127.0.0.1 and removes them afterwards.
-    Benchmark {
-        #[arg(long)]
-        addresses: Option<String>,
-        /// The cluster id: 0 by default with --addresses; a random one for temporary replicas.
-        #[arg(long)]
-        cluster: Option<u128>,
-        /// Replicas to start when no --addresses is given.
-        #[arg(long, default_value_t = 1)]
-        replica_count: u8,
-        #[arg(long, default_value_t = 10_000)]
-        account_count: u64,
-        #[arg(long, default_value_t = 1_000_000)]
-        transfer_count: u64,
-        /// Transfers per request (default: as many as fit a message).
-        #[arg(long, default_value_t = 8190)]
-        transfer_batch_size: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Client sessions sending batches in parallel.
-        #[arg(long, default_value_t = 1)]
-        clients: usize,
-        /// Read every account back afterwards and check its balances.
-        #[arg(long)]
-        validate: bool,
-        /// Single-account lookups to time after the load.
-        #[arg(long, default_value_t = 100)]
-        query_count: u64,
-        /// Create the accounts without the `history` flag. By default, as in TigerBeetle's
-        /// benchmark, every transfer also stores both accounts' balances.
-        #[arg(long)]
-        no_history: bool,
-        /// Keep the temporary replicas' logs in this directory (replica-<i>.log); by default
-        /// they are deleted with the replicas.
-        #[arg(long)]
-        log_dir: Option<PathBuf>,
-    },
+    Benchmark(BenchmarkArgs),
     /// Show what a data file holds (superblock, journal, client sessions); never writes.
     Inspect { path: PathBuf },
     /// Print the version, git commit and protocol version.
     Version,
+}
+
+// `vsr start`'s arguments (the subcommand's help is the doc comment on `Commands::Start`).
+#[derive(clap::Args)]
+struct StartArgs {
+    /// Every replica's address, in replica order (host:port, or a bare port for 127.0.0.1).
+    #[arg(long)]
+    addresses: Option<String>,
+    /// Without a path: a one-replica cluster on 127.0.0.1:3000 with data under ./data/.
+    /// With a path: allow filesystems without O_DIRECT (never in production).
+    #[arg(long)]
+    development: bool,
+    /// Log level: info, or debug for a protocol trace.
+    #[arg(long, default_value = "info", env = "VSR_LOG_LEVEL")]
+    log_level: String,
+    /// Most accounts the ledger holds (memory is reserved at start).
+    #[arg(long, default_value_t = LedgerConfig::default().accounts_max)]
+    accounts_max: u32,
+    /// Most transfers the ledger holds.
+    #[arg(long, default_value_t = LedgerConfig::default().transfers_max)]
+    transfers_max: u32,
+    path: Option<PathBuf>,
+}
+
+// `vsr benchmark`'s arguments (its help is on `Commands::Benchmark`).
+#[derive(clap::Args)]
+struct BenchmarkArgs {
+    #[arg(long)]
+    addresses: Option<String>,
+    /// The cluster id: 0 by default with --addresses; a random one for temporary replicas.
+    #[arg(long)]
+    cluster: Option<u128>,
+    /// Replicas to start when no --addresses is given.
+    #[arg(long, default_value_t = 1)]
+    replica_count: u8,
+    #[arg(long, default_value_t = 10_000)]
+    account_count: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    transfer_count: u64,
+    /// Transfers per request (default: as many as fit a message).
+    #[arg(long, default_value_t = 8190)]
+    transfer_batch_size: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Client sessions sending batches in parallel.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Read every account back afterwards and check its balances.
+    #[arg(long)]
+    validate: bool,
+    /// Single-account lookups to time after the load.
+    #[arg(long, default_value_t = 100)]
+    query_count: u64,
+    /// Create the accounts without the `history` flag. By default, as in TigerBeetle's
+    /// benchmark, every transfer also stores both accounts' balances.
+    #[arg(long)]
+    no_history: bool,
+    /// Keep the temporary replicas' logs in this directory (replica-<i>.log); by default
+    /// they are deleted with the replicas.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
 }
 
 /// What `format` and `recover` need to lay out a data file.
@@ -144,6 +152,63 @@ impl DataFileArgs {
     }
 }
 
+impl StartArgs {
+    fn run(self) -> Result<(), Failure> {
+        let trace = match self.log_level.as_str() {
+            "info" => false,
+            "debug" => true,
+            other => {
+                return Err(Failure::usage(format!(
+                    "--log-level {other:?}: use info or debug"
+                )))
+            }
+        };
+        match (self.path, self.addresses) {
+            (None, None) if self.development => {
+                cli::start_development(trace, self.accounts_max, self.transfers_max)
+            }
+            (None, _) => Err(Failure::usage(
+                "start needs a data file path (or --development alone)",
+            )),
+            (Some(_), None) => Err(Failure::usage("start needs --addresses")),
+            (Some(path), Some(addresses)) => {
+                let addresses = cli::parse_addresses(&addresses)?;
+                cli::start(cli::StartOptions {
+                    path,
+                    addresses,
+                    development: self.development,
+                    trace,
+                    accounts_max: self.accounts_max,
+                    transfers_max: self.transfers_max,
+                })
+            }
+        }
+    }
+}
+
+impl BenchmarkArgs {
+    fn run(self) -> Result<(), Failure> {
+        let addresses = self
+            .addresses
+            .map(|a| cli::parse_addresses(&a))
+            .transpose()?;
+        cli::benchmark::run(cli::benchmark::BenchmarkOptions {
+            addresses,
+            cluster: self.cluster,
+            replica_count: self.replica_count,
+            account_count: self.account_count,
+            transfer_count: self.transfer_count,
+            transfer_batch_size: self.transfer_batch_size,
+            seed: self.seed,
+            clients: self.clients,
+            validate: self.validate,
+            query_count: self.query_count,
+            account_history: !self.no_history,
+            log_dir: self.log_dir,
+        })
+    }
+}
+
 fn version_long() -> &'static str {
     concat!(
         env!("CARGO_PKG_VERSION"),
@@ -162,44 +227,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Commands::Recover(a) => {
             cli::recover(&a.path, a.cluster, a.replica, a.replica_count, &a.sizes())
         }
-        Commands::Start {
-            addresses,
-            development,
-            log_level,
-            accounts_max,
-            transfers_max,
-            path,
-        } => {
-            let trace = match log_level.as_str() {
-                "info" => false,
-                "debug" => true,
-                other => {
-                    return Err(Failure::usage(format!(
-                        "--log-level {other:?}: use info or debug"
-                    )))
-                }
-            };
-            match (path, addresses) {
-                (None, None) if development => {
-                    cli::start_development(trace, accounts_max, transfers_max)
-                }
-                (None, _) => Err(Failure::usage(
-                    "start needs a data file path (or --development alone)",
-                )),
-                (Some(_), None) => Err(Failure::usage("start needs --addresses")),
-                (Some(path), Some(addresses)) => {
-                    let addresses = cli::parse_addresses(&addresses)?;
-                    cli::start(cli::StartOptions {
-                        path,
-                        addresses,
-                        development,
-                        trace,
-                        accounts_max,
-                        transfers_max,
-                    })
-                }
-            }
-        }
+        Commands::Start(args) => args.run(),
         Commands::Client {
             cluster,
             addresses,
@@ -224,36 +252,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 command,
             )
         }
-        Commands::Benchmark {
-            addresses,
-            clients,
-            cluster,
-            replica_count,
-            account_count,
-            transfer_count,
-            transfer_batch_size,
-            seed,
-            validate,
-            query_count,
-            no_history,
-            log_dir,
-        } => {
-            let addresses = addresses.map(|a| cli::parse_addresses(&a)).transpose()?;
-            cli::benchmark::run(cli::benchmark::BenchmarkOptions {
-                addresses,
-                cluster,
-                replica_count,
-                account_count,
-                transfer_count,
-                transfer_batch_size,
-                seed,
-                clients,
-                validate,
-                query_count,
-                account_history: !no_history,
-                log_dir,
-            })
-        }
+        Commands::Benchmark(args) => args.run(),
         Commands::Inspect { path } => {
             print!("{}", vsr::cli::inspect::inspect(&path)?);
             Ok(())

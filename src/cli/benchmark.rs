@@ -12,6 +12,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -325,8 +327,49 @@ fn drive(
     client
         .register(timeout)
         .map_err(|e| Failure::runtime(format!("register: {e}")))?;
+    create_accounts(&mut client, options, events_max, timeout)?;
 
-    // Accounts.
+    let clients = options.clients.max(1);
+    let load = TransferLoad {
+        cluster,
+        addresses: addresses.to_vec(),
+        message_size_max,
+        timeout,
+        seed: options.seed,
+        account_count: options.account_count,
+        transfer_count: options.transfer_count,
+        batch,
+        batches: options.transfer_count.div_ceil(batch as u64),
+        clients,
+        progress: Arc::new(AtomicU64::new(0)),
+    };
+    let mut sent = send_transfers(&load)?;
+    let mut query_latencies = query_accounts(&mut client, options, timeout)?;
+    sent.latencies.sort();
+    query_latencies.sort();
+    print_latencies(
+        options,
+        clients,
+        sent.elapsed,
+        &sent.latencies,
+        &query_latencies,
+    );
+
+    if options.validate {
+        validate_balances(&mut client, options, events_max, &sent.balances, timeout)?;
+    }
+    if let Some(t) = temporary {
+        print_replica_figures(t);
+    }
+    Ok(())
+}
+
+fn create_accounts(
+    client: &mut NetClient,
+    options: &BenchmarkOptions,
+    events_max: usize,
+    timeout: Duration,
+) -> Result<(), Failure> {
     let mut created = 0u64;
     while created < options.account_count {
         let n = (options.account_count - created).min(events_max as u64);
@@ -351,67 +394,43 @@ fn drive(
         }
         created += n;
     }
+    Ok(())
+}
 
-    // Transfers, uniform random accounts, from `clients` sessions in parallel. Batch k's
-    // contents depend only on (seed, k), so runs are reproducible whatever the interleaving.
-    let clients = options.clients.max(1);
-    let batches = options.transfer_count.div_ceil(batch as u64);
+/// The transfer load, as each client thread gets it (its own copy).
+#[derive(Clone)]
+struct TransferLoad {
+    cluster: u128,
+    addresses: Vec<SocketAddr>,
+    message_size_max: usize,
+    timeout: Duration,
+    seed: u64,
+    account_count: u64,
+    transfer_count: u64,
+    /// Transfers per batch (the last batch may hold fewer).
+    batch: usize,
+    batches: u64,
+    clients: usize,
+    /// Transfers acknowledged so far, by all clients.
+    progress: Arc<AtomicU64>,
+}
+
+/// What the transfer load measured, and the balances it should have produced.
+struct Sent {
+    elapsed: Duration,
+    /// Every batch's latency.
+    latencies: Vec<Duration>,
+    /// The debits and credits the transfers should have posted, by account id.
+    balances: Vec<(u128, u128)>,
+}
+
+/// Sends the transfers from `load.clients` sessions in parallel, printing progress each second.
+fn send_transfers(load: &TransferLoad) -> Result<Sent, Failure> {
     let started = Instant::now();
-    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let workers: Vec<_> = (0..clients)
+    let workers: Vec<_> = (0..load.clients)
         .map(|c| {
-            let addresses = addresses.to_vec();
-            let progress = progress.clone();
-            let (seed, accounts, total) =
-                (options.seed, options.account_count, options.transfer_count);
-            std::thread::spawn(move || -> WorkerResult {
-                let mut client = NetClient::new(cluster, &addresses, message_size_max);
-                let mut latencies = Vec::new();
-                let mut balances = vec![(0u128, 0u128); accounts as usize + 1];
-                let mut body = Vec::with_capacity(batch * 128);
-                let mut k = c as u64;
-                while k < batches {
-                    let first = k * batch as u64;
-                    let n = (total - first).min(batch as u64);
-                    let mut rng =
-                        ChaCha8Rng::seed_from_u64(seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                    body.clear();
-                    for i in 0..n {
-                        let debit = rng.next_u64() % accounts + 1;
-                        let mut credit = rng.next_u64() % accounts + 1;
-                        if credit == debit {
-                            credit = debit % accounts + 1;
-                        }
-                        let mut transfer = Transfer::new_zeroed();
-                        transfer.id = (first + i + 1) as u128;
-                        transfer.debit_account_id = debit as u128;
-                        transfer.credit_account_id = credit as u128;
-                        transfer.amount = rng.next_u64() as u128 % 100 + 1;
-                        transfer.ledger = 2;
-                        transfer.code = 1;
-                        balances[debit as usize].0 += transfer.amount;
-                        balances[credit as usize].1 += transfer.amount;
-                        body.extend_from_slice(transfer.as_bytes());
-                    }
-                    let t0 = Instant::now();
-                    let reply = client
-                        .request(LedgerOperation::CreateTransfers as u8, &body, timeout)
-                        .map_err(|e| format!("create_transfers: {e}"))?;
-                    latencies.push(t0.elapsed());
-                    if !reply.body().is_empty() {
-                        let decoded =
-                            ledger_text::decode(LedgerOperation::CreateTransfers, reply.body())?;
-                        return Err(format!(
-                            "{} transfers failed, first: {:?}",
-                            decoded.records.len(),
-                            decoded.records[0]
-                        ));
-                    }
-                    progress.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    k += clients as u64;
-                }
-                Ok((latencies, balances))
-            })
+            let load = load.clone();
+            std::thread::spawn(move || transfer_worker(&load, c))
         })
         .collect();
     let mut last_progress = Instant::now();
@@ -419,19 +438,19 @@ fn drive(
         std::thread::sleep(Duration::from_millis(50));
         if last_progress.elapsed() > Duration::from_secs(1) {
             last_progress = Instant::now();
-            let sent = progress.load(std::sync::atomic::Ordering::Relaxed);
+            let sent = load.progress.load(Ordering::Relaxed);
             // Progress is best effort: a closed stderr must not stop the run.
             let _ = writeln!(
                 std::io::stderr(),
                 "benchmark: {sent}/{} transfers, {:.0} tx/s",
-                options.transfer_count,
+                load.transfer_count,
                 sent as f64 / started.elapsed().as_secs_f64()
             );
         }
     }
     let elapsed = started.elapsed();
-    let mut latencies = Vec::with_capacity(batches as usize);
-    let mut balances = vec![(0u128, 0u128); options.account_count as usize + 1];
+    let mut latencies = Vec::with_capacity(load.batches as usize);
+    let mut balances = vec![(0u128, 0u128); load.account_count as usize + 1];
     for worker in workers {
         let (l, b) = worker
             .join()
@@ -443,9 +462,83 @@ fn drive(
             total.1 += part.1;
         }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    Ok(Sent {
+        elapsed,
+        latencies,
+        balances,
+    })
+}
 
-    // Queries: single lookups of random accounts.
+/// Client thread `c`: sends batches c, c + clients, c + 2 * clients, ... in its own session.
+fn transfer_worker(load: &TransferLoad, c: usize) -> WorkerResult {
+    let mut client = NetClient::new(load.cluster, &load.addresses, load.message_size_max);
+    let mut latencies = Vec::new();
+    let mut balances = vec![(0u128, 0u128); load.account_count as usize + 1];
+    let mut body = Vec::with_capacity(load.batch * 128);
+    let mut k = c as u64;
+    while k < load.batches {
+        let first = k * load.batch as u64;
+        let n = (load.transfer_count - first).min(load.batch as u64);
+        transfer_batch(load, k, first, n, &mut body, &mut balances);
+        let t0 = Instant::now();
+        let reply = client
+            .request(LedgerOperation::CreateTransfers as u8, &body, load.timeout)
+            .map_err(|e| format!("create_transfers: {e}"))?;
+        latencies.push(t0.elapsed());
+        if !reply.body().is_empty() {
+            let decoded = ledger_text::decode(LedgerOperation::CreateTransfers, reply.body())?;
+            return Err(format!(
+                "{} transfers failed, first: {:?}",
+                decoded.records.len(),
+                decoded.records[0]
+            ));
+        }
+        load.progress.fetch_add(n, Ordering::Relaxed);
+        k += load.clients as u64;
+    }
+    Ok((latencies, balances))
+}
+
+/// Fills `body` with batch `k` (`n` transfers between uniform random accounts, ids from
+/// `first + 1`) and adds them to `balances`. Its contents depend only on (seed, k), so runs are
+/// reproducible whatever the interleaving of the clients.
+fn transfer_batch(
+    load: &TransferLoad,
+    k: u64,
+    first: u64,
+    n: u64,
+    body: &mut Vec<u8>,
+    balances: &mut [(u128, u128)],
+) {
+    let accounts = load.account_count;
+    let mut rng = ChaCha8Rng::seed_from_u64(load.seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    body.clear();
+    for i in 0..n {
+        let debit = rng.next_u64() % accounts + 1;
+        let mut credit = rng.next_u64() % accounts + 1;
+        if credit == debit {
+            credit = debit % accounts + 1;
+        }
+        let mut transfer = Transfer::new_zeroed();
+        transfer.id = (first + i + 1) as u128;
+        transfer.debit_account_id = debit as u128;
+        transfer.credit_account_id = credit as u128;
+        transfer.amount = rng.next_u64() as u128 % 100 + 1;
+        transfer.ledger = 2;
+        transfer.code = 1;
+        balances[debit as usize].0 += transfer.amount;
+        balances[credit as usize].1 += transfer.amount;
+        body.extend_from_slice(transfer.as_bytes());
+    }
+}
+
+/// Single lookups of random accounts; returns their latencies.
+fn query_accounts(
+    client: &mut NetClient,
+    options: &BenchmarkOptions,
+    timeout: Duration,
+) -> Result<Vec<Duration>, Failure> {
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut query_latencies = Vec::with_capacity(options.query_count as usize);
     for _ in 0..options.query_count {
         let id = (rng.next_u64() % options.account_count + 1) as u128;
@@ -459,13 +552,20 @@ fn drive(
             .map_err(|e| Failure::runtime(format!("lookup_accounts: {e}")))?;
         query_latencies.push(t0.elapsed());
     }
+    Ok(query_latencies)
+}
 
-    latencies.sort();
-    query_latencies.sort();
+/// Prints the load and its latencies (sorted).
+fn print_latencies(
+    options: &BenchmarkOptions,
+    clients: usize,
+    elapsed: Duration,
+    latencies: &[Duration],
+    query_latencies: &[Duration],
+) {
     println!(
-        "load offered = {} tx in batches of {batch} from {} client(s)",
-        options.transfer_count,
-        options.clients.max(1)
+        "load offered = {} tx in batches of {} from {clients} client(s)",
+        options.transfer_count, options.transfer_batch_size
     );
     println!(
         "load accepted = {:.0} tx/s",
@@ -473,79 +573,87 @@ fn drive(
     );
     println!(
         "batch latency p1 = {:.1} ms, p50 = {:.1} ms, p99 = {:.1} ms, p100 = {:.1} ms",
-        percentile(&latencies, 0.01),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 1.0)
+        percentile(latencies, 0.01),
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        percentile(latencies, 1.0)
     );
     println!(
         "query latency p1 = {:.2} ms, p50 = {:.2} ms, p99 = {:.2} ms, p100 = {:.2} ms",
-        percentile(&query_latencies, 0.01),
-        percentile(&query_latencies, 0.5),
-        percentile(&query_latencies, 0.99),
-        percentile(&query_latencies, 1.0)
+        percentile(query_latencies, 0.01),
+        percentile(query_latencies, 0.5),
+        percentile(query_latencies, 0.99),
+        percentile(query_latencies, 1.0)
     );
+}
 
-    if options.validate {
-        let mut checked = 0u64;
-        let mut id = 1u64;
-        while id <= options.account_count {
-            let n = (options.account_count - id + 1)
-                .min(events_max as u64 / 8 * 8)
-                .min(8190);
-            let mut ids = Vec::with_capacity(n as usize * 16);
-            for i in 0..n {
-                ids.extend_from_slice(&((id + i) as u128).to_le_bytes());
-            }
-            let reply = client
-                .request(LedgerOperation::LookupAccounts as u8, &ids, timeout)
-                .map_err(|e| Failure::runtime(format!("lookup_accounts: {e}")))?;
-            for chunk in reply.body().chunks(128) {
-                let account = <Account as zerocopy::FromBytes>::read_from_bytes(chunk).unwrap();
-                let (debits, credits) = balances[account.id as usize];
-                if account.debits_posted != debits || account.credits_posted != credits {
-                    return Err(Failure::runtime(format!(
-                        "validate: account {} has debits {} credits {}, expected {debits} {credits}",
-                        account.id, account.debits_posted, account.credits_posted
-                    )));
-                }
-                checked += 1;
-            }
-            id += n;
+/// Looks up every account and checks its posted balances against the transfers sent.
+fn validate_balances(
+    client: &mut NetClient,
+    options: &BenchmarkOptions,
+    events_max: usize,
+    balances: &[(u128, u128)],
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let mut checked = 0u64;
+    let mut id = 1u64;
+    while id <= options.account_count {
+        let n = (options.account_count - id + 1)
+            .min(events_max as u64 / 8 * 8)
+            .min(8190);
+        let mut ids = Vec::with_capacity(n as usize * 16);
+        for i in 0..n {
+            ids.extend_from_slice(&((id + i) as u128).to_le_bytes());
         }
-        if checked != options.account_count {
-            return Err(Failure::runtime(format!(
-                "validate: {checked} of {} accounts found",
-                options.account_count
-            )));
+        let reply = client
+            .request(LedgerOperation::LookupAccounts as u8, &ids, timeout)
+            .map_err(|e| Failure::runtime(format!("lookup_accounts: {e}")))?;
+        for chunk in reply.body().chunks(128) {
+            let account = <Account as zerocopy::FromBytes>::read_from_bytes(chunk).unwrap();
+            let (debits, credits) = balances[account.id as usize];
+            if account.debits_posted != debits || account.credits_posted != credits {
+                return Err(Failure::runtime(format!(
+                    "validate: account {} has debits {} credits {}, expected {debits} {credits}",
+                    account.id, account.debits_posted, account.credits_posted
+                )));
+            }
+            checked += 1;
         }
-        println!("validate: ok ({checked} accounts match the transfers sent)");
+        id += n;
     }
-
-    if let Some(t) = temporary {
-        let rss: Vec<String> = t
-            .pids
-            .iter()
-            .map(|&pid| {
-                peak_rss_kib(pid)
-                    .map(|k| format!("{} MiB", k / 1024))
-                    .unwrap_or("?".into())
-            })
-            .collect();
-        println!("replica peak RSS = {}", rss.join(", "));
-        let size: u64 = std::fs::read_dir(&t.dir)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "vsr"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        println!(
-            "data file size = {} MiB per replica",
-            size / (1024 * 1024) / t.pids.len().max(1) as u64
-        );
+    if checked != options.account_count {
+        return Err(Failure::runtime(format!(
+            "validate: {checked} of {} accounts found",
+            options.account_count
+        )));
     }
+    println!("validate: ok ({checked} accounts match the transfers sent)");
     Ok(())
+}
+
+/// The temporary replicas' peak memory and data file size.
+fn print_replica_figures(t: &Temporary) {
+    let rss: Vec<String> = t
+        .pids
+        .iter()
+        .map(|&pid| {
+            peak_rss_kib(pid)
+                .map(|k| format!("{} MiB", k / 1024))
+                .unwrap_or("?".into())
+        })
+        .collect();
+    println!("replica peak RSS = {}", rss.join(", "));
+    let size: u64 = std::fs::read_dir(&t.dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "vsr"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    println!(
+        "data file size = {} MiB per replica",
+        size / (1024 * 1024) / t.pids.len().max(1) as u64
+    );
 }

@@ -4,7 +4,9 @@
 use super::{read_superblock, Failure, Sizes};
 use crate::header::commands::Reply;
 use crate::header::{Command, Header, HEADER_SIZE};
-use crate::journal::{classify, SlotRecovery};
+use crate::journal::{
+    classify, prepare_header_valid, prepare_state, ring_header_valid, SlotRecovery,
+};
 use crate::storage::{Layout, Zone, SUPERBLOCK_COPIES};
 use crate::superblock::SuperBlock;
 use std::os::unix::fs::FileExt;
@@ -19,19 +21,22 @@ fn read(file: &std::fs::File, offset: u64, len: usize) -> Vec<u8> {
 
 pub fn inspect(path: &Path) -> Result<String, Failure> {
     let sb = read_superblock(path)?;
-    let config = Sizes {
-        message_size_max: sb.message_size_max,
-        journal_slot_count: sb.journal_slot_count,
-        pipeline_max: sb.pipeline_max,
-        clients_max: sb.clients_max,
-    }
-    .config(sb.replica_count);
+    let config = Sizes::of_superblock(&sb).config(sb.replica_count);
     let layout = Layout::new(&config);
     let file = std::fs::File::open(path)
         .map_err(|e| Failure::runtime(format!("open {}: {e}", path.display())))?;
     let mut out = String::new();
-    let state = &sb.vsr_state;
     out.push_str(&format!("data file: {}\n", path.display()));
+    describe_superblock(&mut out, &sb);
+    describe_superblock_copies(&mut out, &file, &layout);
+    describe_journal(&mut out, &file, &layout, &sb);
+    describe_client_replies(&mut out, &file, &layout, &sb);
+    Ok(out)
+}
+
+/// The superblock that `read_superblock` chose: identity, VSR state and configuration.
+fn describe_superblock(out: &mut String, sb: &SuperBlock) {
+    let state = &sb.vsr_state;
     out.push_str(&format!(
         "superblock: cluster={} replica={} replica_count={} sequence={}\n",
         sb.cluster, sb.replica, sb.replica_count, sb.sequence
@@ -71,59 +76,39 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
         "  configuration: message_size_max={} journal_slot_count={} pipeline_max={} clients_max={}\n",
         sb.message_size_max, sb.journal_slot_count, sb.pipeline_max, sb.clients_max
     ));
+}
+
+/// Each superblock copy's sequence, or that it is damaged.
+fn describe_superblock_copies(out: &mut String, file: &std::fs::File, layout: &Layout) {
     let copies: Vec<String> = (0..SUPERBLOCK_COPIES)
         .map(|copy| {
             let bytes = read(
-                &file,
+                file,
                 copy as u64 * layout.superblock_copy_size,
                 layout.superblock_copy_size as usize,
             );
-            match SuperBlock::decode(&bytes, &layout) {
+            match SuperBlock::decode(&bytes, layout) {
                 Some(c) => format!("#{copy}: sequence {}", c.sequence),
                 None => format!("#{copy}: damaged"),
             }
         })
         .collect();
     out.push_str(&format!("  copies: {}\n", copies.join(", ")));
+}
 
+/// How many slots recovery would find clean, faulty or empty, and which ops they hold.
+fn describe_journal(out: &mut String, file: &std::fs::File, layout: &Layout, sb: &SuperBlock) {
     let slots = sb.journal_slot_count as usize;
     let ring = read(
-        &file,
+        file,
         layout.zone_offset(Zone::WalHeaders),
         layout.wal_headers_size as usize,
     );
-    let msm = sb.message_size_max as usize;
     let (mut clean, mut faulty_known, mut faulty_unknown, mut empty) = (0u64, 0u64, 0u64, 0u64);
     let (mut op_min, mut op_max) = (u64::MAX, 0u64);
     let mut faulty_slots = Vec::new();
     for slot in 0..slots {
-        let h = Header::read_from(&ring[slot * HEADER_SIZE..]);
-        let ring_ok = h.valid_checksum()
-            && h.cluster == sb.cluster
-            && h.invalid(msm).is_none()
-            && match h.command() {
-                Some(Command::Prepare) => h.op as usize % slots == slot,
-                Some(Command::Reserved) => h.op as usize == slot,
-                _ => false,
-            };
-        let prepare_offset = layout.zone_offset(Zone::WalPrepares) + (slot * msm) as u64;
-        let first = read(&file, prepare_offset, crate::config::SECTOR_SIZE);
-        let p = Header::read_from(&first);
-        let prepare = if first[..HEADER_SIZE].iter().all(|&b| b == 0) {
-            None
-        } else if p.valid_checksum()
-            && p.invalid(msm).is_none()
-            && p.command() == Some(Command::Prepare)
-            && p.cluster == sb.cluster
-        {
-            let whole = read(&file, prepare_offset, p.size as usize);
-            let body_ok =
-                p.valid_checksum_body(&whole[HEADER_SIZE..]) && p.op as usize % slots == slot;
-            Some(body_ok.then_some(p))
-        } else {
-            Some(None)
-        };
-        match classify(ring_ok.then_some(h), prepare) {
+        match slot_recovery(file, layout, sb, &ring, slot) {
             SlotRecovery::Clean(p) => {
                 clean += 1;
                 op_min = op_min.min(p.op);
@@ -148,11 +133,42 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
         faulty_slots.truncate(16);
         out.push_str(&format!("  faulty slots: {}\n", faulty_slots.join(", ")));
     }
+}
 
+/// What recovery would decide for journal slot `slot`, from its header-ring entry (in `ring`,
+/// the whole ring) and its prepare, by the journal's own rules.
+fn slot_recovery(
+    file: &std::fs::File,
+    layout: &Layout,
+    sb: &SuperBlock,
+    ring: &[u8],
+    slot: usize,
+) -> SlotRecovery {
+    let slots = sb.journal_slot_count as usize;
+    let msm = sb.message_size_max as usize;
+    let h = Header::read_from(&ring[slot * HEADER_SIZE..]);
+    let ring_ok = ring_header_valid(&h, sb.cluster, msm, slots, slot);
+    let prepare_offset = layout.zone_offset(Zone::WalPrepares) + (slot * msm) as u64;
+    let first = read(file, prepare_offset, crate::config::SECTOR_SIZE);
+    let p = Header::read_from(&first);
+    let valid = prepare_header_valid(&p, sb.cluster, msm, slots, slot)
+        && p.valid_checksum_body(&read(file, prepare_offset, p.size as usize)[HEADER_SIZE..]);
+    let prepare = prepare_state(&first[..HEADER_SIZE], p, valid);
+    classify(ring_ok.then_some(h), prepare)
+}
+
+/// The client sessions with a durable reply: a valid reply header in their client-replies slot.
+fn describe_client_replies(
+    out: &mut String,
+    file: &std::fs::File,
+    layout: &Layout,
+    sb: &SuperBlock,
+) {
+    let msm = sb.message_size_max as usize;
     let mut sessions = Vec::new();
     for index in 0..sb.clients_max as usize {
         let offset = layout.zone_offset(Zone::ClientReplies) + (index * msm) as u64;
-        let h = Header::read_from(&read(&file, offset, HEADER_SIZE));
+        let h = Header::read_from(&read(file, offset, HEADER_SIZE));
         if h.valid_checksum() && h.command() == Some(Command::Reply) && h.cluster == sb.cluster {
             let reply = Reply::from_header(&h);
             sessions.push(format!(
@@ -169,5 +185,4 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
         out.push_str(&s);
         out.push('\n');
     }
-    Ok(out)
 }

@@ -68,6 +68,16 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// The sizes a data file was formatted with.
+    pub fn of_superblock(sb: &SuperBlock) -> Sizes {
+        Sizes {
+            message_size_max: sb.message_size_max,
+            journal_slot_count: sb.journal_slot_count,
+            pipeline_max: sb.pipeline_max,
+            clients_max: sb.clients_max,
+        }
+    }
+
     pub fn config(&self, replica_count: u8) -> Config {
         let mut config = Config::production(replica_count);
         config.message_size_max = self.message_size_max;
@@ -219,24 +229,7 @@ pub struct StartOptions {
 
 pub fn start(options: StartOptions) -> Result<(), Failure> {
     let sb = read_superblock(&options.path)?;
-    if options.addresses.len() != sb.replica_count as usize {
-        return Err(Failure::usage(format!(
-            "--addresses lists {} replicas but {} was formatted for a cluster of {}",
-            options.addresses.len(),
-            options.path.display(),
-            sb.replica_count
-        )));
-    }
-    let sizes = Sizes {
-        message_size_max: sb.message_size_max,
-        journal_slot_count: sb.journal_slot_count,
-        pipeline_max: sb.pipeline_max,
-        clients_max: sb.clients_max,
-    };
-    let config = sizes.config(sb.replica_count);
-    config
-        .validate()
-        .map_err(|e| Failure::runtime(format!("data file configuration: {e}")))?;
+    let config = start_config(&options, &sb)?;
     let layout = Layout::new(&config);
     let io = Io::new(1024).map_err(|e| Failure::runtime(e.to_string()))?;
     let storage_slots = crate::config::journal_io_max(&config) * 2 + 16;
@@ -247,23 +240,83 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         storage_slots,
     )
     .map_err(|e| Failure::runtime(e.to_string()))?;
-    let connections_max = config.replica_count as usize + config.clients_max as usize;
-    let send_queue_max = 16;
-    // One receive buffer per connection, plus what send queues may pin.
-    let bus_messages = connections_max
-        + (config.replica_count as usize - 1) * send_queue_max
-        + config.clients_max as usize * crate::io::tcp_bus::CLIENT_SEND_QUEUE_MAX;
-    let messages = config.messages_max() + bus_messages;
+    let messages = pool_messages(&config);
     let pool = MessagePool::new(messages, config.message_size_max as usize);
     let bus = TcpBus::listen(
         pool.clone(),
         sb.cluster,
         sb.replica,
         options.addresses.clone(),
-        connections_max,
-        send_queue_max,
+        connections_max(&config),
+        SEND_QUEUE_MAX,
     )
     .map_err(|e| Failure::runtime(format!("listen: {e}")))?;
+    log_start(&options, &sb, &config, &layout, &pool, messages);
+    let ledger = open_ledger(&options, &config);
+    let replica = Replica::open_with_pool(
+        ReplicaOptions {
+            cluster: sb.cluster,
+            replica: sb.replica,
+            config,
+            seed: 0,
+            trace: options.trace,
+        },
+        pool,
+        storage,
+        bus,
+        OsTime,
+        ledger,
+    );
+    let mut runtime = Runtime::new(io, replica);
+    install_signal_handlers();
+    runtime.run(&STOP).map_err(Failure::runtime)?;
+    log_stop(&runtime);
+    Ok(())
+}
+
+/// The configuration the data file was formatted with, checked against the command line.
+fn start_config(options: &StartOptions, sb: &SuperBlock) -> Result<Config, Failure> {
+    if options.addresses.len() != sb.replica_count as usize {
+        return Err(Failure::usage(format!(
+            "--addresses lists {} replicas but {} was formatted for a cluster of {}",
+            options.addresses.len(),
+            options.path.display(),
+            sb.replica_count
+        )));
+    }
+    let config = Sizes::of_superblock(sb).config(sb.replica_count);
+    config
+        .validate()
+        .map_err(|e| Failure::runtime(format!("data file configuration: {e}")))?;
+    Ok(config)
+}
+
+/// Messages the bus queues to send on a connection to another replica.
+const SEND_QUEUE_MAX: usize = 16;
+
+/// The most connections the bus holds at once: the cluster's replicas and the clients.
+fn connections_max(config: &Config) -> usize {
+    config.replica_count as usize + config.clients_max as usize
+}
+
+/// The message pool's size: the replica's own messages and the bus's.
+fn pool_messages(config: &Config) -> usize {
+    // One receive buffer per connection, plus what send queues may pin.
+    let bus_messages = connections_max(config)
+        + (config.replica_count as usize - 1) * SEND_QUEUE_MAX
+        + config.clients_max as usize * crate::io::tcp_bus::CLIENT_SEND_QUEUE_MAX;
+    config.messages_max() + bus_messages
+}
+
+/// Where the replica listens, its configuration, and the memory it reserves outside the ledger.
+fn log_start(
+    options: &StartOptions,
+    sb: &SuperBlock,
+    config: &Config,
+    layout: &Layout,
+    pool: &MessagePool,
+    messages: usize,
+) {
     eprintln!(
         "info: replica {} of {} in cluster {} listening on {}",
         sb.replica, sb.replica_count, sb.cluster, options.addresses[sb.replica as usize]
@@ -282,6 +335,10 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         messages,
         layout.total_size() / (1024 * 1024)
     );
+}
+
+/// The ledger, its pages touched now rather than inside commits (see `Ledger::prefault`).
+fn open_ledger(options: &StartOptions, config: &Config) -> Ledger {
     let ledger_config = LedgerConfig {
         accounts_max: options.accounts_max,
         transfers_max: options.transfers_max,
@@ -297,23 +354,11 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         reserved / (1024 * 1024),
         touched / (1024 * 1024)
     );
-    let replica = Replica::open_with_pool(
-        ReplicaOptions {
-            cluster: sb.cluster,
-            replica: sb.replica,
-            config,
-            seed: 0,
-            trace: options.trace,
-        },
-        pool,
-        storage,
-        bus,
-        OsTime,
-        ledger,
-    );
-    let mut runtime = Runtime::new(io, replica);
-    install_signal_handlers();
-    runtime.run(&STOP).map_err(Failure::runtime)?;
+    ledger
+}
+
+/// The replica's counters when it stops, in one line.
+fn log_stop(runtime: &Runtime<Ledger>) {
     let (r, bus) = (&runtime.replica, &runtime.replica.bus().stats);
     let s = r.stats();
     // What happened while it ran, in one line: a slow run shows here as view changes, resent
@@ -342,7 +387,6 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         bus.closed_peer,
         bus.closed_invalid
     );
-    Ok(())
 }
 
 /// The development replica: one replica on 127.0.0.1:3000, data under ./data/, formatted on
