@@ -644,7 +644,6 @@ impl Journal {
     ) -> RecoveryReport {
         assert!(self.recovery_done());
         let recovery = self.recovery.take().unwrap();
-        let view_head_op = vsr_state.view_head_op();
         let mut report = RecoveryReport {
             head_certain: true,
             ..Default::default()
@@ -653,61 +652,59 @@ impl Journal {
             .map(|slot| classify(recovery.ring[slot], recovery.prepares[slot]))
             .collect();
         for result in results.iter_mut() {
-            let header = match *result {
-                SlotRecovery::Clean(h) | SlotRecovery::FaultyKnown(h) => h,
-                _ => continue,
-            };
-            // Above the view's head, an op from an older view was truncated by that view change;
-            // an op from a newer view was written while installing that view's start_view and
-            // never acknowledged (acks need log_view durable first).
-            if (header.op > view_head_op && header.view < vsr_state.log_view)
-                || header.view > vsr_state.log_view
-            {
-                report.discarded += 1;
-                *result = SlotRecovery::Empty;
-            }
-            // The journal wraps: a slot naming an op the checkpoint covers is needed for nothing.
-            // Faulty there, it is the torn write of a newer op into the slot, never acknowledged
-            // (an acknowledged one would have its own header-ring entry), or damage to the old op:
-            // either way the slot is empty for the log.
-            let below_checkpoint = header.op <= vsr_state.checkpoint.op && header.op > 0;
-            if below_checkpoint && matches!(*result, SlotRecovery::FaultyKnown(_)) {
+            if recovery_discards(result, vsr_state) {
                 report.discarded += 1;
                 *result = SlotRecovery::Empty;
             }
         }
         for (slot, result) in results.iter().enumerate() {
-            match *result {
-                SlotRecovery::Clean(h) => {
-                    report.clean += 1;
-                    self.headers[slot] = h;
-                    self.dirty[slot] = false;
-                    report.op_head = report.op_head.max(h.op);
-                    if self.ring_durable[slot].checksum != h.checksum {
-                        // The crash came between the prepare write and its header-ring write.
-                        report.header_ring_repairs += 1;
-                        self.ring[slot] = h;
-                        self.sector_again[slot / HEADERS_PER_SECTOR] = true;
-                    }
-                }
-                SlotRecovery::FaultyKnown(h) => {
-                    report.faulty_known += 1;
-                    if report.faulty_ops.len() < 8 {
-                        report.faulty_ops.push(h.op);
-                    }
-                    self.headers[slot] = h;
-                    self.dirty[slot] = true;
-                    self.faulty[slot] = true;
-                    report.op_head = report.op_head.max(h.op);
-                }
-                SlotRecovery::FaultyUnknown => {
-                    report.faulty_unknown += 1;
-                    report.head_certain = false;
-                    self.faulty[slot] = true;
-                }
-                SlotRecovery::Empty => report.empty += 1,
-            }
+            self.recovery_install(slot, *result, &mut report);
         }
+        self.recovery_view_headers(vsr_state);
+        report.op_head = report.op_head.max(vsr_state.view_head_op());
+        self.mark_gaps_faulty(vsr_state.checkpoint.op, &recovery, &mut report);
+        self.flush(storage, pool);
+        assert!(report.op_head >= vsr_state.view_head_op());
+        report
+    }
+
+    /// Takes one slot's classification into the journal and counts it in `report`.
+    fn recovery_install(&mut self, slot: usize, result: SlotRecovery, report: &mut RecoveryReport) {
+        match result {
+            SlotRecovery::Clean(h) => {
+                report.clean += 1;
+                self.headers[slot] = h;
+                self.dirty[slot] = false;
+                report.op_head = report.op_head.max(h.op);
+                if self.ring_durable[slot].checksum != h.checksum {
+                    // The crash came between the prepare write and its header-ring write.
+                    report.header_ring_repairs += 1;
+                    self.ring[slot] = h;
+                    self.sector_again[slot / HEADERS_PER_SECTOR] = true;
+                }
+            }
+            SlotRecovery::FaultyKnown(h) => {
+                report.faulty_known += 1;
+                if report.faulty_ops.len() < 8 {
+                    report.faulty_ops.push(h.op);
+                }
+                self.headers[slot] = h;
+                self.dirty[slot] = true;
+                self.faulty[slot] = true;
+                report.op_head = report.op_head.max(h.op);
+            }
+            SlotRecovery::FaultyUnknown => {
+                report.faulty_unknown += 1;
+                report.head_certain = false;
+                self.faulty[slot] = true;
+            }
+            SlotRecovery::Empty => report.empty += 1,
+        }
+    }
+
+    /// The superblock's view headers (the durable head of the log) override what the slots
+    /// hold, except where the journal has wrapped past them.
+    fn recovery_view_headers(&mut self, vsr_state: &VsrState) {
         for vh in &vsr_state.view_headers {
             let slot = self.slot(vh.op);
             let held = self.headers[slot];
@@ -724,10 +721,6 @@ impl Journal {
                 self.faulty[slot] = was_faulty;
             }
         }
-        report.op_head = report.op_head.max(view_head_op);
-        self.mark_gaps_faulty(vsr_state.checkpoint.op, &recovery, &mut report);
-        self.flush(storage, pool);
-        report
     }
 
     // ---- View change support --------------------------------------------------------------
@@ -804,6 +797,28 @@ pub fn prepare_state(header_bytes: &[u8], h: Header, valid: bool) -> Option<Opti
     } else {
         Some(None)
     }
+}
+
+/// Whether recovery drops a slot's classification as no part of the log.
+fn recovery_discards(result: &SlotRecovery, vsr_state: &VsrState) -> bool {
+    let header = match *result {
+        SlotRecovery::Clean(h) | SlotRecovery::FaultyKnown(h) => h,
+        _ => return false,
+    };
+    // Above the view's head, an op from an older view was truncated by that view change; an op
+    // from a newer view was written while installing that view's start_view and never
+    // acknowledged (acks need log_view durable first).
+    if (header.op > vsr_state.view_head_op() && header.view < vsr_state.log_view)
+        || header.view > vsr_state.log_view
+    {
+        return true;
+    }
+    // The journal wraps: a slot naming an op the checkpoint covers is needed for nothing.
+    // Faulty there, it is the torn write of a newer op into the slot, never acknowledged (an
+    // acknowledged one would have its own header-ring entry), or damage to the old op: either
+    // way the slot is empty for the log.
+    let below_checkpoint = header.op <= vsr_state.checkpoint.op && header.op > 0;
+    below_checkpoint && matches!(*result, SlotRecovery::FaultyKnown(_))
 }
 
 /// The recovery decision for one slot, from its header-ring entry (`ring`: None if damaged) and
