@@ -396,6 +396,36 @@ impl SuperBlock {
         Ok(chosen)
     }
 
+    /// The copies that hold `chosen`'s state (what `choose` returned from `copies`).
+    pub fn holders(
+        copies: &[Option<SuperBlock>],
+        chosen: &SuperBlock,
+    ) -> [bool; SUPERBLOCK_COPIES] {
+        let mut holders = [false; SUPERBLOCK_COPIES];
+        for (holder, copy) in holders.iter_mut().zip(copies) {
+            *holder = copy
+                .as_ref()
+                .is_some_and(|c| c.vsr_state == chosen.vsr_state);
+        }
+        holders
+    }
+
+    /// The order in which to write the copies of the next state, given which copies hold the
+    /// durable one: the others first. So the durable state keeps every copy it has until the
+    /// new state has a quorum of its own, and `choose` returns the durable state or the new one
+    /// at every point of the write, never an older one. (Writing in index order would not do
+    /// after a crash left the durable state on only a quorum of copies: overwriting one of those
+    /// first would hand `choose` back an older state still on two copies.)
+    pub fn write_order(holders: &[bool; SUPERBLOCK_COPIES]) -> [usize; SUPERBLOCK_COPIES] {
+        let mut order = [0; SUPERBLOCK_COPIES];
+        let others = (0..SUPERBLOCK_COPIES).filter(|&c| !holders[c]);
+        let holding = (0..SUPERBLOCK_COPIES).filter(|&c| holders[c]);
+        for (slot, copy) in order.iter_mut().zip(others.chain(holding)) {
+            *slot = copy;
+        }
+        order
+    }
+
     /// Refuses a data file formatted for another cluster, replica or configuration.
     pub fn check_identity(
         &self,
@@ -471,6 +501,48 @@ mod tests {
         let layout = Layout::new(&config);
         let sb = SuperBlock::formatted(&config, 77, 1);
         (config, layout, sb)
+    }
+
+    /// Every mix of copies a crash can leave (each copy: none, or a state at sequence 1..=4),
+    /// then every prefix of the next write in `write_order`: `choose` never goes back past
+    /// the state chosen at the start, and never fails.
+    #[test]
+    fn writes_in_write_order_never_regress() {
+        let (_, _, base) = setup();
+        let state = |sequence: u64| {
+            let mut sb = base.clone();
+            sb.sequence = sequence;
+            sb.vsr_state.commit_max = sequence;
+            sb
+        };
+        let mut mixes = 0;
+        for code in 0..5u32.pow(SUPERBLOCK_COPIES as u32) {
+            let copies: Vec<Option<SuperBlock>> = (0..SUPERBLOCK_COPIES as u32)
+                .map(|c| match code / 5u32.pow(c) % 5 {
+                    0 => None,
+                    s => Some(state(s as u64)),
+                })
+                .collect();
+            let Ok(durable) = SuperBlock::choose(&copies) else {
+                continue;
+            };
+            mixes += 1;
+            let floor = durable.vsr_state.commit_max;
+            let next = state(durable.sequence + 1);
+            let holders = SuperBlock::holders(&copies, &durable);
+            assert!(holders.iter().any(|&h| h));
+            let mut writing = copies.clone();
+            for copy in SuperBlock::write_order(&holders) {
+                writing[copy] = Some(next.clone());
+                let chosen = SuperBlock::choose(&writing).expect("a choice mid-write");
+                assert!(
+                    chosen.vsr_state.commit_max >= floor,
+                    "{code}: regressed to {} from {floor}",
+                    chosen.vsr_state.commit_max
+                );
+            }
+        }
+        assert!(mixes > 300, "{mixes}");
     }
 
     #[test]

@@ -235,8 +235,12 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
 
     superblock: Option<SuperBlock>,
     superblock_copies: Vec<Option<SuperBlock>>,
+    /// The copies that hold the durable superblock's state (all of them, unless a crash cut
+    /// its write short): the next write goes to the others first (`SuperBlock::write_order`).
+    superblock_holders: [bool; SUPERBLOCK_COPIES],
     superblock_reads: usize,
-    superblock_writing: Option<(SuperBlock, usize)>,
+    /// The state being written, its copies in write order, and how many are written.
+    superblock_writing: Option<(SuperBlock, [usize; SUPERBLOCK_COPIES], usize)>,
     superblock_queued: Option<VsrState>,
 
     // Checkpoints and state sync.
@@ -355,6 +359,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             prng: ChaCha8Rng::seed_from_u64(seed),
             superblock: None,
             superblock_copies: vec![None; SUPERBLOCK_COPIES],
+            superblock_holders: [false; SUPERBLOCK_COPIES],
             superblock_reads: 0,
             superblock_writing: None,
             superblock_queued: None,
@@ -805,6 +810,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         match chosen {
             Ok(sb) => {
                 sb.vsr_state.assert_valid();
+                self.superblock_holders = SuperBlock::holders(&self.superblock_copies, &sb);
                 let checkpoint = sb.vsr_state.checkpoint;
                 self.superblock = Some(sb);
                 self.checkpoint_seen = checkpoint;
@@ -855,7 +861,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if let Some(queued) = &self.superblock_queued {
             return queued;
         }
-        if let Some((writing, _)) = &self.superblock_writing {
+        if let Some((writing, _, _)) = &self.superblock_writing {
             return &writing.vsr_state;
         }
         &self.superblock.as_ref().unwrap().vsr_state
@@ -869,34 +875,39 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let mut sb = self.superblock.clone().unwrap();
         sb.sequence += 1;
         sb.vsr_state = state;
-        self.superblock_writing = Some((sb, 0));
+        let order = SuperBlock::write_order(&self.superblock_holders);
+        self.superblock_writing = Some((sb, order, 0));
         self.superblock_write_copy();
     }
 
     fn superblock_write_copy(&mut self) {
-        let (sb, copy) = self.superblock_writing.as_ref().unwrap();
+        let (sb, order, written) = self.superblock_writing.as_ref().unwrap();
+        let copy = order[*written];
         let layout = self.storage.layout().clone();
         let mut buffer = self.superblock_pool.get().expect("superblock pool");
-        sb.encode(*copy as u8, buffer.buffer_mut(), &layout);
+        sb.encode(copy as u8, buffer.buffer_mut(), &layout);
         self.storage.submit(IoRequest {
             kind: IoKind::Write,
             zone: Zone::Superblock,
-            offset: *copy as u64 * layout.superblock_copy_size,
+            offset: copy as u64 * layout.superblock_copy_size,
             len: layout.superblock_copy_size as usize,
             buffer,
-            token: Token::new(Purpose::SuperblockWrite, *copy as u32).encode(),
+            token: Token::new(Purpose::SuperblockWrite, copy as u32).encode(),
         });
     }
 
     fn on_superblock_written(&mut self) {
         assert!(self.status != Status::Recovering);
-        let (_, copy) = self.superblock_writing.as_mut().unwrap();
-        *copy += 1;
-        if *copy < SUPERBLOCK_COPIES {
+        let (_, order, written) = self.superblock_writing.as_mut().unwrap();
+        // The copy no longer holds the durable state (until the new one is durable everywhere).
+        self.superblock_holders[order[*written]] = false;
+        *written += 1;
+        if *written < SUPERBLOCK_COPIES {
             self.superblock_write_copy();
             return;
         }
-        let (sb, _) = self.superblock_writing.take().unwrap();
+        let (sb, _, _) = self.superblock_writing.take().unwrap();
+        self.superblock_holders = [true; SUPERBLOCK_COPIES];
         self.log(format_args!(
             "superblock durable: view={} log_view={} head={}",
             sb.vsr_state.view,
