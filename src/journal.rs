@@ -107,6 +107,11 @@ pub struct Journal {
     prepare_durable: Vec<u128>,
     /// `headers[slot]` is not yet durable here.
     dirty: Vec<bool>,
+    /// Held clean (the prepare is durable here, so it counts as held in a view change) but its
+    /// header-ring entry is being rewritten after recovery found it stale or damaged: not
+    /// acknowledged until that write lands (`acknowledgeable`), because the promise of an
+    /// acknowledgement is that both are durable.
+    ring_pending: Vec<bool>,
     /// The slot's disk content is damaged: it must never be reported as a nack.
     faulty: Vec<bool>,
     writing: Vec<Option<u128>>,
@@ -139,6 +144,7 @@ impl Journal {
             ring_durable: reserved,
             prepare_durable: vec![0; slot_count],
             dirty: vec![false; slot_count],
+            ring_pending: vec![false; slot_count],
             faulty: vec![false; slot_count],
             writing: vec![None; slot_count],
             pending_write: (0..slot_count).map(|_| None).collect(),
@@ -174,6 +180,12 @@ impl Journal {
     /// The prepare for `op` with `checksum` is durable here.
     pub fn has_clean(&self, op: u64, checksum: u128) -> bool {
         self.has_header(op, checksum) && !self.dirty[self.slot(op)]
+    }
+
+    /// The prepare for `op` with `checksum` and its header-ring entry are durable here: it may
+    /// be acknowledged.
+    pub fn acknowledgeable(&self, op: u64, checksum: u128) -> bool {
+        self.has_clean(op, checksum) && !self.ring_pending[self.slot(op)]
     }
 
     pub fn is_dirty(&self, op: u64) -> bool {
@@ -212,6 +224,7 @@ impl Journal {
         let durable = self.prepare_durable[slot] == header.checksum
             && self.ring_durable[slot].checksum == header.checksum;
         self.dirty[slot] = !durable;
+        self.ring_pending[slot] = false;
         if durable {
             self.faulty[slot] = false;
         }
@@ -224,6 +237,7 @@ impl Journal {
         if self.header(op).is_some() {
             self.headers[slot] = Header::reserved(self.cluster, slot as u64);
             self.dirty[slot] = false;
+            self.ring_pending[slot] = false;
         }
     }
 
@@ -469,12 +483,13 @@ impl Journal {
             self.ring_durable[slot] = Header::read_from(&buffer.buffer()[at..at + HEADER_SIZE]);
             let h = self.headers[slot];
             if h.command == Command::Prepare as u8
-                && self.dirty[slot]
+                && (self.dirty[slot] || self.ring_pending[slot])
                 && self.prepare_durable[slot] == h.checksum
                 && self.ring_durable[slot].checksum == h.checksum
             {
                 self.dirty[slot] = false;
                 self.faulty[slot] = false;
+                self.ring_pending[slot] = false;
                 self.events.push(JournalEvent::Durable {
                     op: h.op,
                     checksum: h.checksum,
@@ -677,9 +692,13 @@ impl Journal {
                 self.dirty[slot] = false;
                 report.op_head = report.op_head.max(h.op);
                 if self.ring_durable[slot].checksum != h.checksum {
-                    // The crash came between the prepare write and its header-ring write.
+                    // The crash came between the prepare write and its header-ring write (the
+                    // prepare was never acknowledged), or tore a later write of the ring sector
+                    // (it may have been): held clean either way, so never a nack, but not
+                    // acknowledged again until the ring entry is rewritten.
                     report.header_ring_repairs += 1;
                     self.ring[slot] = h;
+                    self.ring_pending[slot] = true;
                     self.sector_again[slot / HEADERS_PER_SECTOR] = true;
                 }
             }

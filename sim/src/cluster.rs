@@ -12,9 +12,10 @@
 //! (`SimOptions::quiet`) and inject faults themselves.
 
 use crate::checker::Checker;
+use crate::durability::Durability;
 use crate::network::{PacketSimulator, Process};
 use crate::options::SimOptions;
-use crate::rng::{chance, range};
+use crate::rng::{chance, pick, range};
 use crate::storage::{CrashFate, FaultAtlas, SimStorage, StorageStats};
 use crate::time::SimTime;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -27,7 +28,7 @@ use vsr::ledger::{workload::Workload, Ledger, LedgerConfig};
 use vsr::message::{Message, MessagePool};
 use vsr::replica::{Event, Replica, ReplicaOptions, ReplicaStats, Status};
 use vsr::state_machine::{HashingStateMachine, StateMachine, HASHING_OPERATION};
-use vsr::storage::{Layout, Storage, Zone};
+use vsr::storage::{IoKind, Layout, Storage, Zone};
 use vsr::time::Time;
 
 /// A client's bus. Sends are copied out as bytes, as a real network would carry them.
@@ -189,6 +190,24 @@ pub struct FaultCounts {
     pub clock_excursions: u64,
     /// Crashes that lost the data file: the replica restarts from a `vsr recover` image.
     pub disks_lost: u64,
+    /// Crashes at an I/O point (`IoPoint`): right after the replica submitted writes, right
+    /// after one of its writes completed, right after it sent messages.
+    pub crashes_after_write_submitted: u64,
+    pub crashes_after_write_completed: u64,
+    pub crashes_after_send: u64,
+}
+
+/// Where a replica stands when an I/O-point crash may strike: right after handling one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IoPoint {
+    /// It submitted writes: they are in flight, each lost, written or torn by the crash.
+    WriteSubmitted,
+    /// One of its writes completed (and it acted on that): the next half of a multi-write
+    /// step (a prepare's header-ring sector, the next superblock copy, the superblock after a
+    /// checkpoint's chunks) is at most submitted.
+    WriteCompleted,
+    /// It sent messages: peers may act on what it said while it is down.
+    MessageSent,
 }
 
 /// Journal checks (`Checker::check_journal`): after every step, each replica's newest
@@ -210,12 +229,16 @@ pub struct Simulator {
     pause_rng: ChaCha8Rng,
     /// Disk-loss decisions and the new disks' seeds, likewise.
     disk_rng: ChaCha8Rng,
+    /// I/O-point crashes, their restart times and the fates of writes in flight, likewise.
+    io_crash_rng: ChaCha8Rng,
     pub(crate) replicas: Vec<Slot>,
     /// Per replica: paused until this tick (exclusive), or running.
     pub(crate) paused_until: Vec<Option<u64>>,
     pub(crate) network: PacketSimulator,
     pub(crate) clients: Vec<SimClient>,
     pub checker: Checker,
+    /// Every promise a replica sends, checked against its durable state (`durability.rs`).
+    pub durability: Durability,
     pub tick: u64,
     pub faults: FaultCounts,
     pub(crate) faults_enabled: bool,
@@ -244,6 +267,7 @@ const TAG_WORLD: u64 = 0x776f_726c_6400_0000; // "world"
 const TAG_PAUSE: u64 = 0x7061_7573_6500_0000; // "pause"
 const TAG_LEDGER: u64 = 0x6c65_6467_6572_0000; // "ledger"
 const TAG_DISK: u64 = 0x6469_736b_0000_0000; // "disk"
+const TAG_IO_CRASH: u64 = 0x696f_6372_6173_6800; // "iocrash"
 
 impl Simulator {
     /// A swarm-tested run: the seed draws the options (`SimOptions::generate`), then the world.
@@ -347,11 +371,13 @@ impl Simulator {
         let mut sim = Simulator {
             seed,
             checker: Checker::new(options.replica_count as usize),
+            durability: Durability::new(options.replica_count, layout.clone()),
             options,
             cluster,
             rng,
             pause_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_PAUSE)),
             disk_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_DISK)),
+            io_crash_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_IO_CRASH)),
             paused_until: vec![None; replicas.len()],
             replicas,
             network,
@@ -405,11 +431,13 @@ impl Simulator {
     }
 
     pub(crate) fn restart(&mut self, index: usize) {
-        let Slot::Down { storage, time, .. } =
-            std::mem::replace(&mut self.replicas[index], Slot::Empty)
+        let Slot::Down {
+            mut storage, time, ..
+        } = std::mem::replace(&mut self.replicas[index], Slot::Empty)
         else {
             panic!("restart of a replica that is up");
         };
+        storage.reset_shadow();
         let config = &self.options.config;
         let pool = MessagePool::new(config.messages_max(), config.message_size_max as usize);
         let bus = ReplicaBus {
@@ -779,21 +807,94 @@ impl Simulator {
         let seams = replica.seams();
         seams.time.tick();
         seams.storage.tick();
-        while let Some(completion) = replica.seams().storage.next_completion() {
+        // Each completion is its own event: what the replica sends in answer to one is checked
+        // against the disk as it stood then, before the next write lands, and a crash may
+        // strike right after it.
+        loop {
+            let Slot::Up(replica) = &mut self.replicas[index] else {
+                return Ok(());
+            };
+            let writes = replica.storage().stats().writes;
+            let Some(completion) = replica.seams().storage.next_completion() else {
+                break;
+            };
+            let wrote = completion.kind == IoKind::Write;
             replica.on_io_completion(completion);
+            let sent = self.flush_replica(index)?;
+            self.io_point(index, writes, wrote, sent);
         }
-        replica.tick();
-        self.flush_replica(index)
-    }
-
-    fn flush_replica(&mut self, index: usize) -> Result<(), String> {
         let Slot::Up(replica) = &mut self.replicas[index] else {
             return Ok(());
         };
-        for (to, bytes) in replica.seams().bus.outbox.drain(..) {
-            self.network
-                .submit(Process::Replica(index as u8), to, bytes);
+        let writes = replica.storage().stats().writes;
+        replica.tick();
+        let sent = self.flush_replica(index)?;
+        self.io_point(index, writes, false, sent);
+        Ok(())
+    }
+
+    /// Replica `index` just handled one event, having submitted writes if the storage's count
+    /// moved past `writes_before`, completed one if `wrote`, and sent `sent` messages: an
+    /// I/O-point crash may strike right here (`SimOptions::io_crash_probability`).
+    fn io_point(&mut self, index: usize, writes_before: u64, wrote: bool, sent: usize) {
+        let Slot::Up(replica) = &self.replicas[index] else {
+            return;
+        };
+        let point = if replica.storage().stats().writes > writes_before {
+            IoPoint::WriteSubmitted
+        } else if wrote {
+            IoPoint::WriteCompleted
+        } else if sent > 0 {
+            IoPoint::MessageSent
+        } else {
+            return;
+        };
+        if !self.faults_enabled
+            || self.options.io_crash_probability == 0.0
+            || self.unavailable_count(index) >= self.options.crashed_max
+            || !chance(&mut self.io_crash_rng, self.options.io_crash_probability)
+        {
+            return;
         }
+        // Each write in flight, in submission order: not written, written, or torn.
+        let in_flight = replica.storage().writes_in_flight().len();
+        let fates: Vec<CrashFate> = (0..in_flight)
+            .map(|_| {
+                *pick(
+                    &mut self.io_crash_rng,
+                    &[CrashFate::Lost, CrashFate::Written, CrashFate::Torn],
+                )
+            })
+            .collect();
+        let next = std::cell::Cell::new(0);
+        let restart_at = self.tick
+            + range(
+                &mut self.io_crash_rng,
+                self.options.restart_ticks_min,
+                self.options.restart_ticks_max,
+            );
+        self.crash_with(index, restart_at, |_, _, _| {
+            let fate = fates.get(next.get()).copied().unwrap_or(CrashFate::Lost);
+            next.set(next.get() + 1);
+            fate
+        });
+        match point {
+            IoPoint::WriteSubmitted => self.faults.crashes_after_write_submitted += 1,
+            IoPoint::WriteCompleted => self.faults.crashes_after_write_completed += 1,
+            IoPoint::MessageSent => self.faults.crashes_after_send += 1,
+        }
+        if self.trace {
+            eprintln!("[sim] replica {index} crashed at an I/O point: {point:?}");
+        }
+    }
+
+    /// Takes the replica's events and messages (checking each promise), puts the messages on
+    /// the network, and runs the safety checker; returns the number of messages sent.
+    fn flush_replica(&mut self, index: usize) -> Result<usize, String> {
+        let Slot::Up(replica) = &mut self.replicas[index] else {
+            return Ok(0);
+        };
+        let replica_index = index as u8;
         while let Some(event) = replica.poll_event() {
             match event {
                 Event::Info(line) if self.trace => eprintln!("[r{index}] info: {line}"),
@@ -803,12 +904,43 @@ impl Simulator {
                     return Err(format!("replica {index} failed to open: {error}"))
                 }
                 Event::CheckpointDurable { op, id } => {
+                    self.durability.on_checkpoint_durable(
+                        replica_index,
+                        replica.storage(),
+                        op,
+                        id,
+                    )?;
                     self.checker.observe_checkpoint(index, op, id)?
                 }
+                Event::PrepareAcknowledged { view, op, checksum } => self
+                    .durability
+                    .on_acknowledged(replica_index, replica.storage(), view, op, checksum)?,
             }
         }
+        let mut outbox = std::mem::take(&mut replica.seams().bus.outbox);
+        let sent = outbox.len();
+        for (to, bytes) in outbox.drain(..) {
+            let header = Header::read_from(&bytes);
+            self.durability.on_send(
+                replica_index,
+                replica.storage(),
+                replica.commit_min(),
+                (&header, &bytes[HEADER_SIZE..header.size as usize]),
+                &self.checker,
+            )?;
+            self.network
+                .submit(Process::Replica(replica_index), to, bytes);
+        }
+        replica.seams().bus.outbox = outbox;
+        if replica.status() == Status::Normal && replica.is_primary() {
+            let journal = replica.journal();
+            self.durability
+                .on_commit_point(replica.view(), replica.commit_max(), |op| {
+                    journal.header(op).map(|h| h.checksum)
+                });
+        }
         if replica.status() == Status::Recovering {
-            return Ok(());
+            return Ok(sent);
         }
         let journal = replica.journal();
         self.checker.observe(
@@ -820,7 +952,8 @@ impl Simulator {
             replica
                 .state_available()
                 .then(|| vsr::state_machine::StateMachine::digest(replica.state_machine())),
-        )
+        )?;
+        Ok(sent)
     }
 
     fn deliver_to_replica(&mut self, index: usize, bytes: &[u8]) -> Result<(), String> {
@@ -833,8 +966,11 @@ impl Simulator {
         let Some(message) = replica.bus().pool.get_copy_of(bytes) else {
             return Ok(());
         };
+        let writes = replica.storage().stats().writes;
         replica.on_message(message);
-        self.flush_replica(index)
+        let sent = self.flush_replica(index)?;
+        self.io_point(index, writes, false, sent);
+        Ok(())
     }
 
     fn deliver_to_client(&mut self, id: u128, bytes: &[u8]) -> Result<(), String> {

@@ -3,6 +3,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod durability;
 pub mod network;
 pub mod options;
 pub mod rng;

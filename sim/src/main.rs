@@ -125,7 +125,7 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
+        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
         if o.ledger { "ledger" } else { "hashing" },
         o.replica_count,
         o.client_count,
@@ -137,6 +137,7 @@ fn run(
         o.network.packet_replay_probability,
         o.network.partition_mode,
         o.crash_probability,
+        o.io_crash_probability,
         o.disk_loss_probability,
         o.pause_probability,
         o.pause_ticks_min,
@@ -160,7 +161,7 @@ fn print_counters(sim: &Simulator) {
     let f = sim.faults;
     let r = sim.replica_stats();
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -171,6 +172,9 @@ fn print_counters(sim: &Simulator) {
         s.torn_writes,
         s.lost_writes,
         f.crashes,
+        f.crashes_after_write_submitted,
+        f.crashes_after_write_completed,
+        f.crashes_after_send,
         f.restarts,
         f.disks_lost,
         f.pauses,
@@ -205,5 +209,10 @@ fn print_counters(sim: &Simulator) {
         r.sync_chunks,
         r.start_views_deferred,
         r.rejoins_completed,
+    );
+    let d = sim.durability.stats;
+    println!(
+        "durability: acknowledgements={} do_view_changes={} nacks={} start_views={} replies={} checkpoints={}",
+        d.acknowledgements, d.do_view_changes, d.nacks, d.start_views, d.replies, d.checkpoints,
     );
 }

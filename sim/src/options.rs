@@ -19,6 +19,10 @@ pub struct SimOptions {
     pub storage: StorageOptions,
     /// Per tick, per up replica.
     pub crash_probability: f64,
+    /// Per I/O point of an up replica (right after it submitted writes, after one of its writes
+    /// completed, after it sent messages): it crashes right there, each write in flight lost,
+    /// written or torn.
+    pub io_crash_probability: f64,
     /// The chance that a crash also loses the replica's data file (once per run at most). Only
     /// in runs without storage faults: a lost disk plus a damaged copy elsewhere can be a real
     /// loss of data, beyond the faults the cluster promises to survive.
@@ -191,6 +195,13 @@ impl SimOptions {
             } else {
                 0.0
             };
+        // I/O-point crashes: in a stream of their own, like pauses.
+        let mut io_crash_rng = rng::seeded(rng.clone().next_u64() ^ 0x696f_6372_6173_6800);
+        let io_crash_probability = if chance(&mut io_crash_rng, 0.5) {
+            unit(&mut io_crash_rng) * 0.002
+        } else {
+            0.0
+        };
         SimOptions {
             ledger: false,
             replica_count,
@@ -199,6 +210,7 @@ impl SimOptions {
             network,
             storage,
             crash_probability,
+            io_crash_probability,
             disk_loss_probability,
             restart_ticks_min: 20,
             restart_ticks_max,
@@ -248,6 +260,7 @@ impl SimOptions {
             network: NetworkOptions::default(),
             storage: StorageOptions::default(),
             crash_probability: 0.0,
+            io_crash_probability: 0.0,
             disk_loss_probability: 0.0,
             restart_ticks_min: 20,
             restart_ticks_max: 20,

@@ -304,6 +304,12 @@ pub struct SimStorage {
     /// The formatted part of the data file (every zone but the checkpoint zone). Zeroed
     /// allocation, so pages never touched cost no memory.
     memory: Vec<u8>,
+    /// What the replica holds durably as far as it knows: `memory` as it read it when it last
+    /// opened, plus every write it was told completed, as written (no fault, no misdirect).
+    /// The durability checker reads a promise's backing here (`durable`).
+    shadow: Vec<u8>,
+    /// Bumped whenever a superblock write completes or the shadow is reset (cache key).
+    superblock_generation: u64,
     /// The checkpoint zone's bytes from its start. A zeroed allocation that grows (to at least
     /// twice its size, copying) when a write lands past its end; bytes past `checkpoint_len` are
     /// zero and, never touched, cost no memory.
@@ -334,6 +340,8 @@ impl SimStorage {
         );
         disk.stats = self.stats;
         disk.faults = self.faults;
+        // Never reused: the durability checker caches a superblock by it.
+        disk.superblock_generation = self.superblock_generation + 1;
         disk
     }
 
@@ -354,6 +362,8 @@ impl SimStorage {
         let size = usize::try_from(layout.total_size()).expect("data file fits in memory");
         SimStorage {
             memory: vec![0; size],
+            shadow: vec![0; size],
+            superblock_generation: 0,
             checkpoint: Vec::new(),
             checkpoint_len: 0,
             zeros: vec![0; layout.message_size_max as usize],
@@ -439,6 +449,30 @@ impl SimStorage {
             .filter(|r| r.kind == IoKind::Write)
             .map(|r| (r.zone, r.offset, r.len))
             .collect()
+    }
+
+    /// The replica (re)opens: what it will read is what is on disk now, faults and all. From
+    /// here on, the shadow follows the writes it is told completed.
+    pub fn reset_shadow(&mut self) {
+        self.shadow.copy_from_slice(&self.memory);
+        self.superblock_generation += 1;
+    }
+
+    /// Bytes of a fixed zone as the replica holds them durably to its knowledge: as it read
+    /// them at open, overwritten by every write it has been told completed (see `shadow`).
+    pub fn durable(&self, zone: Zone, offset: u64, len: usize) -> &[u8] {
+        assert!(
+            zone != Zone::Checkpoint,
+            "the checkpoint zone has no shadow"
+        );
+        self.assert_in_zone(zone, offset, len);
+        let start = (self.layout.zone_offset(zone) + offset) as usize;
+        &self.shadow[start..start + len]
+    }
+
+    /// Changes whenever the durable superblock may have changed.
+    pub fn superblock_generation(&self) -> u64 {
+        self.superblock_generation
     }
 
     /// Writes bytes directly, with no latency or faults (formatting, tests).
@@ -592,6 +626,13 @@ impl SimStorage {
     fn complete_write(&mut self, request: &IoRequest) {
         let (zone, len) = (request.zone, request.len);
         let data = &request.buffer.buffer()[..len];
+        if zone != Zone::Checkpoint {
+            let start = (self.layout.zone_offset(zone) + request.offset) as usize;
+            self.shadow[start..start + len].copy_from_slice(data);
+            if zone == Zone::Superblock {
+                self.superblock_generation += 1;
+            }
+        }
         let mut target = request.offset;
         if self.faults && rng::chance(&mut self.rng, self.options.write_misdirect_probability) {
             if let Some(landing) = self.misdirect_target(zone, request.offset, len) {

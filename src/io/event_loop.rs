@@ -118,7 +118,8 @@ impl<M: StateMachine> Runtime<M> {
                 Event::Info(line) => eprintln!("info: replica {index}: {line}"),
                 Event::Trace(line) => eprintln!("{line}"),
                 Event::OpenFailed(error) => return Err(error.to_string()),
-                Event::CheckpointDurable { .. } => {}
+                // For the simulator's checkers.
+                Event::CheckpointDurable { .. } | Event::PrepareAcknowledged { .. } => {}
             }
         }
         Ok(())

@@ -16,16 +16,20 @@ use super::client_table::ClientTable;
 use super::{Replica, ReplicaStats, Status};
 use crate::bus::MessageBus;
 use crate::config::Config;
+use crate::journal::DURABLE_EVENTS_PER_COMPLETION_MAX;
 use crate::journal::{Journal, RecoveryReport};
 use crate::state_machine::StateMachine;
 use crate::storage::Storage;
 use crate::superblock::SuperBlockError;
 use crate::time::Time;
 
-/// Events other than traces the queue holds between two polls: one call into the replica emits
-/// a handful at most (a checkpoint durable and its log line, a view change and its outcome).
+/// Events other than traces the queue holds between two polls. One call into the replica emits
+/// a handful of log lines and checkpoint events at most, plus an acknowledgement per prepare it
+/// makes durable (one header sector's worth) or counts when a view starts (a pipeline's worth).
 /// The driver polls after every call, so the queue never grows; exceeding this is a driver bug.
-pub(super) const EVENTS_QUEUED_MAX: usize = 64;
+pub(super) fn events_queued_max(config: &Config) -> usize {
+    32 + 2 * config.pipeline_max as usize + DURABLE_EVENTS_PER_COMPLETION_MAX
+}
 
 /// Something the replica hands back to its driver.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,6 +45,11 @@ pub enum Event {
     /// A checkpoint became this replica's durable one (written here, or installed by state
     /// sync): every replica's checkpoint at `op` must have the same `id`.
     CheckpointDurable { op: u64, id: u128 },
+    /// This replica acknowledged the prepare `op` with `checksum` in `view`: a backup sent its
+    /// prepare_ok, or the primary counted its own. The promise behind it (docs/protocol.md 4):
+    /// the prepare and its header-ring entry are durable here, and this replica will never
+    /// report it as a nack (5.5). The simulator checks both.
+    PrepareAcknowledged { view: u32, op: u64, checksum: u128 },
 }
 
 /// The seams, for the driver that lent them (see the module docs).
@@ -59,7 +68,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                     .iter()
                     .filter(|e| !matches!(e, Event::Trace(_)))
                     .count()
-                    < EVENTS_QUEUED_MAX,
+                    < events_queued_max(&self.config),
             "replica events not polled by the driver"
         );
         events.push_back(event);

@@ -37,7 +37,7 @@ use crate::superblock::{CheckpointRef, SuperBlock, SuperBlockError, VsrState};
 use crate::time::Time;
 use crate::timeout::Timeout;
 use client_table::ClientTable;
-use driver::EVENTS_QUEUED_MAX;
+use driver::events_queued_max;
 pub use driver::{Event, Seams};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -335,6 +335,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             ^ (options.cluster as u64)
             ^ ((options.cluster >> 64) as u64)
             ^ (options.replica as u64) << 56;
+        let events_max = events_queued_max(&config);
         let mut replica = Replica {
             cluster: options.cluster,
             replica: options.replica,
@@ -393,7 +394,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             config,
             stats: ReplicaStats::default(),
             trace: options.trace,
-            events: RefCell::new(VecDeque::with_capacity(EVENTS_QUEUED_MAX)),
+            events: RefCell::new(VecDeque::with_capacity(events_max)),
         };
         replica.superblock_read_start();
         replica
@@ -811,17 +812,34 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             Ok(sb) => {
                 sb.vsr_state.assert_valid();
                 self.superblock_holders = SuperBlock::holders(&self.superblock_copies, &sb);
-                let checkpoint = sb.vsr_state.checkpoint;
+                let state = sb.vsr_state.clone();
                 self.superblock = Some(sb);
-                self.checkpoint_seen = checkpoint;
-                self.checkpoint_previous_serve();
-                if checkpoint.op > 0 {
-                    self.checkpoint_load_start(checkpoint, checkpoint::AfterLoad::Recovery);
+                if self.superblock_holders.iter().all(|&held| held) {
+                    self.open_from_superblock();
                 } else {
-                    self.journal.recover_start(&mut self.storage, &self.pool);
+                    // A crash cut a superblock write short (or a copy is damaged, or read
+                    // damaged): the chosen state may sit on fewer copies than a quorum, so a
+                    // later read could choose an older one. Make it durable on every copy
+                    // before acting on it (`on_superblock_written` goes on from there).
+                    self.superblock_queued = Some(state);
+                    self.superblock_write_next();
                 }
             }
             Err(error) => self.fail_open(error),
+        }
+    }
+
+    /// The superblock is chosen and on every copy: load its checkpoint, then read the journal.
+    fn open_from_superblock(&mut self) {
+        assert_eq!(self.status, Status::Recovering);
+        assert!(self.superblock_holders.iter().all(|&held| held));
+        let checkpoint = self.durable_state().checkpoint;
+        self.checkpoint_seen = checkpoint;
+        self.checkpoint_previous_serve();
+        if checkpoint.op > 0 {
+            self.checkpoint_load_start(checkpoint, checkpoint::AfterLoad::Recovery);
+        } else {
+            self.journal.recover_start(&mut self.storage, &self.pool);
         }
     }
 
@@ -897,7 +915,6 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn on_superblock_written(&mut self) {
-        assert!(self.status != Status::Recovering);
         let (_, order, written) = self.superblock_writing.as_mut().unwrap();
         // The copy no longer holds the durable state (until the new one is durable everywhere).
         self.superblock_holders[order[*written]] = false;
@@ -915,6 +932,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             sb.vsr_state.view_head_op()
         ));
         self.superblock = Some(sb);
+        if self.status == Status::Recovering {
+            // The superblock chosen at open, rewritten to every copy.
+            self.open_from_superblock();
+            return;
+        }
         self.on_superblock_durable();
         self.checkpoint_on_superblock_durable();
         if self.superblock_writing.is_none() {

@@ -1,6 +1,6 @@
 //! Normal operation: request -> prepare -> prepare_ok -> commit -> reply.
 
-use super::{PipelineEntry, Replica, ReplicaSet, Status};
+use super::{Event, PipelineEntry, Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
 use crate::header::commands::{Commit, Eviction, Prepare, PrepareOk, Reply, Request};
 use crate::header::{Command, Header, Operation, HEADER_SIZE};
@@ -333,7 +333,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let Some(header) = self.journal.header(op).copied() else {
             return;
         };
-        if header.checksum != checksum || self.journal.is_dirty(op) {
+        if header.checksum != checksum || !self.journal.acknowledgeable(op, checksum) {
             return;
         }
         // Only ops the primary may still wait for.
@@ -343,7 +343,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         // The promise a prepare_ok makes (5.4): the prepare and its ring entry are durable (not
         // dirty), in a view this replica has durably started, so no crash can take it back.
         assert_eq!(self.durable_state().log_view, self.view);
-        assert!(self.journal.has_clean(op, checksum) && !self.journal.is_dirty(op));
+        assert!(self.journal.acknowledgeable(op, checksum));
         let prepare = Prepare::from_header(&header);
         let ok = PrepareOk {
             view: self.view,
@@ -354,6 +354,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             prepare_commit_max: prepare.commit_max,
             prepare_timestamp_ns: prepare.timestamp_ns,
         };
+        self.emit(Event::PrepareAcknowledged {
+            view: self.view,
+            op,
+            checksum,
+        });
         let primary = self.primary_index(self.view);
         self.send_header_to_replica(primary, ok.to_header(self.cluster));
     }
@@ -378,6 +383,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         entry.ok_from.insert(replica);
+        if replica == self.replica {
+            self.emit(Event::PrepareAcknowledged {
+                view: self.view,
+                op,
+                checksum,
+            });
+        }
         self.commit_pipeline();
     }
 

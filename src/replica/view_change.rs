@@ -6,7 +6,7 @@
 //! `Reserved` header where it has none), then one flag byte per header (journal::FLAG_*): whether
 //! it holds that op's prepare clean, and whether the slot is faulty (a faulty slot is never a nack).
 
-use super::{Replica, ReplicaSet, Status};
+use super::{Event, Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
 use crate::header::commands::{
     DoViewChange, Prepare, RequestStartView, StartView, StartViewChange,
@@ -584,8 +584,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 message,
                 ok_from: ReplicaSet::single(self.replica),
             });
-            if self.journal.is_dirty(op) {
+            if !self.journal.acknowledgeable(op, header.checksum) {
+                // Its own acknowledgement counts once the prepare and its ring entry are
+                // durable (`on_prepare_durable`).
                 self.pipeline.back_mut().unwrap().ok_from = ReplicaSet::EMPTY;
+            } else {
+                self.emit(Event::PrepareAcknowledged {
+                    view: self.view,
+                    op,
+                    checksum: header.checksum,
+                });
             }
         }
         self.view_change.drop_do_view_changes();

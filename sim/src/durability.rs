@@ -1,0 +1,408 @@
+//! The durability checker: every promise a replica makes is checked at the moment it leaves the
+//! replica, against what that replica's storage holds durably to its knowledge (the image it read
+//! when it last opened, plus every write it was told completed: `SimStorage::durable`). A bug that
+//! sends a promise before the state behind it is durable passes every end-of-run check whenever
+//! no crash lands in the gap; here it fails the seed at once, naming the promise and the write
+//! that was missing.
+//!
+//! The promises (docs/protocol.md):
+//! - an acknowledgement of a prepare (a backup's prepare_ok, or the primary counting its own)
+//!   only once the prepare and its header-ring entry are durable, in a view whose log is durably
+//!   this replica's (4, 5.1);
+//! - a do_view_change of view v only with view >= v durable, naming the durable log_view (5.1);
+//!   and never a nack of a prepare this replica acknowledged that committed before view v (5.5);
+//! - a start_view of view v only with the view's log durable, and holding every op committed
+//!   before view v, which includes every op a client was told committed (5.4).
+//!
+//! "Committed in view w": a primary normal in view w moved its commit point past the op (the
+//! simulator sees it the moment the call that did it returns, before anything else happens).
+//! An op is committed once, in the oldest view that did so; every log of a later view must hold
+//! it. A view's start_view sent late by a stale primary is held to the ops committed before its
+//! own view only, and so is a do_view_change.
+//! - a reply only for an op committed at the replica that sends it (9);
+//! - a checkpoint advertised (ping, commit) or announced only once the superblock records it (8).
+
+use crate::checker::Checker;
+use crate::storage::SimStorage;
+use std::collections::BTreeMap;
+use vsr::config::REPLICAS_MAX;
+use vsr::header::commands::{CheckpointName, Commit, DoViewChange, Ping, Reply, StartView};
+use vsr::header::{Command, Header, HEADER_SIZE};
+use vsr::journal::{FLAG_CLEAN, FLAG_FAULTY, FLAG_PRESENT};
+use vsr::replica::ReplicaSet;
+use vsr::storage::{Layout, Zone, SUPERBLOCK_COPIES};
+use vsr::superblock::{SuperBlock, VsrState};
+
+/// Promises checked in a run, by kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DurabilityStats {
+    pub acknowledgements: u64,
+    pub do_view_changes: u64,
+    /// (op, checksum) pairs a do_view_change was checked not to nack.
+    pub nacks: u64,
+    pub start_views: u64,
+    pub replies: u64,
+    pub checkpoints: u64,
+}
+
+pub struct Durability {
+    layout: Layout,
+    /// (op, checksum) -> who acknowledged that prepare.
+    acks: BTreeMap<(u64, u128), Acks>,
+    /// op -> (the view it committed in, its prepare's checksum), for every op committed so far.
+    committed: BTreeMap<u64, (u32, u128)>,
+    /// The highest op committed so far (`committed` holds those a primary's journal named).
+    committed_max: u64,
+    /// Per replica: its durable VSR state, and the storage generation it was read at.
+    superblocks: Vec<Option<(u64, Durable)>>,
+    pub stats: DurabilityStats,
+}
+
+pub type Promise = Result<(), String>;
+
+/// The acknowledgements of one prepare.
+#[derive(Clone, Copy, Debug)]
+struct Acks {
+    /// Per replica, the oldest view in which it acknowledged the prepare.
+    view_min: [Option<u32>; REPLICAS_MAX],
+}
+
+impl Acks {
+    /// The replicas that acknowledged it in a view older than `view`.
+    fn before(&self, view: u32) -> ReplicaSet {
+        let mut set = ReplicaSet::EMPTY;
+        for (replica, v) in self.view_min.iter().enumerate() {
+            if v.is_some_and(|v| v < view) {
+                set.insert(replica as u8);
+            }
+        }
+        set
+    }
+}
+
+/// What the checks need of a durable VSR state.
+#[derive(Clone, Copy, Debug)]
+struct Durable {
+    view: u32,
+    log_view: u32,
+    checkpoint: CheckpointName,
+    checkpoint_previous: CheckpointName,
+}
+
+impl Durable {
+    fn of(state: &VsrState) -> Durable {
+        Durable {
+            view: state.view,
+            log_view: state.log_view,
+            checkpoint: CheckpointName {
+                op: state.checkpoint.op,
+                id: state.checkpoint.id,
+            },
+            checkpoint_previous: CheckpointName {
+                op: state.checkpoint_previous.op,
+                id: state.checkpoint_previous.id,
+            },
+        }
+    }
+}
+
+impl Durability {
+    pub fn new(replica_count: u8, layout: Layout) -> Durability {
+        Durability {
+            layout,
+            acks: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            committed_max: 0,
+            superblocks: vec![None; replica_count as usize],
+            stats: DurabilityStats::default(),
+        }
+    }
+
+    /// Replica `replica` acknowledged the prepare `op`/`checksum` in `view`.
+    pub fn on_acknowledged(
+        &mut self,
+        replica: u8,
+        storage: &SimStorage,
+        view: u32,
+        op: u64,
+        checksum: u128,
+    ) -> Promise {
+        self.stats.acknowledgements += 1;
+        let what = format!("replica {replica} acknowledged op {op} in view {view}");
+        self.journal_entry_durable(storage, op, checksum)
+            .map_err(|missing| format!("durability: {what} before {missing} was durable"))?;
+        let state = self.durable_state(replica, storage)?;
+        if state.log_view != view {
+            return Err(format!(
+                "durability: {what} with log_view {} durable (its log is not this view's)",
+                state.log_view
+            ));
+        }
+        let acks = self.acks.entry((op, checksum)).or_insert(Acks {
+            view_min: [None; REPLICAS_MAX],
+        });
+        let view_min = &mut acks.view_min[replica as usize];
+        *view_min = Some(view_min.map_or(view, |v| v.min(view)));
+        Ok(())
+    }
+
+    /// A primary normal in `view` has its commit point at `commit_max`: every op up to it not
+    /// yet committed commits now, in `view`, with the checksum `header_at` (its journal) names.
+    pub fn on_commit_point(
+        &mut self,
+        view: u32,
+        commit_max: u64,
+        header_at: impl Fn(u64) -> Option<u128>,
+    ) {
+        for op in self.committed_max + 1..=commit_max {
+            if let Some(checksum) = header_at(op) {
+                self.committed.insert(op, (view, checksum));
+            }
+        }
+        self.committed_max = self.committed_max.max(commit_max);
+    }
+
+    /// Whether the prepare `op`/`checksum` committed in a view older than `view`.
+    fn committed_before(&self, view: u32, op: u64, checksum: u128) -> bool {
+        self.committed
+            .get(&op)
+            .is_some_and(|&(committed_view, c)| committed_view < view && c == checksum)
+    }
+
+    /// A message `header` (with `body`) leaves replica `replica`, whose commit point is
+    /// `commit_min`; `checker` holds the canonical history and what clients were told.
+    pub fn on_send(
+        &mut self,
+        replica: u8,
+        storage: &SimStorage,
+        commit_min: u64,
+        (header, body): (&Header, &[u8]),
+        checker: &Checker,
+    ) -> Promise {
+        match header.command() {
+            Some(Command::DoViewChange) => self.on_do_view_change(replica, storage, header, body),
+            Some(Command::StartView) => self.on_start_view(replica, storage, header, body, checker),
+            Some(Command::Reply) => {
+                self.stats.replies += 1;
+                let reply = Reply::from_header(header);
+                if reply.op > commit_min {
+                    return Err(format!(
+                        "durability: replica {replica} replied for op {} with commit_min {commit_min}",
+                        reply.op
+                    ));
+                }
+                Ok(())
+            }
+            Some(Command::Ping) => {
+                let ping = Ping::from_header(header);
+                self.on_checkpoint_advertised(
+                    replica,
+                    storage,
+                    ping.checkpoint,
+                    ping.checkpoint_previous,
+                )
+            }
+            Some(Command::Commit) => {
+                let commit = Commit::from_header(header);
+                self.on_checkpoint_advertised(
+                    replica,
+                    storage,
+                    commit.checkpoint,
+                    commit.checkpoint_previous,
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Replica `replica` announced the checkpoint `op`/`id` as durable.
+    pub fn on_checkpoint_durable(
+        &mut self,
+        replica: u8,
+        storage: &SimStorage,
+        op: u64,
+        id: u128,
+    ) -> Promise {
+        let name = CheckpointName { op, id };
+        self.on_checkpoint_advertised(replica, storage, name, None)
+    }
+
+    fn on_checkpoint_advertised(
+        &mut self,
+        replica: u8,
+        storage: &SimStorage,
+        checkpoint: CheckpointName,
+        previous: Option<CheckpointName>,
+    ) -> Promise {
+        self.stats.checkpoints += 1;
+        let state = self.durable_state(replica, storage)?;
+        let (durable, durable_previous) = (state.checkpoint, state.checkpoint_previous);
+        // Either of the two the superblock records may be named: while a superblock write is
+        // under way, a restart could already choose the new state, which records the one the
+        // replica still advertises as the previous checkpoint. "None" promises nothing.
+        let recorded =
+            |name: CheckpointName| name.op == 0 || name == durable || name == durable_previous;
+        if !recorded(checkpoint) || previous.is_some_and(|p| !recorded(p)) {
+            return Err(format!(
+                "durability: replica {replica} advertised checkpoint {checkpoint:?} (previous \
+                 {previous:?}) but its superblock records {durable:?} (previous \
+                 {durable_previous:?})"
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_do_view_change(
+        &mut self,
+        replica: u8,
+        storage: &SimStorage,
+        header: &Header,
+        body: &[u8],
+    ) -> Promise {
+        self.stats.do_view_changes += 1;
+        let dvc = DoViewChange::from_header(header);
+        let state = self.durable_state(replica, storage)?;
+        // A do_view_change naming its own view as log_view is moot: the view has started (a
+        // resend while that view's log is being made durable; see `send_do_view_change`).
+        if state.view < dvc.view || (dvc.log_view != dvc.view && state.log_view != dvc.log_view) {
+            return Err(format!(
+                "durability: replica {replica} sent do_view_change view {} log_view {} with \
+                 view {} log_view {} durable",
+                dvc.view, dvc.log_view, state.view, state.log_view
+            ));
+        }
+        let entries = headers_with_flags(body);
+        for (&(op, checksum), acks) in self.acks.range((dvc.commit_max + 1, 0)..) {
+            let acked = acks.before(dvc.view);
+            if !acked.contains(replica) || !self.committed_before(dvc.view, op, checksum) {
+                continue;
+            }
+            self.stats.nacks += 1;
+            let entry = dvc.op.checked_sub(op).and_then(|i| entries.get(i as usize));
+            let nack = match entry {
+                None => op > dvc.op,
+                Some((_, flags)) if flags & FLAG_FAULTY != 0 => false,
+                Some((h, flags)) => {
+                    !(flags & FLAG_PRESENT != 0
+                        && flags & FLAG_CLEAN != 0
+                        && h.checksum == checksum)
+                }
+            };
+            if nack {
+                return Err(format!(
+                    "durability: replica {replica}'s do_view_change for view {} (head {}, commit \
+                     {}) nacks op {op}, which it acknowledged and which committed \
+                     (acknowledged by replicas {acked:?})",
+                    dvc.view, dvc.op, dvc.commit_max
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_start_view(
+        &mut self,
+        replica: u8,
+        storage: &SimStorage,
+        header: &Header,
+        body: &[u8],
+        checker: &Checker,
+    ) -> Promise {
+        self.stats.start_views += 1;
+        let sv = StartView::from_header(header);
+        let state = self.durable_state(replica, storage)?;
+        if state.log_view != sv.view {
+            return Err(format!(
+                "durability: replica {replica} sent start_view {} with log_view {} durable",
+                sv.view, state.log_view
+            ));
+        }
+        let headers: Vec<Header> = body
+            .chunks_exact(HEADER_SIZE)
+            .map(Header::read_from)
+            .collect();
+        let window_min = sv.op + 1 - headers.len() as u64;
+        let held = |op: u64| headers.get((sv.op - op) as usize).map(|h| h.checksum);
+        // Every op a client was told committed was acknowledged by a replication quorum, so
+        // this covers those too (in views before this one; a stale view's late start_view is
+        // held to the ops of its own past only).
+        let committed = self
+            .committed
+            .range(window_min..)
+            .filter(|(_, &(view, _))| view < sv.view);
+        for (&op, &(_, checksum)) in committed {
+            if op > sv.op || held(op) != Some(checksum) {
+                let told = checker.acknowledged.get(&op) == Some(&checksum);
+                return Err(format!(
+                    "durability: replica {replica}'s start_view for view {} (head {}) loses op \
+                     {op}, which committed{}",
+                    sv.view,
+                    sv.op,
+                    if told {
+                        " (a client was told it did)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the prepare `op`/`checksum` and its header-ring entry are durable; else which is
+    /// missing.
+    fn journal_entry_durable(&self, storage: &SimStorage, op: u64, checksum: u128) -> Promise {
+        let slot = op % self.layout.slot_count;
+        let prepare = Header::read_from(storage.durable(
+            Zone::WalPrepares,
+            slot * self.layout.message_size_max,
+            HEADER_SIZE,
+        ));
+        if !prepare.valid_checksum() || prepare.checksum != checksum {
+            return Err(format!("its prepare (slot {slot})"));
+        }
+        let ring = Header::read_from(storage.durable(
+            Zone::WalHeaders,
+            slot * HEADER_SIZE as u64,
+            HEADER_SIZE,
+        ));
+        if !ring.valid_checksum() || ring.checksum != checksum {
+            return Err(format!("its header-ring entry (slot {slot})"));
+        }
+        Ok(())
+    }
+
+    /// The VSR state replica `replica` holds durably (cached per superblock generation).
+    fn durable_state(&mut self, replica: u8, storage: &SimStorage) -> Result<Durable, String> {
+        let generation = storage.superblock_generation();
+        if let Some((cached, state)) = self.superblocks[replica as usize] {
+            if cached == generation {
+                return Ok(state);
+            }
+        }
+        let size = self.layout.superblock_copy_size;
+        let copies: Vec<Option<SuperBlock>> = (0..SUPERBLOCK_COPIES as u64)
+            .map(|copy| {
+                let bytes = storage.durable(Zone::Superblock, copy * size, size as usize);
+                SuperBlock::decode(bytes, &self.layout)
+            })
+            .collect();
+        let state = SuperBlock::choose(&copies)
+            .map_err(|e| format!("durability: replica {replica} has no durable superblock: {e}"))?
+            .vsr_state;
+        let durable = Durable::of(&state);
+        self.superblocks[replica as usize] = Some((generation, durable));
+        Ok(durable)
+    }
+}
+
+/// A do_view_change body: the headers, newest first, each with its flag byte.
+fn headers_with_flags(body: &[u8]) -> Vec<(Header, u8)> {
+    let count = body.len() / (HEADER_SIZE + 1);
+    (0..count)
+        .map(|i| {
+            let header = Header::read_from(&body[i * HEADER_SIZE..]);
+            (header, body[count * HEADER_SIZE + i])
+        })
+        .collect()
+}
