@@ -1071,6 +1071,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let pong = PongClient {
             view: self.view,
             replica: self.replica,
+            replica_count: self.replica_count,
             client: ping.client,
         };
         self.send_header_to_client(ping.client, pong.to_header(self.cluster));
