@@ -119,6 +119,13 @@ impl TestCluster {
         }
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to a running replica.
+    pub fn signal(&self, replica: usize, signal: i32) {
+        let child = self.children[replica].as_ref().expect("replica running");
+        // Safety: plain kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
     /// SIGTERM and wait for a clean exit (bounded).
     pub fn stop(&mut self, replica: usize) -> Option<i32> {
         let mut child = self.children[replica].take()?;
@@ -166,6 +173,7 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         for child in self.children.iter_mut().flatten() {
+            // A stopped process dies of SIGKILL too; no SIGCONT needed.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -209,4 +217,19 @@ pub fn op_head(inspect: &str) -> u64 {
         .find(|l| l.contains("ops present:"))
         .expect("ops present line");
     line.rsplit("..=").next().unwrap().trim().parse().unwrap()
+}
+
+/// The view in `vsr inspect`'s superblock line.
+pub fn view(inspect: &str) -> u32 {
+    let line = inspect
+        .lines()
+        .find(|l| l.trim_start().starts_with("view="))
+        .expect("view line");
+    line.trim_start()
+        .trim_start_matches("view=")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
