@@ -90,6 +90,25 @@ impl LogLimiter {
     }
 }
 
+/// The dialer's introduction: a ping naming only its sender, so the acceptor can route to it
+/// before the replica sends anything. The acceptor's bus consumes it; the replica never sees it
+/// (as a ping it would reset the peer's advertised checkpoint to none and echo a zero send
+/// time into a clock sample). A replica's own pings always carry its monotonic clock, never 0.
+fn hello(cluster: u128, replica: u8) -> Header {
+    let hello = Ping {
+        replica,
+        ..Ping::default()
+    };
+    let mut hello = hello.to_header(cluster);
+    hello.set_checksum_body(&[]);
+    hello.set_checksum();
+    hello
+}
+
+fn is_hello(header: &Header) -> bool {
+    header.command == Command::Ping as u8 && *header == hello(header.cluster, header.replica)
+}
+
 fn socket_addr_of(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
@@ -574,15 +593,8 @@ impl TcpBus {
         self.connections[conn].state = State::Connected;
         self.stats.connected += 1;
         // Introduce ourselves so the acceptor can route messages to us before we send anything.
-        let hello = Ping {
-            replica: self.replica,
-            ..Ping::default()
-        };
-        let mut hello = hello.to_header(self.cluster);
-        hello.set_checksum_body(&[]);
-        hello.set_checksum();
         if let Some(mut message) = self.pool.get() {
-            *message.header_mut() = hello;
+            *message.header_mut() = hello(self.cluster, self.replica);
             self.enqueue(conn, &message);
         }
     }
@@ -634,6 +646,7 @@ impl TcpBus {
             self.refuse(conn, "body checksum", &header);
             return;
         }
+        let introduced = self.connections[conn].peer == Peer::Unknown;
         if let Some(reason) = self.identify(conn, &header) {
             self.refuse(conn, reason, &header);
             return;
@@ -647,6 +660,9 @@ impl TcpBus {
             }
         }
         self.stats.received += 1;
+        if introduced && is_hello(&header) {
+            return;
+        }
         self.inbox.push_back(message);
     }
 
@@ -930,6 +946,34 @@ mod tests {
         header.set_checksum_body(&[]);
         header.set_checksum();
         header
+    }
+
+    #[test]
+    fn the_hello_identifies_the_dialer_and_never_reaches_the_replica() {
+        let mut bus = bus();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        assert!(is_hello(&hello(CLUSTER, 0)));
+        assert!(!is_hello(&ping(CLUSTER, 5)), "a replica's ping is no hello");
+        receive(&mut bus, from, &hello(CLUSTER, 0));
+        assert!(
+            bus.next_received().is_none(),
+            "the hello reached the replica as a ping (zero checkpoint, zero send time)"
+        );
+        let conn = bus.replicas[0].expect("the hello identifies replica 0");
+        assert_eq!(bus.connections[conn].peer, Peer::Replica(0));
+        // The same connection's real pings are delivered.
+        let mut message = bus.pool.get().unwrap();
+        message.buffer_mut()[..HEADER_SIZE].copy_from_slice(ping(CLUSTER, 5).as_bytes());
+        let c = &mut bus.connections[conn];
+        c.recv = Some(message);
+        c.recv_have = 0;
+        c.recv_inflight = true;
+        bus.on_recv(conn, HEADER_SIZE as i32);
+        let delivered = bus.next_received().expect("a real ping is delivered");
+        assert_eq!(Ping::from_header(delivered.header()).monotonic_sent_ns, 5);
+        // A ping as the first message of a connection is delivered too, unless it is the hello.
+        receive(&mut bus, from, &ping(CLUSTER, 9));
+        assert!(bus.next_received().is_some());
     }
 
     #[test]
