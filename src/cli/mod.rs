@@ -255,7 +255,7 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         + config.clients_max as usize * crate::io::tcp_bus::CLIENT_SEND_QUEUE_MAX;
     let messages = config.messages_max() + bus_messages;
     let pool = MessagePool::new(messages, config.message_size_max as usize);
-    let bus = TcpBus::listen(
+    let mut bus = TcpBus::listen(
         pool.clone(),
         sb.cluster,
         sb.replica,
@@ -264,6 +264,13 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         send_queue_max,
     )
     .map_err(|e| Failure::runtime(format!("listen: {e}")))?;
+    // What the replica may take from the pool between two received messages: a reply per
+    // session and the write of the one before it, the pipeline and its cache, journal I/O.
+    bus.reserve_for_replica(
+        config.clients_max as usize * 2
+            + config.pipeline_max as usize * 2
+            + crate::config::journal_io_max(&config),
+    );
     eprintln!(
         "info: replica {} of {} in cluster {} listening on {}",
         sb.replica, sb.replica_count, sb.cluster, options.addresses[sb.replica as usize]
@@ -322,7 +329,7 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         "info: replica {}: stopping (signal): view={} status={:?} op={} commit_max={}; view_changes={} \
          views_started={} commits={} prepares_resent={} repairs_headers={} repairs_prepares={} \
          pool_exhausted={} dropped_invalid={}; bus: accepted={} connected={} send_dropped={} \
-         closed_peer={} closed_invalid={}",
+         closed_peer={} closed_invalid={} receives_deferred={}",
         r.index(),
         r.view(),
         r.status(),
@@ -340,7 +347,8 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         bus.connected,
         bus.send_dropped,
         bus.closed_peer,
-        bus.closed_invalid
+        bus.closed_invalid,
+        bus.receives_deferred
     );
     Ok(())
 }

@@ -203,6 +203,8 @@ pub struct BusStats {
     pub received: u64,
     /// Refusals not logged (the rate limit).
     pub refusals_unlogged: u64,
+    /// Receives not started because the pool was down to the replica's reserve.
+    pub receives_deferred: u64,
 }
 
 pub struct TcpBus {
@@ -224,6 +226,8 @@ pub struct TcpBus {
     send_queue_max: usize,
     ticks: u64,
     jitter: u64,
+    /// Free pool messages below which no receive starts (`reserve_for_replica`).
+    receive_reserve: usize,
     refusals: LogLimiter,
     pub stats: BusStats,
 }
@@ -365,9 +369,19 @@ impl TcpBus {
             send_queue_max,
             ticks: 0,
             jitter: 0x9e37_79b9_7f4a_7c15 ^ replica as u64,
+            receive_reserve: 0,
             refusals: LogLimiter::new(),
             stats: BusStats::default(),
         })
+    }
+
+    /// Starts no receive while fewer than `messages` of the shared pool are free, so a backlog
+    /// (a peer's socket buffers full of prepares after this process was stopped) waits in TCP
+    /// instead of pinning the replica's messages in journal writes faster than they complete:
+    /// the replica keeps what it needs to commit and reply.
+    pub fn reserve_for_replica(&mut self, messages: usize) {
+        assert!(messages < self.pool.capacity());
+        self.receive_reserve = messages;
     }
 
     pub fn tick(&mut self) {
@@ -484,6 +498,10 @@ impl TcpBus {
             return;
         }
         if self.connections[conn].recv.is_none() {
+            if self.pool.available() <= self.receive_reserve {
+                self.stats.receives_deferred += 1;
+                return;
+            }
             let Some(message) = self.pool.get() else {
                 return;
             };
