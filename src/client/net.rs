@@ -757,3 +757,127 @@ impl NetClient {
         Some(message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Every cause names what to check; every error says whether the request was executed.
+    #[test]
+    fn every_error_names_its_cause_and_outcome() {
+        let refused = || vec![(at(3001), "connection refused".to_string())];
+        let causes = [
+            (
+                Unavailable::Refused {
+                    failures: refused(),
+                },
+                "connection refused on 127.0.0.1:3001 (is a replica running there?)",
+            ),
+            (
+                Unavailable::Refused {
+                    failures: vec![
+                        (at(3000), "connection refused".into()),
+                        (at(3001), "connection timed out".into()),
+                    ],
+                },
+                "no replica reachable (127.0.0.1:3000: connection refused, 127.0.0.1:3001: \
+                 connection timed out)",
+            ),
+            (
+                Unavailable::NotThisCluster {
+                    cluster: 7,
+                    closed: vec![at(3000)],
+                    refused: refused(),
+                },
+                "no replica of cluster 7 answered: 127.0.0.1:3000 accepted the connection but \
+                 closed it unanswered",
+            ),
+            (
+                Unavailable::WrongAddresses {
+                    address: at(3001),
+                    position: 0,
+                    replica: 1,
+                    replica_count: 3,
+                    listed: 1,
+                },
+                "--addresses lists 1 address(es) but the cluster has 3 replicas (127.0.0.1:3001 \
+                 is replica 1): list every replica's address, in replica order",
+            ),
+            (
+                Unavailable::WrongAddresses {
+                    address: at(3001),
+                    position: 0,
+                    replica: 1,
+                    replica_count: 3,
+                    listed: 3,
+                },
+                "--addresses is out of order: 127.0.0.1:3001 is replica 1, not replica 0",
+            ),
+            (
+                Unavailable::NoPrimary {
+                    silent: vec![at(3000)],
+                    refused: refused(),
+                },
+                "the cluster has no primary yet: 127.0.0.1:3000 accept(s) connections but no \
+                 replica answered",
+            ),
+            (
+                Unavailable::OnlyBackups {
+                    view: 4,
+                    primary: 1,
+                    primary_address: at(3001),
+                    primary_error: Some("connection refused".into()),
+                    backups: vec![0, 2],
+                },
+                "only backups answered (replica(s) 0, 2 in view 4): the primary, replica 1 at \
+                 127.0.0.1:3001, did not: connection refused",
+            ),
+            (
+                Unavailable::PrimaryNotCommitting {
+                    view: 4,
+                    primary: 1,
+                    address: at(3001),
+                },
+                "the primary (replica 1 at 127.0.0.1:3001, view 4) answers but did not reply: it \
+                 cannot commit now",
+            ),
+            (Unavailable::NoAnswer, "no replica answered"),
+        ];
+        for (cause, text) in causes {
+            assert!(cause.to_string().contains(text), "{cause}");
+            let errors = [
+                (NetError::NotSent(cause.clone()), true, "not sent: "),
+                (
+                    NetError::PreviousPending {
+                        request: 3,
+                        cause: cause.clone(),
+                    },
+                    true,
+                    "not sent: request 3 of this session still has no reply",
+                ),
+                (
+                    NetError::Timeout {
+                        request: 3,
+                        cause: cause.clone(),
+                    },
+                    false,
+                    "no reply from the cluster before the deadline: ",
+                ),
+            ];
+            for (error, definite, prefix) in errors {
+                assert_eq!(error.definite(), definite, "{error}");
+                assert!(error.to_string().starts_with(prefix), "{error}");
+                assert!(error.to_string().contains(text), "{error}");
+                assert_eq!(error.cause(), Some(&cause));
+            }
+        }
+        assert!(NetError::Evicted { sent: false }.definite());
+        assert!(!NetError::Evicted { sent: true }.definite());
+        assert!(NetError::from(ClientError::Evicted).definite());
+        assert!(NetError::from(ClientError::TooMuchData).definite());
+    }
+}
