@@ -49,9 +49,10 @@ impl Session {
         }
     }
 
-    /// Registers the session: Ok once a replica has answered.
-    pub fn connect(&mut self) -> Result<u64, NetError> {
-        self.client.register(self.timeout)
+    /// Registers the session: Ok once a replica has answered. Waits at most `wait` (and the
+    /// session's timeout); a register still in flight then is waited for by the next statement.
+    pub fn connect(&mut self, wait: Duration) -> Result<u64, NetError> {
+        self.client.register(wait.min(self.timeout))
     }
 
     pub fn connected(&self) -> bool {
@@ -206,8 +207,8 @@ pub fn run_repl(mut session: Session, command: Option<String>) -> Result<(), Fai
         println!("{}", render_text(&reply));
         return Ok(());
     }
-    // Say "connected" only once a replica has answered.
-    match session.connect() {
+    // Say "connected" only once a replica has answered; say why not within 5 s.
+    match session.connect(Duration::from_secs(5)) {
         Ok(s) => println!(
             "vsr repl: connected to cluster {} (session {s}). Type help.",
             session.cluster
