@@ -23,8 +23,14 @@ pub fn chunk_payload(message_size_max: u32) -> usize {
 
 /// Chunks a content of `size` bytes needs (at least one).
 pub fn chunk_count(size: u64, message_size_max: u32) -> u32 {
+    chunk_count_checked(size, message_size_max).expect("checkpoint chunk count fits u32")
+}
+
+/// `chunk_count` for a size read from outside (a data file, a peer): None when no chunk count
+/// could describe it.
+pub fn chunk_count_checked(size: u64, message_size_max: u32) -> Option<u32> {
     let payload = chunk_payload(message_size_max) as u64;
-    u32::try_from(size.div_ceil(payload).max(1)).expect("checkpoint chunk count fits u32")
+    u32::try_from(size.div_ceil(payload).max(1)).ok()
 }
 
 /// Bytes of content chunk `index` carries.

@@ -7,6 +7,8 @@ use rand_chacha::ChaCha8Rng;
 pub struct Timeout {
     pub name: &'static str,
     base: u64,
+    /// The longest wait `backoff` grows to (before jitter): `base * 64` unless set.
+    backoff_max: u64,
     after: u64,
     ticks: u64,
     pub ticking: bool,
@@ -19,11 +21,17 @@ impl Timeout {
         Timeout {
             name,
             base,
+            backoff_max: base.saturating_mul(64),
             after: base,
             ticks: 0,
             ticking: false,
             attempts: 0,
         }
+    }
+
+    /// Caps the wait `backoff` grows to (at least `base`).
+    pub fn set_backoff_max(&mut self, ticks: u64) {
+        self.backoff_max = ticks.max(self.base);
     }
 
     pub fn start(&mut self) {
@@ -62,7 +70,10 @@ impl Timeout {
         assert!(self.ticking);
         self.attempts = self.attempts.saturating_add(1);
         let exponent = self.attempts.min(6);
-        let base = self.base.saturating_mul(1 << exponent).min(self.base * 64);
+        let base = self
+            .base
+            .saturating_mul(1 << exponent)
+            .min(self.backoff_max);
         let jitter = prng.next_u64() % (self.base.max(2) / 2 + 1);
         self.after = base + jitter;
         self.ticks = 0;
@@ -102,5 +113,21 @@ mod tests {
         t.stop();
         t.tick();
         assert!(!t.fired());
+    }
+
+    #[test]
+    fn backoff_stops_growing_at_its_cap() {
+        let mut prng = ChaCha8Rng::seed_from_u64(1);
+        let mut t = Timeout::new("t", 10);
+        t.set_backoff_max(30);
+        t.start();
+        for _ in 0..10 {
+            t.backoff(&mut prng);
+        }
+        // Cap 30 plus at most base/2 of jitter.
+        for _ in 0..35 {
+            t.tick();
+        }
+        assert!(t.fired(), "the wait grew past its cap");
     }
 }

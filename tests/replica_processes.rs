@@ -143,3 +143,73 @@ fn single_replica_recovers_after_kill9_mid_write() {
         cluster.log(0)
     );
 }
+
+/// A backup stopped (SIGSTOP) under load finds, when it resumes, its peers' socket buffers full
+/// of prepares. It used to receive and journal them faster than the writes completed, and commit
+/// a reply per op, each pinning a pool message until its write was done: "message pool exhausted
+/// at commit" within a second of SIGCONT. Now it must resume, catch up and keep serving.
+#[test]
+fn a_backup_resumed_after_sigstop_under_load_does_not_exhaust_its_pool() {
+    let mut cluster = TestCluster::format("sigstop-backlog", 3);
+    cluster.start_all();
+    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    client
+        .request(CREATE_ACCOUNTS, &account_body(1), Duration::from_secs(60))
+        .expect("the cluster serves");
+    let primary = ((0..3)
+        .map(|r| common::view(&cluster.inspect(r)))
+        .max()
+        .unwrap()
+        % 3) as usize;
+    let backup = (primary + 1) % 3;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..4u128)
+        .map(|t| {
+            let (stop, addresses, id) = (stop.clone(), cluster.addresses(), cluster.cluster);
+            std::thread::spawn(move || {
+                let mut client = NetClient::new(id, &addresses, 65536);
+                let mut n = 0u128;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    // Small requests, many ops: the backlog is counted in prepares.
+                    let _ = client.request(
+                        CREATE_ACCOUNTS,
+                        &account_body((t + 2) << 64 | n),
+                        Duration::from_secs(5),
+                    );
+                }
+                n
+            })
+        })
+        .collect();
+    let started = op_head(&cluster.inspect(primary));
+    common::wait_for("the load to get going", Duration::from_secs(30), || {
+        (op_head(&cluster.inspect(primary)) > started + 200).then_some(())
+    });
+    for _ in 0..2 {
+        cluster.signal(backup, libc::SIGSTOP);
+        let before = op_head(&cluster.inspect(primary));
+        common::wait_for("a backlog of 500 ops", Duration::from_secs(60), || {
+            (op_head(&cluster.inspect(primary)) > before + 500).then_some(())
+        });
+        cluster.signal(backup, libc::SIGCONT);
+        let target = op_head(&cluster.inspect(primary));
+        common::wait_for("the backup to catch up", Duration::from_secs(120), || {
+            assert!(
+                cluster.exited(backup).is_none(),
+                "the backup died:\n{}",
+                cluster.log(backup)
+            );
+            (op_head(&cluster.inspect(backup)) >= target).then_some(())
+        });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let requests: u128 = loaders.into_iter().map(|l| l.join().unwrap()).sum();
+    assert!(requests > 1000, "only {requests} requests: no load");
+    assert_eq!(cluster.stop(backup), Some(0), "{}", cluster.log(backup));
+    assert!(
+        !cluster.log(backup).contains("panicked"),
+        "{}",
+        cluster.log(backup)
+    );
+}

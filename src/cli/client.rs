@@ -16,6 +16,24 @@ pub struct Session {
     timeout: Duration,
 }
 
+/// Why a statement got no result, and whether it was executed.
+#[derive(Debug)]
+pub struct SubmitError {
+    pub message: String,
+    /// Certainly not executed (a malformed statement, or nothing was sent). Otherwise it may
+    /// have been.
+    pub definite: bool,
+}
+
+impl SubmitError {
+    fn definite(message: String) -> SubmitError {
+        SubmitError {
+            message,
+            definite: true,
+        }
+    }
+}
+
 impl Session {
     pub fn new(cluster: u128, addresses: Vec<SocketAddr>, timeout: Duration) -> Session {
         let client = NetClient::new(
@@ -31,33 +49,61 @@ impl Session {
         }
     }
 
+    /// Registers the session: Ok once a replica has answered. Waits at most `wait` (and the
+    /// session's timeout); a register still in flight then is waited for by the next statement.
+    pub fn connect(&mut self, wait: Duration) -> Result<u64, NetError> {
+        self.client.register(wait.min(self.timeout))
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client.session() != 0
+    }
+
     pub fn submit(
         &mut self,
         operation: LedgerOperation,
         events: &[Event],
-    ) -> Result<Reply, String> {
-        let body = ledger_text::encode(operation, events, self.client.body_size_max())?;
+    ) -> Result<Reply, SubmitError> {
+        let body = ledger_text::encode(operation, events, self.client.body_size_max())
+            .map_err(SubmitError::definite)?;
         match self.client.request(operation as u8, &body, self.timeout) {
-            Ok(reply) => ledger_text::decode(operation, reply.body()),
-            Err(NetError::Protocol(crate::client::ClientError::Evicted)) => {
+            Ok(reply) => {
+                ledger_text::decode(operation, reply.body()).map_err(|e| SubmitError {
+                    // It was executed; only its reply is unreadable.
+                    message: format!("unreadable reply: {e}"),
+                    definite: false,
+                })
+            }
+            Err(e @ NetError::Evicted { .. }) => {
                 // The session is gone; the next request starts a new one.
                 self.client = NetClient::new(
                     self.cluster,
                     &self.addresses,
                     crate::config::Config::production(1).message_size_max as usize,
                 );
-                Err("the cluster evicted this client's session; retry".into())
+                Err(SubmitError {
+                    message: format!("{e}; the next statement opens a new session"),
+                    definite: e.definite(),
+                })
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(SubmitError {
+                message: e.to_string(),
+                definite: e.definite(),
+            }),
         }
     }
 }
 
-fn json_error(message: &str) -> String {
-    serde_json::json!({ "error": message }).to_string()
+fn json_error(error: &SubmitError) -> String {
+    serde_json::json!({
+        "error": error.message,
+        "outcome": if error.definite { "not_executed" } else { "unknown" },
+    })
+    .to_string()
 }
 
-/// JSON lines: a malformed line gets `{"error": ...}` and the process goes on.
+/// JSON lines: a malformed line gets `{"error": ...}` and the process goes on. Errors carry
+/// `"outcome"`: `"not_executed"` (certain) or `"unknown"` (the request may have been executed).
 pub fn run_json(mut session: Session) -> Result<(), Failure> {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
@@ -66,13 +112,21 @@ pub fn run_json(mut session: Session) -> Result<(), Failure> {
         if line.trim().is_empty() {
             continue;
         }
+        let was_connected = session.connected();
         let output = match ledger_text::parse_json_request(&line) {
             Ok((operation, events)) => match session.submit(operation, &events) {
                 Ok(reply) => ledger_text::reply_json(&reply),
                 Err(e) => json_error(&e),
             },
-            Err(e) => json_error(&e),
+            Err(e) => json_error(&SubmitError::definite(e)),
         };
+        if !was_connected && session.connected() {
+            eprintln!(
+                "vsr client: connected to cluster {} (session {})",
+                session.cluster,
+                session.client.session()
+            );
+        }
         writeln!(stdout, "{output}").map_err(|e| Failure::runtime(format!("stdout: {e}")))?;
         stdout
             .flush()
@@ -135,20 +189,35 @@ fn render_text(reply: &Reply) -> String {
         .join("\n")
 }
 
+fn repl_error(e: &SubmitError) -> String {
+    if e.definite {
+        format!("error: {}", e.message)
+    } else {
+        format!("error (outcome unknown): {}", e.message)
+    }
+}
+
 pub fn run_repl(mut session: Session, command: Option<String>) -> Result<(), Failure> {
     if let Some(statement) = command {
         let (operation, events) =
             ledger_text::parse_statement(&statement).map_err(Failure::usage)?;
         let reply = session
             .submit(operation, &events)
-            .map_err(Failure::runtime)?;
+            .map_err(|e| Failure::runtime(e.message))?;
         println!("{}", render_text(&reply));
         return Ok(());
     }
-    println!(
-        "vsr repl: connected to cluster {}. Type help.",
-        session.cluster
-    );
+    // Say "connected" only once a replica has answered; say why not within 5 s.
+    match session.connect(Duration::from_secs(5)) {
+        Ok(s) => println!(
+            "vsr repl: connected to cluster {} (session {s}). Type help.",
+            session.cluster
+        ),
+        Err(e) => println!(
+            "vsr repl: not connected to cluster {}: {e}. Statements keep trying. Type help.",
+            session.cluster
+        ),
+    }
     let stdin = std::io::stdin();
     let mut line = String::new();
     loop {
@@ -169,10 +238,21 @@ pub fn run_repl(mut session: Session, command: Option<String>) -> Result<(), Fai
             "help" | "help;" => println!("{REPL_HELP}"),
             "exit" | "exit;" | "quit" | "quit;" => return Ok(()),
             _ => match ledger_text::parse_statement(statement) {
-                Ok((operation, events)) => match session.submit(operation, &events) {
-                    Ok(reply) => println!("{}", render_text(&reply)),
-                    Err(e) => println!("error: {e}"),
-                },
+                Ok((operation, events)) => {
+                    let was_connected = session.connected();
+                    let result = session.submit(operation, &events);
+                    if !was_connected && session.connected() {
+                        println!(
+                            "vsr repl: connected to cluster {} (session {})",
+                            session.cluster,
+                            session.client.session()
+                        );
+                    }
+                    match result {
+                        Ok(reply) => println!("{}", render_text(&reply)),
+                        Err(e) => println!("{}", repl_error(&e)),
+                    }
+                }
                 Err(e) => println!("error: {e} (type help)"),
             },
         }

@@ -107,10 +107,12 @@ fn describe_journal(out: &mut String, file: &std::fs::File, layout: &Layout, sb:
     let (mut clean, mut faulty_known, mut faulty_unknown, mut empty) = (0u64, 0u64, 0u64, 0u64);
     let (mut op_min, mut op_max) = (u64::MAX, 0u64);
     let mut faulty_slots = Vec::new();
+    let mut clean_ops = Vec::with_capacity(slots);
     for slot in 0..slots {
         match slot_recovery(file, layout, sb, &ring, slot) {
             SlotRecovery::Clean(p) => {
                 clean += 1;
+                clean_ops.push(p.op);
                 op_min = op_min.min(p.op);
                 op_max = op_max.max(p.op);
             }
@@ -128,6 +130,15 @@ fn describe_journal(out: &mut String, file: &std::fs::File, layout: &Layout, sb:
     out.push_str(&format!("journal: {slots} slots: {clean} clean, {faulty_known} faulty (op known), {faulty_unknown} faulty (op unknown), {empty} empty\n"));
     if clean > 0 {
         out.push_str(&format!("  ops present: {op_min}..={op_max}\n"));
+        // What the replica still has to repair before its journal covers everything it needs:
+        // every op after its checkpoint, up to its head.
+        clean_ops.sort_unstable();
+        let missing = (sb.vsr_state.checkpoint.op + 1..=op_max)
+            .filter(|op| clean_ops.binary_search(op).is_err())
+            .count();
+        out.push_str(&format!(
+            "  ops missing between the checkpoint and the head: {missing}\n"
+        ));
     }
     if !faulty_slots.is_empty() {
         faulty_slots.truncate(16);

@@ -242,7 +242,7 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
     .map_err(|e| Failure::runtime(e.to_string()))?;
     let messages = pool_messages(&config);
     let pool = MessagePool::new(messages, config.message_size_max as usize);
-    let bus = TcpBus::listen(
+    let mut bus = TcpBus::listen(
         pool.clone(),
         sb.cluster,
         sb.replica,
@@ -251,6 +251,13 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         SEND_QUEUE_MAX,
     )
     .map_err(|e| Failure::runtime(format!("listen: {e}")))?;
+    // What the replica may take from the pool between two received messages: a reply per
+    // session and the write of the one before it, the pipeline and its cache, journal I/O.
+    bus.reserve_for_replica(
+        config.clients_max as usize * 2
+            + config.pipeline_max as usize * 2
+            + crate::config::journal_io_max(&config),
+    );
     log_start(&options, &sb, &config, &layout, &pool, messages);
     let ledger = open_ledger(&options, &config);
     let replica = Replica::open_with_pool(
@@ -367,7 +374,7 @@ fn log_stop(runtime: &Runtime<Ledger>) {
         "info: replica {}: stopping (signal): view={} status={:?} op={} commit_max={}; view_changes={} \
          views_started={} commits={} prepares_resent={} repairs_headers={} repairs_prepares={} \
          pool_exhausted={} dropped_invalid={}; bus: accepted={} connected={} send_dropped={} \
-         closed_peer={} closed_invalid={}",
+         closed_peer={} closed_invalid={} receives_deferred={}",
         r.index(),
         r.view(),
         r.status(),
@@ -385,7 +392,8 @@ fn log_stop(runtime: &Runtime<Ledger>) {
         bus.connected,
         bus.send_dropped,
         bus.closed_peer,
-        bus.closed_invalid
+        bus.closed_invalid,
+        bus.receives_deferred
     );
 }
 

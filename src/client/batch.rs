@@ -4,6 +4,10 @@
 //!
 //! A caller whose last event opens a linked chain is sent alone: concatenating it with the next
 //! caller's events would extend its chain into theirs.
+//!
+//! Errors say whether the call was executed (`BatchError::definite`). A batch that timed out
+//! stays in flight in the driver's `NetClient` (see `client::net`): the next batch waits for its
+//! reply before it is sent, so the session carries on once the cluster answers again.
 
 use crate::client::net::{NetClient, NetError};
 use crate::ledger::LedgerOperation;
@@ -24,7 +28,11 @@ pub enum BatchError {
     Net(NetError),
     /// The body is not a whole number of events, or exceeds a message.
     InvalidBody(String),
+    /// Refused: the client is shut down (definite).
     Shutdown,
+    /// The driver thread stopped (it panicked) while the call was queued or in flight
+    /// (indefinite).
+    DriverLost,
 }
 
 impl fmt::Display for BatchError {
@@ -33,6 +41,23 @@ impl fmt::Display for BatchError {
             BatchError::Net(e) => write!(f, "{e}"),
             BatchError::InvalidBody(why) => write!(f, "invalid request: {why}"),
             BatchError::Shutdown => write!(f, "the client is shut down"),
+            BatchError::DriverLost => write!(
+                f,
+                "the client's driver stopped (the call may have been executed)"
+            ),
+        }
+    }
+}
+
+impl BatchError {
+    /// True when the call was certainly not executed (see `NetError::definite`). A call packed
+    /// into a batch shares the batch's fate: an indefinite error means each of its events may
+    /// have been applied.
+    pub fn definite(&self) -> bool {
+        match self {
+            BatchError::Net(e) => e.definite(),
+            BatchError::InvalidBody(_) | BatchError::Shutdown => true,
+            BatchError::DriverLost => false,
         }
     }
 }
@@ -137,7 +162,7 @@ impl BatchClient {
             });
         }
         self.shared.ready.notify_one();
-        receiver.recv().unwrap_or(Err(BatchError::Shutdown))
+        receiver.recv().unwrap_or(Err(BatchError::DriverLost))
     }
 }
 
@@ -198,7 +223,7 @@ fn drive(shared: Arc<Shared>, mut client: NetClient, timeout: Duration) {
             }
             Err(error) => {
                 for call in &batch {
-                    let _ = call.reply.send(Err(BatchError::Net(error)));
+                    let _ = call.reply.send(Err(BatchError::Net(error.clone())));
                 }
             }
         }

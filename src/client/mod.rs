@@ -1,6 +1,11 @@
 //! The client protocol, sans I/O: register a session, keep one request in flight, retry with
 //! backoff, follow view changes, handle eviction. Driven by `tick` and `on_message`; sends through
-//! a `ClientBus`. The simulator drives it now; the real client library wraps it.
+//! a `ClientBus`. The simulator drives it; the network client (`net`) wraps it.
+//!
+//! A request in flight stays in flight until its reply (or an eviction): it is retried for as
+//! long as it takes, always with the same request number and bytes, so it executes at most once.
+//! Errors from `register` and `request` are definite: nothing was sent. The only way to drop a
+//! request in flight is `cancel_unsent`, for a caller that knows no byte of it ever left.
 
 pub mod batch;
 pub mod net;
@@ -107,8 +112,50 @@ impl Client {
         }
     }
 
+    /// Caps the retry interval (the request timeout's backoff; `64 * request_timeout_ticks`
+    /// unless set). A client that must notice a healed cluster quickly caps it low.
+    pub fn set_request_timeout_max_ticks(&mut self, ticks: u64) {
+        self.request_timeout.set_backoff_max(ticks);
+    }
+
     pub fn session(&self) -> u64 {
         self.session
+    }
+
+    /// The client's idea of the view (raised by pongs).
+    pub fn view(&self) -> u32 {
+        self.view
+    }
+
+    /// The replica this client sends new requests to: the primary of its view.
+    pub fn primary(&self) -> u8 {
+        (self.view % self.replica_count as u32) as u8
+    }
+
+    pub fn replica_count(&self) -> u8 {
+        self.replica_count
+    }
+
+    /// A `register` is in flight.
+    pub fn registering(&self) -> bool {
+        self.registering
+    }
+
+    /// Whether the request in flight is `operation` with `body` (a caller may resubmit it: the
+    /// same request, retried).
+    pub fn inflight_is(&self, operation: u8, body: &[u8]) -> bool {
+        self.inflight.as_ref().is_some_and(|m| {
+            !self.registering && m.header().operation == operation && m.body() == body
+        })
+    }
+
+    /// Forgets the request (or register) in flight. Only for a caller that knows that no
+    /// replica can have received it (no copy was ever handed to a connection): the request
+    /// number is then free again, and the next request takes it.
+    pub fn cancel_unsent(&mut self) {
+        self.inflight = None;
+        self.registering = false;
+        self.request_timeout.stop();
     }
 
     pub fn registered(&self) -> bool {
@@ -197,8 +244,7 @@ impl Client {
     fn send_new<B: ClientBus>(&mut self, bus: &mut B, message: Message) {
         self.attempts = 0;
         self.request_timeout.start();
-        let primary = (self.view % self.replica_count as u32) as u8;
-        bus.send_to_replica(primary, &message);
+        bus.send_to_replica(self.primary(), &message);
         self.inflight = Some(message);
     }
 
@@ -278,11 +324,8 @@ impl Client {
         }
         self.inflight = None;
         self.request_timeout.stop();
-        // Replies come from the primary of the view they name: send there next time, rather than
-        // to a primary of an older view (a hop through a backup, or a timeout if it is down).
-        if fields.view > self.view {
-            self.view = fields.view;
-        }
+        // A reply names no view (`view = 0`: replies are identical on every replica, their
+        // checksums chain the session), so the view is learned from pongs only.
         self.parent = header.checksum;
         if self.registering {
             assert_eq!(fields.operation, Operation::Register as u8);
@@ -316,12 +359,17 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         sent: Vec<(u8, u8)>,
+        /// The checksum of every request sent (registers included).
+        requests: Vec<u128>,
         last: Option<Message>,
     }
 
     impl ClientBus for Recorder {
         fn send_to_replica(&mut self, replica: u8, message: &Message) {
             self.sent.push((replica, message.header().command));
+            if message.header().command == Command::Request as u8 {
+                self.requests.push(message.header().checksum);
+            }
             self.last = Some(message.clone());
         }
     }
@@ -357,25 +405,80 @@ mod tests {
         assert_eq!(bus.sent, vec![(0, ping), (1, ping), (2, ping)]);
     }
 
+    fn pong(pool: &MessagePool, view: u32, replica: u8) -> Message {
+        let pong = PongClient {
+            view,
+            replica,
+            replica_count: 3,
+            client: 7,
+        };
+        let mut header = pong.to_header(9);
+        header.set_checksum_body(&[]);
+        header.set_checksum();
+        let mut message = pool.get().unwrap();
+        *message.header_mut() = header;
+        message
+    }
+
     #[test]
-    fn a_reply_from_a_newer_view_redirects_the_next_request() {
+    fn a_pong_from_a_newer_view_redirects_the_next_request() {
         let pool = MessagePool::new(4, 4096);
         let mut client = Client::new(7, 9, 3, 4096, 20, 1);
         let mut bus = Recorder::default();
         client.register(&mut bus).unwrap();
         assert_eq!(bus.sent.last().unwrap().0, 0, "view 0's primary first");
         let request = *bus.last.as_ref().unwrap().header();
-        // The cluster is in view 4: its primary (replica 1) answers.
-        let event = client.on_message(reply_to(&pool, &request, 4, 77));
+        // Replies carry view 0 on every replica: they must not move the client.
+        let event = client.on_message(reply_to(&pool, &request, 0, 77));
         assert!(matches!(
             event,
             Some(ClientEvent::Registered { session: 77 })
         ));
+        assert_eq!(client.view(), 0);
+        // The cluster is in view 4: a pong says so, and its primary is replica 1.
+        assert!(client.on_message(pong(&pool, 4, 2)).is_none());
+        assert_eq!((client.view(), client.primary()), (4, 1));
+        // An older view's pong does not move it back.
+        client.on_message(pong(&pool, 3, 0));
+        assert_eq!(client.view(), 4);
         client.request(&mut bus, 200, &[1, 2, 3]).unwrap();
         assert_eq!(
             *bus.sent.last().unwrap(),
             (1, Command::Request as u8),
             "the next request goes to view 4's primary"
         );
+    }
+
+    #[test]
+    fn a_request_in_flight_is_retried_until_answered_and_only_an_unsent_one_is_cancelled() {
+        let pool = MessagePool::new(4, 4096);
+        let mut client = Client::new(7, 9, 3, 4096, 20, 1);
+        client.set_request_timeout_max_ticks(40);
+        let mut bus = Recorder::default();
+        client.register(&mut bus).unwrap();
+        let register = *bus.last.as_ref().unwrap().header();
+        client.on_message(reply_to(&pool, &register, 0, 77));
+        client.request(&mut bus, 200, &[1, 2, 3]).unwrap();
+        assert!(client.inflight_is(200, &[1, 2, 3]));
+        assert!(!client.inflight_is(200, &[1, 2]));
+        assert_eq!(client.request(&mut bus, 200, &[4]), Err(ClientError::Busy));
+        // Retries never stop, and the interval stays within its cap (40 ticks + jitter).
+        let request = *bus.last.as_ref().unwrap().header();
+        let sent_before = bus.sent.len();
+        for _ in 0..1000 {
+            client.tick(&mut bus);
+        }
+        let retries = bus.sent[sent_before..]
+            .iter()
+            .filter(|(_, command)| *command == Command::Request as u8)
+            .count();
+        assert!(retries >= 20, "{retries} retries in 1000 ticks");
+        // Every retry is the same request (same checksum): it executes at most once.
+        assert!(bus.requests[1..].iter().all(|&c| c == request.checksum));
+        assert_eq!(Request::from_header(&request).request, 1);
+        // Cancelling frees the number: the next request is number 1 again.
+        client.cancel_unsent();
+        assert!(!client.busy());
+        assert_eq!(client.request(&mut bus, 200, &[4]), Ok(1));
     }
 }

@@ -246,11 +246,15 @@ impl PingClient {
 }
 
 /// Replica -> client, in answer to a ping_client, sent only in normal status: the client adopts
-/// a higher view. Header only.
+/// a higher view. It also names the cluster's size, so a client whose address list does not
+/// match the cluster (too short, or out of order) can say so. Header only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PongClient {
     pub view: u32,
+    /// The sender's index.
     pub replica: u8,
+    /// Replicas in the cluster (in `commit`).
+    pub replica_count: u8,
     pub client: u128,
 }
 command_struct!(PongClient);
@@ -261,6 +265,7 @@ impl PongClient {
         PongClient {
             view: header.view,
             replica: header.replica,
+            replica_count: header.commit as u8,
             client: header.client,
         }
     }
@@ -271,12 +276,19 @@ impl PongClient {
         header.command = Self::COMMAND as u8;
         header.view = self.view;
         header.replica = self.replica;
+        header.commit = self.replica_count as u64;
         header.client = self.client;
     }
 
     pub(super) fn invalid(header: &Header) -> Option<&'static str> {
         if !empty(header) || header.operation != 0 {
             return Some("ping_client/pong_client: fields set");
+        }
+        if header.commit == 0
+            || header.commit > crate::config::REPLICAS_MAX as u64
+            || header.replica as u64 >= header.commit
+        {
+            return Some("pong_client: replica_count");
         }
         None
     }
@@ -1059,6 +1071,7 @@ impl Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::REPLICAS_MAX;
 
     const MESSAGE_SIZE_MAX: usize = 4096;
 
@@ -1180,6 +1193,22 @@ mod tests {
         let mut ping = Ping::default().to_header(1);
         ping.session = 1;
         assert_eq!(ping.invalid(MESSAGE_SIZE_MAX), Some("ping: fields set"));
+        let mut pong = PongClient {
+            view: 4,
+            replica: 2,
+            replica_count: 3,
+            client: 9,
+        };
+        assert_eq!(pong.to_header(1).invalid(MESSAGE_SIZE_MAX), None);
+        assert_eq!(PongClient::from_header(&pong.to_header(1)), pong);
+        for replica_count in [0, 2, REPLICAS_MAX as u8 + 1] {
+            pong.replica_count = replica_count;
+            assert_eq!(
+                pong.to_header(1).invalid(MESSAGE_SIZE_MAX),
+                Some("pong_client: replica_count"),
+                "replica 2 of {replica_count}"
+            );
+        }
         let request = RequestHeaders {
             op_min: 6,
             op_max: 5,

@@ -159,8 +159,10 @@ impl Header {
         Command::from_u8(self.command)
     }
 
+    /// The body's size; 0 for a header whose size is below the header's own (which
+    /// `invalid()` refuses), so a check on an unvalidated header cannot panic.
     pub fn body_size(&self) -> usize {
-        self.size as usize - HEADER_SIZE
+        (self.size as usize).saturating_sub(HEADER_SIZE)
     }
 
     pub fn calculate_checksum(&self) -> u128 {

@@ -12,7 +12,7 @@ use super::client_table::{decode_client_section, encode_client_section, ClientTa
 use super::{Event, Replica, Status};
 use crate::bus::MessageBus;
 use crate::checkpoint_content::{
-    checkpoint_id, chunk_count, chunk_len, chunk_payload, ChunkIdentity,
+    checkpoint_id, chunk_count, chunk_count_checked, chunk_len, chunk_payload, ChunkIdentity,
 };
 use crate::io_token::{Purpose, Token};
 use crate::message::{Message, MessagePool};
@@ -344,7 +344,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             failed: None,
             started: self.time.monotonic(),
         });
-        if chunk_count(checkpoint.size, self.config.message_size_max) != checkpoint.chunks {
+        // The superblock passed its checksum, but a size no chunk count describes is refused
+        // here, not a panic.
+        if chunk_count_checked(checkpoint.size, self.config.message_size_max)
+            != Some(checkpoint.chunks)
+        {
             self.checkpoint_load.as_mut().unwrap().failed =
                 Some("chunk count does not match its size".into());
             self.checkpoint_load_fail();

@@ -230,6 +230,10 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     state_machine: M,
     journal: Journal,
     clients: ClientTable,
+    /// Per client-table entry: a client-reply write is in flight, and the newest reply waiting
+    /// for it to finish.
+    client_reply_writing: Vec<bool>,
+    client_reply_waiting: Vec<Option<Message>>,
     clock: Clock,
     prng: ChaCha8Rng,
 
@@ -356,6 +360,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             state_machine,
             journal: Journal::new(&config, options.cluster),
             clients: ClientTable::new(config.clients_max as usize),
+            client_reply_writing: vec![false; config.clients_max as usize],
+            client_reply_waiting: (0..config.clients_max).map(|_| None).collect(),
             clock: Clock::from_config(&config, options.replica),
             prng: ChaCha8Rng::seed_from_u64(seed),
             superblock: None,
@@ -716,7 +722,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         match token.purpose {
             Purpose::SuperblockRead => self.on_superblock_read(token.index as usize, completion),
             Purpose::SuperblockWrite => self.on_superblock_written(),
-            Purpose::ClientReplyWrite => {}
+            Purpose::ClientReplyWrite => self.on_client_reply_written(token.index as usize),
             Purpose::CheckpointWrite => self.on_checkpoint_written(),
             Purpose::CheckpointRead => self.on_checkpoint_read(token.index, completion),
             Purpose::SyncChunkWrite { sync_generation } => {
@@ -1203,6 +1209,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let pong = PongClient {
             view: self.view,
             replica: self.replica,
+            replica_count: self.replica_count,
             client: ping.client,
         };
         self.send_header_to_client(ping.client, pong.to_header(self.cluster));

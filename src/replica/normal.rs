@@ -772,8 +772,18 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         reply.to_header(self.cluster)
     }
 
-    /// Keeps the latest reply of each session durable in the client-replies zone.
+    /// Keeps the latest reply of each session durable in the client-replies zone. One write per
+    /// table entry at a time: a newer reply waits for the write before it, and replaces any reply
+    /// already waiting (only the latest matters). So the writes in flight pin at most one message
+    /// per entry besides the table's own, as `Config::messages_max` budgets; unbounded, a burst of
+    /// commits (a backup catching up from a backlog) pinned one message per commit and emptied
+    /// the pool.
     fn write_client_reply(&mut self, index: usize, reply: &Message) {
+        if self.client_reply_writing[index] {
+            self.client_reply_waiting[index] = Some(reply.clone());
+            return;
+        }
+        self.client_reply_writing[index] = true;
         let offset = index as u64 * self.config.message_size_max as u64;
         self.storage.submit(IoRequest {
             kind: IoKind::Write,
@@ -787,6 +797,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             )
             .encode(),
         });
+    }
+
+    pub(super) fn on_client_reply_written(&mut self, index: usize) {
+        self.client_reply_writing[index] = false;
+        if let Some(next) = self.client_reply_waiting[index].take() {
+            self.write_client_reply(index, &next);
+        }
     }
 
     /// Drops committed entries from the pipeline and prepares queued requests into the room.

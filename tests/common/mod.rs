@@ -24,6 +24,8 @@ pub struct TestCluster {
     pub cluster: u128,
     pub ports: Vec<u16>,
     pub children: Vec<Option<Child>>,
+    /// Arguments `start` gives `vsr start` besides the addresses and the path.
+    pub start_args: Vec<String>,
 }
 
 impl TestCluster {
@@ -65,6 +67,11 @@ impl TestCluster {
             cluster,
             ports: free_ports(n),
             children: (0..n).map(|_| None).collect(),
+            // Small ledger: the replica touches all of its memory at start.
+            start_args: vec![
+                "--accounts-max=16384".into(),
+                "--transfers-max=65536".into(),
+            ],
         }
     }
 
@@ -96,8 +103,7 @@ impl TestCluster {
             .unwrap();
         let child = Command::new(VSR)
             .args(["start", &format!("--addresses={}", self.addresses_arg())])
-            // Small ledger: the replica touches all of its memory at start.
-            .args(["--accounts-max=16384", "--transfers-max=65536"])
+            .args(&self.start_args)
             .arg(self.path(replica))
             .stdout(Stdio::null())
             .stderr(log)
@@ -117,6 +123,21 @@ impl TestCluster {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// If the replica's process has exited (and we did not stop it), its exit status: the
+    /// process is reaped and the replica counts as not running.
+    pub fn exited(&mut self, replica: usize) -> Option<std::process::ExitStatus> {
+        let status = self.children[replica].as_mut()?.try_wait().unwrap()?;
+        self.children[replica] = None;
+        Some(status)
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to a running replica.
+    pub fn signal(&self, replica: usize, signal: i32) {
+        let child = self.children[replica].as_ref().expect("replica running");
+        // Safety: plain kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, signal) };
     }
 
     /// SIGTERM and wait for a clean exit (bounded).
@@ -166,6 +187,7 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         for child in self.children.iter_mut().flatten() {
+            // A stopped process dies of SIGKILL too; no SIGCONT needed.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -209,4 +231,19 @@ pub fn op_head(inspect: &str) -> u64 {
         .find(|l| l.contains("ops present:"))
         .expect("ops present line");
     line.rsplit("..=").next().unwrap().trim().parse().unwrap()
+}
+
+/// The view in `vsr inspect`'s superblock line.
+pub fn view(inspect: &str) -> u32 {
+    let line = inspect
+        .lines()
+        .find(|l| l.trim_start().starts_with("view="))
+        .expect("view line");
+    line.trim_start()
+        .trim_start_matches("view=")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

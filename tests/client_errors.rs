@@ -1,0 +1,372 @@
+//! End-to-end: a client session survives timeouts (the next request answers once the cluster
+//! does, never "already in flight"), errors say whether the request was executed, and each
+//! error names its cause: connection refused, another cluster, a short address list, no
+//! primary, only backups, a primary that cannot commit.
+
+mod common;
+
+use common::TestCluster;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vsr::client::net::{NetClient, NetError, Unavailable};
+use vsr::header::commands::Reply;
+
+/// An interactive `vsr repl` fed statements one at a time.
+struct Repl {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Repl {
+    fn start(cluster: u128, addresses: &str, timeout_seconds: u64) -> Repl {
+        let mut child = Command::new(common::VSR)
+            .args([
+                "repl",
+                &format!("--cluster={cluster}"),
+                &format!("--addresses={addresses}"),
+                &format!("--timeout={timeout_seconds}"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Repl {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// The next line, without the prompt (bounded by the REPL's own --timeout).
+    fn line(&mut self) -> String {
+        let mut out = String::new();
+        self.stdout.read_line(&mut out).unwrap();
+        assert!(!out.is_empty(), "vsr repl exited");
+        out.trim_end().trim_start_matches("> ").to_string()
+    }
+
+    /// One statement's answer (skipping the note that the session just connected).
+    fn statement(&mut self, statement: &str) -> String {
+        writeln!(self.stdin, "{statement}").unwrap();
+        self.stdin.flush().unwrap();
+        loop {
+            let line = self.line();
+            if !line.starts_with("vsr repl: connected") {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Repl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `vsr repl --command`: (exit code, stdout, stderr).
+fn repl_command(cluster: u128, addresses: &str, statement: &str) -> (i32, String, String) {
+    let out = Command::new(common::VSR)
+        .args([
+            "repl",
+            &format!("--cluster={cluster}"),
+            &format!("--addresses={addresses}"),
+            "--timeout=2",
+            "--command",
+            statement,
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The issue's reproduction: `printf 'lookup_accounts 1;\nlookup_accounts 2;\n' | vsr repl
+/// --addresses=<nothing there> --timeout 2` answered "a request is already in flight" to the
+/// second statement, for good. Now the first says why it failed, and a later one answers once a
+/// replica is up.
+#[test]
+fn repl_answers_again_once_a_replica_is_up() {
+    let mut cluster = TestCluster::format("client-wedge", 1);
+    let port = cluster.ports[0];
+    let mut repl = Repl::start(cluster.cluster, &cluster.addresses_arg(), 2);
+    let banner = repl.line();
+    assert!(
+        banner.starts_with("vsr repl: not connected"),
+        "said connected with no replica: {banner}"
+    );
+    let refused = format!("error: not sent: connection refused on 127.0.0.1:{port}");
+    assert!(banner.contains(&refused[14..]), "{banner}");
+    let first = repl.statement("lookup_accounts 1;");
+    assert!(first.starts_with(&refused), "{first}");
+
+    cluster.start(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = repl.statement("lookup_accounts 2;");
+        assert!(
+            !answer.contains("in flight"),
+            "the session wedged: {answer}"
+        );
+        if answer == "no accounts" {
+            break;
+        }
+        assert!(
+            answer.starts_with("error: not sent: "),
+            "an error must name its cause and outcome: {answer}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no answer within 60 s of starting the replica: {answer}"
+        );
+    }
+    // And the session goes on normally.
+    assert_eq!(
+        repl.statement("create_accounts id=1 ledger=700 code=10;"),
+        "ok"
+    );
+    assert!(repl.statement("lookup_accounts 1;").starts_with("id=1 "));
+}
+
+#[test]
+fn a_timed_out_request_is_waited_for_or_retried_never_wedged() {
+    let mut cluster = TestCluster::format("client-timeout", 1);
+    cluster.start(0);
+    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(1),
+            Duration::from_secs(30),
+        )
+        .expect("the replica serves");
+
+    // 1. A stopped replica accepts connections but never answers: the request was sent, so
+    //    its outcome is unknown.
+    cluster.signal(0, libc::SIGSTOP);
+    let error = client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(2),
+            Duration::from_secs(2),
+        )
+        .unwrap_err();
+    let NetError::Timeout { request, cause } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(!error.definite(), "{error}");
+    assert!(
+        matches!(cause, Unavailable::NoPrimary { .. }),
+        "{cause:?}: {error}"
+    );
+    assert!(error.to_string().contains("no primary yet"), "{error}");
+    let timed_out = *request;
+
+    // 2. Another request waits behind it and is not sent: definite.
+    let error = client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(3),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, NetError::PreviousPending { request, .. } if request == timed_out),
+        "{error:?}"
+    );
+    assert!(error.definite());
+
+    // 3. Once the replica runs again, a new request answers; the timed-out one's reply is kept.
+    cluster.signal(0, libc::SIGCONT);
+    let reply = client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(3),
+            Duration::from_secs(30),
+        )
+        .expect("served after SIGCONT");
+    assert!(reply.body().is_empty(), "account 3 created");
+    let (late, late_reply) = client.take_late_reply().expect("the late reply");
+    assert_eq!(late, timed_out);
+    assert!(late_reply.body().is_empty(), "account 2 was created once");
+
+    // 4. The same request again is a retry of the one in flight: it executes once, so its reply
+    //    says "ok", not "exists".
+    cluster.signal(0, libc::SIGSTOP);
+    let error = client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(4),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+    let NetError::Timeout { request, .. } = error else {
+        panic!("{error:?}")
+    };
+    cluster.signal(0, libc::SIGCONT);
+    let reply = client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(4),
+            Duration::from_secs(30),
+        )
+        .expect("the retry is answered");
+    assert_eq!(Reply::from_header(reply.header()).request, request);
+    assert!(
+        reply.body().is_empty(),
+        "account 4 created by its one execution"
+    );
+    assert!(client.take_late_reply().is_none());
+}
+
+#[test]
+fn errors_name_another_cluster() {
+    let mut cluster = TestCluster::format("client-cluster", 1);
+    cluster.start(0);
+    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    client
+        .register(Duration::from_secs(30))
+        .expect("the replica serves");
+    let other = cluster.cluster + 1;
+    let (code, _, stderr) = repl_command(other, &cluster.addresses_arg(), "lookup_accounts 1;");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("no replica of cluster {other} answered"))
+            && stderr.contains("check --cluster"),
+        "{stderr}"
+    );
+
+    // `vsr client` says the same in JSON, with the outcome.
+    let mut child = Command::new(common::VSR)
+        .args([
+            "client",
+            &format!("--cluster={other}"),
+            &format!("--addresses={}", cluster.addresses_arg()),
+            "--timeout=2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(
+        child.stdin.as_mut().unwrap(),
+        r#"{{"operation":"lookup_accounts","events":[1]}}"#
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let line: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON line per request");
+    assert_eq!(line["outcome"], "not_executed", "{line}");
+    assert!(
+        line["error"].as_str().unwrap().contains("check --cluster"),
+        "{line}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("connected"),
+        "vsr client said connected without a replica of its cluster"
+    );
+}
+
+#[test]
+fn errors_name_a_short_address_list_only_backups_and_a_primary_that_cannot_commit() {
+    let mut cluster = TestCluster::format("client-causes", 3);
+    cluster.start_all();
+    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(1),
+            Duration::from_secs(60),
+        )
+        .expect("the cluster serves");
+    let primary = ((0..3)
+        .map(|r| common::view(&cluster.inspect(r)))
+        .max()
+        .unwrap()
+        % 3) as usize;
+    let backups: Vec<usize> = (0..3).filter(|&r| r != primary).collect();
+    let address = |r: usize| format!("127.0.0.1:{}", cluster.ports[r]);
+
+    // A list holding only a backup's address.
+    let (code, _, stderr) =
+        repl_command(cluster.cluster, &address(backups[0]), "lookup_accounts 1;");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("lists 1 address(es) but the cluster has 3 replicas")
+            && stderr.contains("list every replica's address"),
+        "{stderr}"
+    );
+
+    // The primary stopped: the backups answer (they wait 5 s before electing another).
+    cluster.signal(primary, libc::SIGSTOP);
+    let (code, _, stderr) = repl_command(
+        cluster.cluster,
+        &cluster.addresses_arg(),
+        "lookup_accounts 1;",
+    );
+    cluster.signal(primary, libc::SIGCONT);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("only backups answered")
+            && stderr.contains(&format!(
+                "the primary, replica {primary} at {}",
+                address(primary)
+            )),
+        "{stderr}"
+    );
+
+    // Wait until the cluster serves again (it may have changed views), then stop both backups
+    // of whichever replica is primary now: it still answers pings, but cannot commit.
+    client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(2),
+            Duration::from_secs(60),
+        )
+        .expect("the cluster serves again");
+    let primary = ((0..3)
+        .map(|r| common::view(&cluster.inspect(r)))
+        .max()
+        .unwrap()
+        % 3) as usize;
+    for r in (0..3).filter(|&r| r != primary) {
+        cluster.signal(r, libc::SIGSTOP);
+    }
+    let error = client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(3),
+            Duration::from_secs(2),
+        )
+        .unwrap_err();
+    for r in (0..3).filter(|&r| r != primary) {
+        cluster.signal(r, libc::SIGCONT);
+    }
+    assert!(!error.definite(), "{error}");
+    assert!(
+        error.to_string().contains(&format!(
+            "the primary (replica {primary} at {}",
+            address(primary)
+        )) && error.to_string().contains("cannot commit"),
+        "{error}"
+    );
+    // The timed-out request is answered once the backups run again.
+    client
+        .request(
+            common::CREATE_ACCOUNTS,
+            &common::account_body(3),
+            Duration::from_secs(60),
+        )
+        .expect("the retry is answered");
+}
