@@ -14,7 +14,7 @@
 use crate::checker::Checker;
 use crate::durability::Durability;
 use crate::network::{PacketSimulator, Process};
-use crate::options::SimOptions;
+use crate::options::{Corruption, SimOptions};
 use crate::rng::{chance, pick, range};
 use crate::storage::{CrashFate, FaultAtlas, SimStorage, StorageStats};
 use crate::time::SimTime;
@@ -23,12 +23,13 @@ use rand_chacha::ChaCha8Rng;
 use std::rc::Rc;
 use vsr::bus::MessageBus;
 use vsr::client::{Client, ClientBus, ClientEvent};
+use vsr::config::SECTOR_SIZE;
 use vsr::header::{Command, Header, HEADER_SIZE};
 use vsr::ledger::{workload::Workload, Ledger, LedgerConfig};
 use vsr::message::{Message, MessagePool};
 use vsr::replica::{Event, Replica, ReplicaOptions, ReplicaStats, Status};
 use vsr::state_machine::{HashingStateMachine, StateMachine, HASHING_OPERATION};
-use vsr::storage::{IoKind, Layout, Storage, Zone};
+use vsr::storage::{IoKind, Layout, Storage, Zone, SUPERBLOCK_COPIES};
 use vsr::time::Time;
 
 /// A client's bus. Sends are copied out as bytes, as a real network would carry them.
@@ -195,6 +196,8 @@ pub struct FaultCounts {
     pub crashes_after_write_submitted: u64,
     pub crashes_after_write_completed: u64,
     pub crashes_after_send: u64,
+    /// Sectors corrupted where it hurts, per `Corruption` class.
+    pub corrupted: [u64; Corruption::EVERY.len()],
 }
 
 /// Where a replica stands when an I/O-point crash may strike: right after handling one event.
@@ -231,6 +234,8 @@ pub struct Simulator {
     disk_rng: ChaCha8Rng,
     /// I/O-point crashes, their restart times and the fates of writes in flight, likewise.
     io_crash_rng: ChaCha8Rng,
+    /// Targeted corruption, likewise.
+    corrupt_rng: ChaCha8Rng,
     pub(crate) replicas: Vec<Slot>,
     /// Per replica: paused until this tick (exclusive), or running.
     pub(crate) paused_until: Vec<Option<u64>>,
@@ -268,6 +273,7 @@ const TAG_PAUSE: u64 = 0x7061_7573_6500_0000; // "pause"
 const TAG_LEDGER: u64 = 0x6c65_6467_6572_0000; // "ledger"
 const TAG_DISK: u64 = 0x6469_736b_0000_0000; // "disk"
 const TAG_IO_CRASH: u64 = 0x696f_6372_6173_6800; // "iocrash"
+const TAG_CORRUPT: u64 = 0x636f_7272_7570_7400; // "corrupt"
 
 impl Simulator {
     /// A swarm-tested run: the seed draws the options (`SimOptions::generate`), then the world.
@@ -378,6 +384,7 @@ impl Simulator {
             pause_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_PAUSE)),
             disk_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_DISK)),
             io_crash_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_IO_CRASH)),
+            corrupt_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_CORRUPT)),
             paused_until: vec![None; replicas.len()],
             replicas,
             network,
@@ -733,7 +740,85 @@ impl Simulator {
         commits + requests
     }
 
+    /// Corrupts, with `corruption_probability` per tick, one sector where it hurts: a class the
+    /// seed turned on, on a random replica that is up, where the fault atlas allows it.
+    fn inject_corruption(&mut self) {
+        if !self.faults_enabled
+            || self.options.corruption_probability == 0.0
+            || !chance(&mut self.corrupt_rng, self.options.corruption_probability)
+        {
+            return;
+        }
+        let classes: Vec<Corruption> = Corruption::EVERY
+            .into_iter()
+            .filter(|c| c.on(self.options.corruption_classes))
+            .collect();
+        let class = *pick(&mut self.corrupt_rng, &classes);
+        let index = crate::rng::index(&mut self.corrupt_rng, self.replicas.len());
+        let Some((zone, offset)) = self.corruption_target(index, class) else {
+            return;
+        };
+        let Slot::Up(replica) = &mut self.replicas[index] else {
+            unreachable!()
+        };
+        let storage = replica.seams().storage;
+        let atlas = Rc::clone(storage.atlas());
+        if !atlas.faulty(index as u8, zone, atlas.area_of(zone, offset)) {
+            return;
+        }
+        storage.corrupt_sector_at(zone, offset, &mut self.corrupt_rng);
+        self.faults.corrupted[class as usize] += 1;
+        if self.trace {
+            eprintln!("[sim] replica {index}: corrupted {class:?} at {zone:?}+{offset}");
+        }
+    }
+
+    /// The first sector of what `class` aims at on replica `index`, if it is up and holds one.
+    fn corruption_target(&mut self, index: usize, class: Corruption) -> Option<(Zone, u64)> {
+        let Slot::Up(r) = &self.replicas[index] else {
+            return None;
+        };
+        if r.status() == Status::Recovering {
+            return None;
+        }
+        let layout = r.storage().layout().clone();
+        let rng = &mut self.corrupt_rng;
+        let prepare = |op: u64| (op % layout.slot_count) * layout.message_size_max;
+        match class {
+            Corruption::CommittedPrepare => {
+                let (first, last) = (r.checkpoint().op + 1, r.commit_min());
+                (first <= last).then(|| (Zone::WalPrepares, prepare(range(rng, first, last))))
+            }
+            Corruption::ViewChangeHead => {
+                let pipeline = self.options.config.pipeline_max as u64;
+                let (first, last) = (r.op().saturating_sub(pipeline - 1).max(1), r.op());
+                (r.status() == Status::ViewChange && first <= last)
+                    .then(|| (Zone::WalPrepares, prepare(range(rng, first, last))))
+            }
+            Corruption::HeaderRing => {
+                let sectors = layout.wal_headers_size / SECTOR_SIZE as u64;
+                Some((
+                    Zone::WalHeaders,
+                    range(rng, 0, sectors - 1) * SECTOR_SIZE as u64,
+                ))
+            }
+            Corruption::SuperblockCopy => {
+                let copy = range(rng, 0, SUPERBLOCK_COPIES as u64 - 1);
+                Some((Zone::Superblock, copy * layout.superblock_copy_size))
+            }
+            Corruption::CheckpointChunk => {
+                let checkpoint = r.checkpoint();
+                (checkpoint.op > 0).then(|| {
+                    let chunk = range(rng, 0, checkpoint.chunks as u64 - 1) as u32;
+                    let offset = layout.checkpoint_block_offset(checkpoint.area, chunk);
+                    (Zone::Checkpoint, offset)
+                })
+            }
+        }
+    }
+
     fn inject_faults(&mut self) {
+        self.inject_corruption();
         for index in 0..self.replicas.len() {
             match &self.replicas[index] {
                 Slot::Down { restart_at, .. } if *restart_at <= self.tick => self.restart(index),

@@ -5,6 +5,7 @@
 use clap::Parser;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use vsr_sim::cluster::Simulator;
+use vsr_sim::options::Corruption;
 
 const AFTER_HELP: &str = "\
 A run has two phases. Fault phase (--ticks-max ticks of 10 ms): the seed draws the options (cluster
@@ -125,7 +126,7 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
+        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
         if o.ledger { "ledger" } else { "hashing" },
         o.replica_count,
         o.client_count,
@@ -138,6 +139,11 @@ fn run(
         o.network.partition_mode,
         o.crash_probability,
         o.io_crash_probability,
+        o.corruption_probability,
+        Corruption::EVERY
+            .into_iter()
+            .filter(|c| c.on(o.corruption_classes))
+            .collect::<Vec<_>>(),
         o.disk_loss_probability,
         o.pause_probability,
         o.pause_ticks_min,
@@ -160,6 +166,11 @@ fn print_counters(sim: &Simulator) {
     let s = sim.storage_stats();
     let f = sim.faults;
     let r = sim.replica_stats();
+    let c = f.corrupted;
+    println!(
+        "corrupted: committed_prepares={} view_change_heads={} header_ring_sectors={} superblock_copies={} checkpoint_chunks={}",
+        c[0], c[1], c[2], c[3], c[4]
+    );
     println!(
         "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,

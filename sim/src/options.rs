@@ -8,6 +8,37 @@ use rand_chacha::rand_core::Rng;
 use rand_chacha::ChaCha8Rng;
 use vsr::config::{Config, SECTOR_SIZE};
 
+/// Where targeted corruption strikes: what the protocol's recovery and repair rest on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Corruption {
+    /// A prepare the replica committed since its checkpoint (what a restart replays).
+    CommittedPrepare = 0,
+    /// A prepare at the head of the log while the replica is in a view change.
+    ViewChangeHead = 1,
+    /// A sector of the header ring.
+    HeaderRing = 2,
+    /// One superblock copy.
+    SuperblockCopy = 3,
+    /// A chunk of the durable checkpoint.
+    CheckpointChunk = 4,
+}
+
+impl Corruption {
+    pub const EVERY: [Corruption; 5] = [
+        Corruption::CommittedPrepare,
+        Corruption::ViewChangeHead,
+        Corruption::HeaderRing,
+        Corruption::SuperblockCopy,
+        Corruption::CheckpointChunk,
+    ];
+    pub const ALL: u8 = (1 << Corruption::EVERY.len()) - 1;
+
+    pub fn on(self, classes: u8) -> bool {
+        classes & (1 << self as u8) != 0
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     /// Run the ledger (with a random ledger workload) instead of the hashing machine.
@@ -19,6 +50,11 @@ pub struct SimOptions {
     pub storage: StorageOptions,
     /// Per tick, per up replica.
     pub crash_probability: f64,
+    /// Per tick: one sector is corrupted where it hurts (`Corruption`), on a replica the fault
+    /// atlas allows there, so every piece of data stays intact on enough replicas.
+    pub corruption_probability: f64,
+    /// Which `Corruption` classes are on (bit `c as u8`).
+    pub corruption_classes: u8,
     /// Per I/O point of an up replica (right after it submitted writes, after one of its writes
     /// completed, after it sent messages): it crashes right there, each write in flight lost,
     /// written or torn.
@@ -195,6 +231,21 @@ impl SimOptions {
             } else {
                 0.0
             };
+        // Targeted corruption: in a stream of their own, like pauses. Only with storage faults on:
+        // those seeds never lose a disk (a lost disk plus damage elsewhere can lose data).
+        let mut corrupt_rng = rng::seeded(rng.clone().next_u64() ^ 0x636f_7272_7570_7400);
+        let (corruption_probability, corruption_classes) =
+            if faulty_storage && chance(&mut corrupt_rng, 0.6) {
+                let classes = loop {
+                    let mask = corrupt_rng.next_u32() as u8 & Corruption::ALL;
+                    if mask != 0 {
+                        break mask;
+                    }
+                };
+                (unit(&mut corrupt_rng) * 0.01, classes)
+            } else {
+                (0.0, 0)
+            };
         // I/O-point crashes: in a stream of their own, like pauses.
         let mut io_crash_rng = rng::seeded(rng.clone().next_u64() ^ 0x696f_6372_6173_6800);
         let io_crash_probability = if chance(&mut io_crash_rng, 0.5) {
@@ -210,6 +261,8 @@ impl SimOptions {
             network,
             storage,
             crash_probability,
+            corruption_probability,
+            corruption_classes,
             io_crash_probability,
             disk_loss_probability,
             restart_ticks_min: 20,
@@ -260,6 +313,8 @@ impl SimOptions {
             network: NetworkOptions::default(),
             storage: StorageOptions::default(),
             crash_probability: 0.0,
+            corruption_probability: 0.0,
+            corruption_classes: 0,
             io_crash_probability: 0.0,
             disk_loss_probability: 0.0,
             restart_ticks_min: 20,

@@ -475,6 +475,18 @@ impl SimStorage {
         self.superblock_generation
     }
 
+    /// Corrupts the sector at `offset` of `zone` on disk now (bits flipped or garbage), as
+    /// targeted corruption does; the replica is not told, and its durable shadow keeps what it
+    /// wrote. `offset` must be sector-aligned.
+    pub fn corrupt_sector_at(&mut self, zone: Zone, offset: u64, rng: &mut ChaCha8Rng) {
+        assert_eq!(offset % SECTOR, 0);
+        let mut bytes = [0; SECTOR_SIZE];
+        self.copy_out(zone, offset, &mut bytes);
+        corrupt_sector(rng, &mut bytes);
+        self.bytes_mut(zone, offset, SECTOR_SIZE)
+            .copy_from_slice(&bytes);
+    }
+
     /// Writes bytes directly, with no latency or faults (formatting, tests).
     pub fn write_raw(&mut self, zone: Zone, offset: u64, bytes: &[u8]) {
         self.bytes_mut(zone, offset, bytes.len())
