@@ -119,10 +119,13 @@ struct EpochStart {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Synchronized {
-    /// Offsets from our wall clock to cluster time.
+    /// Offsets from our wall clock, as it read when the interval was installed, to cluster time.
     interval: Interval,
     /// Our monotonic time when the interval was installed; it expires `window_ns` later.
     monotonic: u64,
+    /// Our wall clock then: the interval is anchored to it (advanced by monotonic time), never
+    /// to a later reading, so a wall clock that jumps after the epoch cannot drag cluster time.
+    realtime: i64,
 }
 
 /// A replica's view of cluster time. See the module documentation.
@@ -272,6 +275,7 @@ impl Clock {
                 self.synchronized = Some(Synchronized {
                     interval,
                     monotonic,
+                    realtime,
                 });
                 self.epochs_synchronized += 1;
             }
@@ -283,15 +287,25 @@ impl Clock {
 
     /// Cluster time, or `None` while unsynchronized.
     ///
-    /// Our wall clock is clamped into `[realtime + lower, realtime + upper]`: when the cluster's
-    /// majority agrees with us, our own clock is returned untouched (the interval contains offset
-    /// 0), so a healthy replica keeps its clock's smooth progress; when our clock has wandered
-    /// outside what the majority agrees on, it is corrected by the least amount that puts it back
-    /// inside, so it never reports a time the majority does not vouch for.
+    /// Our wall clock is clamped into `[anchor + lower, anchor + upper]`, where `anchor` is our
+    /// wall clock as it read when the interval was installed, advanced by the monotonic time
+    /// since: when the cluster's majority agrees with us, our own clock is returned untouched
+    /// (the interval contains offset 0), so a healthy replica keeps its clock's smooth progress;
+    /// when our clock has wandered outside what the majority agrees on, or jumped since, it is
+    /// corrected by the least amount that puts it back inside, so it never reports a time the
+    /// majority does not vouch for.
     pub fn realtime_synchronized(&self, monotonic: u64, realtime: i64) -> Option<i64> {
         let interval = self.synchronized_interval(monotonic)?;
-        let lower = realtime.saturating_add(interval.lower);
-        let upper = realtime.saturating_add(interval.upper);
+        // Where our wall clock would read now had it not jumped since the interval was
+        // installed (a cluster of one has no epoch: its own clock is the cluster's).
+        let anchor = match self.synchronized {
+            Some(s) if self.replica_count > 1 => s
+                .realtime
+                .saturating_add(i64::try_from(monotonic - s.monotonic).unwrap_or(i64::MAX)),
+            _ => realtime,
+        };
+        let lower = anchor.saturating_add(interval.lower);
+        let upper = anchor.saturating_add(interval.upper);
         assert!(lower <= upper);
         let clamped = realtime.clamp(lower, upper);
         assert!(lower <= clamped && clamped <= upper);
@@ -821,5 +835,26 @@ mod tests {
         );
         let time = clock.realtime_synchronized(m_end, r_end).unwrap();
         assert_eq!(time, r_end + interval.lower);
+    }
+
+    /// A wall clock that jumps after the interval was installed does not drag cluster time with
+    /// it: the interval is anchored to the clock as it read at installation, advanced by
+    /// monotonic time. (VOPR: a primary whose clock jumped 4 s timestamped prepares 4 s off.)
+    #[test]
+    fn clock_jump_after_synchronization_is_clamped() {
+        let mut clock = Clock::new(2, 0, TOLERANCE, EPOCH, WINDOW);
+        let m = ORIGIN;
+        let r = ORIGIN as i64;
+        clock.tick(m, r);
+        clock.learn(1, m, r + 5 * MS as i64, m + 10 * MS, r + 10 * MS as i64);
+        let (m_end, r_end) = (m + EPOCH, r + EPOCH as i64);
+        clock.tick(m_end, r_end);
+        let interval = clock.synchronized_interval(m_end).unwrap();
+        // A second later, our wall clock has jumped ten tolerances ahead.
+        let (m_now, r_true) = (m_end + S, r_end + S as i64);
+        let jumped = r_true + 10 * TOLERANCE as i64;
+        let time = clock.realtime_synchronized(m_now, jumped).unwrap();
+        assert_eq!(time, r_true + interval.upper);
+        assert!((time - r_true).unsigned_abs() <= TOLERANCE);
     }
 }

@@ -12,6 +12,8 @@ use vsr::header::{Header, Operation};
 #[derive(Clone, Copy, Debug)]
 pub struct Canonical {
     pub checksum: u128,
+    /// The cluster time the primary gave the op.
+    pub timestamp_ns: u64,
     pub client: u128,
     pub request: u64,
     pub operation: u8,
@@ -130,6 +132,13 @@ impl Checker {
                         if previous.checksum != prepare.parent {
                             return Err(format!("op {op} does not chain to the canonical op {}", op - 1));
                         }
+                        // Cluster time only moves forward along the log (docs/protocol.md 10).
+                        if prepare.timestamp_ns <= previous.timestamp_ns {
+                            return Err(format!(
+                                "cluster time: op {op} has timestamp {} not after op {}'s {}",
+                                prepare.timestamp_ns, op - 1, previous.timestamp_ns
+                            ));
+                        }
                     }
                 }
                 let request = if prepare.operation == Operation::Register as u8 { 0 } else { prepare.request };
@@ -147,7 +156,13 @@ impl Checker {
                 self.history_checksums.push(header.checksum);
                 self.history.insert(
                     op,
-                    Canonical { checksum: header.checksum, client: prepare.client, request: prepare.request, operation: prepare.operation },
+                    Canonical {
+                        checksum: header.checksum,
+                        timestamp_ns: prepare.timestamp_ns,
+                        client: prepare.client,
+                        request: prepare.request,
+                        operation: prepare.operation,
+                    },
                 );
                 Ok(())
             }
@@ -317,6 +332,103 @@ impl Checker {
             hasher.update(&c.checksum.to_le_bytes());
         }
         *hasher.finalize().as_bytes()
+    }
+}
+
+/// Cluster time (docs/protocol.md 10), checked on every prepare a primary creates: its
+/// timestamp is within the bound the protocol promises of the simulator's true time, as long as
+/// a majority of clocks is honest (no excursion within the synchronization window). Honest
+/// clocks are off by at most their offset and accumulated drift; a primary that agrees with a
+/// majority is off by at most that plus the agreed interval's slack (`bound_ns`). A primary
+/// that believed a minority, or timestamped without agreement, is off by an excursion (twice
+/// the tolerance at least).
+pub struct ClusterTimeCheck {
+    tolerance_ns: u64,
+    window_ticks: u64,
+    tick_ns: u64,
+    offsets_ns: Vec<i64>,
+    drifts_ppm: Vec<i64>,
+    /// Per replica: the tick its latest clock excursion ends (0: none).
+    excursion_until: Vec<u64>,
+    /// Per replica: the newest (view, op) checked, so a resent prepare is not checked again.
+    checked: Vec<(u32, u64)>,
+    pub prepares_checked: u64,
+    /// The largest error seen, in thousandths of the tolerance.
+    pub error_max_permille: u64,
+}
+
+impl ClusterTimeCheck {
+    pub fn new(options: &crate::options::SimOptions) -> ClusterTimeCheck {
+        let config = &options.config;
+        let tick_ns = vsr::config::TICK_MS * 1_000_000;
+        ClusterTimeCheck {
+            tolerance_ns: config.clock_offset_tolerance_max_ns,
+            window_ticks: config.clock_synchronization_window_ns.div_ceil(tick_ns),
+            tick_ns,
+            offsets_ns: options.clock_offsets_ns.clone(),
+            drifts_ppm: options.clock_drifts_ppm.clone(),
+            excursion_until: vec![0; options.replica_count as usize],
+            checked: vec![(0, 0); options.replica_count as usize],
+            prepares_checked: 0,
+            error_max_permille: 0,
+        }
+    }
+
+    pub fn on_excursion(&mut self, replica: usize, until_tick: u64) {
+        self.excursion_until[replica] = until_tick;
+    }
+
+    /// How far the cluster may be off true time at `tick` with honest clocks (module docs).
+    fn bound_ns(&self, tick: u64) -> u64 {
+        let elapsed_ns = tick * self.tick_ns;
+        let honest_error_ns = (0..self.offsets_ns.len())
+            .map(|r| {
+                self.offsets_ns[r].unsigned_abs()
+                    + (elapsed_ns as u128 * self.drifts_ppm[r].unsigned_abs() as u128 / 1_000_000)
+                        as u64
+            })
+            .max()
+            .unwrap_or(0);
+        honest_error_ns + self.tolerance_ns * 3 / 2
+    }
+
+    /// Replica `replica` sent the prepare `header` (one it created, if its (view, op) is new).
+    pub fn on_prepare(
+        &mut self,
+        replica: usize,
+        header: &Header,
+        true_realtime_ns: i64,
+        tick: u64,
+    ) -> CheckResult {
+        let prepare = Prepare::from_header(header);
+        if (prepare.view, prepare.op) <= self.checked[replica] || prepare.op == 0 {
+            return Ok(());
+        }
+        self.checked[replica] = (prepare.view, prepare.op);
+        let faulty = self
+            .excursion_until
+            .iter()
+            .filter(|&&until| until > 0 && until + self.window_ticks > tick)
+            .count();
+        if faulty * 2 >= self.excursion_until.len() {
+            return Ok(()); // No honest majority: nothing is promised.
+        }
+        self.prepares_checked += 1;
+        let error_ns = (prepare.timestamp_ns as i64 - true_realtime_ns).unsigned_abs();
+        self.error_max_permille = self
+            .error_max_permille
+            .max(error_ns.saturating_mul(1000) / self.tolerance_ns.max(1));
+        if error_ns > self.bound_ns(tick) {
+            return Err(format!(
+                "cluster time: replica {replica} timestamped op {} (view {}) {} ms off true time, \
+                 beyond the {} ms the protocol promises",
+                prepare.op,
+                prepare.view,
+                error_ns / 1_000_000,
+                self.bound_ns(tick) / 1_000_000
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@
 //! Scripted scenarios (`scenario.rs`) drive the same simulator with fault injection off
 //! (`SimOptions::quiet`) and inject faults themselves.
 
-use crate::checker::Checker;
+use crate::checker::{Checker, ClusterTimeCheck};
 use crate::durability::Durability;
 use crate::network::{PacketSimulator, Process};
 use crate::options::{Corruption, SimOptions};
@@ -253,6 +253,8 @@ pub struct Simulator {
     /// Stats of replica incarnations that crashed, so totals survive restarts.
     retired_stats: ReplicaStats,
     pub replies: u64,
+    /// Cluster time: each prepare's timestamp against the simulator's true time.
+    pub cluster_time: ClusterTimeCheck,
     pub evictions: u64,
     /// Ledger seeds: the request generator and its own random stream.
     workload: Option<(Workload, ChaCha8Rng)>,
@@ -300,6 +302,7 @@ impl Simulator {
     }
 
     fn build(seed: u64, options: SimOptions, mut rng: ChaCha8Rng, trace: bool) -> Simulator {
+        let cluster_time = ClusterTimeCheck::new(&options);
         assert_eq!(options.config.replica_count, options.replica_count);
         assert_eq!(options.requests_per_client.len(), options.client_count);
         assert_eq!(
@@ -396,6 +399,7 @@ impl Simulator {
             trace,
             retired_stats: ReplicaStats::default(),
             replies: 0,
+            cluster_time,
             evictions: 0,
             workload: None,
             body: Vec::new(),
@@ -866,6 +870,7 @@ impl Simulator {
                     };
                     time.excursion(sign * magnitude, duration);
                     self.faults.clock_excursions += 1;
+                    self.cluster_time.on_excursion(index, self.tick + duration);
                 }
             }
         }
@@ -1013,6 +1018,14 @@ impl Simulator {
                 (&header, &bytes[HEADER_SIZE..header.size as usize]),
                 &self.checker,
             )?;
+            if header.command == Command::Prepare as u8 && header.replica == replica_index {
+                self.cluster_time.on_prepare(
+                    index,
+                    &header,
+                    replica.time().true_realtime(),
+                    self.tick,
+                )?;
+            }
             self.network
                 .submit(Process::Replica(replica_index), to, bytes);
         }

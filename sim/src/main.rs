@@ -221,6 +221,10 @@ fn print_counters(sim: &Simulator) {
         r.start_views_deferred,
         r.rejoins_completed,
     );
+    println!(
+        "cluster_time: prepares_checked={} error_max_permille_of_tolerance={}",
+        sim.cluster_time.prepares_checked, sim.cluster_time.error_max_permille
+    );
     let d = sim.durability.stats;
     println!(
         "durability: acknowledgements={} do_view_changes={} nacks={} start_views={} replies={} checkpoints={}",
