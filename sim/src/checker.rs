@@ -446,6 +446,7 @@ mod tests {
                 parent: log[op as usize - 1].checksum,
                 client: op as u128,
                 request: 1,
+                timestamp_ns: op * 1_000,
                 operation: vsr::state_machine::HASHING_OPERATION,
                 ..Prepare::default()
             };
