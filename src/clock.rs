@@ -115,6 +115,11 @@ impl Sample {
 struct EpochStart {
     monotonic: u64,
     realtime: i64,
+    /// Our wall clock strayed from the monotonic clock by more than the tolerance at some
+    /// reading during the epoch (checked on every tick and sample, not only at the ends: a jump
+    /// and its undoing inside one epoch cancel out between the ends, yet the samples taken in
+    /// between were measured against the jumped clock).
+    jumped: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,6 +221,7 @@ impl Clock {
     /// dropped, not asserted. Only the lowest round trip per peer is kept for the epoch.
     pub fn learn(&mut self, replica_from: u8, m0: u64, t1: i64, m2: u64, r2: i64) {
         self.observe_monotonic(m2);
+        self.epoch_observe(m2, r2);
 
         if replica_from >= self.replica_count || replica_from == self.replica {
             return;
@@ -228,6 +234,14 @@ impl Clock {
             return;
         }
 
+        // A sample locates the peer's clock only to within half its round trip. One slower
+        // than half the tolerance could agree with a clock far outside it (a 0.8 s round trip
+        // vouched for a wall clock 0.64 s off, with a 0.1 s tolerance: VOPR seed
+        // 230930801482374487), so it is not evidence at all: the bound of cluster time
+        // (1.5 x tolerance) holds only for samples at least this precise.
+        if round_trip > self.offset_tolerance_max_ns {
+            return;
+        }
         let one_way_delay = round_trip / 2;
         let clock_offset = saturate(i128::from(t1) + i128::from(one_way_delay) - i128::from(r2));
         let sample = Sample {
@@ -254,16 +268,14 @@ impl Clock {
             return;
         };
         assert!(monotonic >= start.monotonic);
+        self.epoch_observe(monotonic, realtime);
         if monotonic - start.monotonic < self.epoch_ns {
             return;
         }
 
-        // Offsets were measured against our wall clock; if it jumped during the epoch, the samples
-        // straddle the jump and describe no single clock.
-        let realtime_elapsed = i128::from(realtime) - i128::from(start.realtime);
-        let monotonic_elapsed = i128::from(monotonic - start.monotonic);
-        let realtime_jumped = (realtime_elapsed - monotonic_elapsed).unsigned_abs()
-            > u128::from(self.offset_tolerance_max_ns);
+        // Offsets were measured against our wall clock; if it jumped at any point of the epoch,
+        // the samples straddle the jump and describe no single clock.
+        let realtime_jumped = self.epoch_start.is_some_and(|start| start.jumped);
 
         let agreed = if realtime_jumped {
             None
@@ -361,10 +373,24 @@ impl Clock {
         }
     }
 
+    /// Notes whether our wall clock reads, against the monotonic clock, more than the tolerance
+    /// away from where it stood when the epoch began.
+    fn epoch_observe(&mut self, monotonic: u64, realtime: i64) {
+        let tolerance = self.offset_tolerance_max_ns;
+        if let Some(start) = self.epoch_start.as_mut() {
+            let realtime_elapsed = i128::from(realtime) - i128::from(start.realtime);
+            let monotonic_elapsed = i128::from(monotonic.saturating_sub(start.monotonic));
+            if (realtime_elapsed - monotonic_elapsed).unsigned_abs() > u128::from(tolerance) {
+                start.jumped = true;
+            }
+        }
+    }
+
     fn epoch_begin(&mut self, monotonic: u64, realtime: i64) {
         self.epoch_start = Some(EpochStart {
             monotonic,
             realtime,
+            jumped: false,
         });
         self.samples.fill(None);
         assert!(self.samples[usize::from(self.replica)].is_none());
@@ -856,5 +882,58 @@ mod tests {
         let time = clock.realtime_synchronized(m_now, jumped).unwrap();
         assert_eq!(time, r_true + interval.upper);
         assert!((time - r_true).unsigned_abs() <= TOLERANCE);
+    }
+
+    /// A wall clock that jumps and comes back inside one epoch reads fine at both ends, but the
+    /// samples taken in between were measured against the jumped clock: the epoch fails. (VOPR:
+    /// a primary installed an 8 s offset that way and timestamped 5 s behind true time.)
+    #[test]
+    fn clock_jump_and_back_within_an_epoch_fails_it() {
+        let mut clock = Clock::new(2, 0, TOLERANCE, EPOCH, WINDOW);
+        let (m, r) = (ORIGIN, ORIGIN as i64);
+        clock.tick(m, r);
+        let jump = 10 * TOLERANCE as i64;
+        let (m1, r1) = (m + EPOCH / 2, r + (EPOCH / 2) as i64 + jump);
+        clock.tick(m1, r1);
+        clock.learn(
+            1,
+            m1,
+            r1 - jump + 5 * MS as i64,
+            m1 + 10 * MS,
+            r1 + 10 * MS as i64,
+        );
+        clock.tick(m + EPOCH, r + EPOCH as i64);
+        assert!(!clock.synchronized(m + EPOCH));
+        assert_eq!(clock.epochs_failed(), 1);
+    }
+
+    /// Our clock is far off; one peer's accurate sample says so, the other's sample is so slow
+    /// that its interval would also contain our reading. The slow sample is no evidence: no
+    /// majority agrees, and the epoch fails instead of installing our own wrong clock.
+    #[test]
+    fn clock_slow_sample_does_not_vouch_for_a_clock_far_off() {
+        // The VOPR seed's configuration: 0.1 s tolerance, 0.7 s epochs, 5 s window.
+        let (tolerance, epoch) = (100 * MS, 700 * MS);
+        let mut clock = Clock::new(3, 0, tolerance, epoch, 5 * S);
+        let (m, r) = (ORIGIN, ORIGIN as i64);
+        clock.tick(m, r);
+        let off = 6 * tolerance as i64; // our wall clock is this far ahead of the truth
+                                        // Peer 1: a 0.5 s round trip, its clock read at the truth mid-way.
+        let slow = 5 * tolerance;
+        clock.learn(1, m, r + (slow / 2) as i64 - off, m + slow, r + slow as i64);
+        // Peer 2: a fast, accurate sample: its clock reads the truth.
+        let fast = tolerance / 10;
+        let m2 = m + slow + MS;
+        let r2 = r + (m2 - m) as i64;
+        clock.learn(
+            2,
+            m2,
+            r2 + (fast / 2) as i64 - off,
+            m2 + fast,
+            r2 + fast as i64,
+        );
+        clock.tick(m + epoch, r + epoch as i64);
+        assert!(!clock.synchronized(m + epoch));
+        assert_eq!(clock.epochs_failed(), 1);
     }
 }

@@ -348,7 +348,9 @@ pub struct ClusterTimeCheck {
     tick_ns: u64,
     offsets_ns: Vec<i64>,
     drifts_ppm: Vec<i64>,
-    /// Per replica: the tick its latest clock excursion ends (0: none).
+    /// Per replica: the tick its latest clock excursion ends (0: none). A replica counts as
+    /// faulty for the window (plus an epoch) after that: an interval installed from samples
+    /// taken while it was off may be used that long.
     excursion_until: Vec<u64>,
     /// Per replica: the newest (view, op) checked, so a resent prepare is not checked again.
     checked: Vec<(u32, u64)>,
@@ -363,7 +365,9 @@ impl ClusterTimeCheck {
         let tick_ns = vsr::config::TICK_MS * 1_000_000;
         ClusterTimeCheck {
             tolerance_ns: config.clock_offset_tolerance_max_ns,
-            window_ticks: config.clock_synchronization_window_ns.div_ceil(tick_ns),
+            // An interval is computed from an epoch's samples and used for a window after it.
+            window_ticks: (config.clock_synchronization_window_ns + config.clock_epoch_ns)
+                .div_ceil(tick_ns),
             tick_ns,
             offsets_ns: options.clock_offsets_ns.clone(),
             drifts_ppm: options.clock_drifts_ppm.clone(),
