@@ -362,7 +362,7 @@ reap() { # id
     [[ ${job_kind[$id]} == regression ]] || done_new=$((done_new + 1))
     if [[ -z $reason ]]; then
         passed=$((passed + 1))
-        grep -E '^[[:space:]]*(faults|stats|checkpoints|durability|corrupted|cluster_time):' "$work/$id.1.stdout" >>"$work/counters" || true
+        grep -E '^[[:space:]]*(faults|stats|checkpoints|durability|corrupted|cluster_time|liveness):' "$work/$id.1.stdout" >>"$work/counters" || true
     else
         report_failure "$id" "$reason"
     fi
@@ -496,7 +496,7 @@ printf '  failed:       %d%s\n' "$failures" "${failed_seeds[*]:+ (seeds: ${faile
 printf '  determinism:  %d seed(s) run twice with identical results\n' "$det_checked"
 printf '  elapsed:      %ds, %s seeds/min\n' $((elapsed / 1000000)) "$(rate "$done_total" "$elapsed")"
 if [[ -s $work/counters ]]; then
-    echo "  counters (summed over passed seeds):"
+    echo "  counters (summed over passed seeds; (max): the largest in one seed):"
     awk '
         {
             sub(/^[[:space:]]+/, "")
@@ -508,11 +508,24 @@ if [[ -s $work/counters ]]; then
                 if (token !~ /^[^=]+=-?[0-9]+$/) continue
                 eq = index(token, "=")
                 key = prefix "." substr(token, 1, eq - 1)
-                if (!(key in sum)) { order[++n] = key; if (length(key) > width) width = length(key) }
-                sum[key] += substr(token, eq + 1)
+                value = substr(token, eq + 1) + 0
+                is_max = (key ~ /_max|_ticks$/)
+                if (!(key in sum)) {
+                    order[++n] = key
+                    if (length(key) > width) width = length(key)
+                    sum[key] = value
+                    maxed[key] = is_max
+                } else if (is_max) {
+                    if (value > sum[key]) sum[key] = value
+                } else {
+                    sum[key] += value
+                }
             }
         }
-        END { for (i = 1; i <= n; i++) printf "    %-" width "s %.0f\n", order[i], sum[order[i]] }
+        END {
+            for (i = 1; i <= n; i++)
+                printf "    %-" width + 6 "s %.0f\n", order[i] (maxed[order[i]] ? " (max)" : ""), sum[order[i]]
+        }
     ' "$work/counters"
 fi
 

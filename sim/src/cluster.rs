@@ -196,6 +196,8 @@ pub struct FaultCounts {
     pub crashes_after_write_submitted: u64,
     pub crashes_after_write_completed: u64,
     pub crashes_after_send: u64,
+    /// Long outages (`SimOptions::outage`) that started.
+    pub outages: u64,
     /// Sectors corrupted where it hurts, per `Corruption` class.
     pub corrupted: [u64; Corruption::EVERY.len()],
 }
@@ -256,6 +258,10 @@ pub struct Simulator {
     /// Cluster time: each prepare's timestamp against the simulator's true time.
     pub cluster_time: ClusterTimeCheck,
     pub evictions: u64,
+    /// Ticks from the healing of the cluster to full convergence (None: not converged).
+    pub heal_to_converge_ticks: Option<u64>,
+    /// Why a cluster that did not converge was not a liveness failure (`stuck_by_double_fault`).
+    pub liveness_excused: Option<String>,
     /// Ledger seeds: the request generator and its own random stream.
     workload: Option<(Workload, ChaCha8Rng)>,
     body: Vec<u8>,
@@ -396,6 +402,8 @@ impl Simulator {
             faults: FaultCounts::default(),
             faults_enabled: true,
             journal_check_interval: JOURNAL_CHECK_INTERVAL,
+            heal_to_converge_ticks: None,
+            liveness_excused: None,
             trace,
             retired_stats: ReplicaStats::default(),
             replies: 0,
@@ -713,6 +721,7 @@ impl Simulator {
         while self.tick < cap && self.tick - progress_tick < liveness_ticks_max {
             self.step()?;
             if self.converged() {
+                self.heal_to_converge_ticks = Some(self.tick - healed);
                 self.check_journals()?;
                 return self.check_acknowledged();
             }
@@ -722,12 +731,69 @@ impl Simulator {
                 progress_tick = self.tick;
             }
         }
+        if let Some(reason) = self.stuck_by_double_fault() {
+            self.liveness_excused = Some(reason);
+            return Ok(());
+        }
         Err(format!(
             "liveness: no convergence {} ticks after healing ({} without progress):{}",
             self.tick - healed,
             self.tick - progress_tick,
             self.describe_state()
         ))
+    }
+
+    /// A stall the protocol must not resolve, so not a liveness failure: a replica in
+    /// RecoveringHead cannot vote in a view change (it may have forgotten prepares it
+    /// acknowledged), and an op above every replica's commit point is held intact by no replica,
+    /// so the view change can neither repair it nor prove it uncommitted with the voters left.
+    /// That takes two faults on different replicas (a crash that lost a head and the only copy
+    /// of an op damaged), beyond the one the fault atlas guarantees the cluster survives.
+    fn stuck_by_double_fault(&self) -> Option<String> {
+        let up: Vec<&SimReplica> = self
+            .replicas
+            .iter()
+            .filter_map(|slot| match slot {
+                Slot::Up(r) => Some(&**r),
+                _ => None,
+            })
+            .collect();
+        if up.len() != self.replicas.len() || up.iter().any(|r| r.status() == Status::Normal) {
+            return None;
+        }
+        let head_lost = up
+            .iter()
+            .filter(|r| r.status() == Status::RecoveringHead)
+            .count();
+        if head_lost == 0 {
+            return None;
+        }
+        let commit_max = up.iter().map(|r| r.commit_max()).max()?;
+        let op_max = up.iter().map(|r| r.op()).max()?;
+        for op in commit_max + 1..=op_max {
+            let checksums: Vec<u128> = up
+                .iter()
+                .filter_map(|r| r.journal().header(op).map(|h| h.checksum))
+                .collect();
+            let held = checksums
+                .iter()
+                .any(|&c| up.iter().any(|r| r.journal().has_clean(op, c)));
+            // Voters that can prove they never acknowledged the op: their head is below it, or
+            // their slot for it is empty or dirty but readable (a damaged slot proves nothing).
+            let nacks = up
+                .iter()
+                .filter(|r| r.status() != Status::RecoveringHead)
+                .filter(|r| r.op() < op || !r.journal().is_faulty_slot(op))
+                .count();
+            let quorum_nack = up.len() - up[0].quorum_replication() + 1;
+            if !checksums.is_empty() && !held && nacks < quorum_nack {
+                return Some(format!(
+                    "op {op} (above every commit point) is intact on no replica and {head_lost} \
+                     replica(s) lost their head, so no nack quorum can form"
+                ));
+            }
+        }
+        None
     }
 
     /// Commits on every replica that is up, and requests completed by every client.
@@ -823,6 +889,18 @@ impl Simulator {
 
     fn inject_faults(&mut self) {
         self.inject_corruption();
+        if let Some(outage) = self.options.outage {
+            let index = outage.replica as usize;
+            if self.faults_enabled
+                && self.tick == outage.start_tick
+                && matches!(self.replicas[index], Slot::Up(_))
+                && self.unavailable_count(index) < self.options.crashed_max
+            {
+                let restart_at = self.tick + outage.duration_ticks;
+                self.crash_with(index, restart_at, |_, _, _| CrashFate::Random);
+                self.faults.outages += 1;
+            }
+        }
         for index in 0..self.replicas.len() {
             match &self.replicas[index] {
                 Slot::Down { restart_at, .. } if *restart_at <= self.tick => self.restart(index),
@@ -871,6 +949,12 @@ impl Simulator {
                     time.excursion(sign * magnitude, duration);
                     self.faults.clock_excursions += 1;
                     self.cluster_time.on_excursion(index, self.tick + duration);
+                    if self.trace {
+                        eprintln!(
+                            "[sim] replica {index}: clock excursion of {} ms for {duration} ticks",
+                            sign * magnitude / 1_000_000
+                        );
+                    }
                 }
             }
         }
@@ -985,6 +1069,10 @@ impl Simulator {
             return Ok(0);
         };
         let replica_index = index as u8;
+        if replica.status() != Status::Recovering {
+            self.durability
+                .observe_superblock(replica_index, replica.storage())?;
+        }
         while let Some(event) = replica.poll_event() {
             match event {
                 Event::Info(line) if self.trace => eprintln!("[r{index}] info: {line}"),

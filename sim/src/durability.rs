@@ -24,7 +24,7 @@
 
 use crate::checker::Checker;
 use crate::storage::SimStorage;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use vsr::config::REPLICAS_MAX;
 use vsr::header::commands::{CheckpointName, Commit, DoViewChange, Ping, Reply, StartView};
 use vsr::header::{Command, Header, HEADER_SIZE};
@@ -55,6 +55,9 @@ pub struct Durability {
     committed_max: u64,
     /// Per replica: its durable VSR state, and the storage generation it was read at.
     superblocks: Vec<Option<(u64, Durable)>>,
+    /// Per replica: every checkpoint its durable superblock has recorded (as durable or the one
+    /// before), read at each superblock generation.
+    checkpoints_recorded: Vec<BTreeSet<(u64, u128)>>,
     pub stats: DurabilityStats,
 }
 
@@ -114,6 +117,7 @@ impl Durability {
             committed: BTreeMap::new(),
             committed_max: 0,
             superblocks: vec![None; replica_count as usize],
+            checkpoints_recorded: vec![BTreeSet::new(); replica_count as usize],
             stats: DurabilityStats::default(),
         }
     }
@@ -144,6 +148,12 @@ impl Durability {
         let view_min = &mut acks.view_min[replica as usize];
         *view_min = Some(view_min.map_or(view, |v| v.min(view)));
         Ok(())
+    }
+
+    /// Reads replica `replica`'s durable superblock if it may have changed since the last
+    /// read, so every state it passes through is seen (called after every event).
+    pub fn observe_superblock(&mut self, replica: u8, storage: &SimStorage) -> Promise {
+        self.durable_state(replica, storage).map(|_| ())
     }
 
     /// A primary normal in `view` has its commit point at `commit_max`: every op up to it not
@@ -237,11 +247,13 @@ impl Durability {
         self.stats.checkpoints += 1;
         let state = self.durable_state(replica, storage)?;
         let (durable, durable_previous) = (state.checkpoint, state.checkpoint_previous);
-        // Either of the two the superblock records may be named: while a superblock write is
-        // under way, a restart could already choose the new state, which records the one the
-        // replica still advertises as the previous checkpoint. "None" promises nothing.
-        let recorded =
-            |name: CheckpointName| name.op == 0 || name == durable || name == durable_previous;
+        // A checkpoint the superblock recorded durably at some point: while a superblock write
+        // is under way, a restart could already choose the new state while the replica still
+        // names the one before (`None` promises nothing). One never recorded is the bug.
+        let recorded = |name: CheckpointName| {
+            name.op == 0
+                || self.checkpoints_recorded[replica as usize].contains(&(name.op, name.id))
+        };
         if !recorded(checkpoint) || previous.is_some_and(|p| !recorded(p)) {
             return Err(format!(
                 "durability: replica {replica} advertised checkpoint {checkpoint:?} (previous \
@@ -392,6 +404,12 @@ impl Durability {
             .vsr_state;
         let durable = Durable::of(&state);
         self.superblocks[replica as usize] = Some((generation, durable));
+        let recorded = &mut self.checkpoints_recorded[replica as usize];
+        recorded.insert((durable.checkpoint.op, durable.checkpoint.id));
+        recorded.insert((
+            durable.checkpoint_previous.op,
+            durable.checkpoint_previous.id,
+        ));
         Ok(durable)
     }
 }

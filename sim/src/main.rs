@@ -172,7 +172,7 @@ fn print_counters(sim: &Simulator) {
         c[0], c[1], c[2], c[3], c[4]
     );
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -183,6 +183,7 @@ fn print_counters(sim: &Simulator) {
         s.torn_writes,
         s.lost_writes,
         f.crashes,
+        f.outages,
         f.crashes_after_write_submitted,
         f.crashes_after_write_completed,
         f.crashes_after_send,
@@ -230,4 +231,9 @@ fn print_counters(sim: &Simulator) {
         "durability: acknowledgements={} do_view_changes={} nacks={} start_views={} replies={} checkpoints={}",
         d.acknowledgements, d.do_view_changes, d.nacks, d.start_views, d.replies, d.checkpoints,
     );
+    match (&sim.liveness_excused, sim.heal_to_converge_ticks) {
+        (Some(reason), _) => println!("liveness: excused_stalls=1 ({reason})"),
+        (None, Some(ticks)) => println!("liveness: heal_to_converge_ticks={ticks}"),
+        (None, None) => {}
+    }
 }

@@ -8,6 +8,13 @@ use rand_chacha::rand_core::Rng;
 use rand_chacha::ChaCha8Rng;
 use vsr::config::{Config, SECTOR_SIZE};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    pub replica: u8,
+    pub start_tick: u64,
+    pub duration_ticks: u64,
+}
+
 /// Where targeted corruption strikes: what the protocol's recovery and repair rest on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -50,6 +57,9 @@ pub struct SimOptions {
     pub storage: StorageOptions,
     /// Per tick, per up replica.
     pub crash_probability: f64,
+    /// One long outage: a replica crashed at `start_tick` and kept down for `duration_ticks`,
+    /// while the others go on past several checkpoints (it comes back to state sync).
+    pub outage: Option<Outage>,
     /// Per tick: one sector is corrupted where it hurts (`Corruption`), on a replica the fault
     /// atlas allows there, so every piece of data stays intact on enough replicas.
     pub corruption_probability: f64,
@@ -213,7 +223,7 @@ impl SimOptions {
         // replica comes back behind the cluster's journals and must state sync. Drawn from a
         // stream of their own, like pauses.
         let mut wrap_rng = rng::seeded(rng.clone().next_u64() ^ 0x7772_6170_0000_0000);
-        if chance(&mut wrap_rng, 0.5) {
+        if chance(&mut wrap_rng, 0.7) {
             let slots_min = 6 * (config.pipeline_max as u64 + 1) + 8;
             config.journal_slot_count = range(&mut wrap_rng, slots_min, slots_min + 32) as u32;
             let total = config.journal_slot_count as u64 * range(&mut wrap_rng, 4, 12);
@@ -223,6 +233,22 @@ impl SimOptions {
             requests_per_client = (0..client_count).map(|_| per_client).collect();
             restart_ticks_max = range(&mut wrap_rng, 500, 6000);
         }
+        // Depth: most seeds crash (recovery is what the journal's design is for), and some long
+        // seeds keep a crashed replica down past several checkpoints, so it must state sync.
+        // In a stream of their own, so seeds that crashed before replay as they did.
+        let mut depth_rng = rng::seeded(rng.clone().next_u64() ^ 0x6465_7074_6800_0000);
+        let mut crash_probability = crash_probability;
+        if crash_probability == 0.0 && chance(&mut depth_rng, 0.6) {
+            crash_probability = unit(&mut depth_rng) * 0.0005;
+        }
+        if restart_ticks_max >= 500 && chance(&mut depth_rng, 0.3) {
+            restart_ticks_max = range(&mut depth_rng, 6000, 12000);
+        }
+        let outage = (replica_count > 1 && chance(&mut depth_rng, 0.35)).then(|| Outage {
+            replica: range(&mut depth_rng, 0, replica_count as u64 - 1) as u8,
+            start_tick: range(&mut depth_rng, 500, 6000),
+            duration_ticks: range(&mut depth_rng, 3000, 12000),
+        });
         // Lost disks (`vsr recover`): in a stream of their own, like pauses.
         let mut disk_rng = rng::seeded(rng.clone().next_u64() ^ 0x6469_736b_0000_0000);
         let disk_loss_probability =
@@ -248,11 +274,9 @@ impl SimOptions {
             };
         // I/O-point crashes: in a stream of their own, like pauses.
         let mut io_crash_rng = rng::seeded(rng.clone().next_u64() ^ 0x696f_6372_6173_6800);
-        let io_crash_probability = if chance(&mut io_crash_rng, 0.5) {
-            unit(&mut io_crash_rng) * 0.002
-        } else {
-            0.0
-        };
+        // On in every seed (the durability checker's promises are worth most across a crash);
+        // the intensity is drawn, from rare to a crash every few hundred writes.
+        let io_crash_probability = 0.0001 + unit(&mut io_crash_rng) * 0.002;
         SimOptions {
             ledger: false,
             replica_count,
@@ -261,6 +285,7 @@ impl SimOptions {
             network,
             storage,
             crash_probability,
+            outage,
             corruption_probability,
             corruption_classes,
             io_crash_probability,
@@ -313,6 +338,7 @@ impl SimOptions {
             network: NetworkOptions::default(),
             storage: StorageOptions::default(),
             crash_probability: 0.0,
+            outage: None,
             corruption_probability: 0.0,
             corruption_classes: 0,
             io_crash_probability: 0.0,
