@@ -928,3 +928,52 @@ fn messages_naming_a_replica_outside_the_cluster_are_dropped_seed(seed: u64) {
     sim.set_client_workload(0, 4);
     ok(sim.run_until_converged(DEADLINE));
 }
+
+/// (n) A backup restarted after missing many ops repairs them at the speed of the network: each
+/// answer refills the repair window at once (and headers that extend the proven chain ask their
+/// sender for the next ones), instead of one window per repair timeout, which caught up at
+/// ~10 ops/s with real processes. Ticks from its restart until it holds all 120 missed ops
+/// durably, over seeds 0-49: 172-214 now, 369-395 with one window per timeout.
+#[test]
+fn restarted_backup_catches_up_without_waiting_for_repair_timeouts() {
+    for_each_seed(restarted_backup_catches_up_without_waiting_for_repair_timeouts_seed);
+}
+
+fn restarted_backup_catches_up_without_waiting_for_repair_timeouts_seed(seed: u64) {
+    let mut sim = warmed_up(seed, 3, 4, 1);
+    let p = primary(&sim);
+    let b = (p + 1) % 3;
+    sim.crash_replica(b);
+    let missed_before = sim.replica_op(p).unwrap();
+    for c in 0..4 {
+        sim.set_client_workload(c, 31);
+    }
+    ok(sim.run_until(
+        |s| (0..4).all(|c| s.client_requests_done(c) >= 31),
+        DEADLINE,
+    ));
+    let p = primary(&sim);
+    let head = sim.replica_op(p).unwrap();
+    assert!(
+        head - missed_before >= 120,
+        "missed {}",
+        head - missed_before
+    );
+    sim.restart_replica(b);
+    // Repaired: every op up to the head held durably (commits follow, one disk read each).
+    let ticks = ok(sim.run_until(
+        |s| {
+            s.replica(b).is_some_and(|r| {
+                r.status() == Status::Normal
+                    && (r.commit_min() + 1..=head)
+                        .all(|op| r.journal().header(op).is_some() && !r.journal().is_dirty(op))
+            })
+        },
+        DEADLINE,
+    ));
+    assert!(
+        ticks <= 280,
+        "repaired {} ops in {ticks} ticks",
+        head - missed_before
+    );
+}

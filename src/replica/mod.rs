@@ -291,6 +291,13 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     // Repair.
     repair_peer: u8,
     last_heard: [u64; REPLICAS_MAX],
+    /// Per journal slot: the op whose prepare was last requested for repair and the tick it
+    /// was, so an answer refills the window at once without asking again for what is on its way
+    /// (a request older than `repair_timeout` counts as lost).
+    prepare_requested: Vec<(u64, u64)>,
+    /// The tick headers up to the primary's commit point were last requested (repair of a head
+    /// behind the cluster's, one request in flight at a time).
+    head_requested_tick: Option<u64>,
     /// Primary: the tick since which it has lacked an uncommitted prepare of its own log (a
     /// latent sector fault found only when read) that no peer has supplied.
     primary_lacks_prepare_since: Option<u64>,
@@ -394,6 +401,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             request_start_view_nonce: 0,
             repair_peer: options.replica,
             last_heard: [0; REPLICAS_MAX],
+            prepare_requested: vec![(u64::MAX, 0); config.journal_slot_count as usize],
+            head_requested_tick: None,
             primary_lacks_prepare_since: None,
             ticks: 0,
             timeouts: Timeouts::new(&config),
@@ -778,6 +787,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
             for &(op, checksum) in &durable[..durable_count] {
                 self.on_prepare_durable(op, checksum);
+            }
+            if durable_count > 0 {
+                self.repair_refill();
             }
             for (op, checksum, purpose, message) in reads {
                 self.on_prepare_read(op, checksum, purpose, message);

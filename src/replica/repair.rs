@@ -31,16 +31,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     fn repair_normal(&mut self) {
         let per_message = self.config.headers_per_message() as u64;
         let primary = self.primary_index(self.view);
-        // The head is behind the cluster's commit point: fetch the headers we lack.
-        if self.is_backup() && self.op < self.commit_max {
-            let op_max = self.commit_max.min(self.op + per_message);
-            self.send_request_headers(primary, self.op + 1, op_max);
-        }
+        // The timeout re-asks whatever an answer did not come back for.
+        self.head_requested_tick = None;
+        self.repair_head();
         // A gap or a break in the hash chain between commit_min and the head.
         let floor = self.chain_floor();
-        if floor > self.commit_min + 1 {
+        if floor > self.repair_op_min() {
             let op_max = floor - 1;
-            let op_min = (self.commit_min + 1).max(op_max.saturating_sub(per_message - 1));
+            let op_min = self
+                .repair_op_min()
+                .max(op_max.saturating_sub(per_message - 1));
             // Any peer's headers below the floor are proven by the chain. A backup also asks its
             // primary, which may not hold them: after a state sync its journal starts above
             // the synced checkpoint.
@@ -55,31 +55,98 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.repair_prepares();
     }
 
-    /// Writes or fetches every prepare between commit_min and the head that is not yet durable.
+    /// Repair made progress (headers or a prepare arrived, a repaired prepare became durable):
+    /// refill the window at once instead of waiting for the repair timeout, so a replica behind
+    /// catches up at the speed of the network and the disk. Only the head and the prepares
+    /// windows are refilled here, each bounded; gap repair stays on the timeout.
+    pub(super) fn repair_refill(&mut self) {
+        if self.status != Status::Normal {
+            return;
+        }
+        self.repair_head();
+        self.repair_prepares();
+    }
+
+    /// A backup whose head is behind the primary's commit point asks the primary for the next
+    /// headers, one request in flight: each answer asks for the next (`repair_refill`).
+    fn repair_head(&mut self) {
+        if !(self.status == Status::Normal && self.is_backup() && self.op < self.commit_max) {
+            return;
+        }
+        if self.head_requested_tick.is_some() {
+            return;
+        }
+        let per_message = self.config.headers_per_message() as u64;
+        let op_max = self.commit_max.min(self.op + per_message);
+        self.send_request_headers(self.primary_index(self.view), self.op + 1, op_max);
+        self.head_requested_tick = Some(self.ticks);
+    }
+
+    /// Whether `op` can be in our journal beside our head: its slot is not the slot of a newer op
+    /// we hold. A replica whose checkpoint is ahead of its commit point (a state sync recorded it,
+    /// the state is still being fetched) holds ops more than a journal's length above
+    /// `commit_min`; one further below would overwrite a newer op's slot (VOPR seed
+    /// 3340111812461083769: a repaired op 300 and the head 347 took turns in one slot, and the
+    /// prepare_ok of 347 went out while the disk held 300).
+    pub(super) fn op_fits_journal(&self, op: u64) -> bool {
+        op + self.journal.slot_count() > self.op
+    }
+
+    /// The oldest op repair may fetch: above the commit point, and within a journal of the head.
+    fn repair_op_min(&self) -> u64 {
+        (self.commit_min + 1).max((self.op + 1).saturating_sub(self.journal.slot_count()))
+    }
+
+    /// Prepares being repaired at once (requested or being written): the prepare cache holds
+    /// each until it is durable, so more would evict one another.
+    fn repair_window(&self) -> usize {
+        self.prepare_cache.len()
+    }
+
+    /// Writes or fetches the prepares between commit_min and the head that are not yet durable,
+    /// oldest first (they commit in order), keeping up to `repair_window` of them on their way.
     fn repair_prepares(&mut self) {
-        let mut budget = self.config.pipeline_max as usize;
-        let mut op = self.commit_min + 1;
+        let window = self.repair_window();
+        let mut outstanding = 0;
+        let mut op = self.repair_op_min();
         let mut lacking = None;
-        while op <= self.op && budget > 0 {
+        while op <= self.op && outstanding < window {
             if let Some(header) = self.journal.header(op).copied() {
-                if self.journal.is_dirty(op) && !self.journal.writing(op) {
-                    budget -= 1;
-                    if let Some(message) = self.cached_prepare(op, header.checksum) {
-                        self.journal.write_prepare(&mut self.storage, &message);
-                    } else {
-                        if op > self.commit_max {
-                            lacking = lacking.or(Some(op));
-                        }
-                        let peer = self.next_repair_peer();
-                        if peer != u8::MAX {
-                            self.send_request_prepare(peer, op, header.checksum);
-                        }
+                if self.journal.is_dirty(op) {
+                    outstanding += 1;
+                    if !self.journal.writing(op) {
+                        self.repair_prepare(op, header.checksum, &mut lacking);
                     }
                 }
             }
             op += 1;
         }
+        assert!(outstanding <= window);
         self.primary_step_down_if_stuck(lacking);
+    }
+
+    /// Writes the prepare if it is in memory, or asks the next peer for it unless a request is
+    /// already on its way (one younger than half the repair timeout; older ones count as lost).
+    fn repair_prepare(&mut self, op: u64, checksum: u128, lacking: &mut Option<u64>) {
+        assert!(self.journal.is_dirty(op) && !self.journal.writing(op));
+        if let Some(message) = self.cached_prepare(op, checksum) {
+            self.journal.write_prepare(&mut self.storage, &message);
+            return;
+        }
+        if op > self.commit_max {
+            *lacking = lacking.or(Some(op));
+        }
+        let slot = self.journal.slot(op);
+        let (requested_op, requested_tick) = self.prepare_requested[slot];
+        if requested_op == op && self.ticks - requested_tick < self.config.repair_timeout_ticks / 2
+        {
+            return;
+        }
+        let peer = self.next_repair_peer();
+        if peer != u8::MAX {
+            self.send_request_prepare(peer, op, checksum);
+            self.prepare_requested[slot] = (op, self.ticks);
+        }
     }
 
     /// A primary that lacks one of its own uncommitted prepares (its copy was found damaged) and
@@ -108,17 +175,31 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
-    /// The next peer in round-robin order, or u8::MAX when alone.
+    /// The next peer in round-robin order, or u8::MAX when alone. Peers heard from within two
+    /// ping intervals come first: a request to a peer that is down or not yet reconnected would
+    /// wait a whole repair timeout.
     pub(super) fn next_repair_peer(&mut self) -> u8 {
         if self.replica_count == 1 {
             return u8::MAX;
         }
-        loop {
+        let recent_ticks = 2 * self.config.ping_timeout_ticks;
+        let mut fallback = u8::MAX;
+        for _ in 0..self.replica_count {
             self.repair_peer = (self.repair_peer + 1) % self.replica_count;
-            if self.repair_peer != self.replica {
+            if self.repair_peer == self.replica {
+                continue;
+            }
+            let heard = self.last_heard[self.repair_peer as usize];
+            if heard > 0 && self.ticks - heard <= recent_ticks {
                 return self.repair_peer;
             }
+            if fallback == u8::MAX {
+                fallback = self.repair_peer;
+            }
         }
+        assert!(fallback != u8::MAX && fallback != self.replica);
+        self.repair_peer = fallback;
+        fallback
     }
 
     pub(super) fn send_request_prepare(&mut self, replica: u8, op: u64, checksum: u128) {
@@ -209,13 +290,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.log(format_args!("repair prepare {header:?}"));
         self.cache_prepare(&message);
         self.journal.write_prepare(&mut self.storage, &message);
+        self.repair_refill();
     }
 
     /// A prepare whose header we lack is still ours to keep when the header above it in our log
     /// names it as parent, and that header is canonical: proven by the chain in normal status,
     /// or installed from the do_view_change quorum by a new primary choosing its log.
     fn repair_prepare_named_by_successor(&self, header: &Header) -> bool {
-        if header.op <= self.commit_min {
+        if header.op <= self.commit_min || !self.op_fits_journal(header.op) {
             return false;
         }
         let Some(next) = self.journal.header(header.op + 1) else {
@@ -290,20 +372,39 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             headers.push(h);
         }
         headers.sort_by_key(|h| std::cmp::Reverse(h.op));
+        let floor_before = self.chain_floor();
         if from_primary {
             self.install_headers_from_primary(&headers);
+            self.head_requested_tick = None;
         } else {
             for h in &headers {
                 self.repair_header_chained(h);
             }
         }
         self.commit_journal();
+        // The answer extended the proven chain downwards: ask its sender, who evidently holds
+        // the log there, for the headers below at once (one request per answer that made
+        // progress, so requests never multiply).
+        let floor = self.chain_floor();
+        if self.status == Status::Normal && floor < floor_before && floor > self.repair_op_min() {
+            let per_message = self.config.headers_per_message() as u64;
+            let op_max = floor - 1;
+            let op_min = self
+                .repair_op_min()
+                .max(op_max.saturating_sub(per_message - 1));
+            self.send_request_headers(header.replica, op_min, op_max);
+        }
+        self.repair_refill();
     }
 
     /// Headers from the primary of our view are canonical for it: install them, extending the head.
     pub(super) fn install_headers_from_primary(&mut self, headers: &[Header]) {
         for h in headers {
             if h.op <= self.commit_min || self.journal.has_header(h.op, h.checksum) {
+                continue;
+            }
+            // Newest first: once the head is raised, older ops that do not fit are not held.
+            if h.op <= self.op && !self.op_fits_journal(h.op) {
                 continue;
             }
             if h.op > self.op_limit() {
@@ -323,7 +424,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     /// Accepts a header from anyone if it is the parent of a header the chain already proves.
     fn repair_header_chained(&mut self, h: &Header) {
-        if h.op <= self.commit_min || h.op >= self.op || self.journal.has_header(h.op, h.checksum) {
+        if h.op <= self.commit_min
+            || h.op >= self.op
+            || !self.op_fits_journal(h.op)
+            || self.journal.has_header(h.op, h.checksum)
+        {
             return;
         }
         let floor = self.chain_floor();
