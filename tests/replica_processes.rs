@@ -213,3 +213,45 @@ fn a_backup_resumed_after_sigstop_under_load_does_not_exhaust_its_pool() {
         cluster.log(backup)
     );
 }
+
+/// A killed primary's connections close at once, and its backups start the view change on that
+/// (once it has also been silent for half a heartbeat interval) rather than after the 5 s
+/// normal-status timeout: the log names the reason, and the cluster serves again in the new view.
+#[test]
+fn backups_start_a_view_change_when_the_primary_connection_closes() {
+    let mut cluster = TestCluster::format("primary-disconnect", 3);
+    cluster.start_all();
+    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    client
+        .request(CREATE_ACCOUNTS, &account_body(1), Duration::from_secs(60))
+        .expect("the cluster serves");
+    let view = (0..3)
+        .map(|r| common::view(&cluster.inspect(r)))
+        .max()
+        .unwrap();
+    let primary = (view % 3) as usize;
+    let backups = [(primary + 1) % 3, (primary + 2) % 3];
+    let logged_before = backups.map(|b| cluster.log(b).len());
+    let since_kill =
+        |cluster: &TestCluster, i: usize| cluster.log(backups[i])[logged_before[i]..].to_string();
+    cluster.kill9(primary);
+    common::wait_for(
+        "a backup to suspect the primary",
+        Duration::from_secs(30),
+        || {
+            (0..2)
+                .any(|i| since_kill(&cluster, i).contains("the connection to the primary closed"))
+                .then_some(())
+        },
+    );
+    client
+        .request(CREATE_ACCOUNTS, &account_body(2), Duration::from_secs(60))
+        .expect("the cluster serves in the new view");
+    for (i, backup) in backups.iter().enumerate() {
+        let log = since_kill(&cluster, i);
+        assert!(
+            !log.contains("no word from the primary within normal_status_timeout"),
+            "replica {backup} waited for the timeout:\n{log}"
+        );
+    }
+}

@@ -20,6 +20,7 @@ use crate::storage::{CrashFate, FaultAtlas, SimStorage, StorageStats};
 use crate::time::SimTime;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cell::Cell;
 use std::rc::Rc;
 use vsr::bus::MessageBus;
 use vsr::client::{Client, ClientBus, ClientEvent};
@@ -43,6 +44,9 @@ pub struct SimBus {
 pub struct ReplicaBus {
     pub outbox: Vec<(Process, Vec<u8>)>,
     pub pool: MessagePool,
+    /// Which replicas are up (bit per replica), shared by every bus: a crashed process's
+    /// connections close at once, as TCP's would; a paused or partitioned one's do not.
+    pub up: Rc<Cell<u64>>,
 }
 
 impl MessageBus for ReplicaBus {
@@ -53,6 +57,9 @@ impl MessageBus for ReplicaBus {
     fn send_to_client(&mut self, client: u128, message: &Message) {
         self.outbox
             .push((Process::Client(client), message.bytes().to_vec()));
+    }
+    fn connected_to_replica(&self, replica: u8) -> bool {
+        self.up.get() & (1 << replica) != 0
     }
 }
 
@@ -239,6 +246,8 @@ pub struct Simulator {
     /// Targeted corruption, likewise.
     corrupt_rng: ChaCha8Rng,
     pub(crate) replicas: Vec<Slot>,
+    /// Bit per replica: up (`ReplicaBus::up`).
+    replicas_up: Rc<Cell<u64>>,
     /// Per replica: paused until this tick (exclusive), or running.
     pub(crate) paused_until: Vec<Option<u64>>,
     pub(crate) network: PacketSimulator,
@@ -403,6 +412,7 @@ impl Simulator {
             faults_enabled: true,
             journal_check_interval: JOURNAL_CHECK_INTERVAL,
             heal_to_converge_ticks: None,
+            replicas_up: Rc::new(Cell::new(0)),
             liveness_excused: None,
             trace,
             retired_stats: ReplicaStats::default(),
@@ -462,7 +472,9 @@ impl Simulator {
         let bus = ReplicaBus {
             outbox: Vec::new(),
             pool: pool.clone(),
+            up: Rc::clone(&self.replicas_up),
         };
+        self.replicas_up.set(self.replicas_up.get() | 1 << index);
         let replica = Replica::open_with_pool(
             ReplicaOptions {
                 cluster: self.cluster,
@@ -563,6 +575,7 @@ impl Simulator {
         add_stats(&mut self.retired_stats, replica.stats());
         let (mut storage, _bus, time, _sm) = replica.into_parts();
         storage.crash_with(fate);
+        self.replicas_up.set(self.replicas_up.get() & !(1 << index));
         self.replicas[index] = Slot::Down {
             storage,
             time,
@@ -1399,6 +1412,7 @@ fn add_stats(total: &mut ReplicaStats, s: &ReplicaStats) {
     total.rejoins_completed += s.rejoins_completed;
     total.prepares_resent += s.prepares_resent;
     total.primary_step_downs += s.primary_step_downs;
+    total.primary_disconnects += s.primary_disconnects;
     total.views_started += s.views_started;
     total.repairs_headers += s.repairs_headers;
     total.repairs_prepares += s.repairs_prepares;

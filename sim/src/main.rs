@@ -194,7 +194,7 @@ fn print_counters(sim: &Simulator) {
         sim.clock_epochs_failed(),
     );
     println!(
-        "stats: commits={} canonical_ops={} view_changes={} views_started={} repairs_headers={} repairs_prepares={} truncations={} evictions={} replies={} replies_checked={} dropped_invalid={} pool_exhausted={} primary_step_downs={}",
+        "stats: commits={} canonical_ops={} view_changes={} views_started={} repairs_headers={} repairs_prepares={} truncations={} evictions={} replies={} replies_checked={} dropped_invalid={} pool_exhausted={} primary_step_downs={} primary_disconnects={}",
         r.commits,
         sim.checker.history.len(),
         r.view_changes,
@@ -208,6 +208,7 @@ fn print_counters(sim: &Simulator) {
         r.messages_dropped_invalid,
         r.pool_exhausted,
         r.primary_step_downs,
+        r.primary_disconnects,
     );
     println!(
         "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} checkpoints_held_back={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={} start_views_deferred={} rejoins_completed={}",

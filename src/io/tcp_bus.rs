@@ -923,6 +923,14 @@ impl MessageBus for TcpBus {
             None => self.stats.send_dropped += 1,
         }
     }
+
+    fn connected_to_replica(&self, replica: u8) -> bool {
+        self.replicas
+            .get(replica as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|conn| self.connections[conn].state == State::Connected)
+    }
 }
 
 impl Drop for TcpBus {

@@ -72,6 +72,8 @@ pub struct ReplicaStats {
     pub views_started: u64,
     pub repairs_headers: u64,
     pub repairs_prepares: u64,
+    /// View changes started because the connection to the primary closed (not a timeout).
+    pub primary_disconnects: u64,
     pub truncations: u64,
     pub commits: u64,
     pub evictions: u64,
@@ -295,6 +297,9 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     /// was, so an answer refills the window at once without asking again for what is on its way
     /// (a request older than `repair_timeout` counts as lost).
     prepare_requested: Vec<(u64, u64)>,
+    /// Backup: the tick since which its connection to the primary has been down (the bus's
+    /// hint), while it has been continuously (`suspect_disconnected_primary`).
+    primary_disconnected_since: Option<u64>,
     /// The tick headers up to the primary's commit point were last requested (repair of a head
     /// behind the cluster's, one request in flight at a time).
     head_requested_tick: Option<u64>,
@@ -403,6 +408,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             last_heard: [0; REPLICAS_MAX],
             prepare_requested: vec![(u64::MAX, 0); config.journal_slot_count as usize],
             head_requested_tick: None,
+            primary_disconnected_since: None,
             primary_lacks_prepare_since: None,
             ticks: 0,
             timeouts: Timeouts::new(&config),
@@ -593,6 +599,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         self.clock.tick(self.time.monotonic(), self.time.realtime());
         self.journal.flush(&mut self.storage, &self.pool);
+        self.suspect_disconnected_primary();
         self.timeouts.tick();
         if self.timeouts.ping.fired() {
             self.timeouts.ping.rearm(&mut self.prng);

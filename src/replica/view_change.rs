@@ -96,6 +96,10 @@ impl Dvc {
     }
 }
 
+/// Ticks the connection to the primary must stay down before a backup suspects it: longer
+/// than a re-dial of a connection that merely broke (20-40 ms), shorter than the silence.
+const PRIMARY_DISCONNECTED_TICKS_MIN: u64 = 10;
+
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// `reason` says why, for the operator: a view change is rare in a healthy cluster, and a
     /// string of them is the first thing to look for when throughput collapses.
@@ -793,6 +797,41 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
         self.commit_journal();
         self.repair();
+    }
+
+    /// A backup whose connection to its primary has closed (the bus's hint: the primary's
+    /// process is likely gone, killed or crashed) does not wait out `normal_status_timeout`: once
+    /// the connection has stayed down for `PRIMARY_DISCONNECTED_TICKS_MIN` and the primary has
+    /// been silent for half a commit heartbeat interval, it starts the view change. Safe for any
+    /// reason (a view change is always safe); a connection that is merely re-dialed (tens of
+    /// milliseconds) costs no view. A primary never heard from (just restarted, not yet
+    /// connected) is left to the timeout.
+    pub(super) fn suspect_disconnected_primary(&mut self) {
+        if self.status != Status::Normal || !self.is_backup() {
+            self.primary_disconnected_since = None;
+            return;
+        }
+        let primary = self.primary_index(self.view);
+        if self.bus.connected_to_replica(primary) {
+            self.primary_disconnected_since = None;
+            return;
+        }
+        let since = *self.primary_disconnected_since.get_or_insert(self.ticks);
+        let heard = self.last_heard[primary as usize];
+        let silence_ticks = (self.config.commit_timeout_ticks / 2).max(1);
+        if heard == 0
+            || self.ticks - heard < silence_ticks
+            || self.ticks - since < PRIMARY_DISCONNECTED_TICKS_MIN
+        {
+            return;
+        }
+        assert!(self.ticks > heard && self.ticks > since);
+        self.stats.primary_disconnects += 1;
+        self.primary_disconnected_since = None;
+        self.transition_to_view_change(
+            self.view + 1,
+            "the connection to the primary closed and it has been silent since",
+        );
     }
 
     pub(super) fn on_normal_status_timeout(&mut self) {
