@@ -13,6 +13,7 @@
 
 use crate::checker::{Checker, ClusterTimeCheck};
 use crate::durability::Durability;
+use crate::ledger_check::{self, LEDGER_CHECK_INTERVAL};
 use crate::network::{PacketSimulator, Process};
 use crate::options::{Corruption, SimOptions};
 use crate::rng::{chance, pick, range};
@@ -658,6 +659,9 @@ impl Simulator {
             }
         }
         self.step_clients();
+        if self.tick.is_multiple_of(LEDGER_CHECK_INTERVAL) {
+            self.check_ledgers(false)?;
+        }
         if self.tick.is_multiple_of(self.journal_check_interval.max(1)) {
             self.check_journals()
         } else {
@@ -691,6 +695,32 @@ impl Simulator {
                 |op| journal.header(op),
                 |op| journal.is_dirty(op),
             )?;
+        }
+        Ok(())
+    }
+
+    /// The ledger checker (`ledger_check`) on every replica that runs the ledger, is up, past
+    /// `Recovering` and has a state: double entry and limits, and with `full` also every
+    /// account's balances against its transfers.
+    pub fn check_ledgers(&self, full: bool) -> Result<(), String> {
+        for (index, slot) in self.replicas.iter().enumerate() {
+            let Slot::Up(replica) = slot else { continue };
+            if replica.status() == Status::Recovering || !replica.state_available() {
+                continue;
+            }
+            let SimStateMachine::Ledger(ledger) = replica.state_machine() else {
+                continue;
+            };
+            let at = |e: String| {
+                format!(
+                    "ledger: replica {index} at op {}: {e}",
+                    replica.commit_min()
+                )
+            };
+            ledger_check::check_balances(ledger).map_err(at)?;
+            if full {
+                ledger_check::check_transfers(ledger).map_err(at)?;
+            }
         }
         Ok(())
     }
@@ -736,6 +766,7 @@ impl Simulator {
             if self.converged() {
                 self.heal_to_converge_ticks = Some(self.tick - healed);
                 self.check_journals()?;
+                self.check_ledgers(true)?;
                 return self.check_acknowledged();
             }
             let now = self.progress();

@@ -11,6 +11,7 @@
 //!   this replica's (4, 5.1);
 //! - a do_view_change of view v only with view >= v durable, naming the durable log_view (5.1);
 //!   and never a nack of a prepare this replica acknowledged that committed before view v (5.5);
+//!   and an entry flagged CLEAN only for a prepare durable in its slot (5.3);
 //! - a start_view of view v only with the view's log durable, and holding every op committed
 //!   before view v, which includes every op a client was told committed (5.4).
 //!
@@ -284,6 +285,22 @@ impl Durability {
             ));
         }
         let entries = headers_with_flags(body);
+        // CLEAN says the prepare is durable here (5.3): the new primary counts on it as no nack
+        // and may ask this replica for it.
+        for (i, (h, flags)) in entries.iter().enumerate() {
+            let clean = flags & FLAG_PRESENT != 0 && flags & FLAG_CLEAN != 0;
+            if !clean || h.command != Command::Prepare as u8 {
+                continue;
+            }
+            let op = dvc.op - i as u64;
+            if let Err(missing) = self.prepare_durable(storage, op, h.checksum) {
+                return Err(format!(
+                    "durability: replica {replica}'s do_view_change for view {} flags op {op} \
+                     clean before {missing} was durable",
+                    dvc.view
+                ));
+            }
+        }
         for (&(op, checksum), acks) in self.acks.range((dvc.commit_max + 1, 0)..) {
             let acked = acks.before(dvc.view);
             if !acked.contains(replica) || !self.committed_before(dvc.view, op, checksum) {
@@ -365,14 +382,7 @@ impl Durability {
     /// missing.
     fn journal_entry_durable(&self, storage: &SimStorage, op: u64, checksum: u128) -> Promise {
         let slot = op % self.layout.slot_count;
-        let prepare = Header::read_from(storage.durable(
-            Zone::WalPrepares,
-            slot * self.layout.message_size_max,
-            HEADER_SIZE,
-        ));
-        if !prepare.valid_checksum() || prepare.checksum != checksum {
-            return Err(format!("its prepare (slot {slot})"));
-        }
+        self.prepare_durable(storage, op, checksum)?;
         let ring = Header::read_from(storage.durable(
             Zone::WalHeaders,
             slot * HEADER_SIZE as u64,
@@ -380,6 +390,20 @@ impl Durability {
         ));
         if !ring.valid_checksum() || ring.checksum != checksum {
             return Err(format!("its header-ring entry (slot {slot})"));
+        }
+        Ok(())
+    }
+
+    /// Whether the prepare `op`/`checksum` is durable in its slot; else which is missing.
+    fn prepare_durable(&self, storage: &SimStorage, op: u64, checksum: u128) -> Promise {
+        let slot = op % self.layout.slot_count;
+        let prepare = Header::read_from(storage.durable(
+            Zone::WalPrepares,
+            slot * self.layout.message_size_max,
+            HEADER_SIZE,
+        ));
+        if !prepare.valid_checksum() || prepare.checksum != checksum {
+            return Err(format!("its prepare (slot {slot})"));
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod durability;
+pub mod ledger_check;
 pub mod network;
 pub mod options;
 pub mod rng;
