@@ -83,7 +83,7 @@ impl Config {
             ping_timeout_ticks: 100,
             prepare_timeout_ticks: 25,
             commit_timeout_ticks: 50,
-            normal_status_timeout_ticks: 500,
+            normal_status_timeout_ticks: 200,
             view_change_status_timeout_ticks: 500,
             view_change_message_timeout_ticks: 50,
             repair_timeout_ticks: 50,

@@ -37,8 +37,9 @@ use std::time::{Duration, Instant};
 /// The request timeout's first interval (ticks of 10 ms): a request is retried, and every replica
 /// pinged, when no reply came within it.
 const REQUEST_TIMEOUT_TICKS: u64 = 20;
-/// The longest retry interval (ticks): a healed cluster is noticed within about a second.
-const REQUEST_TIMEOUT_MAX_TICKS: u64 = 100;
+/// The longest retry interval (ticks): a new primary or a healed cluster is noticed within half
+/// a second.
+const REQUEST_TIMEOUT_MAX_TICKS: u64 = 50;
 
 /// Why the cluster did not answer, as far as this client can tell from what it saw since its
 /// request was first sent: connection failures, connections closed unanswered, and the pongs
