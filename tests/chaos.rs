@@ -38,7 +38,8 @@ const REPLICAS: usize = 3;
 const ACCOUNTS: u128 = 64;
 const MESSAGE_SIZE_MAX: usize = 65536;
 const EVENT_SIZE: usize = 128;
-/// Each worker's request timeout: a killed primary costs ~5 s before a new one is elected.
+/// Each worker's request timeout: longer than a view change after a stopped primary (2 s of
+/// silence) or a killed one (~0.3 s), so a request outlives the fault that delayed it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the nemesis waits for a faulted replica to catch up before it says so.
 const CATCH_UP_MAX: Duration = Duration::from_secs(120);

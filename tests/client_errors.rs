@@ -72,12 +72,22 @@ impl Drop for Repl {
 
 /// `vsr repl --command`: (exit code, stdout, stderr).
 fn repl_command(cluster: u128, addresses: &str, statement: &str) -> (i32, String, String) {
+    repl_command_within(cluster, addresses, statement, 2)
+}
+
+/// `repl_command` with a deadline of `timeout_s` seconds.
+fn repl_command_within(
+    cluster: u128,
+    addresses: &str,
+    statement: &str,
+    timeout_s: u64,
+) -> (i32, String, String) {
     let out = Command::new(common::VSR)
         .args([
             "repl",
             &format!("--cluster={cluster}"),
             &format!("--addresses={addresses}"),
-            "--timeout=2",
+            &format!("--timeout={timeout_s}"),
             "--command",
             statement,
         ])
@@ -308,12 +318,15 @@ fn errors_name_a_short_address_list_only_backups_and_a_primary_that_cannot_commi
         "{stderr}"
     );
 
-    // The primary stopped: the backups answer (they wait 5 s before electing another).
+    // The primary stopped: the backups answer (they wait out 2 s of silence before electing
+    // another: a stopped process keeps its connections, so the request's 1 s deadline comes
+    // first).
     cluster.signal(primary, libc::SIGSTOP);
-    let (code, _, stderr) = repl_command(
+    let (code, _, stderr) = repl_command_within(
         cluster.cluster,
         &cluster.addresses_arg(),
         "lookup_accounts 1;",
+        1,
     );
     cluster.signal(primary, libc::SIGCONT);
     assert_eq!(code, 1, "{stderr}");

@@ -215,7 +215,7 @@ fn a_backup_resumed_after_sigstop_under_load_does_not_exhaust_its_pool() {
 }
 
 /// A killed primary's connections close at once, and its backups start the view change on that
-/// (once it has also been silent for half a heartbeat interval) rather than after the 5 s
+/// (once it has also been silent for half a heartbeat interval) rather than after the 2 s
 /// normal-status timeout: the log names the reason, and the cluster serves again in the new view.
 #[test]
 fn backups_start_a_view_change_when_the_primary_connection_closes() {
