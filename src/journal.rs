@@ -86,6 +86,8 @@ pub struct JournalStats {
 
 struct Recovery {
     ring: Vec<Option<Header>>,
+    /// Per slot: the ring entry is a faulty marker (`Header::reserved_faulty`), read as damaged.
+    ring_faulty_marker: Vec<bool>,
     prepares: Vec<Option<Option<Header>>>,
     headers_chunks_done: usize,
     headers_chunks: usize,
@@ -285,8 +287,20 @@ impl Journal {
             self.headers[slot] = Header::reserved(self.cluster, slot as u64);
             self.dirty[slot] = false;
             self.faulty[slot] = true;
+            self.ring_mark_faulty(slot);
             report.gaps_faulty += 1;
         }
+    }
+
+    /// Replaces a damaged header-ring entry by the faulty marker (`Header::reserved_faulty`),
+    /// durably (its sector is rewritten): otherwise the next write of the sector would store a
+    /// plain reserved entry there, and a later recovery would read the slot as never written and
+    /// count it as a nack (VOPR seed 1701470187001554108: a replica's ring repair after one
+    /// crash erased a faulty slot's evidence; after a second crash its do_view_change nacked
+    /// committed op 83, which it had acknowledged).
+    fn ring_mark_faulty(&mut self, slot: usize) {
+        self.ring[slot] = Header::reserved_faulty(self.cluster, slot as u64);
+        self.sector_again[slot / HEADERS_PER_SECTOR] = true;
     }
 
     /// Marks the slot of `op` faulty (a read found it damaged).
@@ -532,6 +546,7 @@ impl Journal {
         let chunks = ring_bytes.div_ceil(self.message_size_max);
         self.recovery = Some(Recovery {
             ring: vec![None; self.slot_count],
+            ring_faulty_marker: vec![false; self.slot_count],
             prepares: vec![None; self.slot_count],
             headers_chunks_done: 0,
             headers_chunks: chunks,
@@ -593,7 +608,11 @@ impl Journal {
             let h = Header::read_from(&buffer.buffer()[i * HEADER_SIZE..(i + 1) * HEADER_SIZE]);
             let valid =
                 ring_header_valid(&h, self.cluster, self.message_size_max, slot_count, slot);
-            recovery.ring[slot] = valid.then_some(h);
+            let marker = valid
+                && h.command == Command::Reserved as u8
+                && h.operation == crate::header::commands::RESERVED_FAULTY_OPERATION;
+            recovery.ring_faulty_marker[slot] = marker;
+            recovery.ring[slot] = (valid && !marker).then_some(h);
             if valid {
                 self.ring_durable[slot] = h;
                 self.ring[slot] = h;
@@ -666,6 +685,13 @@ impl Journal {
         let mut results: Vec<SlotRecovery> = (0..self.slot_count)
             .map(|slot| classify(recovery.ring[slot], recovery.prepares[slot]))
             .collect();
+        for (slot, result) in results.iter_mut().enumerate() {
+            // A slot recovery once found faulty and whose entry it replaced by the marker: a
+            // prepare that now reads as never written was lost (the slot held one), never empty.
+            if recovery.ring_faulty_marker[slot] && *result == SlotRecovery::Empty {
+                *result = SlotRecovery::FaultyUnknown;
+            }
+        }
         for result in results.iter_mut() {
             if recovery_discards(result, vsr_state) {
                 report.discarded += 1;
@@ -716,6 +742,7 @@ impl Journal {
                 report.faulty_unknown += 1;
                 report.head_certain = false;
                 self.faulty[slot] = true;
+                self.ring_mark_faulty(slot);
             }
             SlotRecovery::Empty => report.empty += 1,
         }

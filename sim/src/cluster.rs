@@ -812,6 +812,15 @@ impl Simulator {
         if head_lost == 0 {
             return None;
         }
+        // Too few replicas can vote for any view change: none can start a view, so none can
+        // send the start_view that would end RecoveringHead (each lost its head in a crash that
+        // tore its ring and a prepare, and may have acknowledged what it lost).
+        let voters = up.len() - head_lost;
+        if voters < up[0].quorum_view_change() {
+            return Some(format!(
+                "{head_lost} replica(s) lost their head and the {voters} left cannot form a view-change quorum"
+            ));
+        }
         let commit_max = up.iter().map(|r| r.commit_max()).max()?;
         let op_max = up.iter().map(|r| r.op()).max()?;
         for op in commit_max + 1..=op_max {

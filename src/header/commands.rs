@@ -104,12 +104,22 @@ impl Reserved {
     }
 
     pub(super) fn invalid(header: &Header) -> Option<&'static str> {
-        if !empty(header) || header.client != 0 || header.view != 0 || header.operation != 0 {
+        if !empty(header)
+            || header.client != 0
+            || header.view != 0
+            || (header.operation != 0 && header.operation != RESERVED_FAULTY_OPERATION)
+        {
             return Some("reserved: fields set");
         }
         None
     }
 }
+
+/// `operation` of a header-ring entry that marks its slot faulty: the slot may hold an op this
+/// replica acknowledged, though neither its ring entry nor its prepare could be read (written by
+/// recovery in place of a damaged entry, so a later recovery does not read the slot as never
+/// written). A plain reserved entry (operation 0) means nothing was ever acknowledged there.
+pub const RESERVED_FAULTY_OPERATION: u8 = 1;
 
 /// Replica -> every other replica, on each ping timeout: the sender's head and commit point (for
 /// peers that fell behind), its monotonic clock (echoed in the pong, for the cluster clock), and

@@ -143,6 +143,16 @@ impl Header {
         header
     }
 
+    /// The header-ring entry for a slot recovery found faulty with its entry damaged
+    /// (`commands::RESERVED_FAULTY_OPERATION`).
+    pub fn reserved_faulty(cluster: u128, op: u64) -> Header {
+        let mut header = Reserved { op }.to_header(cluster);
+        header.operation = commands::RESERVED_FAULTY_OPERATION;
+        header.set_checksum_body(&[]);
+        header.set_checksum();
+        header
+    }
+
     /// The synthetic prepare at op 0 every journal starts from; identical on every replica.
     pub fn root_prepare(cluster: u128) -> Header {
         let root = Prepare {

@@ -275,10 +275,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             // The primary resent it: our prepare_ok was lost.
             self.send_prepare_ok(header.op, header.checksum);
             return;
-        } else if header.op <= self.commit_min {
-            // Committed here already (a late copy, or a repair answer meant for a peer): the
-            // journal may have wrapped, and its slot may hold a newer op that must not be
-            // overwritten.
+        } else if header.op <= self.commit_min || !self.op_fits_journal(header.op) {
+            // Committed here already (a late copy, or a repair answer meant for a peer), or a
+            // journal's length or more below our head (a repair answer that arrived after the
+            // head moved on): the slot may hold a newer op that must not be overwritten (VOPR
+            // seed 306026458382209393: op 405 written over the head 470, whose prepare_ok then
+            // went out while the disk held 405).
             return;
         }
         self.log(format_args!("on_prepare {header:?}"));
