@@ -295,14 +295,14 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     last_heard: [u64; REPLICAS_MAX],
     /// Per journal slot: the op whose prepare was last requested for repair and the tick it
     /// was, so an answer refills the window at once without asking again for what is on its way
-    /// (a request older than `repair_timeout` counts as lost).
+    /// (a request older than half the repair timeout counts as lost).
     prepare_requested: Vec<(u64, u64)>,
     /// Backup: the tick since which its connection to the primary has been down (the bus's
     /// hint), while it has been continuously (`suspect_disconnected_primary`).
     primary_disconnected_since: Option<u64>,
-    /// The tick headers up to the primary's commit point were last requested (repair of a head
-    /// behind the cluster's, one request in flight at a time).
-    head_requested_tick: Option<u64>,
+    /// Headers up to the primary's commit point are on their way (repair of a head behind the
+    /// cluster's, one request in flight at a time; the repair timeout clears it).
+    head_requested: bool,
     /// Primary: the tick since which it has lacked an uncommitted prepare of its own log (a
     /// latent sector fault found only when read) that no peer has supplied.
     primary_lacks_prepare_since: Option<u64>,
@@ -407,7 +407,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             repair_peer: options.replica,
             last_heard: [0; REPLICAS_MAX],
             prepare_requested: vec![(u64::MAX, 0); config.journal_slot_count as usize],
-            head_requested_tick: None,
+            head_requested: false,
             primary_disconnected_since: None,
             primary_lacks_prepare_since: None,
             ticks: 0,

@@ -32,7 +32,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let per_message = self.config.headers_per_message() as u64;
         let primary = self.primary_index(self.view);
         // The timeout re-asks whatever an answer did not come back for.
-        self.head_requested_tick = None;
+        self.head_requested = false;
         self.repair_head();
         // A gap or a break in the hash chain between commit_min and the head.
         let floor = self.chain_floor();
@@ -73,13 +73,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if !(self.status == Status::Normal && self.is_backup() && self.op < self.commit_max) {
             return;
         }
-        if self.head_requested_tick.is_some() {
+        if self.head_requested {
             return;
         }
         let per_message = self.config.headers_per_message() as u64;
         let op_max = self.commit_max.min(self.op + per_message);
         self.send_request_headers(self.primary_index(self.view), self.op + 1, op_max);
-        self.head_requested_tick = Some(self.ticks);
+        self.head_requested = true;
     }
 
     /// Whether `op` can be in our journal beside our head: its slot is not the slot of a newer op
@@ -375,7 +375,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let floor_before = self.chain_floor();
         if from_primary {
             self.install_headers_from_primary(&headers);
-            self.head_requested_tick = None;
+            self.head_requested = false;
         } else {
             for h in &headers {
                 self.repair_header_chained(h);
