@@ -233,6 +233,10 @@ pub const JOURNAL_CHECK_INTERVAL: u64 = 16;
 /// The healed cluster's whole budget, in multiples of the stall limit (`Simulator::run`).
 pub const LIVENESS_PATIENCE: u64 = 4;
 
+/// A simulated client's longest retry interval, in multiples of its first one (the real client
+/// caps at 2.5x; 64x would be the library's default).
+const CLIENT_REQUEST_TIMEOUT_MAX_MULTIPLE: u64 = 8;
+
 pub struct Simulator {
     pub seed: u64,
     pub options: SimOptions,
@@ -372,15 +376,22 @@ impl Simulator {
         let clients = (0..options.client_count)
             .map(|i| {
                 let id = (rng.next_u64() as u128) << 64 | (i as u128 + 1);
+                let mut client = Client::new(
+                    id,
+                    cluster,
+                    options.replica_count,
+                    options.config.message_size_max as usize,
+                    options.config.request_timeout_ticks,
+                    rng.next_u64(),
+                );
+                // Like the real client, retry at a bounded interval: left at the library's 64x,
+                // a client that backed off during the faults slept through most of the liveness
+                // window (VOPR seed 1091968221074316527: 127 s between its last two retries).
+                client.set_request_timeout_max_ticks(
+                    options.config.request_timeout_ticks * CLIENT_REQUEST_TIMEOUT_MAX_MULTIPLE,
+                );
                 SimClient {
-                    client: Client::new(
-                        id,
-                        cluster,
-                        options.replica_count,
-                        options.config.message_size_max as usize,
-                        options.config.request_timeout_ticks,
-                        rng.next_u64(),
-                    ),
+                    client,
                     bus: SimBus::default(),
                     requests_target: options.requests_per_client[i],
                     requests_done: 0,

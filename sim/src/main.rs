@@ -152,6 +152,20 @@ fn run(
         o.storage.write_fault_probability,
         o.storage.write_misdirect_probability,
     );
+    println!(
+        "timing: clock_tolerance_ms={} clock_epoch_ms={} clock_window_ms={} one_way_delay_ticks={}/{} ping_ticks={} tick_ms={} clock_offsets_ms={:?}",
+        o.config.clock_offset_tolerance_max_ns / 1_000_000,
+        o.config.clock_epoch_ns / 1_000_000,
+        o.config.clock_synchronization_window_ns / 1_000_000,
+        o.network.one_way_delay_min,
+        o.network.one_way_delay_mean,
+        o.config.ping_timeout_ticks,
+        vsr::config::TICK_MS,
+        o.clock_offsets_ns
+            .iter()
+            .map(|ns| ns / 1_000_000)
+            .collect::<Vec<_>>(),
+    );
     summary.0 = sim.replica_count();
     summary.1 = sim.options.client_count;
     let result = sim.run(ticks_max, liveness_ticks_max);
