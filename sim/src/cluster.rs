@@ -479,6 +479,7 @@ impl Simulator {
             panic!("restart of a replica that is up");
         };
         storage.reset_shadow();
+        self.durability.on_open(index as u8, &storage);
         let config = &self.options.config;
         let pool = MessagePool::new(config.messages_max(), config.message_size_max as usize);
         let bus = ReplicaBus {

@@ -21,18 +21,22 @@
 //! it. A view's start_view sent late by a stale primary is held to the ops committed before its
 //! own view only, and so is a do_view_change.
 //! - a reply only for an op committed at the replica that sends it (9);
-//! - a checkpoint advertised (ping, commit) or announced only once the superblock records it (8).
+//! - a checkpoint advertised (ping, commit) or announced only once the superblock records it (8);
+//! - a checkpoint recorded by the superblock only once every chunk of it is durable: the chunks
+//!   the replica was told were written at its blocks add up to its id (a chunk of another
+//!   checkpoint, or of an abandoned sync, in one's place fails) (8, state sync).
 
 use crate::checker::Checker;
 use crate::storage::SimStorage;
 use std::collections::{BTreeMap, BTreeSet};
+use vsr::checkpoint_content::checkpoint_id;
 use vsr::config::REPLICAS_MAX;
 use vsr::header::commands::{CheckpointName, Commit, DoViewChange, Ping, Reply, StartView};
 use vsr::header::{Command, Header, HEADER_SIZE};
 use vsr::journal::{FLAG_CLEAN, FLAG_FAULTY, FLAG_PRESENT};
 use vsr::replica::ReplicaSet;
 use vsr::storage::{Layout, Zone, SUPERBLOCK_COPIES};
-use vsr::superblock::{SuperBlock, VsrState};
+use vsr::superblock::{CheckpointRef, SuperBlock, VsrState};
 
 /// Promises checked in a run, by kind.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,6 +48,8 @@ pub struct DurabilityStats {
     pub start_views: u64,
     pub replies: u64,
     pub checkpoints: u64,
+    /// Checkpoints newly recorded by a superblock whose chunks were checked durable.
+    pub checkpoint_chunks_checked: u64,
 }
 
 pub struct Durability {
@@ -408,6 +414,47 @@ impl Durability {
         Ok(())
     }
 
+    /// Replica `replica` (re)opened: the checkpoints its superblock records now are those it
+    /// starts from, not ones it recorded since (their chunks may since have been damaged).
+    pub fn on_open(&mut self, replica: u8, storage: &SimStorage) {
+        assert!(!storage.superblock_written_since_open());
+        // A replica with no durable superblock fails to open; that is reported there.
+        let _ = self.durable_state(replica, storage);
+    }
+
+    /// Every chunk of `checkpoint` is durable at its block, and together they make its id.
+    fn checkpoint_chunks_durable(
+        &mut self,
+        replica: u8,
+        storage: &SimStorage,
+        checkpoint: &CheckpointRef,
+    ) -> Promise {
+        let mut checksums = Vec::with_capacity(checkpoint.chunks as usize);
+        for index in 0..checkpoint.chunks {
+            let offset = self.layout.checkpoint_block_offset(checkpoint.area, index);
+            match storage.durable_chunk_checksum_body(offset) {
+                Some(checksum) if checksum != 0 => checksums.push(checksum),
+                _ => {
+                    return Err(format!(
+                        "durability: replica {replica}'s superblock records checkpoint {} \
+                         ({:x}) while chunk {index} of its {} (area {}) was never durably written",
+                        checkpoint.op, checkpoint.id, checkpoint.chunks, checkpoint.area
+                    ))
+                }
+            }
+        }
+        if checkpoint_id(&checksums) != checkpoint.id {
+            return Err(format!(
+                "durability: replica {replica}'s superblock records checkpoint {} ({:x}) while \
+                 the {} chunks durable at its blocks (area {}) make another id: a chunk of \
+                 another checkpoint is in one's place",
+                checkpoint.op, checkpoint.id, checkpoint.chunks, checkpoint.area
+            ));
+        }
+        self.stats.checkpoint_chunks_checked += 1;
+        Ok(())
+    }
+
     /// The VSR state replica `replica` holds durably (cached per superblock generation).
     fn durable_state(&mut self, replica: u8, storage: &SimStorage) -> Result<Durable, String> {
         let generation = storage.superblock_generation();
@@ -427,6 +474,14 @@ impl Durability {
             .map_err(|e| format!("durability: replica {replica} has no durable superblock: {e}"))?
             .vsr_state;
         let durable = Durable::of(&state);
+        // A checkpoint the replica opened with was checked when it was recorded (or came with
+        // the disk); one recorded since must have every chunk durable.
+        let name = (state.checkpoint.op, state.checkpoint.id);
+        if storage.superblock_written_since_open()
+            && !self.checkpoints_recorded[replica as usize].contains(&name)
+        {
+            self.checkpoint_chunks_durable(replica, storage, &state.checkpoint)?;
+        }
         self.superblocks[replica as usize] = Some((generation, durable));
         let recorded = &mut self.checkpoints_recorded[replica as usize];
         recorded.insert((durable.checkpoint.op, durable.checkpoint.id));

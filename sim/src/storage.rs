@@ -31,8 +31,10 @@
 use crate::rng;
 use rand_chacha::rand_core::Rng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use vsr::config::{REPLICAS_MAX, SECTOR_SIZE};
+use vsr::header::{Header, HEADER_SIZE};
 use vsr::storage::{IoCompletion, IoKind, IoRequest, Layout, Storage, Zone, SUPERBLOCK_COPIES};
 
 const SECTOR: u64 = SECTOR_SIZE as u64;
@@ -310,6 +312,12 @@ pub struct SimStorage {
     shadow: Vec<u8>,
     /// Bumped whenever a superblock write completes or the shadow is reset (cache key).
     superblock_generation: u64,
+    /// `superblock_generation` as the replica last opened (set by `reset_shadow`).
+    superblock_generation_opened: u64,
+    /// The checkpoint zone's shadow, by block: for each offset a block write was ever aimed
+    /// at, the body checksum of the chunk header it holds durably to the replica's knowledge
+    /// (as read at open, then as each completed write wrote it; 0 if not a valid header).
+    checkpoint_shadow: BTreeMap<u64, u128>,
     /// The checkpoint zone's bytes from its start. A zeroed allocation that grows (to at least
     /// twice its size, copying) when a write lands past its end; bytes past `checkpoint_len` are
     /// zero and, never touched, cost no memory.
@@ -364,6 +372,8 @@ impl SimStorage {
             memory: vec![0; size],
             shadow: vec![0; size],
             superblock_generation: 0,
+            superblock_generation_opened: 0,
+            checkpoint_shadow: BTreeMap::new(),
             checkpoint: Vec::new(),
             checkpoint_len: 0,
             zeros: vec![0; layout.message_size_max as usize],
@@ -455,7 +465,26 @@ impl SimStorage {
     /// here on, the shadow follows the writes it is told completed.
     pub fn reset_shadow(&mut self) {
         self.shadow.copy_from_slice(&self.memory);
+        let offsets: Vec<u64> = self.checkpoint_shadow.keys().copied().collect();
+        for offset in offsets {
+            let mut bytes = [0; HEADER_SIZE];
+            self.copy_out(Zone::Checkpoint, offset, &mut bytes);
+            self.checkpoint_shadow
+                .insert(offset, chunk_checksum_body(&bytes));
+        }
         self.superblock_generation += 1;
+        self.superblock_generation_opened = self.superblock_generation;
+    }
+
+    /// The body checksum the chunk header at `offset` of the checkpoint zone holds durably, to
+    /// the replica's knowledge (see `checkpoint_shadow`); `None` if no write ever aimed there.
+    pub fn durable_chunk_checksum_body(&self, offset: u64) -> Option<u128> {
+        self.checkpoint_shadow.get(&offset).copied()
+    }
+
+    /// Whether a superblock write completed since the replica last opened.
+    pub fn superblock_written_since_open(&self) -> bool {
+        self.superblock_generation != self.superblock_generation_opened
     }
 
     /// Bytes of a fixed zone as the replica holds them durably to its knowledge: as it read
@@ -644,6 +673,9 @@ impl SimStorage {
             if zone == Zone::Superblock {
                 self.superblock_generation += 1;
             }
+        } else {
+            self.checkpoint_shadow
+                .insert(request.offset, chunk_checksum_body(data));
         }
         let mut target = request.offset;
         if self.faults && rng::chance(&mut self.rng, self.options.write_misdirect_probability) {
@@ -770,6 +802,17 @@ impl SimStorage {
 
 /// Corrupts a sector: half the time a few flipped bits, otherwise garbage. Always changes it
 /// (garbage equal to the old bytes has probability 2^-32768).
+/// The body checksum a checkpoint chunk's header names, or 0 if `bytes` start with no valid
+/// header.
+fn chunk_checksum_body(bytes: &[u8]) -> u128 {
+    let header = Header::read_from(&bytes[..HEADER_SIZE]);
+    if header.valid_checksum() {
+        header.checksum_body
+    } else {
+        0
+    }
+}
+
 fn corrupt_sector(rng: &mut ChaCha8Rng, sector: &mut [u8]) {
     assert_eq!(sector.len(), SECTOR_SIZE);
     if rng::chance(rng, 0.5) {
@@ -1380,6 +1423,75 @@ mod tests {
         let pool = MessagePool::new(64, config.message_size_max as usize);
         let storage = SimStorage::new(layout.clone(), replica, options, atlas.clone(), seed);
         (layout, atlas, pool, storage)
+    }
+
+    /// A block whose header is valid and names body checksum `checksum_body`.
+    fn chunk_message(pool: &MessagePool, checksum_body: u128) -> Message {
+        let mut m = message(pool, 0);
+        let mut header = Header::zeroed();
+        header.checksum_body = checksum_body;
+        header.size = HEADER_SIZE as u32;
+        header.set_checksum();
+        *m.header_mut() = header;
+        m
+    }
+
+    /// The checkpoint zone's shadow holds what each completed chunk write wrote at the block it
+    /// aimed at (misdirected or damaged on disk or not), is read back from disk when the
+    /// replica opens, and knows nothing of blocks never written.
+    #[test]
+    fn checkpoint_shadow_follows_completed_writes() {
+        let (layout, _, pool, mut storage) =
+            checkpoint_setup(4096, 0, StorageOptions::default(), 1);
+        let len = layout.message_size_max as usize;
+        let block = |index| layout.checkpoint_block_offset(0, index);
+        assert_eq!(storage.durable_chunk_checksum_body(block(0)), None);
+        assert!(!storage.superblock_written_since_open());
+
+        let zone = Zone::Checkpoint;
+        storage.submit(request(
+            IoKind::Write,
+            zone,
+            block(0),
+            len,
+            chunk_message(&pool, 7),
+        ));
+        storage.submit(request(
+            IoKind::Write,
+            zone,
+            block(1),
+            len,
+            chunk_message(&pool, 8),
+        ));
+        assert_eq!(
+            storage.durable_chunk_checksum_body(block(0)),
+            None,
+            "not yet completed"
+        );
+        drain(&mut storage);
+        assert_eq!(storage.durable_chunk_checksum_body(block(0)), Some(7));
+        assert_eq!(storage.durable_chunk_checksum_body(block(1)), Some(8));
+        assert_eq!(storage.durable_chunk_checksum_body(block(2)), None);
+
+        // Damage on disk is not the replica's knowledge until it reopens and reads it.
+        storage.write_raw(zone, block(1), &[0xFF; 64]);
+        assert_eq!(storage.durable_chunk_checksum_body(block(1)), Some(8));
+        storage.reset_shadow();
+        assert_eq!(storage.durable_chunk_checksum_body(block(0)), Some(7));
+        assert_eq!(storage.durable_chunk_checksum_body(block(1)), Some(0));
+
+        let superblock = Zone::Superblock;
+        storage.submit(request(
+            IoKind::Write,
+            superblock,
+            0,
+            SECTOR_SIZE,
+            message(&pool, 1),
+        ));
+        drain(&mut storage);
+        assert!(storage.superblock_written_since_open());
+        storage.reset_shadow();
+        assert!(!storage.superblock_written_since_open());
     }
 
     #[test]
