@@ -696,13 +696,15 @@ impl Simulator {
                 continue;
             }
             let journal = replica.journal();
-            // Below the checkpoint the journal holds nothing the replica relies on.
+            // Every op the journal still holds at or below the commit point, the checkpoint's
+            // included: the replica serves them to peers' repair as committed.
+            let slots = u64::from(self.options.config.journal_slot_count);
             self.checker.check_journal(
                 index,
                 replica
                     .commit_min()
                     .saturating_sub(window)
-                    .max(replica.checkpoint().op + 1),
+                    .max(replica.commit_min().saturating_sub(slots) + 1),
                 replica.commit_min(),
                 |op| journal.header(op),
                 |op| journal.is_dirty(op),
