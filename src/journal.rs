@@ -257,14 +257,19 @@ impl Journal {
 
     /// An op between the checkpoint and the head whose slot holds no copy of it is a gap. Most
     /// gaps are ops this replica never received. But where the slot's header-ring entry was
-    /// damaged and its prepare is an older intact one, the op may have been acknowledged: a
-    /// prepare write that completed and was then lost leaves the older prepare, and the damaged
-    /// ring entry hides that anything newer was written (recovery reads the slot as the older
-    /// prepare). Such a gap is faulty (never a nack in a do_view_change) until repaired; the
-    /// older prepare is history the checkpoint covers. Only the damaged-ring case: a gap that is
-    /// simply absent stays a nack, or a view change could never truncate an op nobody received.
-    /// (VOPR seed 3682551280352272998: a two-replica cluster's new primary, alone a view-change
-    /// quorum, nacked its own lost copy of committed op 157 and truncated it.)
+    /// damaged, the op may have been acknowledged: a prepare write that completed and was then
+    /// lost (misdirected) leaves the older prepare, or the zeros of a slot never written before,
+    /// and the damaged ring entry hides that anything newer was written (recovery reads the slot
+    /// as the older prepare, or as empty). Such a gap is faulty (never a nack in a
+    /// do_view_change) until repaired; the older prepare is history the checkpoint covers. Only
+    /// the damaged-ring case: a gap that is simply absent stays a nack, or a view change could
+    /// never truncate an op nobody received. (VOPR seed 3682551280352272998: a two-replica
+    /// cluster's new primary, alone a view-change quorum, nacked its own lost copy of committed
+    /// op 157 and truncated it; seed 4553301784644258954: the same with a zeroed slot, its first
+    /// write lost and a crash tearing its ring sector, and op 10.) The same holds of an op whose
+    /// header the superblock's view headers restored but whose prepare the slot does not hold
+    /// (seed 2535531701955569641: a primary's op 209): present but dirty beside a damaged ring
+    /// entry is faulty, not a nack.
     fn mark_gaps_faulty(
         &mut self,
         checkpoint_op: u64,
@@ -275,17 +280,19 @@ impl Journal {
         for op in checkpoint_op.max(window) + 1..=report.op_head {
             let slot = self.slot(op);
             let ring_damaged = recovery.ring[slot].is_none();
-            let prepare_intact = matches!(recovery.prepares[slot], Some(Some(_)));
-            if self.header(op).is_some() || !ring_damaged || !prepare_intact {
+            let held_clean = self.header(op).is_some() && !self.dirty[slot];
+            if held_clean || self.faulty[slot] || !ring_damaged {
                 continue;
             }
-            let held = self.headers[slot];
-            assert!(
-                held.command != Command::Prepare as u8 || held.op < op,
-                "a gap's slot holds an op above the head"
-            );
-            self.headers[slot] = Header::reserved(self.cluster, slot as u64);
-            self.dirty[slot] = false;
+            if self.header(op).is_none() {
+                let held = self.headers[slot];
+                assert!(
+                    held.command != Command::Prepare as u8 || held.op < op,
+                    "a gap's slot holds an op above the head"
+                );
+                self.headers[slot] = Header::reserved(self.cluster, slot as u64);
+                self.dirty[slot] = false;
+            }
             self.faulty[slot] = true;
             self.ring_mark_faulty(slot);
             report.gaps_faulty += 1;
@@ -887,8 +894,9 @@ pub fn classify(ring: Option<Header>, prepare: Option<Option<Header>>) -> SlotRe
         // The ring was never written for this slot, so no prepare here was ever acknowledged:
         // a damaged prepare is a torn first write.
         (None, Some(None)) if ring_reserved => SlotRecovery::Empty,
-        // The prepare slot was never written, so nothing here was ever acknowledged, whatever
-        // happened to the ring entry.
+        // The prepare slot reads as never written. Nothing here was acknowledged unless a
+        // completed write was lost; a gap below the head beside a damaged ring entry is marked
+        // faulty for that (`mark_gaps_faulty`).
         (None, None) => SlotRecovery::Empty,
         (None, Some(None)) => SlotRecovery::FaultyUnknown,
     }
