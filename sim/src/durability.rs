@@ -10,7 +10,8 @@
 //!   only once the prepare and its header-ring entry are durable, in a view whose log is durably
 //!   this replica's (4, 5.1);
 //! - a do_view_change of view v only with view >= v durable, naming the durable log_view (5.1);
-//!   and never a nack of a prepare this replica acknowledged that committed before view v (5.5);
+//!   and never a nack of a prepare that committed before view v and that this replica
+//!   acknowledged in the view it committed in or later (5.5);
 //!   and an entry flagged CLEAN only for a prepare durable in its slot (5.3);
 //! - a start_view of view v only with the view's log durable, and holding every op committed
 //!   before view v, which includes every op a client was told committed (5.4).
@@ -75,6 +76,8 @@ pub type Promise = Result<(), String>;
 struct Acks {
     /// Per replica, the oldest view in which it acknowledged the prepare.
     view_min: [Option<u32>; REPLICAS_MAX],
+    /// Per replica, the newest view in which it acknowledged the prepare.
+    view_max: [Option<u32>; REPLICAS_MAX],
 }
 
 impl Acks {
@@ -151,9 +154,12 @@ impl Durability {
         }
         let acks = self.acks.entry((op, checksum)).or_insert(Acks {
             view_min: [None; REPLICAS_MAX],
+            view_max: [None; REPLICAS_MAX],
         });
         let view_min = &mut acks.view_min[replica as usize];
         *view_min = Some(view_min.map_or(view, |v| v.min(view)));
+        let view_max = &mut acks.view_max[replica as usize];
+        *view_max = Some(view_max.map_or(view, |v| v.max(view)));
         Ok(())
     }
 
@@ -179,11 +185,12 @@ impl Durability {
         self.committed_max = self.committed_max.max(commit_max);
     }
 
-    /// Whether the prepare `op`/`checksum` committed in a view older than `view`.
-    fn committed_before(&self, view: u32, op: u64, checksum: u128) -> bool {
+    /// The view in which the prepare `op`/`checksum` committed, if one older than `view`.
+    fn committed_before(&self, view: u32, op: u64, checksum: u128) -> Option<u32> {
         self.committed
             .get(&op)
-            .is_some_and(|&(committed_view, c)| committed_view < view && c == checksum)
+            .filter(|&&(committed_view, c)| committed_view < view && c == checksum)
+            .map(|&(committed_view, _)| committed_view)
     }
 
     /// A message `header` (with `body`) leaves replica `replica`, whose commit point is
@@ -307,9 +314,20 @@ impl Durability {
                 ));
             }
         }
+        // Only an acknowledgement in the view the op committed in, or later, binds: the primary
+        // of that view counted acknowledgements of its own view, and a replica acknowledges in
+        // a view only with that view's log, which keeps the op from then on. One that
+        // acknowledged the op only in an older view may since have had it truncated, rightly, by
+        // a view change before the op committed (seed 4199224393448867767: acknowledged in view
+        // 1, truncated as the would-be primary of view 2, committed in view 3 without it), and
+        // its nack is not among those that could outvote the committing quorum.
         for (&(op, checksum), acks) in self.acks.range((dvc.commit_max + 1, 0)..) {
             let acked = acks.before(dvc.view);
-            if !acked.contains(replica) || !self.committed_before(dvc.view, op, checksum) {
+            let Some(committed_view) = self.committed_before(dvc.view, op, checksum) else {
+                continue;
+            };
+            let binding = acks.view_max[replica as usize].is_some_and(|v| v >= committed_view);
+            if !acked.contains(replica) || !binding {
                 continue;
             }
             self.stats.nacks += 1;
