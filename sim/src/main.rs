@@ -126,7 +126,7 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4}",
+        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4} lost_writes={:.4}",
         if o.ledger { "ledger" } else { "hashing" },
         o.replica_count,
         o.client_count,
@@ -151,6 +151,7 @@ fn run(
         o.storage.read_fault_probability,
         o.storage.write_fault_probability,
         o.storage.write_misdirect_probability,
+        o.lost_write_probability,
     );
     println!(
         "timing: clock_tolerance_ms={} clock_epoch_ms={} clock_window_ms={} one_way_delay_ticks={}/{} ping_ticks={} tick_ms={} clock_offsets_ms={:?}",
@@ -186,7 +187,7 @@ fn print_counters(sim: &Simulator) {
         c[0], c[1], c[2], c[3], c[4]
     );
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -206,6 +207,9 @@ fn print_counters(sim: &Simulator) {
         f.pauses,
         f.clock_excursions,
         sim.clock_epochs_failed(),
+        f.acknowledged_writes_lost[0],
+        f.acknowledged_writes_lost[1],
+        f.acknowledged_writes_lost[2],
     );
     println!(
         "stats: commits={} canonical_ops={} view_changes={} views_started={} repairs_headers={} repairs_prepares={} truncations={} evictions={} replies={} replies_checked={} dropped_invalid={} pool_exhausted={} primary_step_downs={} primary_disconnects={}",

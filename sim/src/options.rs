@@ -86,6 +86,11 @@ pub struct SimOptions {
     pub packet_corrupt_probability: f64,
     /// Per tick, per replica: a clock jump beyond tolerance that must be detected, not believed.
     pub clock_excursion_probability: f64,
+    /// Per acknowledgement of a prepare (where the fault atlas allows the slot to be faulty):
+    /// the disk loses that completed write after the fact, alone, with the slot's header-ring
+    /// sector damaged too, or the prepare is damaged instead along with its ring sector; then
+    /// the replica crashes. What recovery must then not do is nack the op it acknowledged.
+    pub lost_write_probability: f64,
     pub clock_offsets_ns: Vec<i64>,
     pub clock_drifts_ppm: Vec<i64>,
     /// Requests each client sends before it is done.
@@ -277,6 +282,13 @@ impl SimOptions {
         // On in every seed (the durability checker's promises are worth most across a crash);
         // the intensity is drawn, from rare to a crash every few hundred writes.
         let io_crash_probability = 0.0001 + unit(&mut io_crash_rng) * 0.002;
+        // Lost acknowledged writes: with storage faults on, in a stream of their own.
+        let mut lost_rng = rng::seeded(rng.clone().next_u64() ^ 0x6c6f_7374_0000_0000);
+        let lost_write_probability = if faulty_storage && chance(&mut lost_rng, 0.5) {
+            0.002 + unit(&mut lost_rng) * 0.02
+        } else {
+            0.0
+        };
         SimOptions {
             ledger: false,
             replica_count,
@@ -299,6 +311,7 @@ impl SimOptions {
             pause_ticks_max,
             packet_corrupt_probability,
             clock_excursion_probability,
+            lost_write_probability,
             clock_offsets_ns,
             clock_drifts_ppm,
             requests_per_client,
@@ -352,6 +365,7 @@ impl SimOptions {
             pause_ticks_max: 1,
             packet_corrupt_probability: 0.0,
             clock_excursion_probability: 0.0,
+            lost_write_probability: 0.0,
             clock_offsets_ns: vec![0; replica_count as usize],
             clock_drifts_ppm: vec![0; replica_count as usize],
             requests_per_client: vec![0; client_count],

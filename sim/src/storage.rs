@@ -275,6 +275,8 @@ pub struct StorageStats {
     pub torn_writes: u64,
     /// In-flight writes that a crash kept from landing at all.
     pub lost_writes: u64,
+    /// Completed prepare writes lost after the fact (`lose_latest_prepare_write`).
+    pub acknowledged_writes_lost: u64,
 }
 
 struct InFlight {
@@ -318,6 +320,11 @@ pub struct SimStorage {
     /// at, the body checksum of the chunk header it holds durably to the replica's knowledge
     /// (as read at open, then as each completed write wrote it; 0 if not a valid header).
     checkpoint_shadow: BTreeMap<u64, u128>,
+    /// While on (`set_keep_replaced_prepares`): per prepare slot offset, the op of the prepare
+    /// the latest completed write there wrote and the bytes it replaced, for
+    /// `lose_latest_prepare_write`.
+    keep_replaced_prepares: bool,
+    replaced_prepares: BTreeMap<u64, (u64, Vec<u8>)>,
     /// The checkpoint zone's bytes from its start. A zeroed allocation that grows (to at least
     /// twice its size, copying) when a write lands past its end; bytes past `checkpoint_len` are
     /// zero and, never touched, cost no memory.
@@ -348,6 +355,7 @@ impl SimStorage {
         );
         disk.stats = self.stats;
         disk.faults = self.faults;
+        disk.keep_replaced_prepares = self.keep_replaced_prepares;
         // Never reused: the durability checker caches a superblock by it.
         disk.superblock_generation = self.superblock_generation + 1;
         disk
@@ -374,6 +382,8 @@ impl SimStorage {
             superblock_generation: 0,
             superblock_generation_opened: 0,
             checkpoint_shadow: BTreeMap::new(),
+            keep_replaced_prepares: false,
+            replaced_prepares: BTreeMap::new(),
             checkpoint: Vec::new(),
             checkpoint_len: 0,
             zeros: vec![0; layout.message_size_max as usize],
@@ -448,6 +458,8 @@ impl SimStorage {
                 self.crash_write(&request, f);
             }
         }
+        // A write the crash landed, tore or lost is no completed write to lose.
+        self.replaced_prepares.clear();
     }
 
     /// Writes submitted and not yet completed: (zone, offset, len), in no particular order.
@@ -480,6 +492,32 @@ impl SimStorage {
     /// the replica's knowledge (see `checkpoint_shadow`); `None` if no write ever aimed there.
     pub fn durable_chunk_checksum_body(&self, offset: u64) -> Option<u128> {
         self.checkpoint_shadow.get(&offset).copied()
+    }
+
+    /// Keep, per prepare slot, what the latest completed write replaced (costs a copy per
+    /// prepare write: on only in seeds that lose acknowledged writes).
+    pub fn set_keep_replaced_prepares(&mut self, on: bool) {
+        self.keep_replaced_prepares = on;
+    }
+
+    /// The latest completed write of the prepare slot at `offset`, if it wrote op `op`, is lost
+    /// after the fact (a write the disk acknowledged and never made, as firmware can): the slot
+    /// holds again what that write replaced. The replica is not told and its shadow keeps what
+    /// it wrote. False if no such write is known (another op's, none since the replica started
+    /// or crashed, or already lost).
+    pub fn lose_latest_prepare_write(&mut self, offset: u64, op: u64) -> bool {
+        if self
+            .replaced_prepares
+            .get(&offset)
+            .is_none_or(|(o, _)| *o != op)
+        {
+            return false;
+        }
+        let (_, bytes) = self.replaced_prepares.remove(&offset).unwrap();
+        self.bytes_mut(Zone::WalPrepares, offset, bytes.len())
+            .copy_from_slice(&bytes);
+        self.stats.acknowledged_writes_lost += 1;
+        true
     }
 
     /// Whether a superblock write completed since the replica last opened.
@@ -682,6 +720,22 @@ impl SimStorage {
             if let Some(landing) = self.misdirect_target(zone, request.offset, len) {
                 target = landing;
                 self.stats.misdirects += 1;
+            }
+        }
+        if self.keep_replaced_prepares && zone == Zone::WalPrepares {
+            let header = Header::read_from(&data[..HEADER_SIZE]);
+            if target == request.offset && header.valid_checksum() {
+                // Reuse the slot's buffer: a prepare write allocates nothing once warm.
+                let mut replaced = self
+                    .replaced_prepares
+                    .remove(&target)
+                    .map(|(_, bytes)| bytes)
+                    .unwrap_or_default();
+                replaced.resize(len, 0);
+                self.copy_out(zone, target, &mut replaced);
+                self.replaced_prepares.insert(target, (header.op, replaced));
+            } else {
+                self.replaced_prepares.remove(&request.offset);
             }
         }
         self.bytes_mut(zone, target, len).copy_from_slice(data);
