@@ -66,6 +66,8 @@ pub struct Durability {
     /// Per replica: every checkpoint its durable superblock has recorded (as durable or the one
     /// before), read at each superblock generation.
     checkpoints_recorded: Vec<BTreeSet<(u64, u128)>>,
+    /// Per replica: the checkpoint op its durable superblock recorded when it last opened.
+    opened_checkpoint_op: Vec<u64>,
     pub stats: DurabilityStats,
 }
 
@@ -128,6 +130,7 @@ impl Durability {
             committed_max: 0,
             superblocks: vec![None; replica_count as usize],
             checkpoints_recorded: vec![BTreeSet::new(); replica_count as usize],
+            opened_checkpoint_op: vec![0; replica_count as usize],
             stats: DurabilityStats::default(),
         }
     }
@@ -437,7 +440,14 @@ impl Durability {
     pub fn on_open(&mut self, replica: u8, storage: &SimStorage) {
         assert!(!storage.superblock_written_since_open());
         // A replica with no durable superblock fails to open; that is reported there.
-        let _ = self.durable_state(replica, storage);
+        let opened = self.durable_state(replica, storage);
+        self.opened_checkpoint_op[replica as usize] = opened.map_or(0, |d| d.checkpoint.op);
+    }
+
+    /// The checkpoint op replica `replica`'s durable superblock recorded when it last opened (0
+    /// before its first restart).
+    pub fn opened_checkpoint_op(&self, replica: u8) -> u64 {
+        self.opened_checkpoint_op[replica as usize]
     }
 
     /// Every chunk of `checkpoint` is durable at its block, and together they make its id.
