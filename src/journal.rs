@@ -243,21 +243,6 @@ impl Journal {
         }
     }
 
-    /// Forgets `op` durably, for ops a state sync moved the checkpoint past: they were never
-    /// committed here and may be of a view that lost. `remove` forgets it in memory; its slot
-    /// still holds the prepare, so the slot's ring entry is also reset to reserved (written with
-    /// its sector), and recovery reads a prepare at or below the checkpoint beside a reserved
-    /// entry as nothing to serve (`recovery_discards`), not as a committed op.
-    pub fn forget(&mut self, op: u64) {
-        if self.header(op).is_none() {
-            return;
-        }
-        self.remove(op);
-        let slot = self.slot(op);
-        self.ring[slot] = Header::reserved(self.cluster, slot as u64);
-        self.sector_again[slot / HEADERS_PER_SECTOR] = true;
-    }
-
     /// A replica re-created by `vsr recover` may have acknowledged any op before its disk was
     /// lost: every slot it does not hold durably is marked faulty, so its do_view_change never
     /// counts as a nack there. A slot stops being faulty when a prepare is written to it.
@@ -714,10 +699,8 @@ impl Journal {
                 *result = SlotRecovery::FaultyUnknown;
             }
         }
-        for (slot, result) in results.iter_mut().enumerate() {
-            let ring_reserved =
-                recovery.ring[slot].is_some_and(|h| h.command == Command::Reserved as u8);
-            if recovery_discards(result, ring_reserved, vsr_state) {
+        for result in results.iter_mut() {
+            if recovery_discards(result, vsr_state) {
                 report.discarded += 1;
                 *result = SlotRecovery::Empty;
             }
@@ -870,7 +853,7 @@ pub fn prepare_state(header_bytes: &[u8], h: Header, valid: bool) -> Option<Opti
 }
 
 /// Whether recovery drops a slot's classification as no part of the log.
-fn recovery_discards(result: &SlotRecovery, ring_reserved: bool, vsr_state: &VsrState) -> bool {
+fn recovery_discards(result: &SlotRecovery, vsr_state: &VsrState) -> bool {
     let header = match *result {
         SlotRecovery::Clean(h) | SlotRecovery::FaultyKnown(h) => h,
         _ => return false,
@@ -888,12 +871,7 @@ fn recovery_discards(result: &SlotRecovery, ring_reserved: bool, vsr_state: &Vsr
     // acknowledged one would have its own header-ring entry), or damage to the old op: either
     // way the slot is empty for the log.
     let below_checkpoint = header.op <= vsr_state.checkpoint.op && header.op > 0;
-    // Intact beside a reserved ring entry there: a state sync forgot it (`Journal::forget`:
-    // never committed here, maybe of a view that lost), or its ring write never landed. The
-    // checkpoint covers the op either way; served to a peer as committed, it could be stale
-    // (VOPR seed 2433836099227641582 read a synced-past op 113 back after a crash).
-    let forgotten = ring_reserved && matches!(*result, SlotRecovery::Clean(_));
-    below_checkpoint && (forgotten || matches!(*result, SlotRecovery::FaultyKnown(_)))
+    below_checkpoint && matches!(*result, SlotRecovery::FaultyKnown(_))
 }
 
 /// The recovery decision for one slot, from its header-ring entry (`ring`: None if damaged) and
@@ -958,32 +936,5 @@ mod tests {
         assert_eq!(classify(None, Some(Some(a))), Clean(a));
         assert_eq!(classify(None, Some(None)), FaultyUnknown);
         assert_eq!(classify(None, None), Empty);
-    }
-
-    /// An intact prepare at or below the checkpoint beside a plain reserved ring entry was
-    /// forgotten by a state sync (or its ring write never landed): recovery drops it, so a
-    /// restart cannot serve a stale op as committed. Beside its own ring entry, or above the
-    /// checkpoint, it is kept.
-    #[test]
-    fn recovery_discards_forgotten_ops_below_the_checkpoint() {
-        use crate::superblock::CheckpointRef;
-        let state = VsrState {
-            view: 2,
-            log_view: 2,
-            commit_max: 20,
-            view_headers: vec![prepare(20, 2)],
-            checkpoint: CheckpointRef {
-                op: 10,
-                ..Default::default()
-            },
-            checkpoint_previous: CheckpointRef::default(),
-            rejoining: false,
-        };
-        let below = SlotRecovery::Clean(prepare(9, 1));
-        let above = SlotRecovery::Clean(prepare(11, 2));
-        assert!(recovery_discards(&below, true, &state));
-        assert!(!recovery_discards(&below, false, &state));
-        assert!(!recovery_discards(&above, true, &state));
-        assert!(!recovery_discards(&SlotRecovery::Empty, true, &state));
     }
 }

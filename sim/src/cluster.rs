@@ -710,10 +710,10 @@ impl Simulator {
             let journal = replica.journal();
             // Every op the journal still holds at or below the commit point, the checkpoint's
             // included (the replica serves them to peers' repair as committed), except those at
-            // or below the checkpoint it opened with: a crash in the instant after a state sync,
-            // before the ring write that forgets the ops it moved past lands, reads them back
-            // (seed 171131714279371240, op 108; a known gap, docs/testing.md). Without that
-            // write at all they came back after any later crash (seed 2433836099227641582).
+            // or below the checkpoint it opened with: ops a state sync moved past are forgotten
+            // in memory only, and a restart reads them back from their slots (seeds
+            // 2433836099227641582, op 113, and 171131714279371240, op 108; a known gap,
+            // docs/testing.md).
             let slots = u64::from(self.options.config.journal_slot_count);
             let opened = self.durability.opened_checkpoint_op(index as u8);
             self.checker.check_journal(

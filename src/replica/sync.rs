@@ -601,12 +601,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.stats.syncs_completed += 1;
         self.sync_abandoned = None;
         // Headers between our old commit point and the checkpoint were never committed here and
-        // may be stale (from a view that lost): forget them rather than serve them, durably, or
-        // a restart would read them back from their slots.
+        // may be stale (from a view that lost): forget them rather than serve them.
         for op in self.commit_min + 1..=checkpoint.op {
-            self.journal.forget(op);
+            self.journal.remove(op);
         }
-        self.journal.flush(&mut self.storage, &self.pool);
         assert!(
             checkpoint.op >= self.commit_min,
             "a sync only moves the state forward"
