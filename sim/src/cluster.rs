@@ -522,12 +522,7 @@ impl Simulator {
     }
 
     fn crash(&mut self, index: usize) {
-        let restart_at = self.tick
-            + range(
-                &mut self.rng,
-                self.options.restart_ticks_min,
-                self.options.restart_ticks_max,
-            );
+        let restart_at = self.tick + self.options.restart_delay_ticks(&mut self.rng);
         self.crash_with(index, restart_at, |_, _, _| CrashFate::Random);
         if self.options.disk_loss_probability > 0.0
             && self.faults.disks_lost == 0
@@ -1130,12 +1125,7 @@ impl Simulator {
             })
             .collect();
         let next = std::cell::Cell::new(0);
-        let restart_at = self.tick
-            + range(
-                &mut self.io_crash_rng,
-                self.options.restart_ticks_min,
-                self.options.restart_ticks_max,
-            );
+        let restart_at = self.tick + self.options.restart_delay_ticks(&mut self.io_crash_rng);
         self.crash_with(index, restart_at, |_, _, _| {
             let fate = fates.get(next.get()).copied().unwrap_or(CrashFate::Lost);
             next.set(next.get() + 1);
@@ -1192,12 +1182,7 @@ impl Simulator {
         if self.trace {
             eprintln!("[sim] replica {index}: op {op}'s prepare lost (variant {variant}), crash");
         }
-        let restart_at = self.tick
-            + range(
-                &mut self.lost_rng,
-                self.options.restart_ticks_min,
-                self.options.restart_ticks_max,
-            );
+        let restart_at = self.tick + self.options.restart_delay_ticks(&mut self.lost_rng);
         self.crash_with(index, restart_at, |_, _, _| CrashFate::Random);
     }
 

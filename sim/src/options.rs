@@ -99,6 +99,11 @@ pub struct SimOptions {
 }
 
 impl SimOptions {
+    /// How long a crashed replica stays down: drawn from `rng` (each fault class has its own).
+    pub fn restart_delay_ticks(&self, rng: &mut ChaCha8Rng) -> u64 {
+        range(rng, self.restart_ticks_min, self.restart_ticks_max)
+    }
+
     pub fn generate(rng: &mut ChaCha8Rng) -> SimOptions {
         let replica_count = range(rng, 1, 6) as u8;
         let client_count = range(rng, 1, 8) as usize;
