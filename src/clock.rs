@@ -128,8 +128,13 @@ struct EpochStart {
 struct Synchronized {
     /// Offsets from our wall clock, as it read when the interval was installed, to cluster time.
     interval: Interval,
-    /// Our monotonic time when the interval was installed; it expires `window_ns` later.
+    /// Our monotonic time when the interval was installed.
     monotonic: u64,
+    /// Our monotonic time when the epoch that measured it began: every sample behind the
+    /// interval was taken after this, and the interval expires `epoch_ns + window_ns` after it
+    /// (a window after an epoch that agreed on time), so a clock's reading influences cluster
+    /// time for at most that long, however long its epoch collected.
+    samples_since: u64,
     /// Our wall clock then: the interval is anchored to it (advanced by monotonic time), never
     /// to a later reading, so a wall clock that jumps after the epoch cannot drag cluster time.
     realtime: i64,
@@ -235,6 +240,10 @@ impl Clock {
         if m2 < m0 {
             return;
         }
+        // Every sample of an epoch is measured within it (see `Synchronized::samples_since`).
+        if self.epoch_start.is_none_or(|start| m0 < start.monotonic) {
+            return;
+        }
         let round_trip = m2 - m0;
         if round_trip > self.window_ns {
             return;
@@ -292,15 +301,19 @@ impl Clock {
             self.epoch_fail(monotonic, realtime);
             return;
         }
-        // Agreement changes only with the samples: try again only when one arrived.
-        if self.samples_fresh {
+        // Agreement changes only with the samples: try again only when one arrived. Samples
+        // older than the window (a process paused for long) would make an interval that
+        // expires within an epoch of installing it, or at once: they are not used.
+        if self.samples_fresh && age_ns <= self.window_ns {
             self.samples_fresh = false;
             if let Some(interval) = self.epoch_agreement() {
                 self.synchronized = Some(Synchronized {
                     interval,
                     monotonic,
                     realtime,
+                    samples_since: start.monotonic,
                 });
+                assert!(!self.expired(monotonic + self.epoch_ns));
                 self.epochs_synchronized += 1;
                 self.epoch_begin(monotonic, realtime);
                 return;
@@ -361,12 +374,10 @@ impl Clock {
                 sources_false: 0,
             });
         }
-        let synchronized = self.synchronized?;
-        assert!(monotonic >= synchronized.monotonic);
-        if monotonic - synchronized.monotonic > self.window_ns {
+        if self.expired(monotonic) {
             return None;
         }
-        Some(synchronized.interval)
+        Some(self.synchronized?.interval)
     }
 
     /// Epochs that installed a new synchronized interval.
@@ -386,12 +397,19 @@ impl Clock {
     }
 
     fn expire(&mut self, monotonic: u64) {
-        if let Some(synchronized) = self.synchronized {
-            assert!(monotonic >= synchronized.monotonic);
-            if monotonic - synchronized.monotonic > self.window_ns {
-                self.synchronized = None;
-            }
+        if self.expired(monotonic) {
+            self.synchronized = None;
         }
+    }
+
+    /// The installed interval (if any) is older than its samples may be used: `epoch_ns +
+    /// window_ns` after its epoch began.
+    fn expired(&self, monotonic: u64) -> bool {
+        self.synchronized.is_some_and(|synchronized| {
+            assert!(monotonic >= synchronized.monotonic);
+            assert!(synchronized.monotonic >= synchronized.samples_since);
+            monotonic - synchronized.samples_since > self.epoch_ns + self.window_ns
+        })
     }
 
     /// Notes whether our wall clock reads, against the monotonic clock, more than the tolerance
@@ -847,12 +865,14 @@ mod tests {
         assert_eq!(clock.realtime_synchronized(0, 12345), Some(12345));
         clock.tick(ORIGIN, -7);
         clock.tick(ORIGIN + EPOCH, -7 + EPOCH as i64);
+        assert_eq!(clock.epochs_synchronized(), 1);
+        // An epoch that outlived the window fails, yet a cluster of one is its own majority.
         let later = EPOCH + 100 * WINDOW;
         clock.tick(ORIGIN + later, -7 + later as i64);
         assert!(clock.synchronized(ORIGIN + later));
         assert_eq!(clock.realtime_synchronized(ORIGIN + later, 5), Some(5));
-        assert_eq!(clock.epochs_synchronized(), 2);
-        assert_eq!(clock.epochs_failed(), 0);
+        assert_eq!(clock.epochs_synchronized(), 1);
+        assert_eq!(clock.epochs_failed(), 1);
     }
 
     #[test]
@@ -1003,5 +1023,45 @@ mod tests {
         assert_eq!(clock.epochs_failed(), 0);
         // A new epoch began with no samples.
         assert!(clock.samples.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn clock_samples_are_used_at_most_epoch_plus_window_after_their_epoch_began() {
+        let mut clock = Clock::new(3, 0, TOLERANCE, EPOCH, WINDOW);
+        let (m, r) = (ORIGIN, ORIGIN as i64);
+        let at = |later: u64| (m + later, r + later as i64);
+        clock.tick(m, r);
+        // A pong to a ping sent before the epoch began is not the epoch's evidence.
+        let (m1, r1) = at(EPOCH / 2);
+        clock.learn(1, m - MS, r1, m1, r1);
+        assert!(clock.samples.iter().all(Option::is_none));
+
+        // The epoch runs long without a peer, then one answers late in the window.
+        let (m2, r2) = at(WINDOW - S);
+        clock.tick(m2, r2);
+        clock.learn(1, m2, r2 + 5 * MS as i64, m2 + 10 * MS, r2 + 10 * MS as i64);
+        let (m3, r3) = at(WINDOW - S + 10 * MS);
+        clock.tick(m3, r3);
+        assert!(clock.synchronized(m3));
+        // Valid until epoch + window after the epoch began, not a window after installing.
+        assert!(clock.synchronized(m + EPOCH + WINDOW));
+        assert!(!clock.synchronized(m + EPOCH + WINDOW + 1));
+        let (m4, r4) = at(EPOCH + WINDOW + 1);
+        clock.tick(m4, r4);
+        assert!(!clock.synchronized(m4));
+    }
+
+    #[test]
+    fn clock_samples_older_than_the_window_install_nothing() {
+        let mut clock = Clock::new(3, 0, TOLERANCE, EPOCH, WINDOW);
+        let (m, r) = (ORIGIN, ORIGIN as i64);
+        clock.tick(m, r);
+        clock.learn(1, m, r + 5 * MS as i64, m + 10 * MS, r + 10 * MS as i64);
+        // The process is paused past the window before it ticks again.
+        let later = WINDOW + S;
+        clock.tick(m + later, r + later as i64);
+        assert!(!clock.synchronized(m + later));
+        assert_eq!(clock.epochs_synchronized(), 0);
+        assert_eq!(clock.epochs_failed(), 1);
     }
 }

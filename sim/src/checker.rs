@@ -365,7 +365,7 @@ impl ClusterTimeCheck {
         let tick_ns = vsr::config::TICK_MS * 1_000_000;
         ClusterTimeCheck {
             tolerance_ns: config.clock_offset_tolerance_max_ns,
-            // An interval is computed from an epoch's samples and used for a window after it.
+            // The clock uses no sample later than an epoch plus a window after its epoch began.
             window_ticks: (config.clock_synchronization_window_ns + config.clock_epoch_ns)
                 .div_ceil(tick_ns),
             tick_ns,
