@@ -342,6 +342,12 @@ impl Checker {
 /// majority is off by at most that plus the agreed interval's slack (`bound_ns`). A primary
 /// that believed a minority, or timestamped without agreement, is off by an excursion (twice
 /// the tolerance at least).
+///
+/// Timestamps strictly increase along the log, so a timestamp may run ahead of cluster time by
+/// being held just above an earlier one: one a primary stamped while no honest majority existed
+/// (excused) keeps every later op ahead until true time catches up with it. Such a timestamp is
+/// excused only when it is within one prepare's increment of the highest timestamp seen before,
+/// and only ahead of true time: the floor never pulls a timestamp behind.
 pub struct ClusterTimeCheck {
     tolerance_ns: u64,
     window_ticks: u64,
@@ -354,7 +360,14 @@ pub struct ClusterTimeCheck {
     excursion_until: Vec<u64>,
     /// Per replica: the newest (view, op) checked, so a resent prepare is not checked again.
     checked: Vec<(u32, u64)>,
+    /// The highest timestamp of any prepare created so far, checked or excused.
+    timestamp_max_ns: u64,
+    /// How far one prepare may raise the timestamp above its predecessor's: one per event, and
+    /// a batch has fewer events than bytes.
+    timestamp_step_max_ns: u64,
     pub prepares_checked: u64,
+    /// Prepares ahead of the bound only because they were held above an earlier timestamp.
+    pub prepares_held_ahead: u64,
     /// The largest error seen, in thousandths of the tolerance.
     pub error_max_permille: u64,
 }
@@ -373,7 +386,10 @@ impl ClusterTimeCheck {
             drifts_ppm: options.clock_drifts_ppm.clone(),
             excursion_until: vec![0; options.replica_count as usize],
             checked: vec![(0, 0); options.replica_count as usize],
+            timestamp_max_ns: 0,
+            timestamp_step_max_ns: u64::from(config.message_size_max),
             prepares_checked: 0,
+            prepares_held_ahead: 0,
             error_max_permille: 0,
         }
     }
@@ -409,6 +425,8 @@ impl ClusterTimeCheck {
             return Ok(());
         }
         self.checked[replica] = (prepare.view, prepare.op);
+        let floor_ns = self.timestamp_max_ns;
+        self.timestamp_max_ns = self.timestamp_max_ns.max(prepare.timestamp_ns);
         let faulty = self
             .excursion_until
             .iter()
@@ -418,7 +436,13 @@ impl ClusterTimeCheck {
             return Ok(()); // No honest majority: nothing is promised.
         }
         self.prepares_checked += 1;
+        let ahead = prepare.timestamp_ns as i64 > true_realtime_ns;
+        let held = prepare.timestamp_ns <= floor_ns.saturating_add(self.timestamp_step_max_ns);
         let error_ns = (prepare.timestamp_ns as i64 - true_realtime_ns).unsigned_abs();
+        if ahead && held && error_ns > self.bound_ns(tick) {
+            self.prepares_held_ahead += 1;
+            return Ok(());
+        }
         self.error_max_permille = self
             .error_max_permille
             .max(error_ns.saturating_mul(1000) / self.tolerance_ns.max(1));
@@ -526,5 +550,70 @@ mod tests {
             .check_journal(0, 1, 7, |op| log.get(op as usize), |_| false)
             .unwrap_err();
         assert!(error.contains("never recorded"), "{error}");
+    }
+
+    fn stamped(view: u32, op: u64, timestamp_ns: u64) -> Header {
+        let prepare = Prepare {
+            view,
+            op,
+            timestamp_ns,
+            ..Prepare::default()
+        };
+        prepare.to_header(1)
+    }
+
+    #[test]
+    fn cluster_time_excuses_only_timestamps_held_above_an_earlier_one() {
+        let options = crate::options::SimOptions::quiet(3, 1);
+        let tolerance_ns = options.config.clock_offset_tolerance_max_ns;
+        let window_ticks = (options.config.clock_synchronization_window_ns
+            + options.config.clock_epoch_ns)
+            .div_ceil(vsr::config::TICK_MS * 1_000_000);
+        let mut check = ClusterTimeCheck::new(&options);
+        let true_ns: i64 = 1_000_000_000_000;
+        let far_ns = 10 * tolerance_ns;
+        // Two clocks off: no honest majority, so a primary stamped far ahead is excused.
+        check.on_excursion(0, 100);
+        check.on_excursion(2, 100);
+        check
+            .on_prepare(0, &stamped(1, 1, true_ns as u64 + far_ns), true_ns, 50)
+            .unwrap();
+        assert_eq!(check.prepares_checked, 0);
+        // Later, with an honest majority, ops held just above it are excused (counted).
+        let tick = 100 + window_ticks;
+        check
+            .on_prepare(
+                0,
+                &stamped(1, 2, true_ns as u64 + far_ns + 1),
+                true_ns,
+                tick,
+            )
+            .unwrap();
+        assert_eq!(check.prepares_held_ahead, 1);
+        // A jump further ahead than one prepare's increment is not held: caught.
+        let error = check
+            .on_prepare(
+                0,
+                &stamped(1, 3, true_ns as u64 + 2 * far_ns),
+                true_ns,
+                tick,
+            )
+            .unwrap_err();
+        assert!(error.contains("off true time"), "{error}");
+        // Behind true time the floor excuses nothing.
+        let behind_ns = true_ns + 2 * far_ns as i64;
+        let error = check
+            .on_prepare(
+                1,
+                &stamped(2, 4, true_ns as u64 + 2 * far_ns),
+                behind_ns * 2,
+                tick,
+            )
+            .unwrap_err();
+        assert!(error.contains("off true time"), "{error}");
+        // Within the bound is simply fine.
+        check
+            .on_prepare(1, &stamped(2, 5, true_ns as u64), true_ns, tick)
+            .unwrap();
     }
 }

@@ -242,8 +242,10 @@ fn print_counters(sim: &Simulator) {
         r.rejoins_completed,
     );
     println!(
-        "cluster_time: prepares_checked={} error_max_permille_of_tolerance={}",
-        sim.cluster_time.prepares_checked, sim.cluster_time.error_max_permille
+        "cluster_time: prepares_checked={} prepares_held_ahead={} error_max_permille_of_tolerance={}",
+        sim.cluster_time.prepares_checked,
+        sim.cluster_time.prepares_held_ahead,
+        sim.cluster_time.error_max_permille
     );
     let d = sim.durability.stats;
     println!(
