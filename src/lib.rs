@@ -6,6 +6,8 @@
 //!   replica state machine), `journal`, `superblock`, `checkpoint_content`, `clock`, `timeout`,
 //!   the wire format (`header`, `message`, `checksum`, `io_token`), the configuration (`config`)
 //!   and data file layout (`storage`), and `format` (the writes that create a data file).
+//! - **Storage engine** (being built, docs/storage.md): `grid` (checksummed blocks and the free
+//!   set).
 //! - **Seams** the protocol is generic over: `storage::Storage`, `bus::MessageBus`, `time::Time`,
 //!   `state_machine::StateMachine`.
 //! - **Ledger**: `ledger`, the state machine of accounts and transfers.
@@ -27,6 +29,9 @@ pub mod message;
 pub mod replica;
 pub mod superblock;
 pub mod timeout;
+
+// The storage engine.
+pub mod grid;
 
 // Seams.
 pub mod bus;

@@ -15,9 +15,9 @@ use rand_chacha::ChaCha8Rng;
 use vsr::checkpoint_content::{chunk_count, chunk_count_checked, chunk_len, ChunkIdentity};
 use vsr::cli::ledger_text;
 use vsr::header::commands::{
-    CheckpointChunk, Commit, DoViewChange, Eviction, Headers, Ping, PingClient, Pong, PongClient,
-    Prepare, PrepareOk, Reply, Request, RequestCheckpointChunk, RequestHeaders, RequestPrepare,
-    RequestStartView, StartView, StartViewChange,
+    Block, CheckpointChunk, Commit, DoViewChange, Eviction, Headers, Ping, PingClient, Pong,
+    PongClient, Prepare, PrepareOk, Reply, Request, RequestCheckpointChunk, RequestHeaders,
+    RequestPrepare, RequestStartView, StartView, StartViewChange,
 };
 use vsr::header::{Header, HEADER_SIZE, PROTOCOL_VERSION};
 use vsr::ledger::{Account, Ledger, LedgerConfig, LedgerOperation, Transfer};
@@ -116,7 +116,7 @@ fn header_candidate(rng: &mut ChaCha8Rng) -> Header {
         h.protocol = PROTOCOL_VERSION;
         h.reserved = [0; 103];
         h.size = (HEADER_SIZE as u64 + below(rng, 2 * MESSAGE_SIZE_MAX as u64)) as u32;
-        h.command = below(rng, 22) as u8;
+        h.command = below(rng, 23) as u8;
         if below(rng, 2) == 0 {
             h.size = HEADER_SIZE as u32;
         }
@@ -178,7 +178,8 @@ fn headers_never_panic_and_valid_ones_round_trip() {
                 Headers,
                 Eviction,
                 CheckpointChunk,
-                RequestCheckpointChunk
+                RequestCheckpointChunk,
+                Block
             );
             // Sealing does not change what is valid, and the checksum then verifies.
             h.set_checksum();

@@ -1061,6 +1061,56 @@ impl RequestCheckpointChunk {
     }
 }
 
+/// A block of the grid (docs/storage.md), its content as body: on disk at its address, and on
+/// the wire in grid repair. Whoever references a block (a parent block, or the superblock) holds
+/// its address and this header's checksum, so a block read from the wrong place, or an older
+/// block at the right place, is told apart from the one referenced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Block {
+    /// Where the block lives: `1..` (0 is no block).
+    pub address: u64,
+    /// A `grid::BlockType`.
+    pub block_type: u8,
+    /// The tree a table block belongs to; 0 for blocks of no tree.
+    pub tree: u16,
+    /// What the block type says (for instance a table's key range); 0 if nothing.
+    pub metadata: u128,
+}
+command_struct!(Block);
+
+impl Block {
+    pub fn from_header(header: &Header) -> Block {
+        assert_command(header, Self::COMMAND);
+        Block {
+            address: header.op,
+            block_type: header.operation,
+            tree: header.request as u16,
+            metadata: header.context,
+        }
+    }
+
+    /// Sets `command` and the fields this struct names; the frame (cluster, size, checksums) and
+    /// the fields it does not name are left as they are.
+    pub fn write(&self, header: &mut Header) {
+        header.command = Self::COMMAND as u8;
+        header.op = self.address;
+        header.operation = self.block_type;
+        header.request = u64::from(self.tree);
+        header.context = self.metadata;
+    }
+
+    pub(super) fn invalid(header: &Header) -> Option<&'static str> {
+        let block = Block::from_header(header);
+        if header.client != 0 || header.view != 0 || header.replica != 0 || block.address == 0 {
+            return Some("block: malformed");
+        }
+        if header.request > u64::from(u16::MAX) || block.block_type == 0 {
+            return Some("block: malformed");
+        }
+        None
+    }
+}
+
 impl Header {
     /// The client a message is from or for: that of a request, prepare, reply, eviction,
     /// ping_client or pong_client; None for every other command (and an unknown one).
@@ -1127,6 +1177,13 @@ mod tests {
             checkpoint_id: 0xc4,
         };
         assert_eq!(CheckpointChunk::from_header(&chunk.to_header(1)), chunk);
+        let block = Block {
+            address: 7,
+            block_type: 3,
+            tree: 513,
+            metadata: 0xfeed,
+        };
+        assert_eq!(Block::from_header(&block.to_header(1)), block);
         let request = RequestHeaders {
             view: 1,
             replica: 2,

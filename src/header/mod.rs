@@ -11,9 +11,9 @@ pub mod commands;
 
 use crate::checksum::checksum;
 use commands::{
-    CheckpointChunk, Commit, DoViewChange, Eviction, Headers, Ping, PingClient, Pong, PongClient,
-    Prepare, PrepareOk, Reply, Request, RequestCheckpointChunk, RequestHeaders, RequestPrepare,
-    RequestStartView, Reserved, StartView, StartViewChange,
+    Block, CheckpointChunk, Commit, DoViewChange, Eviction, Headers, Ping, PingClient, Pong,
+    PongClient, Prepare, PrepareOk, Reply, Request, RequestCheckpointChunk, RequestHeaders,
+    RequestPrepare, RequestStartView, Reserved, StartView, StartViewChange,
 };
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
@@ -100,6 +100,7 @@ u8_enum!(
         Eviction = 17,
         CheckpointChunk = 18,
         RequestCheckpointChunk = 19,
+        Block = 20,
     }
 );
 
@@ -230,6 +231,7 @@ impl Header {
             Command::Eviction => Eviction::invalid(self),
             Command::CheckpointChunk => CheckpointChunk::invalid(self),
             Command::RequestCheckpointChunk => RequestCheckpointChunk::invalid(self),
+            Command::Block => Block::invalid(self),
         }
     }
 

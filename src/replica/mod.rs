@@ -726,7 +726,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             Command::RequestCheckpointChunk => {
                 self.on_request_checkpoint_chunk(&RequestCheckpointChunk::from_header(&header))
             }
-            Command::Reserved | Command::Reply | Command::Eviction | Command::PongClient => {
+            Command::Reserved
+            | Command::Reply
+            | Command::Eviction
+            | Command::PongClient
+            | Command::Block => {
                 self.stats.messages_dropped_invalid += 1;
             }
         }
