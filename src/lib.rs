@@ -7,7 +7,7 @@
 //!   the wire format (`header`, `message`, `checksum`, `io_token`), the configuration (`config`)
 //!   and data file layout (`storage`), and `format` (the writes that create a data file).
 //! - **Storage engine** (being built, docs/storage.md): `grid` (checksummed blocks and the free
-//!   set).
+//!   set) and `lsm` (the table format).
 //! - **Seams** the protocol is generic over: `storage::Storage`, `bus::MessageBus`, `time::Time`,
 //!   `state_machine::StateMachine`.
 //! - **Ledger**: `ledger`, the state machine of accounts and transfers.
@@ -32,6 +32,7 @@ pub mod timeout;
 
 // The storage engine.
 pub mod grid;
+pub mod lsm;
 
 // Seams.
 pub mod bus;
