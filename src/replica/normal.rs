@@ -332,6 +332,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     pub(super) fn send_prepare_ok(&mut self, op: u64, checksum: u128) {
         assert!(self.status == Status::Normal && self.is_backup());
+        // The root is committed by definition: nobody waits for it, and an acknowledgement of it
+        // promises nothing (a repair answer or a replayed packet can bring it back here).
+        if op == 0 {
+            return;
+        }
         let Some(header) = self.journal.header(op).copied() else {
             return;
         };
@@ -356,6 +361,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             prepare_commit_max: prepare.commit_max,
             prepare_timestamp_ns: prepare.timestamp_ns,
         };
+        assert!(op > 0);
         self.emit(Event::PrepareAcknowledged {
             view: self.view,
             op,
