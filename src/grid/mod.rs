@@ -6,8 +6,10 @@
 //! named by `BlockReference` (address and header checksum) from their parent, so the state is a
 //! tree of checksums rooted in the superblock, and a read verifies exactly the block referenced:
 //! a misdirected or lost write, a stale block at the right address, or a sector gone bad each fail
-//! `block_verify`, with the reason. `free_set` tracks which addresses are in use.
+//! `block_verify`, with the reason. `free_set` tracks which addresses are in use; `cache` holds
+//! blocks read, by address.
 
+pub mod cache;
 pub mod free_set;
 
 use crate::header::commands::Block;
