@@ -1,8 +1,9 @@
 //! The LSM forest (docs/storage.md, "The forest"): the ledger's state as trees of immutable,
-//! sorted tables in the grid. Built so far: the table format (`table`), the merge of
-//! compaction (`merge`), a level of a tree's manifest (`manifest_level`) and lookups through the
-//! levels (`lookup`).
+//! sorted tables in the grid. Built so far: the table format (`table`), the merge
+//! (`merge`) and the job (`compaction`) of compaction, a level of a tree's manifest
+//! (`manifest_level`) and lookups through the levels (`lookup`).
 
+pub mod compaction;
 pub mod lookup;
 pub mod manifest_level;
 pub mod merge;

@@ -231,6 +231,16 @@ pub fn index_search(layout: &TableLayout, index: &[u8], key: &[u8]) -> Option<Bl
     (position < count).then(|| index_entry(layout, body, position).1)
 }
 
+/// Entry `i` of a verified index block, if it has that many.
+pub fn index_entry_at<'a>(
+    layout: &TableLayout,
+    index: &'a [u8],
+    i: usize,
+) -> Option<(&'a [u8], BlockReference)> {
+    let body = index_body(layout, index);
+    (i < body.len() / layout.index_entry_size()).then(|| index_entry(layout, body, i))
+}
+
 fn index_body<'a>(layout: &TableLayout, index: &'a [u8]) -> &'a [u8] {
     let header = Header::read_from(index);
     let body = &index[HEADER_SIZE..header.size as usize];

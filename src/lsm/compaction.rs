@@ -1,0 +1,548 @@
+//! One compaction: a table of level A merged with the tables of level B that overlap it, into new
+//! tables for level B (docs/storage.md, "The forest"). Sans I/O and paced by its caller: each
+//! step does as much as the blocks at hand allow and then names one block to read or one sealed
+//! block to write; the caller does that and steps again, as many steps an op as its budget
+//! allows, so no commit waits for a whole compaction.
+//!
+//! Input blocks are read into the job's own buffers (a compaction's blocks are read once: they
+//! would only push hot blocks out of the cache), and released in the free set as they are read
+//! (released, not freed: the checkpoint in force still references them). Output blocks come from
+//! one reservation made at the start, of the most the output can need, so the addresses a job
+//! writes do not depend on how its I/O interleaves with another job's. The caller updates the
+//! manifest with `outputs()` once `Done`.
+
+use super::merge::{merge, MergeInput, MergeRules, MergeStop};
+use super::table::{index_entry_at, TableBuilder, TableInfo, TableLayout};
+use crate::grid::free_set::{FreeSet, Reservation};
+use crate::grid::BlockReference;
+use crate::header::{Header, HEADER_SIZE};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactionStep {
+    /// Read this block, verify it, and hand it to `on_read` before stepping again.
+    Read(BlockReference),
+    /// Write `block_written()` (sealed at this address) before stepping again.
+    Write(u64),
+    /// Every output block has been handed out; `outputs()` are level B's new tables.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Written {
+    Value,
+    Index,
+}
+
+/// Walks the value blocks of some tables in key order: each table's index block, then the value
+/// blocks it names.
+#[derive(Debug)]
+struct TablesInput {
+    tables: Vec<TableInfo>,
+    /// The table whose blocks are being walked.
+    table: usize,
+    index: Vec<u8>,
+    /// The index block of `table` is in `index`.
+    index_loaded: bool,
+    /// The next entry of the index to read.
+    entry: usize,
+    values: Vec<u8>,
+    merge: MergeInput,
+}
+
+impl TablesInput {
+    fn new(tables: &[TableInfo], block_size: usize) -> TablesInput {
+        TablesInput {
+            tables: tables.to_vec(),
+            table: 0,
+            index: vec![0; block_size],
+            index_loaded: false,
+            entry: 0,
+            values: vec![0; block_size],
+            merge: MergeInput::default(),
+        }
+    }
+
+    /// The block to read next, or `None` once every table is walked (the input is then ended).
+    fn next_read(&mut self, layout: &TableLayout) -> Option<BlockReference> {
+        loop {
+            let table = self.tables.get(self.table)?;
+            if !self.index_loaded {
+                return Some(table.index);
+            }
+            if let Some((_, reference)) = index_entry_at(layout, &self.index, self.entry) {
+                return Some(reference);
+            }
+            self.table += 1;
+            self.index_loaded = false;
+            self.entry = 0;
+        }
+    }
+
+    /// `block` is the block `next_read` named.
+    fn on_read(&mut self, layout: &TableLayout, block: &[u8]) {
+        let size = Header::read_from(block).size as usize;
+        if !self.index_loaded {
+            self.index[..size].copy_from_slice(&block[..size]);
+            self.index_loaded = true;
+        } else {
+            self.values[..size].copy_from_slice(&block[..size]);
+            self.merge.load((size - HEADER_SIZE) / layout.value_size);
+            self.entry += 1;
+        }
+    }
+}
+
+pub struct Compaction {
+    layout: TableLayout,
+    tree: u16,
+    cluster: u128,
+    drop_tombstones: bool,
+    tombstone: fn(&[u8]) -> bool,
+    a: TablesInput,
+    b: TablesInput,
+    /// The input whose read is outstanding.
+    reading: Option<Side>,
+    builder: Option<TableBuilder>,
+    output_values: Vec<u8>,
+    output_index: Vec<u8>,
+    written: Option<Written>,
+    reservation: Option<Reservation>,
+    outputs: Vec<TableInfo>,
+    /// Both inputs are merged and every output block handed out.
+    done: bool,
+}
+
+impl Compaction {
+    /// Merges `table_a` (level A) into `tables_b` (the tables of level B it overlaps, in key
+    /// order). `drop_tombstones` when level B is the deepest that could hold the keys.
+    /// `None` if the grid has not the blocks the output may need.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        layout: TableLayout,
+        cluster: u128,
+        tree: u16,
+        tombstone: fn(&[u8]) -> bool,
+        drop_tombstones: bool,
+        table_a: TableInfo,
+        tables_b: &[TableInfo],
+        free_set: &mut FreeSet,
+    ) -> Option<Compaction> {
+        let blocks_max = Self::output_blocks_max(&layout, table_a, tables_b);
+        let reservation = free_set.reserve(blocks_max)?;
+        Some(Compaction {
+            layout,
+            tree,
+            cluster,
+            drop_tombstones,
+            tombstone,
+            a: TablesInput::new(&[table_a], layout.block_size),
+            b: TablesInput::new(tables_b, layout.block_size),
+            reading: None,
+            builder: None,
+            output_values: vec![0; layout.block_size],
+            output_index: vec![0; layout.block_size],
+            written: None,
+            reservation: Some(reservation),
+            outputs: Vec::with_capacity(1 + tables_b.len()),
+            done: false,
+        })
+    }
+
+    /// The output never needs more value blocks than the inputs have plus one partial block per
+    /// output table, nor more tables than the inputs (no more values than they hold).
+    fn output_blocks_max(layout: &TableLayout, a: TableInfo, b: &[TableInfo]) -> u64 {
+        let per_block = layout.values_per_block() as u64;
+        let tables = std::iter::once(&a).chain(b);
+        let value_blocks: u64 = tables
+            .clone()
+            .map(|t| t.value_count.div_ceil(per_block))
+            .sum();
+        value_blocks + 2 * tables.count() as u64
+    }
+
+    /// New tables of level B, in key order (complete once `Done`).
+    pub fn outputs(&self) -> &[TableInfo] {
+        &self.outputs
+    }
+
+    /// The block to write, after a `Write` step.
+    pub fn block_written(&self) -> &[u8] {
+        match self.written.expect("a block was sealed") {
+            Written::Value => &self.output_values,
+            Written::Index => &self.output_index,
+        }
+    }
+
+    /// The block a `Read` step named, verified by the caller.
+    pub fn on_read(&mut self, block: &[u8]) {
+        let layout = self.layout;
+        match self.reading.take().expect("a read is outstanding") {
+            Side::A => self.a.on_read(&layout, block),
+            Side::B => self.b.on_read(&layout, block),
+        }
+    }
+
+    /// Advances until a block must be read or written, or the compaction is done. Every input
+    /// block read is released in `free_set`; the reservation is forfeited when done.
+    pub fn step(&mut self, free_set: &mut FreeSet) -> CompactionStep {
+        assert!(self.reading.is_none(), "a read is outstanding");
+        self.written = None;
+        if self.done {
+            return CompactionStep::Done;
+        }
+        if self
+            .builder
+            .as_ref()
+            .is_some_and(|b| b.full() && b.block_empty())
+        {
+            return self.table_finish(free_set);
+        }
+        let layout = self.layout;
+        let rules = MergeRules {
+            value_size: layout.value_size,
+            key_size: layout.key_size,
+            tombstone: &self.tombstone,
+            drop_tombstones: self.drop_tombstones,
+        };
+        let (tree, cluster) = (self.tree, self.cluster);
+        let builder = self
+            .builder
+            .get_or_insert_with(|| TableBuilder::new(layout, cluster, tree));
+        let output_values = &mut self.output_values;
+        let mut output = |value: &[u8]| {
+            if builder.block_full() {
+                return false;
+            }
+            builder.append(output_values, value);
+            true
+        };
+        let size = layout.value_size;
+        let a_values = &self.a.values[HEADER_SIZE..HEADER_SIZE + self.a.merge.count * size];
+        let b_values = &self.b.values[HEADER_SIZE..HEADER_SIZE + self.b.merge.count * size];
+        let stop = merge(
+            &rules,
+            a_values,
+            &mut self.a.merge,
+            b_values,
+            &mut self.b.merge,
+            &mut output,
+        );
+        match stop {
+            MergeStop::NeedA => self.input_next(Side::A, free_set),
+            MergeStop::NeedB => self.input_next(Side::B, free_set),
+            MergeStop::OutputFull => self.block_seal(free_set),
+            MergeStop::Done => self.output_finish(free_set),
+        }
+    }
+
+    fn input_next(&mut self, side: Side, free_set: &mut FreeSet) -> CompactionStep {
+        let layout = self.layout;
+        let input = match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        };
+        match input.next_read(&layout) {
+            Some(reference) => {
+                free_set.release(reference.address);
+                self.reading = Some(side);
+                CompactionStep::Read(reference)
+            }
+            None => {
+                input.merge.end();
+                self.step(free_set)
+            }
+        }
+    }
+
+    fn acquire(&mut self, free_set: &mut FreeSet) -> u64 {
+        let reservation = self.reservation.as_ref().expect("reserved until done");
+        free_set
+            .acquire(reservation)
+            .expect("the reservation covers the output")
+    }
+
+    fn block_seal(&mut self, free_set: &mut FreeSet) -> CompactionStep {
+        let address = self.acquire(free_set);
+        let builder = self.builder.as_mut().expect("values were appended");
+        builder.block_seal(&mut self.output_values, &mut self.output_index, address);
+        self.written = Some(Written::Value);
+        CompactionStep::Write(address)
+    }
+
+    fn table_finish(&mut self, free_set: &mut FreeSet) -> CompactionStep {
+        let address = self.acquire(free_set);
+        let builder = self.builder.take().expect("a table is being built");
+        self.outputs
+            .push(builder.finish(&mut self.output_index, address));
+        self.written = Some(Written::Index);
+        CompactionStep::Write(address)
+    }
+
+    /// Both inputs are merged: seal what the last table holds, then finish it.
+    fn output_finish(&mut self, free_set: &mut FreeSet) -> CompactionStep {
+        match &self.builder {
+            Some(b) if !b.block_empty() => self.block_seal(free_set),
+            Some(b) if b.value_count() > 0 => self.table_finish(free_set),
+            _ => {
+                self.builder = None;
+                free_set.forfeit(self.reservation.take().expect("reserved until done"));
+                self.done = true;
+                CompactionStep::Done
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::block_verify;
+    use crate::lsm::table::{block_values, index_entries};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const CLUSTER: u128 = 5;
+    const BLOCK_SIZE: usize = 4096;
+
+    /// 64-byte values (60 a block), 3 value blocks a table at most (180 values).
+    fn layout() -> TableLayout {
+        TableLayout::new(BLOCK_SIZE, 64, 8, 3)
+    }
+
+    fn value(key: u64, version: u8, tombstone: bool) -> [u8; 64] {
+        let mut v = [0u8; 64];
+        v[..8].copy_from_slice(&key.to_be_bytes());
+        v[8] = version;
+        v[9] = u8::from(tombstone);
+        v
+    }
+
+    fn is_tombstone(v: &[u8]) -> bool {
+        v[9] == 1
+    }
+
+    struct Disk {
+        blocks: BTreeMap<u64, Vec<u8>>,
+        free_set: FreeSet,
+    }
+
+    impl Disk {
+        fn new() -> Disk {
+            Disk {
+                blocks: BTreeMap::new(),
+                free_set: FreeSet::new(10_000),
+            }
+        }
+
+        fn acquire(&mut self) -> u64 {
+            let reservation = self.free_set.reserve(1).unwrap();
+            let address = self.free_set.acquire(&reservation).unwrap();
+            self.free_set.forfeit(reservation);
+            address
+        }
+
+        /// Tables of `values` (sorted), cut at the table size.
+        fn tables(&mut self, values: &[[u8; 64]]) -> Vec<TableInfo> {
+            let layout = layout();
+            let mut infos = Vec::new();
+            for chunk in values.chunks(layout.values_max()) {
+                let mut builder = TableBuilder::new(layout, CLUSTER, 1);
+                let mut index = vec![0u8; BLOCK_SIZE];
+                let mut block = vec![0u8; BLOCK_SIZE];
+                for v in chunk {
+                    if builder.block_full() {
+                        let address = self.acquire();
+                        builder.block_seal(&mut block, &mut index, address);
+                        self.blocks
+                            .insert(address, std::mem::replace(&mut block, vec![0; BLOCK_SIZE]));
+                    }
+                    builder.append(&mut block, v);
+                }
+                let address = self.acquire();
+                builder.block_seal(&mut block, &mut index, address);
+                self.blocks.insert(address, block);
+                let address = self.acquire();
+                infos.push(builder.finish(&mut index, address));
+                self.blocks.insert(address, index);
+            }
+            infos
+        }
+
+        /// Every value of `tables`, read back through their index blocks, verified.
+        fn read(&self, tables: &[TableInfo]) -> Vec<[u8; 64]> {
+            let layout = layout();
+            let mut values = Vec::new();
+            for table in tables {
+                let index = &self.blocks[&table.index.address];
+                block_verify(index, CLUSTER, table.index, BLOCK_SIZE).unwrap();
+                for (key_max, reference) in index_entries(&layout, index) {
+                    let block = &self.blocks[&reference.address];
+                    block_verify(block, CLUSTER, reference, BLOCK_SIZE).unwrap();
+                    let packed = block_values(&layout, block);
+                    assert_eq!(&packed[packed.len() - 64..][..8], key_max);
+                    values.extend(packed.chunks(64).map(|v| <[u8; 64]>::try_from(v).unwrap()));
+                }
+            }
+            values
+        }
+
+        /// Runs a compaction to its end; returns its outputs and the addresses it read.
+        fn compact(
+            &mut self,
+            a: TableInfo,
+            b: &[TableInfo],
+            drop_tombstones: bool,
+        ) -> (Vec<TableInfo>, BTreeSet<u64>) {
+            let mut job = Compaction::new(
+                layout(),
+                CLUSTER,
+                1,
+                is_tombstone,
+                drop_tombstones,
+                a,
+                b,
+                &mut self.free_set,
+            )
+            .unwrap();
+            let mut read = BTreeSet::new();
+            loop {
+                match job.step(&mut self.free_set) {
+                    CompactionStep::Read(reference) => {
+                        let block = &self.blocks[&reference.address];
+                        block_verify(block, CLUSTER, reference, BLOCK_SIZE).unwrap();
+                        assert!(read.insert(reference.address), "block read twice");
+                        job.on_read(block);
+                    }
+                    CompactionStep::Write(address) => {
+                        assert!(!self.free_set.is_free(address));
+                        let block = job.block_written().to_vec();
+                        assert_eq!(Header::read_from(&block).op, address);
+                        self.blocks.insert(address, block);
+                    }
+                    CompactionStep::Done => return (job.outputs().to_vec(), read),
+                }
+            }
+        }
+    }
+
+    /// The merge of `newer` over `older` by key, tombstones dropped or kept.
+    fn model(newer: &[[u8; 64]], older: &[[u8; 64]], drop_tombstones: bool) -> Vec<[u8; 64]> {
+        let mut merged = BTreeMap::new();
+        for v in older.iter().chain(newer) {
+            merged.insert(v[..8].to_vec(), *v);
+        }
+        merged
+            .into_values()
+            .filter(|v| !(drop_tombstones && is_tombstone(v)))
+            .collect()
+    }
+
+    #[test]
+    fn compaction_merges_a_table_into_the_next_level() {
+        let mut disk = Disk::new();
+        // Level B: keys 0..400 (three tables); level A: every third key rewritten, some deleted.
+        let older: Vec<_> = (0..400).map(|k| value(k, 0, false)).collect();
+        let newer: Vec<_> = (100..340)
+            .step_by(3)
+            .map(|k| value(k, 1, k % 2 == 0))
+            .collect();
+        let b = disk.tables(&older);
+        assert_eq!(b.len(), 3);
+        let a = disk.tables(&newer);
+        assert_eq!(a.len(), 1);
+        let inputs: BTreeSet<u64> = disk.blocks.keys().copied().collect();
+        for drop_tombstones in [false, true] {
+            let mut disk = Disk {
+                blocks: disk.blocks.clone(),
+                free_set: disk.free_set.clone(),
+            };
+            let (outputs, read) = disk.compact(a[0], &b, drop_tombstones);
+            // Every input block read once and released; no output block reuses one.
+            assert_eq!(read, inputs);
+            assert!(inputs
+                .iter()
+                .all(|&address| disk.free_set.is_released(address)));
+            let expected = model(&newer, &older, drop_tombstones);
+            assert_eq!(disk.read(&outputs), expected);
+            // Outputs: full tables but the last, disjoint and in key order.
+            let layout = layout();
+            for pair in outputs.windows(2) {
+                assert_eq!(pair[0].value_count, layout.values_max() as u64);
+                assert!(pair[0].key_max(&layout) < pair[1].key_min(&layout));
+            }
+            let total: u64 = outputs.iter().map(|t| t.value_count).sum();
+            assert_eq!(total, expected.len() as u64);
+        }
+    }
+
+    #[test]
+    fn compaction_of_only_tombstones_into_the_last_level_leaves_nothing() {
+        let mut disk = Disk::new();
+        let older: Vec<_> = (0..50).map(|k| value(k, 0, false)).collect();
+        let newer: Vec<_> = (0..50).map(|k| value(k, 1, true)).collect();
+        let b = disk.tables(&older);
+        let a = disk.tables(&newer);
+        let acquired = disk.free_set.count_acquired();
+        let (outputs, _) = disk.compact(a[0], &b, true);
+        assert!(outputs.is_empty());
+        // The reservation was forfeited: nothing new acquired.
+        assert_eq!(disk.free_set.count_acquired(), acquired);
+    }
+
+    #[test]
+    fn compaction_without_overlap_rewrites_the_table() {
+        let mut disk = Disk::new();
+        let newer: Vec<_> = (0..70).map(|k| value(k, 1, false)).collect();
+        let a = disk.tables(&newer);
+        let (outputs, read) = disk.compact(a[0], &[], false);
+        assert_eq!(read.len(), 3);
+        assert_eq!(disk.read(&outputs), newer);
+    }
+
+    /// Random level contents against the model: the output is the merge, its blocks fit the
+    /// reservation (an overrun panics), and every input block is released.
+    #[test]
+    fn compaction_matches_a_model() {
+        use rand_chacha::rand_core::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+        for _ in 0..200 {
+            let mut disk = Disk::new();
+            let sorted = |rng: &mut rand_chacha::ChaCha8Rng, count: u64, version: u8| {
+                let keys: BTreeSet<u64> = (0..count).map(|_| rng.next_u64() % 1_000).collect();
+                let tombstones = rng.next_u64() % 3;
+                keys.into_iter()
+                    .map(|k| value(k, version, tombstones > 0 && k % (tombstones + 1) == 0))
+                    .collect::<Vec<_>>()
+            };
+            let count = rng.next_u64() % 700;
+            let older = sorted(&mut rng, count, 0);
+            let count = 1 + rng.next_u64() % 179;
+            let newer = sorted(&mut rng, count, 1);
+            let b = disk.tables(&older);
+            let a = disk.tables(&newer);
+            assert_eq!(a.len(), 1);
+            let layout = layout();
+            let (a_min, a_max) = (a[0].key_min(&layout), a[0].key_max(&layout));
+            let overlapping: Vec<TableInfo> = b
+                .iter()
+                .filter(|t| t.key_min(&layout) <= a_max && a_min <= t.key_max(&layout))
+                .copied()
+                .collect();
+            let older_overlapping = disk.read(&overlapping);
+            let drop_tombstones = rng.next_u64() % 2 == 0;
+            let (outputs, read) = disk.compact(a[0], &overlapping, drop_tombstones);
+            assert_eq!(
+                disk.read(&outputs),
+                model(&newer, &older_overlapping, drop_tombstones)
+            );
+            assert!(read
+                .iter()
+                .all(|&address| disk.free_set.is_released(address)));
+        }
+    }
+}
