@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use vsr::client::net::{NetClient, NetError, Unavailable};
 use vsr::header::commands::Reply;
 
-/// An interactive `vsr repl` fed statements one at a time.
+/// A `vsr repl` fed statements one at a time through a pipe (so its notes go to stderr).
 struct Repl {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
     stdout: BufReader<std::process::ChildStdout>,
+    stderr: BufReader<std::process::ChildStderr>,
 }
 
 impl Repl {
@@ -30,36 +31,41 @@ impl Repl {
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
+        let stderr = BufReader::new(child.stderr.take().unwrap());
         Repl {
             child,
             stdin,
             stdout,
+            stderr,
         }
     }
 
-    /// The next line, without the prompt (bounded by the REPL's own --timeout).
+    /// The next answer (bounded by the REPL's own --timeout). Piped, there is no prompt.
     fn line(&mut self) -> String {
         let mut out = String::new();
         self.stdout.read_line(&mut out).unwrap();
         assert!(!out.is_empty(), "vsr repl exited");
-        out.trim_end().trim_start_matches("> ").to_string()
+        out.trim_end().to_string()
     }
 
-    /// One statement's answer (skipping the note that the session just connected).
+    /// The next note on stderr.
+    fn note(&mut self) -> String {
+        let mut out = String::new();
+        self.stderr.read_line(&mut out).unwrap();
+        assert!(!out.is_empty(), "vsr repl exited");
+        out.trim_end().to_string()
+    }
+
+    /// One statement's answer.
     fn statement(&mut self, statement: &str) -> String {
         writeln!(self.stdin, "{statement}").unwrap();
         self.stdin.flush().unwrap();
-        loop {
-            let line = self.line();
-            if !line.starts_with("vsr repl: connected") {
-                return line;
-            }
-        }
+        self.line()
     }
 }
 
@@ -109,7 +115,7 @@ fn repl_answers_again_once_a_replica_is_up() {
     let mut cluster = TestCluster::format("client-wedge", 1);
     let port = cluster.ports[0];
     let mut repl = Repl::start(cluster.cluster, &cluster.addresses_arg(), 2);
-    let banner = repl.line();
+    let banner = repl.note();
     assert!(
         banner.starts_with("vsr repl: not connected"),
         "said connected with no replica: {banner}"
@@ -145,6 +151,80 @@ fn repl_answers_again_once_a_replica_is_up() {
         "ok"
     );
     assert!(repl.statement("lookup_accounts 1;").starts_with("id=1 "));
+}
+
+/// `vsr repl` fed a script through a pipe: (exit code, stdout, stderr).
+fn repl_script(cluster: &TestCluster, script: &str) -> (i32, String, String) {
+    let mut child = Command::new(common::VSR)
+        .args([
+            "repl",
+            &format!("--cluster={}", cluster.cluster),
+            &format!("--addresses={}", cluster.addresses_arg()),
+            "--timeout=30",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closing stdin ends the script; every request is bounded by --timeout.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A piped script: statements end at ';' and may span lines (or share one), numbers take '_' and
+/// hex, filters get TigerBeetle's defaults, stdout holds only answers (no banner, no prompt), and
+/// a statement that fails makes the exit code non-zero.
+#[test]
+fn repl_scripts_span_lines_default_filters_and_fail_loudly() {
+    let mut cluster = TestCluster::format("repl-script", 1);
+    cluster.start(0);
+    let script = "create_accounts id=1 ledger=700 code=10,\n  id=2 ledger=700 code=10;\n\
+                  create_transfers id=0x10 debit_account_id=1 credit_account_id=2\n  \
+                  amount=1_000 ledger=700 code=10;\n\
+                  get_account_transfers account_id=1;\n\
+                  lookup_accounts 2; query_transfers code=10\n";
+    let (code, stdout, stderr) = repl_script(&cluster, script);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        5,
+        "one answer a statement, nothing else: {stdout}"
+    );
+    assert_eq!(&lines[..2], ["ok", "ok"]);
+    // The default limit and flags found the transfer (a limit of 0 matched nothing before).
+    assert!(lines[2].starts_with("id=16 "), "{}", lines[2]);
+    assert!(lines[2].contains(" amount=1000 "), "{}", lines[2]);
+    assert!(lines[3].starts_with("id=2 "), "{}", lines[3]);
+    // The last statement, without its ';', ran at the end of input.
+    assert!(lines[4].starts_with("id=16 "), "{}", lines[4]);
+    assert!(
+        stderr.contains("vsr repl: connected to cluster"),
+        "{stderr}"
+    );
+
+    let (code, stdout, stderr) = repl_script(&cluster, "lookup_accounts 1;\nlookup_accounts -5;\n");
+    assert_eq!(
+        code, 1,
+        "a failed statement exits non-zero: {stdout} {stderr}"
+    );
+    assert!(stdout.starts_with("id=1 "), "{stdout}");
+    assert!(
+        stdout.contains("is not an unsigned integer up to 2^128-1"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 of 2 statements failed"), "{stderr}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use super::ledger_text::{self, Event, Reply};
 use super::Failure;
 use crate::client::net::{NetClient, NetError};
 use crate::ledger::LedgerOperation;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -136,17 +136,20 @@ pub fn run_json(mut session: Session) -> Result<(), Failure> {
 }
 
 pub const REPL_HELP: &str = "\
-Statements (end with ';' or a newline):
+Statements end with ';' and may span lines:
   create_accounts id=1 ledger=700 code=10 flags=history, id=2 ledger=700 code=10;
   create_transfers id=1 debit_account_id=1 credit_account_id=2 amount=10 ledger=700 code=10;
   create_transfers id=2 debit_account_id=1 credit_account_id=2 amount=5 ledger=700 code=10 flags=pending timeout=60;
   lookup_accounts 1, 2;
   lookup_transfers 1;
-  get_account_transfers account_id=1 flags=debits|credits limit=10;
-  get_account_balances account_id=1 flags=debits|credits limit=10;
+  get_account_transfers account_id=1;
+  get_account_balances account_id=1 flags=debits|reversed limit=10;
   query_accounts ledger=700 limit=10;
-  query_transfers code=10 limit=10;
+  query_transfers code=10;
 Fields use TigerBeetle's names; flags are names joined by '|' (or the integer bit set).
+Numbers are unsigned integers up to 2^128-1: decimal, or 0x/0o/0b, with '_' between digits.
+Filters default as TigerBeetle's REPL: limit = as many as a reply holds (8190), and for
+get_account_* flags = debits|credits.
 Commands: help, exit.";
 
 fn render_text(reply: &Reply) -> String {
@@ -207,54 +210,177 @@ pub fn run_repl(mut session: Session, command: Option<String>) -> Result<(), Fai
         println!("{}", render_text(&reply));
         return Ok(());
     }
-    // Say "connected" only once a replica has answered; say why not within 5 s.
-    match session.connect(Duration::from_secs(5)) {
-        Ok(s) => println!(
-            "vsr repl: connected to cluster {} (session {s}). Type help.",
+    let interactive = std::io::stdin().is_terminal();
+    // Say "connected" only once a replica has answered; say why not within 5 s. Piped, stdout
+    // carries only answers: notes go to stderr.
+    let note = match session.connect(Duration::from_secs(5)) {
+        Ok(s) => format!(
+            "vsr repl: connected to cluster {} (session {s}).",
             session.cluster
         ),
-        Err(e) => println!(
-            "vsr repl: not connected to cluster {}: {e}. Statements keep trying. Type help.",
+        Err(e) => format!(
+            "vsr repl: not connected to cluster {}: {e}. Statements keep trying.",
             session.cluster
         ),
+    };
+    if interactive {
+        println!("{note} Statements end with ';'. Type help.");
+    } else {
+        eprintln!("{note}");
     }
-    let stdin = std::io::stdin();
-    let mut line = String::new();
-    loop {
-        print!("> ");
-        let _ = std::io::stdout().flush();
-        line.clear();
-        if stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Failure::runtime(e.to_string()))?
-            == 0
-        {
-            return Ok(());
+    let mut repl = ReplLoop {
+        session,
+        interactive,
+        statements: 0,
+        failed: 0,
+    };
+    repl.run()?;
+    if repl.failed > 0 {
+        return Err(Failure::runtime(format!(
+            "{} of {} statements failed",
+            repl.failed, repl.statements
+        )));
+    }
+    Ok(())
+}
+
+struct ReplLoop {
+    session: Session,
+    interactive: bool,
+    statements: u64,
+    failed: u64,
+}
+
+/// Where the REPL's lines come from: a line editor with history on a terminal, plain reads from a
+/// pipe.
+enum Lines {
+    Editor(Box<rustyline::DefaultEditor>),
+    Plain(std::io::Stdin),
+}
+
+enum Input {
+    /// A line, with its newline.
+    Line(String),
+    /// Ctrl-C: the statement being typed is abandoned, as in a shell.
+    Interrupted,
+    End,
+}
+
+impl Lines {
+    fn next(&mut self, prompt: &str) -> Result<Input, Failure> {
+        match self {
+            Lines::Editor(editor) => match editor.readline(prompt) {
+                Ok(line) => Ok(Input::Line(line + "\n")),
+                Err(rustyline::error::ReadlineError::Interrupted) => Ok(Input::Interrupted),
+                Err(rustyline::error::ReadlineError::Eof) => Ok(Input::End),
+                Err(e) => Err(Failure::runtime(format!("terminal: {e}"))),
+            },
+            Lines::Plain(stdin) => {
+                let mut line = String::new();
+                let read = stdin
+                    .lock()
+                    .read_line(&mut line)
+                    .map_err(|e| Failure::runtime(format!("stdin: {e}")))?;
+                Ok(if read > 0 {
+                    Input::Line(line)
+                } else {
+                    Input::End
+                })
+            }
         }
-        let statement = line.trim();
-        match statement {
-            "" => continue,
-            "help" | "help;" => println!("{REPL_HELP}"),
-            "exit" | "exit;" | "quit" | "quit;" => return Ok(()),
-            _ => match ledger_text::parse_statement(statement) {
-                Ok((operation, events)) => {
-                    let was_connected = session.connected();
-                    let result = session.submit(operation, &events);
-                    if !was_connected && session.connected() {
-                        println!(
-                            "vsr repl: connected to cluster {} (session {})",
-                            session.cluster,
-                            session.client.session()
-                        );
+    }
+
+    fn remember(&mut self, statement: &str) {
+        if let Lines::Editor(editor) = self {
+            let _ = editor.add_history_entry(statement.trim());
+        }
+    }
+}
+
+impl ReplLoop {
+    /// Reads lines until end of input or `exit`; a statement ends at ';' and may span lines.
+    fn run(&mut self) -> Result<(), Failure> {
+        let mut lines = match self.interactive {
+            true => match rustyline::DefaultEditor::new() {
+                Ok(editor) => Lines::Editor(Box::new(editor)),
+                Err(_) => Lines::Plain(std::io::stdin()),
+            },
+            false => Lines::Plain(std::io::stdin()),
+        };
+        let mut pending = String::new();
+        loop {
+            let prompt = match (self.interactive, pending.trim().is_empty()) {
+                (false, _) => "",
+                (true, true) => "> ",
+                (true, false) => "... ",
+            };
+            if let Lines::Plain(_) = lines {
+                print!("{prompt}");
+                let _ = std::io::stdout().flush();
+            }
+            match lines.next(prompt)? {
+                Input::Line(line) => pending.push_str(&line),
+                Input::Interrupted => {
+                    pending.clear();
+                    continue;
+                }
+                Input::End => {
+                    // End of input: a last statement without its ';' still runs.
+                    if !pending.trim().is_empty() {
+                        self.statement(&pending);
                     }
-                    match result {
-                        Ok(reply) => println!("{}", render_text(&reply)),
-                        Err(e) => println!("{}", repl_error(&e)),
+                    return Ok(());
+                }
+            }
+            match pending.trim() {
+                "help" | "help;" => {
+                    println!("{REPL_HELP}");
+                    pending.clear();
+                    continue;
+                }
+                "exit" | "exit;" | "quit" | "quit;" => return Ok(()),
+                _ => {}
+            }
+            while let Some(end) = pending.find(';') {
+                let statement: String = pending.drain(..=end).collect();
+                if !statement.trim_end_matches(';').trim().is_empty() {
+                    lines.remember(&statement);
+                    self.statement(&statement);
+                }
+            }
+        }
+    }
+
+    fn statement(&mut self, statement: &str) {
+        self.statements += 1;
+        match ledger_text::parse_statement(statement) {
+            Ok((operation, events)) => {
+                let was_connected = self.session.connected();
+                let result = self.session.submit(operation, &events);
+                if !was_connected && self.session.connected() {
+                    let note = format!(
+                        "vsr repl: connected to cluster {} (session {})",
+                        self.session.cluster,
+                        self.session.client.session()
+                    );
+                    if self.interactive {
+                        println!("{note}");
+                    } else {
+                        eprintln!("{note}");
                     }
                 }
-                Err(e) => println!("error: {e} (type help)"),
-            },
+                match result {
+                    Ok(reply) => println!("{}", render_text(&reply)),
+                    Err(e) => {
+                        self.failed += 1;
+                        println!("{}", repl_error(&e));
+                    }
+                }
+            }
+            Err(e) => {
+                self.failed += 1;
+                println!("error: {e} (type help)");
+            }
         }
     }
 }

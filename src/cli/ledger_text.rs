@@ -70,6 +70,36 @@ fn flags_value(value: &Value, names: &[&str]) -> Result<u128, String> {
     }
 }
 
+/// An unsigned integer up to 2^128-1 as users write one: decimal, or `0x`/`0o`/`0b` for hex,
+/// octal or binary, with `_` allowed between digits (`1_000`, `0xffff_ffff`).
+pub fn parse_number(text: &str) -> Option<u128> {
+    let lower = text.to_ascii_lowercase();
+    let (radix, digits) = match lower.get(..2) {
+        Some("0x") => (16, &lower[2..]),
+        Some("0o") => (8, &lower[2..]),
+        Some("0b") => (2, &lower[2..]),
+        _ => (10, lower.as_str()),
+    };
+    let well_placed = !digits.starts_with('_') && !digits.ends_with('_') && !digits.contains("__");
+    let digits = digits.replace('_', "");
+    if !well_placed || digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u128::from_str_radix(&digits, radix).ok()
+}
+
+/// The one error every malformed number gets.
+fn number_error(field: &str, text: &str) -> String {
+    format!("{field}: {text:?} is not an unsigned integer up to 2^128-1")
+}
+
+/// The most records one reply holds: TigerBeetle's REPL default for a filter's `limit`.
+pub fn results_max() -> u128 {
+    let body =
+        crate::config::Config::production(1).message_size_max as usize - crate::header::HEADER_SIZE;
+    (body / core::mem::size_of::<Transfer>()) as u128
+}
+
 fn fit<T: TryFrom<u128>>(field: &str, value: u128) -> Result<T, String> {
     T::try_from(value).map_err(|_| format!("{field}: {value} does not fit the field"))
 }
@@ -429,14 +459,14 @@ pub fn parse_json_request(line: &str) -> Result<(LedgerOperation, Vec<Event>), S
 
 fn json_number(value: &serde_json::Value, field: &str) -> Result<u128, String> {
     match value {
-        serde_json::Value::Number(n) => n
-            .to_string()
-            .parse::<u128>()
-            .map_err(|_| format!("{field}: {n} is not an unsigned integer up to 2^128-1")),
-        serde_json::Value::String(s) => s
-            .parse::<u128>()
-            .map_err(|_| format!("{field}: {s:?} is not an unsigned integer")),
-        _ => Err(format!("{field}: expected a number")),
+        serde_json::Value::Number(n) => {
+            let text = n.to_string();
+            text.parse::<u128>().map_err(|_| number_error(field, &text))
+        }
+        serde_json::Value::String(s) => parse_number(s).ok_or_else(|| number_error(field, s)),
+        _ => Err(format!(
+            "{field}: expected an unsigned integer up to 2^128-1 (a number or a string)"
+        )),
     }
 }
 
@@ -494,20 +524,19 @@ pub fn parse_statement(statement: &str) -> Result<(LedgerOperation, Vec<Event>),
                                 .collect(),
                         )
                     } else {
-                        Value::Number(
-                            value
-                                .parse::<u128>()
-                                .map_err(|_| format!("{key}: {value:?} is not a number"))?,
-                        )
+                        Value::Number(parse_number(value).ok_or_else(|| number_error(key, value))?)
                     };
                     pairs.push((key.to_string(), value));
                 }
                 None if pairs.is_empty() => {
-                    events.push(Event::Id(
-                        token
-                            .parse::<u128>()
-                            .map_err(|_| format!("{token:?}: expected field=value"))?,
-                    ));
+                    let numeric = token.starts_with(|c: char| c.is_ascii_digit() || c == '-');
+                    events.push(Event::Id(parse_number(token).ok_or_else(|| {
+                        if numeric {
+                            number_error("id", token)
+                        } else {
+                            format!("{token:?}: expected an id or field=value")
+                        }
+                    })?));
                 }
                 None => return Err(format!("{token:?}: expected field=value")),
             }
@@ -516,5 +545,103 @@ pub fn parse_statement(statement: &str) -> Result<(LedgerOperation, Vec<Event>),
             events.push(Event::Fields(pairs));
         }
     }
+    filter_defaults(operation, &mut events);
     Ok((operation, events))
+}
+
+/// TigerBeetle's REPL defaults for what a filter leaves out: `limit` as many as a reply holds,
+/// and for the account filters `flags = debits|credits` (a limit or flags of 0 match nothing).
+fn filter_defaults(operation: LedgerOperation, events: &mut [Event]) {
+    let account_filter = matches!(
+        operation,
+        LedgerOperation::GetAccountTransfers | LedgerOperation::GetAccountBalances
+    );
+    let query_filter = matches!(
+        operation,
+        LedgerOperation::QueryAccounts | LedgerOperation::QueryTransfers
+    );
+    if !account_filter && !query_filter {
+        return;
+    }
+    for event in events {
+        let Event::Fields(pairs) = event else {
+            continue;
+        };
+        let has = |pairs: &Vec<(String, Value)>, name: &str| pairs.iter().any(|(n, _)| n == name);
+        if !has(pairs, "limit") {
+            pairs.push(("limit".into(), Value::Number(results_max())));
+        }
+        if account_filter && !has(pairs, "flags") {
+            pairs.push((
+                "flags".into(),
+                Value::Flags(vec!["debits".into(), "credits".into()]),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_parse_in_every_form_users_write() {
+        assert_eq!(parse_number("0"), Some(0));
+        assert_eq!(parse_number("1_000"), Some(1000));
+        assert_eq!(parse_number("0x10"), Some(16));
+        assert_eq!(parse_number("0XfF_ff"), Some(0xffff));
+        assert_eq!(parse_number("0o17"), Some(15));
+        assert_eq!(parse_number("0b1010"), Some(10));
+        assert_eq!(parse_number(&u128::MAX.to_string()), Some(u128::MAX));
+        for bad in [
+            "", "-5", "+5", "2e3", "1__0", "_1", "1_", "0x", "0xg", "0b2", "12a",
+        ] {
+            assert_eq!(parse_number(bad), None, "{bad:?}");
+        }
+        // 2^128 and beyond.
+        assert_eq!(
+            parse_number("340282366920938463463374607431768211456"),
+            None
+        );
+    }
+
+    #[test]
+    fn statements_get_one_number_error_whatever_the_case() {
+        for value in ["-5", "340282366920938463463374607431768211456", "1__0"] {
+            let expected = format!("id: {value:?} is not an unsigned integer up to 2^128-1");
+            let error = parse_statement(&format!("lookup_accounts id={value};")).unwrap_err();
+            assert_eq!(error, expected);
+            let error = parse_statement(&format!("lookup_accounts {value};")).unwrap_err();
+            assert_eq!(error, expected);
+        }
+        let json = parse_json_request(r#"{"operation":"lookup_accounts","events":["-5"]}"#);
+        assert_eq!(
+            json.unwrap_err(),
+            "id: \"-5\" is not an unsigned integer up to 2^128-1"
+        );
+        let (_, events) =
+            parse_json_request(r#"{"operation":"lookup_accounts","events":["0x10", 3]}"#).unwrap();
+        assert_eq!(events, vec![Event::Id(16), Event::Id(3)]);
+    }
+
+    #[test]
+    fn filters_default_as_tigerbeetles_repl() {
+        let (operation, events) = parse_statement("get_account_transfers account_id=3;").unwrap();
+        let body = encode(operation, &events, 1 << 20).unwrap();
+        let filter = AccountFilter::read_from_bytes(&body).unwrap();
+        assert_eq!(filter.account_id, 3);
+        assert_eq!(u128::from(filter.limit), results_max());
+        assert_eq!(filter.flags, 0b11, "debits|credits");
+        // What the user gives is kept.
+        let (operation, events) =
+            parse_statement("get_account_balances account_id=3 limit=5 flags=credits;").unwrap();
+        let body = encode(operation, &events, 1 << 20).unwrap();
+        let filter = AccountFilter::read_from_bytes(&body).unwrap();
+        assert_eq!((filter.limit, filter.flags), (5, 0b10));
+        let (operation, events) = parse_statement("query_transfers code=10").unwrap();
+        let body = encode(operation, &events, 1 << 20).unwrap();
+        let filter = QueryFilter::read_from_bytes(&body).unwrap();
+        assert_eq!((u128::from(filter.limit), filter.flags), (results_max(), 0));
+        assert_eq!(results_max(), 8190);
+    }
 }
