@@ -56,21 +56,24 @@ enum Commands {
 #[derive(clap::Args)]
 struct StartArgs {
     /// Every replica's address, in replica order (host:port, or a bare port for 127.0.0.1).
+    /// With --development and no path: the development replica's one address (default 3000).
     #[arg(long)]
     addresses: Option<String>,
-    /// Without a path: a one-replica cluster on 127.0.0.1:3000 with data under ./data/.
-    /// With a path: allow filesystems without O_DIRECT (never in production).
+    /// Without a path: a small one-replica cluster (cluster id 0) on 127.0.0.1:3000 with data
+    /// under ./data/, formatted on first start. With a path: allow filesystems without O_DIRECT
+    /// (never in production).
     #[arg(long)]
     development: bool,
     /// Log level: info, or debug for a protocol trace.
     #[arg(long, default_value = "info", env = "VSR_LOG_LEVEL")]
     log_level: String,
-    /// Most accounts the ledger holds (memory is reserved at start).
-    #[arg(long, default_value_t = LedgerConfig::default().accounts_max)]
-    accounts_max: u32,
-    /// Most transfers the ledger holds.
-    #[arg(long, default_value_t = LedgerConfig::default().transfers_max)]
-    transfers_max: u32,
+    /// Most accounts the ledger holds (memory is reserved at start) [default: 1048576; 16384 for
+    /// the development replica].
+    #[arg(long)]
+    accounts_max: Option<u32>,
+    /// Most transfers the ledger holds [default: 4194304; 131072 for the development replica].
+    #[arg(long)]
+    transfers_max: Option<u32>,
     path: Option<PathBuf>,
 }
 
@@ -163,10 +166,14 @@ impl StartArgs {
                 )))
             }
         };
+        let production = LedgerConfig::default();
         match (self.path, self.addresses) {
-            (None, None) if self.development => {
-                cli::start_development(trace, self.accounts_max, self.transfers_max)
-            }
+            (None, addresses) if self.development => cli::start_development(
+                trace,
+                addresses.as_deref(),
+                self.accounts_max.unwrap_or(cli::DEVELOPMENT_ACCOUNTS_MAX),
+                self.transfers_max.unwrap_or(cli::DEVELOPMENT_TRANSFERS_MAX),
+            ),
             (None, _) => Err(Failure::usage(
                 "start needs a data file path (or --development alone)",
             )),
@@ -178,8 +185,8 @@ impl StartArgs {
                     addresses,
                     development: self.development,
                     trace,
-                    accounts_max: self.accounts_max,
-                    transfers_max: self.transfers_max,
+                    accounts_max: self.accounts_max.unwrap_or(production.accounts_max),
+                    transfers_max: self.transfers_max.unwrap_or(production.transfers_max),
                 })
             }
         }

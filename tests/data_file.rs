@@ -151,3 +151,74 @@ fn recover_creates_a_rejoining_file_and_refuses_what_it_cannot_do_safely() {
     assert!(!String::from_utf8_lossy(&inspect.stdout).contains("rejoining"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `vsr start --development`: a small file, the port of one's choosing, a "ready" line naming
+/// the command to run next, and a busy port refused before anything is formatted.
+#[test]
+fn development_replica_is_small_takes_a_port_and_checks_it_first() {
+    let dir = std::env::temp_dir().join(format!("vsr-development-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("first")).unwrap();
+    std::fs::create_dir_all(dir.join("second")).unwrap();
+    let port = common::free_ports(1)[0];
+    let mut replica = Command::new(VSR)
+        .args(["start", "--development", &format!("--addresses={port}")])
+        .current_dir(dir.join("first"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the replica however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = replica.stderr.take().unwrap();
+    let mut replica = Kill(replica);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let _ = sender.send(line.unwrap_or_default());
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = receiver
+            .recv_timeout(left)
+            .expect("the replica said ready within 60 s");
+        if line.contains("ready.") {
+            break line;
+        }
+    };
+    assert!(
+        ready.contains(&format!("vsr repl --cluster=0 --addresses={port}")),
+        "{ready}"
+    );
+    let size = std::fs::metadata(dir.join("first/data/0_0.vsr"))
+        .unwrap()
+        .len();
+    assert!(size <= 64 << 20, "a development data file of {size} bytes");
+
+    // The same port again, from a directory with no data: refused, and nothing formatted.
+    let out = Command::new(VSR)
+        .args(["start", "--development", &format!("--addresses={port}")])
+        .current_dir(dir.join("second"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(stderr.contains("--addresses=<port>"), "{stderr}");
+    assert!(
+        !dir.join("second/data").exists(),
+        "formatted before checking the port"
+    );
+    assert!(
+        replica.0.try_wait().unwrap().is_none(),
+        "the first replica is still up"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -276,6 +276,19 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
     );
     let mut runtime = Runtime::new(io, replica);
     install_signal_handlers();
+    if options.development {
+        let address = options.addresses[sb.replica as usize];
+        let address = if address.ip().is_loopback() {
+            address.port().to_string()
+        } else {
+            address.to_string()
+        };
+        eprintln!(
+            "info: ready. In another terminal: vsr repl --cluster={} --addresses={address} \
+             (stop this replica with Ctrl-C)",
+            sb.cluster
+        );
+    }
     runtime.run(&STOP).map_err(Failure::runtime)?;
     log_stop(&runtime);
     Ok(())
@@ -397,13 +410,41 @@ fn log_stop(runtime: &Runtime<Ledger>) {
     );
 }
 
-/// The development replica: one replica on 127.0.0.1:3000, data under ./data/, formatted on
-/// first start.
+/// The development replica's ledger capacity unless given (tens of MB, not the production
+/// default's 1.5 GiB).
+pub const DEVELOPMENT_ACCOUNTS_MAX: u32 = 1 << 14;
+pub const DEVELOPMENT_TRANSFERS_MAX: u32 = 1 << 17;
+
+/// The development replica's data file: production messages (any client's batch fits), a short
+/// journal and few sessions, so the file is 48 MiB rather than 1.1 GB.
+const DEVELOPMENT_SIZES: Sizes = Sizes {
+    message_size_max: 1024 * 1024,
+    journal_slot_count: 32,
+    pipeline_max: 4,
+    clients_max: 16,
+};
+
+/// The development replica: one replica on 127.0.0.1:3000 (or `address`), data under ./data/,
+/// formatted on first start. The address is checked before anything is formatted.
 pub fn start_development(
     trace: bool,
+    address: Option<&str>,
     accounts_max: u32,
     transfers_max: u32,
 ) -> Result<(), Failure> {
+    let addresses = parse_addresses(address.unwrap_or("127.0.0.1:3000"))?;
+    if addresses.len() != 1 {
+        return Err(Failure::usage(
+            "--development runs one replica: give --addresses one address (or a port)",
+        ));
+    }
+    if let Err(e) = std::net::TcpListener::bind(addresses[0]) {
+        return Err(Failure::runtime(format!(
+            "cannot listen on {}: {e}. Is a replica already running there? Stop it, or pick \
+             another port with --addresses=<port>",
+            addresses[0]
+        )));
+    }
     let path = PathBuf::from("data/0_0.vsr");
     if !path.exists() {
         std::fs::create_dir_all("data")
@@ -412,15 +453,8 @@ pub fn start_development(
             "info: DEVELOPMENT MODE: formatting a new single-replica data file at {}",
             path.display()
         );
-        let sizes = Sizes {
-            message_size_max: 1024 * 1024,
-            journal_slot_count: 1024,
-            pipeline_max: 8,
-            clients_max: 64,
-        };
-        format(&path, 0, 0, 1, &sizes)?;
+        format(&path, 0, 0, 1, &DEVELOPMENT_SIZES)?;
     }
-    let addresses = parse_addresses("127.0.0.1:3000")?;
     start(StartOptions {
         path,
         addresses,
