@@ -171,8 +171,8 @@ impl StartArgs {
             (None, addresses) if self.development => cli::start_development(
                 trace,
                 addresses.as_deref(),
-                self.accounts_max.unwrap_or(cli::DEVELOPMENT_ACCOUNTS_MAX),
-                self.transfers_max.unwrap_or(cli::DEVELOPMENT_TRANSFERS_MAX),
+                self.accounts_max,
+                self.transfers_max,
             ),
             (None, _) => Err(Failure::usage(
                 "start needs a data file path (or --development alone)",

@@ -59,7 +59,7 @@ impl Failure {
 }
 
 /// Layout-defining sizes; production defaults, smaller values for tests and development.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sizes {
     pub message_size_max: u32,
     pub journal_slot_count: u32,
@@ -412,8 +412,8 @@ fn log_stop(runtime: &Runtime<Ledger>) {
 
 /// The development replica's ledger capacity unless given (tens of MB, not the production
 /// default's 1.5 GiB).
-pub const DEVELOPMENT_ACCOUNTS_MAX: u32 = 1 << 14;
-pub const DEVELOPMENT_TRANSFERS_MAX: u32 = 1 << 17;
+const DEVELOPMENT_ACCOUNTS_MAX: u32 = 1 << 14;
+const DEVELOPMENT_TRANSFERS_MAX: u32 = 1 << 17;
 
 /// The development replica's data file: production messages (any client's batch fits), a short
 /// journal and few sessions, so the file is 48 MiB rather than 1.1 GB.
@@ -429,8 +429,8 @@ const DEVELOPMENT_SIZES: Sizes = Sizes {
 pub fn start_development(
     trace: bool,
     address: Option<&str>,
-    accounts_max: u32,
-    transfers_max: u32,
+    accounts_max: Option<u32>,
+    transfers_max: Option<u32>,
 ) -> Result<(), Failure> {
     let addresses = parse_addresses(address.unwrap_or("127.0.0.1:3000"))?;
     if addresses.len() != 1 {
@@ -455,6 +455,16 @@ pub fn start_development(
         );
         format(&path, 0, 0, 1, &DEVELOPMENT_SIZES)?;
     }
+    // A file formatted by an older version with production sizes may hold more than the small
+    // ledger: it keeps the production capacity, or its checkpoint would not fit.
+    let small = Sizes::of_superblock(&read_superblock(&path)?) == DEVELOPMENT_SIZES;
+    let production = crate::ledger::LedgerConfig::default();
+    let (accounts_default, transfers_default) = match small {
+        true => (DEVELOPMENT_ACCOUNTS_MAX, DEVELOPMENT_TRANSFERS_MAX),
+        false => (production.accounts_max, production.transfers_max),
+    };
+    let accounts_max = accounts_max.unwrap_or(accounts_default);
+    let transfers_max = transfers_max.unwrap_or(transfers_default);
     start(StartOptions {
         path,
         addresses,
