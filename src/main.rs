@@ -4,8 +4,29 @@ use std::time::Duration;
 use vsr::cli::{self, Failure, Sizes};
 use vsr::ledger::LedgerConfig;
 
+const EXAMPLES: &str = "\
+Examples:
+  Try it: one development replica on 127.0.0.1:3000, then a REPL against it:
+    vsr start --development
+    vsr repl --cluster=0 --addresses=3000
+
+  A cluster of three (one data file and one process per replica, each given every address):
+    vsr format --cluster=7 --replica=0 --replica-count=3 /var/lib/vsr/0.vsr
+    vsr start --addresses=10.0.0.1:3000,10.0.0.2:3000,10.0.0.3:3000 /var/lib/vsr/0.vsr
+
+  A replica whose disk was lost (same arguments as its format):
+    vsr recover --cluster=7 --replica=2 --replica-count=3 /var/lib/vsr/2.vsr
+
+  Requests as JSON lines:
+    echo '{\"operation\":\"lookup_accounts\",\"events\":[1]}' | vsr client --cluster=0 --addresses=3000";
+
 #[derive(Parser)]
-#[command(name = "vsr", version = version_long(), about = "A replicated financial ledger on Viewstamped Replication")]
+#[command(
+    name = "vsr",
+    version = version_long(),
+    about = "A replicated financial ledger on Viewstamped Replication",
+    after_help = EXAMPLES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -22,24 +43,36 @@ enum Commands {
     /// Run a replica (its index and cluster are read from the data file).
     Start(StartArgs),
     /// JSON lines on stdin, one request per line; one JSON line of results per request on stdout.
+    #[command(
+        after_help = "Example:\n  echo '{\"operation\":\"create_accounts\",\"events\":[{\"id\":1,\"ledger\":700,\"code\":10}]}' \\\n    | vsr client --cluster=0 --addresses=3000\n  {\"results\":[]}"
+    )]
     Client {
+        /// The cluster id the replicas were formatted with.
         #[arg(long)]
         cluster: u128,
+        /// Every replica's address, in replica order (host:port, or a bare port for 127.0.0.1).
         #[arg(long)]
         addresses: String,
         /// Seconds to wait for each reply.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
-    /// Interactive statements against a cluster (`help` lists them).
+    /// Interactive statements against a cluster (`help` lists them); reads a script from a
+    /// pipe too.
+    #[command(
+        after_help = "Examples:\n  vsr repl --cluster=0 --addresses=3000\n  > create_accounts id=1 ledger=700 code=10, id=2 ledger=700 code=10;\n  vsr repl --cluster=0 --addresses=3000 --command 'lookup_accounts 1, 2;'\n  vsr repl --cluster=0 --addresses=3000 < statements.txt"
+    )]
     Repl {
+        /// The cluster id the replicas were formatted with.
         #[arg(long)]
         cluster: u128,
+        /// Every replica's address, in replica order (host:port, or a bare port for 127.0.0.1).
         #[arg(long)]
         addresses: String,
         /// Run one statement, print its result, exit.
         #[arg(long)]
         command: Option<String>,
+        /// Seconds to wait for each statement's reply.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
@@ -47,7 +80,10 @@ enum Commands {
     /// formats and starts temporary replicas on 127.0.0.1 and removes them afterwards.
     Benchmark(BenchmarkArgs),
     /// Show what a data file holds (superblock, journal, client sessions); never writes.
-    Inspect { path: PathBuf },
+    Inspect {
+        /// The data file (of a stopped replica: a running one is still writing it).
+        path: PathBuf,
+    },
     /// Print the version, git commit and protocol version.
     Version,
 }
@@ -74,12 +110,15 @@ struct StartArgs {
     /// Most transfers the ledger holds [default: 4194304; 131072 for the development replica].
     #[arg(long)]
     transfers_max: Option<u32>,
+    /// The replica's data file (made by `vsr format`); none with --development.
     path: Option<PathBuf>,
 }
 
 // `vsr benchmark`'s arguments (its help is on `Commands::Benchmark`).
 #[derive(clap::Args)]
 struct BenchmarkArgs {
+    /// Load a running cluster at these addresses (in replica order) instead of temporary
+    /// replicas.
     #[arg(long)]
     addresses: Option<String>,
     /// The cluster id: 0 by default with --addresses; a random one for temporary replicas.
@@ -88,13 +127,16 @@ struct BenchmarkArgs {
     /// Replicas to start when no --addresses is given.
     #[arg(long, default_value_t = 1)]
     replica_count: u8,
+    /// Accounts to create first; each transfer picks two of them.
     #[arg(long, default_value_t = 10_000)]
     account_count: u64,
+    /// Transfers to create.
     #[arg(long, default_value_t = 1_000_000)]
     transfer_count: u64,
     /// Transfers per request (default: as many as fit a message).
     #[arg(long, default_value_t = 8190)]
     transfer_batch_size: usize,
+    /// Seed of the transfers' random accounts and amounts (the same seed, the same load).
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Client sessions sending batches in parallel.

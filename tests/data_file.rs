@@ -222,3 +222,56 @@ fn development_replica_is_small_takes_a_port_and_checks_it_first() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every option of every subcommand says what it is, and the top-level help shows examples.
+#[test]
+fn help_describes_every_option_and_shows_examples() {
+    let help = |args: &[&str]| {
+        let out = Command::new(VSR).args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    assert!(top.contains("Examples:"), "{top}");
+    assert!(top.contains("vsr start --development"), "{top}");
+    for command in [
+        "format",
+        "recover",
+        "start",
+        "client",
+        "repl",
+        "benchmark",
+        "inspect",
+    ] {
+        let text = help(&[command, "--help"]);
+        let lines: Vec<&str> = text.lines().collect();
+        let mut in_section = false;
+        for (i, line) in lines.iter().enumerate() {
+            if *line == "Options:" || *line == "Arguments:" {
+                in_section = true;
+                continue;
+            }
+            if line.is_empty() || !line.starts_with(' ') {
+                in_section = false;
+                continue;
+            }
+            // "  --name <NAME>  description", or the description on the next line, indented
+            // deeper (clap's layout when the options are wide).
+            let item = line.trim_start();
+            let indent = line.len() - item.len();
+            if in_section && (item.starts_with('-') || item.starts_with('<')) {
+                // A "[default: ...]" alone describes nothing.
+                let says = |d: &str| !d.trim().is_empty() && !d.trim().starts_with("[default");
+                let inline = item.split_once("  ").is_some_and(|(_, d)| says(d));
+                let below = lines.get(i + 1).is_some_and(|next| {
+                    let text = next.trim_start();
+                    says(text) && next.len() - text.len() > indent && !text.starts_with('-')
+                });
+                assert!(
+                    inline || below,
+                    "vsr {command}: {line:?} has no description"
+                );
+            }
+        }
+    }
+}
