@@ -56,6 +56,13 @@ enum Commands {
         /// Seconds to wait for each reply.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Write integers of 64 and 128 bits as bare JSON numbers (by default they are strings:
+        /// JavaScript and jq 1.6 round numbers above 2^53).
+        #[arg(long)]
+        integers_as_numbers: bool,
+        /// Write `flags` as the integer bit set (by default a list of flag names).
+        #[arg(long)]
+        flags_as_integers: bool,
     },
     /// Interactive statements against a cluster (`help` lists them); reads a script from a
     /// pipe too.
@@ -281,13 +288,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             cluster,
             addresses,
             timeout,
+            integers_as_numbers,
+            flags_as_integers,
         } => {
             let addresses = cli::parse_addresses(&addresses)?;
-            cli::client::run_json(cli::client::Session::new(
-                cluster,
-                addresses,
-                Duration::from_secs(timeout),
-            ))
+            let style = vsr::cli::ledger_text::JsonStyle {
+                wide_as_strings: !integers_as_numbers,
+                flags_as_names: !flags_as_integers,
+            };
+            cli::client::run_json(
+                cli::client::Session::new(cluster, addresses, Duration::from_secs(timeout)),
+                style,
+            )
         }
         Commands::Repl {
             cluster,

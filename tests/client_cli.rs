@@ -135,12 +135,21 @@ fn ledger_through_vsr_client_survives_primary_kill9() {
     let accounts = client.call(r#"{"operation":"lookup_accounts","events":[1,2]}"#);
     let accounts = accounts["accounts"].as_array().unwrap();
     assert_eq!(accounts.len(), 2);
+    // Integers of 64 bits and more are strings (exact in any JSON reader); flags are names.
+    let wide = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<u128>().ok());
     assert_eq!(
-        accounts[0]["debits_posted"].as_u64(),
-        Some(acknowledged),
+        wide(&accounts[0]["debits_posted"]),
+        Some(u128::from(acknowledged)),
         "every acknowledged transfer is there, once"
     );
-    assert_eq!(accounts[1]["credits_posted"].as_u64(), Some(acknowledged));
+    assert_eq!(
+        wide(&accounts[1]["credits_posted"]),
+        Some(u128::from(acknowledged))
+    );
+    assert_eq!(accounts[1]["id"], serde_json::json!("2"));
+    assert_eq!(accounts[1]["flags"], serde_json::json!(["history"]));
+    assert_eq!(accounts[1]["ledger"], serde_json::json!(700));
+    assert_eq!(accounts[1]["reserved"], serde_json::json!(0));
     let transfers = client.call(r#"{"operation":"lookup_transfers","events":[1,50,999]}"#);
     assert_eq!(
         transfers["transfers"].as_array().unwrap().len(),

@@ -402,7 +402,15 @@ fn ledger_bodies_and_snapshots_never_panic_and_snapshots_round_trip() {
                     .find(|o| *o as u8 == operation)
                     .unwrap();
                 if let Ok(reply) = ledger_text::decode(kind, &output[..n]) {
-                    let _ = ledger_text::reply_json(&reply);
+                    // Both styles: any decoded reply renders, and as JSON that parses.
+                    for wide_as_strings in [true, false] {
+                        let style = ledger_text::JsonStyle {
+                            wide_as_strings,
+                            flags_as_names: wide_as_strings,
+                        };
+                        let json = ledger_text::reply_json(&reply, style);
+                        serde_json::from_str::<serde_json::Value>(&json).unwrap();
+                    }
                 }
             }
         }
@@ -517,7 +525,7 @@ fn client_input_never_panics_and_json_round_trips() {
         let reply = bytes_below(rng, 600);
         for operation in LedgerOperation::ALL {
             if let Ok(decoded) = ledger_text::decode(operation, &reply) {
-                let _ = ledger_text::reply_json(&decoded);
+                let _ = ledger_text::reply_json(&decoded, ledger_text::JsonStyle::default());
             }
         }
     });

@@ -104,7 +104,7 @@ fn json_error(error: &SubmitError) -> String {
 
 /// JSON lines: a malformed line gets `{"error": ...}` and the process goes on. Errors carry
 /// `"outcome"`: `"not_executed"` (certain) or `"unknown"` (the request may have been executed).
-pub fn run_json(mut session: Session) -> Result<(), Failure> {
+pub fn run_json(mut session: Session, style: ledger_text::JsonStyle) -> Result<(), Failure> {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
@@ -115,7 +115,7 @@ pub fn run_json(mut session: Session) -> Result<(), Failure> {
         let was_connected = session.connected();
         let output = match ledger_text::parse_json_request(&line) {
             Ok((operation, events)) => match session.submit(operation, &events) {
-                Ok(reply) => ledger_text::reply_json(&reply),
+                Ok(reply) => ledger_text::reply_json(&reply, style),
                 Err(e) => json_error(&e),
             },
             Err(e) => json_error(&SubmitError::definite(e)),

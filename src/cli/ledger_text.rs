@@ -297,6 +297,7 @@ fn render_account(a: &Account) -> Vec<(&'static str, String)> {
         ("user_data_128", a.user_data_128.to_string()),
         ("user_data_64", a.user_data_64.to_string()),
         ("user_data_32", a.user_data_32.to_string()),
+        ("reserved", a.reserved.to_string()),
         ("ledger", a.ledger.to_string()),
         ("code", a.code.to_string()),
         ("flags", a.flags.to_string()),
@@ -405,21 +406,80 @@ pub fn decode(operation: LedgerOperation, body: &[u8]) -> Result<Reply, String> 
 }
 
 /// The reply as one JSON line; numbers stay numbers at any size; `result` is a string.
-pub fn reply_json(reply: &Reply) -> String {
+/// How `vsr client` writes replies.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonStyle {
+    /// Integers of 64 bits and more as JSON strings (JavaScript and jq 1.6 round numbers above
+    /// 2^53); bare numbers if false.
+    pub wide_as_strings: bool,
+    /// `flags` as a list of names; the integer bit set if false.
+    pub flags_as_names: bool,
+}
+
+impl Default for JsonStyle {
+    fn default() -> JsonStyle {
+        JsonStyle {
+            wide_as_strings: true,
+            flags_as_names: true,
+        }
+    }
+}
+
+/// Fields of 64 or 128 bits.
+const WIDE_FIELDS: &[&str] = &[
+    "id",
+    "debits_pending",
+    "debits_posted",
+    "credits_pending",
+    "credits_posted",
+    "user_data_128",
+    "user_data_64",
+    "debit_account_id",
+    "credit_account_id",
+    "amount",
+    "pending_id",
+    "timestamp",
+];
+
+/// The names of `bits`, or `None` if a set bit has no name (then the integer says it all).
+fn flag_list(kind: &str, bits: u32) -> Option<Vec<&'static str>> {
+    let names = match kind {
+        "accounts" => ACCOUNT_FLAGS,
+        "transfers" => TRANSFER_FLAGS,
+        _ => return None,
+    };
+    if bits >> names.len() != 0 {
+        return None;
+    }
+    Some(
+        names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect(),
+    )
+}
+
+pub fn reply_json(reply: &Reply, style: JsonStyle) -> String {
+    let field = |name: &str, value: &str| -> String {
+        if name == "result" || (style.wide_as_strings && WIDE_FIELDS.contains(&name)) {
+            return format!("\"{name}\":\"{value}\"");
+        }
+        if name == "flags" && style.flags_as_names {
+            let bits = value.parse().expect("flags render as an integer");
+            if let Some(list) = flag_list(reply.kind, bits) {
+                let quoted: Vec<String> = list.iter().map(|n| format!("\"{n}\"")).collect();
+                return format!("\"{name}\":[{}]", quoted.join(","));
+            }
+        }
+        format!("\"{name}\":{value}")
+    };
     let records: Vec<String> = reply
         .records
         .iter()
         .map(|fields| {
-            let inner: Vec<String> = fields
-                .iter()
-                .map(|(name, value)| {
-                    if *name == "result" {
-                        format!("\"{name}\":\"{value}\"")
-                    } else {
-                        format!("\"{name}\":{value}")
-                    }
-                })
-                .collect();
+            let inner: Vec<String> = fields.iter().map(|(n, v)| field(n, v)).collect();
             format!("{{{}}}", inner.join(","))
         })
         .collect();
@@ -643,5 +703,46 @@ mod tests {
         let filter = QueryFilter::read_from_bytes(&body).unwrap();
         assert_eq!((u128::from(filter.limit), filter.flags), (results_max(), 0));
         assert_eq!(results_max(), 8190);
+    }
+
+    #[test]
+    fn json_replies_keep_wide_integers_exact_and_name_flags() {
+        let mut account = Account::new_zeroed();
+        account.id = u128::MAX;
+        account.user_data_64 = u64::MAX;
+        account.ledger = 700;
+        account.flags = 0b1000; // history
+        let reply = Reply {
+            kind: "accounts",
+            records: vec![render_account(&account)],
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&reply_json(&reply, JsonStyle::default())).unwrap();
+        let record = &json["accounts"][0];
+        assert_eq!(record["id"], serde_json::json!(u128::MAX.to_string()));
+        assert_eq!(
+            record["user_data_64"],
+            serde_json::json!(u64::MAX.to_string())
+        );
+        assert_eq!(record["ledger"], serde_json::json!(700));
+        assert_eq!(record["flags"], serde_json::json!(["history"]));
+        assert_eq!(record["reserved"], serde_json::json!(0));
+        // The older style, on request.
+        let bare = reply_json(
+            &reply,
+            JsonStyle {
+                wide_as_strings: false,
+                flags_as_names: false,
+            },
+        );
+        assert!(bare.contains(&format!("\"id\":{}", u128::MAX)), "{bare}");
+        assert!(bare.contains("\"flags\":8"), "{bare}");
+        // A bit without a name is not dropped: the integer is written.
+        account.flags = 1 << 15;
+        let reply = Reply {
+            kind: "accounts",
+            records: vec![render_account(&account)],
+        };
+        assert!(reply_json(&reply, JsonStyle::default()).contains("\"flags\":32768"));
     }
 }
