@@ -110,6 +110,10 @@ struct StartArgs {
     /// Log level: info, or debug for a protocol trace.
     #[arg(long, default_value = "info", env = "VSR_LOG_LEVEL")]
     log_level: String,
+    /// Log lines as text, or json (one object a line: time, level, replica, component,
+    /// message) for log shippers.
+    #[arg(long, default_value = "text", env = "VSR_LOG_FORMAT")]
+    log_format: String,
     /// Most accounts the ledger holds (memory is reserved at start) [default: 1048576; 16384 for
     /// the development replica].
     #[arg(long)]
@@ -215,6 +219,7 @@ impl StartArgs {
                 )))
             }
         };
+        vsr::io::log::set_format(&self.log_format).map_err(Failure::usage)?;
         let production = LedgerConfig::default();
         match (self.path, self.addresses) {
             (None, addresses) if self.development => cli::start_development(

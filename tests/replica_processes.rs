@@ -255,3 +255,44 @@ fn backups_start_a_view_change_when_the_primary_connection_closes() {
         );
     }
 }
+
+/// A primary whose backups are both gone says so, once, naming what it cannot do and what to
+/// check (before, it logged nothing at all).
+#[test]
+fn a_primary_that_hears_no_quorum_warns_once() {
+    let mut cluster = TestCluster::format("quorum-lost", 3);
+    cluster.start_all();
+    let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);
+    client
+        .request(CREATE_ACCOUNTS, &account_body(1), Duration::from_secs(30))
+        .expect("the cluster serves");
+    // The primary: the replica whose latest view start was as primary.
+    let primary = common::wait_for("a primary", Duration::from_secs(30), || {
+        (0..3).find(|&r| {
+            let log = cluster.log(r);
+            let last = log.lines().rfind(|l| l.contains(" started as "));
+            last.is_some_and(|l| l.contains("started as primary"))
+        })
+    });
+    for backup in (0..3).filter(|&r| r != primary) {
+        cluster.kill9(backup);
+    }
+    let warning = common::wait_for("the quorum warning", Duration::from_secs(60), || {
+        cluster
+            .log(primary)
+            .lines()
+            .find(|l| l.contains("hears 0 of its 2 peers"))
+            .map(str::to_string)
+    });
+    assert!(warning.contains(" warn "), "{warning}");
+    assert!(warning.contains(&format!("replica={primary}")), "{warning}");
+    assert!(warning.contains("commits nothing"), "{warning}");
+    // Once a view, not once a heartbeat: a few more heartbeats pass, still one line.
+    std::thread::sleep(Duration::from_secs(2));
+    let count = cluster
+        .log(primary)
+        .lines()
+        .filter(|l| l.contains("hears 0 of its 2 peers"))
+        .count();
+    assert_eq!(count, 1, "{}", cluster.log(primary));
+}

@@ -1200,8 +1200,9 @@ impl Simulator {
         while let Some(event) = replica.poll_event() {
             match event {
                 Event::Info(line) if self.trace => eprintln!("[r{index}] info: {line}"),
+                Event::Warn(line) if self.trace => eprintln!("[r{index}] warn: {line}"),
                 Event::Trace(line) => eprintln!("{line}"),
-                Event::Info(_) => {}
+                Event::Info(_) | Event::Warn(_) => {}
                 Event::OpenFailed(error) => {
                     return Err(format!("replica {index} failed to open: {error}"))
                 }

@@ -37,6 +37,13 @@ pub fn install_signal_handlers() {
     }
 }
 
+/// An info line of `vsr start` (src/io/log.rs: timestamp, level, replica, component).
+macro_rules! start_log {
+    ($($arg:tt)*) => {
+        crate::io::log::log(crate::io::log::Level::Info, "start", &format!($($arg)*))
+    };
+}
+
 /// A failure with its exit code: 1 runtime, 2 usage.
 pub struct Failure {
     pub code: i32,
@@ -229,6 +236,7 @@ pub struct StartOptions {
 
 pub fn start(options: StartOptions) -> Result<(), Failure> {
     let sb = read_superblock(&options.path)?;
+    crate::io::log::set_replica(sb.replica);
     let config = start_config(&options, &sb)?;
     let layout = Layout::new(&config);
     let io = Io::new(1024).map_err(|e| Failure::runtime(e.to_string()))?;
@@ -283,8 +291,8 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         } else {
             address.to_string()
         };
-        eprintln!(
-            "info: ready. In another terminal: vsr repl --cluster={} --addresses={address} \
+        start_log!(
+            "ready. In another terminal: vsr repl --cluster={} --addresses={address} \
              (stop this replica with Ctrl-C)",
             sb.cluster
         );
@@ -337,20 +345,23 @@ fn log_start(
     pool: &MessagePool,
     messages: usize,
 ) {
-    eprintln!(
-        "info: replica {} of {} in cluster {} listening on {}",
-        sb.replica, sb.replica_count, sb.cluster, options.addresses[sb.replica as usize]
+    start_log!(
+        "replica {} of {} in cluster {} listening on {}",
+        sb.replica,
+        sb.replica_count,
+        sb.cluster,
+        options.addresses[sb.replica as usize]
     );
-    eprintln!(
-        "info: configuration: message_size_max={} journal_slot_count={} pipeline_max={} clients_max={} direct_io={}",
+    start_log!(
+        "configuration: message_size_max={} journal_slot_count={} pipeline_max={} clients_max={} direct_io={}",
         config.message_size_max,
         config.journal_slot_count,
         config.pipeline_max,
         config.clients_max,
         !options.development
     );
-    eprintln!(
-        "info: memory budget: message pool {} MiB ({} messages), data file {} MiB",
+    start_log!(
+        "memory budget: message pool {} MiB ({} messages), data file {} MiB",
         pool.size_bytes() / (1024 * 1024),
         messages,
         layout.total_size() / (1024 * 1024)
@@ -367,8 +378,8 @@ fn open_ledger(options: &StartOptions, config: &Config) -> Ledger {
     let reserved = ledger_config.memory_bytes();
     let mut ledger = Ledger::new(ledger_config);
     let touched = ledger.prefault();
-    eprintln!(
-        "info: ledger: accounts_max={} transfers_max={}: {} MiB reserved, {} MiB touched at start",
+    start_log!(
+        "ledger: accounts_max={} transfers_max={}: {} MiB reserved, {} MiB touched at start",
         options.accounts_max,
         options.transfers_max,
         reserved / (1024 * 1024),
@@ -383,8 +394,8 @@ fn log_stop(runtime: &Runtime<Ledger>) {
     let s = r.stats();
     // What happened while it ran, in one line: a slow run shows here as view changes, resent
     // prepares or dropped sends.
-    eprintln!(
-        "info: replica {}: stopping (signal): view={} status={:?} op={} commit_max={}; view_changes={} \
+    start_log!(
+        "replica {}: stopping (signal): view={} status={:?} op={} commit_max={}; view_changes={} \
          views_started={} commits={} prepares_resent={} repairs_headers={} repairs_prepares={} \
          pool_exhausted={} dropped_invalid={}; bus: accepted={} connected={} send_dropped={} \
          closed_peer={} closed_invalid={} receives_deferred={}",
@@ -449,8 +460,8 @@ pub fn start_development(
     if !path.exists() {
         std::fs::create_dir_all("data")
             .map_err(|e| Failure::runtime(format!("create ./data: {e}")))?;
-        eprintln!(
-            "info: DEVELOPMENT MODE: formatting a new single-replica data file at {}",
+        start_log!(
+            "DEVELOPMENT MODE: formatting a new single-replica data file at {}",
             path.display()
         );
         format(&path, 0, 0, 1, &DEVELOPMENT_SIZES)?;

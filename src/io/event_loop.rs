@@ -3,6 +3,7 @@
 //! One thread, one ring, no busy loop: it sleeps in io_uring_enter until something completes
 //! (at the latest the tick timeout).
 
+use super::log::{log, Level};
 use super::{owner_of, Io, Owner};
 use crate::config::TICK_MS;
 use crate::io::file_storage::FileStorage;
@@ -112,11 +113,11 @@ impl<M: StateMachine> Runtime<M> {
     /// Logs the replica's events (info lines always, trace lines when tracing is on); a data
     /// file the replica cannot open ends the run.
     fn take_events(&mut self) -> Result<(), String> {
-        let index = self.replica.index();
         while let Some(event) = self.replica.poll_event() {
             match event {
-                Event::Info(line) => eprintln!("info: replica {index}: {line}"),
-                Event::Trace(line) => eprintln!("{line}"),
+                Event::Info(line) => log(Level::Info, "replica", &line),
+                Event::Warn(line) => log(Level::Warn, "replica", &line),
+                Event::Trace(line) => log(Level::Debug, "trace", &line),
                 Event::OpenFailed(error) => return Err(error.to_string()),
                 // For the simulator's checkers.
                 Event::CheckpointDurable { .. } | Event::PrepareAcknowledged { .. } => {}
@@ -133,8 +134,8 @@ impl<M: StateMachine> Runtime<M> {
             if !announced && self.replica.status() != Status::Recovering {
                 announced = true;
                 let r = &self.replica;
-                eprintln!(
-                    "info: replica {} of cluster {} open: status={:?} view={} op={} commit_max={}",
+                let line = format!(
+                    "replica {} of cluster {} open: status={:?} view={} op={} commit_max={}",
                     r.index(),
                     r.cluster(),
                     r.status(),
@@ -142,6 +143,7 @@ impl<M: StateMachine> Runtime<M> {
                     r.op(),
                     r.commit_max()
                 );
+                log(Level::Info, "replica", &line);
             }
         }
         Ok(())

@@ -8,9 +8,11 @@
 //! - `file_storage`: the data file behind the `Storage` seam (O_DIRECT | O_DSYNC).
 //! - `tcp_bus`: the message bus over TCP behind the `MessageBus` seam.
 //! - `os_time`: the OS clocks behind the `Time` seam.
+//! - `log`: the log lines (timestamp, level, replica, component; text or JSON).
 
 pub mod event_loop;
 pub mod file_storage;
+pub mod log;
 pub mod os_time;
 pub mod ring;
 pub mod tcp_bus;

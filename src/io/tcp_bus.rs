@@ -763,7 +763,11 @@ impl TcpBus {
                 } else {
                     String::new()
                 };
-                eprintln!("bus: {line} ({from}logged at most once a minute for {host}{earlier})");
+                super::log::log(
+                    super::log::Level::Warn,
+                    "bus",
+                    &format!("{line} ({from}logged at most once a minute for {host}{earlier})"),
+                );
             }
         }
     }

@@ -36,6 +36,9 @@ pub(super) fn events_queued_max(config: &Config) -> usize {
 pub enum Event {
     /// A line for the operator: checkpoints, view changes, state sync, rejoining.
     Info(String),
+    /// A line for the operator about something wrong that the cluster may not fix by itself
+    /// (a primary that hears no replication quorum).
+    Warn(String),
     /// A protocol trace line (only with `ReplicaOptions::trace`), prefixed with the replica's
     /// view, status, op and commit points when it was emitted.
     Trace(String),

@@ -293,6 +293,9 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     // Repair.
     repair_peer: u8,
     last_heard: [u64; REPLICAS_MAX],
+    /// The view in which this primary warned that it hears no replication quorum (once a
+    /// view, and again after it heard one).
+    quorum_lost_warned: Option<u32>,
     /// Per journal slot: the op whose prepare was last requested for repair and the tick it
     /// was, so an answer refills the window at once without asking again for what is on its way
     /// (a request older than half the repair timeout counts as lost).
@@ -406,6 +409,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             request_start_view_nonce: 0,
             repair_peer: options.replica,
             last_heard: [0; REPLICAS_MAX],
+            quorum_lost_warned: None,
             prepare_requested: vec![(u64::MAX, 0); config.journal_slot_count as usize],
             head_requested: false,
             primary_disconnected_since: None,
@@ -478,6 +482,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// here and handed to the driver, which logs it.
     fn event(&self, args: std::fmt::Arguments) {
         self.emit(Event::Info(args.to_string()));
+    }
+
+    fn warn(&self, args: std::fmt::Arguments) {
+        self.emit(Event::Warn(args.to_string()));
     }
 
     /// Milliseconds since `since` (a `Time::monotonic` reading).

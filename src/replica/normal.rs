@@ -424,7 +424,9 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.status != Status::Normal || !self.is_primary() {
             return;
         }
-        if self.abdicating() {
+        let abdicating = self.abdicating();
+        self.quorum_warn(abdicating);
+        if abdicating {
             self.log(format_args!(
                 "abdicating: no replication quorum heard recently"
             ));
@@ -450,6 +452,37 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             checkpoint_previous,
         };
         self.send_header_to_other_replicas(commit.to_header(self.cluster));
+    }
+
+    /// Tells the operator, once a view, that this primary hears no replication quorum (it can
+    /// commit nothing), and when it hears one again.
+    fn quorum_warn(&mut self, abdicating: bool) {
+        assert!(self.status == Status::Normal && self.is_primary());
+        let warned = self.quorum_lost_warned == Some(self.view);
+        if abdicating && !warned {
+            self.quorum_lost_warned = Some(self.view);
+            let heard = (0..self.replica_count)
+                .filter(|&r| {
+                    r != self.replica
+                        && self.ticks - self.last_heard[r as usize]
+                            <= self.config.primary_abdicate_timeout_ticks
+                })
+                .count();
+            self.warn(format_args!(
+                "primary of view {} hears {heard} of its {} peers and a commit needs {}: it \
+                 commits nothing until more are reachable (check that they run and that the \
+                 network between them is up)",
+                self.view,
+                self.replica_count - 1,
+                self.quorum_replication - 1
+            ));
+        } else if !abdicating && warned {
+            self.quorum_lost_warned = None;
+            self.event(format_args!(
+                "primary of view {} hears a replication quorum again",
+                self.view
+            ));
+        }
     }
 
     /// The primary stops its heartbeats when it has not heard from a replication quorum within

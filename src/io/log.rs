@@ -1,0 +1,154 @@
+//! The runtime's log lines (`vsr start`): every line carries an RFC 3339 UTC timestamp, a level,
+//! the replica's index and a component, as text (default) or one JSON object a line
+//! (`--log-format=json`) for log shippers. Lines go to stderr. The protocol never prints: the
+//! driver logs the events it polls through here.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI16, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+static JSON: AtomicBool = AtomicBool::new(false);
+/// The replica this process runs; -1 until known.
+static REPLICA: AtomicI16 = AtomicI16::new(-1);
+
+/// `text` or `json`.
+pub fn set_format(format: &str) -> Result<(), String> {
+    match format {
+        "text" => JSON.store(false, Ordering::Relaxed),
+        "json" => JSON.store(true, Ordering::Relaxed),
+        other => return Err(format!("--log-format {other:?}: use text or json")),
+    }
+    Ok(())
+}
+
+pub fn set_replica(replica: u8) {
+    REPLICA.store(i16::from(replica), Ordering::Relaxed);
+}
+
+/// Writes one line.
+pub fn log(level: Level, component: &str, message: &str) {
+    let line = format_line(
+        SystemTime::now(),
+        level,
+        REPLICA.load(Ordering::Relaxed),
+        component,
+        message,
+        JSON.load(Ordering::Relaxed),
+    );
+    eprintln!("{line}");
+}
+
+fn format_line(
+    now: SystemTime,
+    level: Level,
+    replica: i16,
+    component: &str,
+    message: &str,
+    json: bool,
+) -> String {
+    let time = rfc3339(now);
+    if json {
+        let mut object = serde_json::Map::new();
+        object.insert("time".into(), time.into());
+        object.insert("level".into(), level.name().into());
+        if replica >= 0 {
+            object.insert("replica".into(), replica.into());
+        }
+        object.insert("component".into(), component.into());
+        object.insert("message".into(), message.into());
+        return serde_json::Value::Object(object).to_string();
+    }
+    let mut line = format!("{time} {:<5}", level.name());
+    if replica >= 0 {
+        let _ = write!(line, " replica={replica}");
+    }
+    let _ = write!(line, " {component}: {message}");
+    line
+}
+
+/// `2026-12-07T16:17:12.345Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let of_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |s: u64, ms: u64| rfc3339(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_796_660_232, 345), "2026-12-07T16:17:12.345Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn lines_carry_time_level_replica_and_component() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_660_232);
+        let text = format_line(now, Level::Warn, 2, "bus", "peer gone", false);
+        assert_eq!(
+            text,
+            "2026-12-07T16:17:12.000Z warn  replica=2 bus: peer gone"
+        );
+        let json = format_line(now, Level::Info, 0, "replica", "a \"quoted\" word", true);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["time"], "2026-12-07T16:17:12.000Z");
+        assert_eq!(value["level"], "info");
+        assert_eq!(value["replica"], 0);
+        assert_eq!(value["component"], "replica");
+        assert_eq!(value["message"], "a \"quoted\" word");
+        let unknown = format_line(now, Level::Error, -1, "start", "x", false);
+        assert_eq!(unknown, "2026-12-07T16:17:12.000Z error start: x");
+    }
+}
