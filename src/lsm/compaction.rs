@@ -1,5 +1,6 @@
-//! One compaction: a table of level A merged with the tables of level B that overlap it, into new
-//! tables for level B (docs/storage.md, "The forest"). Sans I/O and paced by its caller: each
+//! One compaction: a table of level A (or the tree's immutable table, in memory) merged with the
+//! tables of level B that overlap it, into new tables for level B (docs/storage.md, "The
+//! forest"). Sans I/O and paced by its caller: each
 //! step does as much as the blocks at hand allow and then names one block to read or one sealed
 //! block to write; the caller does that and steps again, as many steps an op as its budget
 //! allows, so no commit waits for a whole compaction.
@@ -27,6 +28,16 @@ pub enum CompactionStep {
     Done,
 }
 
+/// What level A contributes.
+#[derive(Debug)]
+pub enum Source {
+    /// One table of level A.
+    Table(TableInfo),
+    /// The tree's immutable table: `count` values sorted by key, unique, packed at the start of
+    /// the buffer (handed back by `Compaction::memory_buffer` once done).
+    Memory { values: Vec<u8>, count: usize },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
     A,
@@ -52,6 +63,8 @@ struct TablesInput {
     /// The next entry of the index to read.
     entry: usize,
     values: Vec<u8>,
+    /// Where the values begin in `values`: after the block header, or 0 for values in memory.
+    values_offset: usize,
     merge: MergeInput,
 }
 
@@ -64,7 +77,24 @@ impl TablesInput {
             index_loaded: false,
             entry: 0,
             values: vec![0; block_size],
+            values_offset: HEADER_SIZE,
             merge: MergeInput::default(),
+        }
+    }
+
+    /// `count` sorted, unique values already in `values`: no blocks to read.
+    fn memory(values: Vec<u8>, count: usize) -> TablesInput {
+        let mut merge = MergeInput::default();
+        merge.load(count);
+        TablesInput {
+            tables: Vec::new(),
+            table: 0,
+            index: Vec::new(),
+            index_loaded: false,
+            entry: 0,
+            values,
+            values_offset: 0,
+            merge,
         }
     }
 
@@ -119,9 +149,9 @@ pub struct Compaction {
 }
 
 impl Compaction {
-    /// Merges `table_a` (level A) into `tables_b` (the tables of level B it overlaps, in key
-    /// order). `drop_tombstones` when level B is the deepest that could hold the keys.
-    /// `None` if the grid has not the blocks the output may need.
+    /// Merges `a` (a table of level A, or the immutable table) into `tables_b` (the tables of
+    /// level B it overlaps, in key order). `drop_tombstones` when level B is the deepest that
+    /// could hold the keys. `None` if the grid has not the blocks the output may need.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         layout: TableLayout,
@@ -129,19 +159,26 @@ impl Compaction {
         tree: u16,
         tombstone: fn(&[u8]) -> bool,
         drop_tombstones: bool,
-        table_a: TableInfo,
+        a: Source,
         tables_b: &[TableInfo],
         free_set: &mut FreeSet,
     ) -> Option<Compaction> {
-        let blocks_max = Self::output_blocks_max(&layout, table_a, tables_b);
+        let blocks_max = Self::output_blocks_max(&layout, &a, tables_b);
         let reservation = free_set.reserve(blocks_max)?;
+        let a = match a {
+            Source::Table(table) => TablesInput::new(&[table], layout.block_size),
+            Source::Memory { values, count } => {
+                assert!(values.len() >= count * layout.value_size);
+                TablesInput::memory(values, count)
+            }
+        };
         Some(Compaction {
             layout,
             tree,
             cluster,
             drop_tombstones,
             tombstone,
-            a: TablesInput::new(&[table_a], layout.block_size),
+            a,
             b: TablesInput::new(tables_b, layout.block_size),
             reading: None,
             builder: None,
@@ -154,16 +191,27 @@ impl Compaction {
         })
     }
 
-    /// The output never needs more value blocks than the inputs have plus one partial block per
-    /// output table, nor more tables than the inputs (no more values than they hold).
-    fn output_blocks_max(layout: &TableLayout, a: TableInfo, b: &[TableInfo]) -> u64 {
+    /// The output holds no more values than the inputs. So it needs no more value blocks than
+    /// the inputs' values fill, plus one partial block per output table, and no more tables than
+    /// the inputs' values fill whole tables (each input table counts one; memory as many as its
+    /// values fill), each with an index block.
+    fn output_blocks_max(layout: &TableLayout, a: &Source, b: &[TableInfo]) -> u64 {
         let per_block = layout.values_per_block() as u64;
-        let tables = std::iter::once(&a).chain(b);
-        let value_blocks: u64 = tables
-            .clone()
-            .map(|t| t.value_count.div_ceil(per_block))
-            .sum();
-        value_blocks + 2 * tables.count() as u64
+        let per_table = layout.values_max() as u64;
+        let a_count = match a {
+            Source::Table(t) => t.value_count,
+            Source::Memory { count, .. } => *count as u64,
+        };
+        let counts = std::iter::once(a_count).chain(b.iter().map(|t| t.value_count));
+        let value_blocks: u64 = counts.clone().map(|c| c.div_ceil(per_block)).sum();
+        let tables: u64 = counts.map(|c| c.div_ceil(per_table).max(1)).sum();
+        value_blocks + 2 * tables
+    }
+
+    /// The immutable table's buffer, once done (a `Memory` source), for the next bar.
+    pub fn memory_buffer(self) -> Option<Vec<u8>> {
+        assert!(self.done);
+        (self.a.values_offset == 0).then_some(self.a.values)
     }
 
     /// New tables of level B, in key order (complete once `Done`).
@@ -223,7 +271,7 @@ impl Compaction {
             true
         };
         let size = layout.value_size;
-        let a_values = &self.a.values[HEADER_SIZE..HEADER_SIZE + self.a.merge.count * size];
+        let a_values = &self.a.values[self.a.values_offset..][..self.a.merge.count * size];
         let b_values = &self.b.values[HEADER_SIZE..HEADER_SIZE + self.b.merge.count * size];
         let stop = merge(
             &rules,
@@ -398,6 +446,16 @@ mod tests {
             b: &[TableInfo],
             drop_tombstones: bool,
         ) -> (Vec<TableInfo>, BTreeSet<u64>) {
+            let (outputs, read, _) = self.compact_source(Source::Table(a), b, drop_tombstones);
+            (outputs, read)
+        }
+
+        fn compact_source(
+            &mut self,
+            a: Source,
+            b: &[TableInfo],
+            drop_tombstones: bool,
+        ) -> (Vec<TableInfo>, BTreeSet<u64>, Option<Vec<u8>>) {
             let mut job = Compaction::new(
                 layout(),
                 CLUSTER,
@@ -424,7 +482,10 @@ mod tests {
                         assert_eq!(Header::read_from(&block).op, address);
                         self.blocks.insert(address, block);
                     }
-                    CompactionStep::Done => return (job.outputs().to_vec(), read),
+                    CompactionStep::Done => {
+                        let outputs = job.outputs().to_vec();
+                        return (outputs, read, job.memory_buffer());
+                    }
                 }
             }
         }
@@ -544,5 +605,52 @@ mod tests {
                 .iter()
                 .all(|&address| disk.free_set.is_released(address)));
         }
+    }
+
+    /// A bar's mutable table flushed into level 0, over tables already there: more values than
+    /// one table holds, so several output tables; the buffer comes back for the next bar.
+    #[test]
+    fn compaction_flushes_the_immutable_table() {
+        use crate::lsm::table_memory::TableMemory;
+        let layout = layout();
+        let mut disk = Disk::new();
+        let older: Vec<_> = (0..300).map(|k| value(3 * k, 0, false)).collect();
+        let b = disk.tables(&older);
+        let mut memory = TableMemory::new(layout, 1_000, 8);
+        let mut newer = Vec::new();
+        for run in 0..4u64 {
+            for k in 0..100u64 {
+                let v = value(2 * k + run, 1 + run as u8, false);
+                memory.put(&v);
+                newer.push(v);
+            }
+            memory.run_seal();
+        }
+        let mut buffer = vec![0u8; 1_000 * 64];
+        let count = memory.flush(&mut buffer);
+        let immutable: Vec<[u8; 64]> = buffer[..count * 64]
+            .chunks(64)
+            .map(|v| v.try_into().unwrap())
+            .collect();
+        assert!(count > layout.values_max(), "more than one table's worth");
+        let (outputs, read, returned) = disk.compact_source(
+            Source::Memory {
+                values: buffer,
+                count,
+            },
+            &b,
+            false,
+        );
+        assert_eq!(disk.read(&outputs), model(&immutable, &older, false));
+        assert!(outputs.len() > 1);
+        // Only level B's blocks were read; the buffer is handed back whole.
+        assert_eq!(read.len(), b.len() + older.len().div_ceil(60));
+        assert_eq!(returned.map(|r| r.len()), Some(1_000 * 64));
+        // The model of the newer values is the flush: the latest put of each key.
+        let mut latest = std::collections::BTreeMap::new();
+        for v in &newer {
+            latest.insert(v[..8].to_vec(), *v);
+        }
+        assert_eq!(immutable, latest.into_values().collect::<Vec<_>>());
     }
 }

@@ -1,10 +1,12 @@
 //! The LSM forest (docs/storage.md, "The forest"): the ledger's state as trees of immutable,
 //! sorted tables in the grid. Built so far: the table format (`table`), the merge
 //! (`merge`) and the job (`compaction`) of compaction, a level of a tree's manifest
-//! (`manifest_level`) and lookups through the levels (`lookup`).
+//! (`manifest_level`), lookups through the levels (`lookup`) and the mutable table
+//! (`table_memory`).
 
 pub mod compaction;
 pub mod lookup;
 pub mod manifest_level;
 pub mod merge;
 pub mod table;
+pub mod table_memory;
