@@ -1,5 +1,5 @@
 //! The block cache: a set-associative cache of grid blocks by address, with CLOCK eviction within
-//! each set (docs/storage.md, "Commit").
+//! each set (docs/storage.md, "The block cache").
 //!
 //! An address maps to one set of `WAYS` slots by a fixed hash, so a lookup reads one set and
 //! nothing else. Each slot has a small use counter: a hit raises it (up to `CLOCK_MAX`); an insert

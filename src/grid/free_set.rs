@@ -11,8 +11,10 @@
 //!   any more. The caller derives that proof from an op it commits, never from a message's
 //!   arrival, so every replica frees the same blocks at the same op.
 //!
-//! Sealed generations wait in order; at most `GENERATIONS_SEALED_MAX` at once (the replica's
-//! proof for checkpoint `k` arrives after checkpoint `k + 1` is taken, not later).
+//! Sealed generations wait in order; at most `GENERATIONS_SEALED_MAX` at once. The replica's
+//! proof for checkpoint `k` arrives after checkpoint `k + 1` is taken, and before `k + 2` when
+//! `journal_slot_count > 6 * pipeline_max + 8` (production), else before `k + 3`: the smallest
+//! journals `Config::validate` accepts can have three waiting (docs/storage.md).
 //!
 //! Acquisition is deterministic: the lowest free address, within a *reservation*. Jobs that run
 //! side by side (compactions) each reserve, in a fixed order, the most blocks they may need; each
@@ -28,7 +30,7 @@
 //! Address 0 is no block (a null reference); block `a` is bit `a - 1`.
 
 /// Release generations that may wait for their checkpoint's durability at once.
-pub const GENERATIONS_SEALED_MAX: usize = 2;
+pub const GENERATIONS_SEALED_MAX: usize = 3;
 
 /// The encoding's first word.
 const ENCODING_MAGIC: u64 = u64::from_le_bytes(*b"freeset1");
@@ -248,41 +250,52 @@ impl FreeSet {
 
     /// Writes words `first..first + out.len()` of the encoding into `out` (little-endian).
     pub fn encode_words(&self, first: u64, out: &mut [u64]) {
-        assert!(first + out.len() as u64 <= self.encoded_word_count());
         assert_eq!(self.reservations_open, 0);
+        // Each bitset's length once (a scan from its end), not once a word.
+        let mut used = [0u64; 2 + GENERATIONS_SEALED_MAX];
+        for (length, bitset) in used.iter_mut().zip(self.bitsets()) {
+            *length = bitset.used_words();
+        }
+        let total: u64 = ENCODING_HEAD_WORDS + used.iter().sum::<u64>();
+        assert!(first + out.len() as u64 <= total);
         for (i, word) in out.iter_mut().enumerate() {
-            *word = self.encoded_word(first + i as u64).to_le();
+            *word = self.encoded_word(&used, first + i as u64).to_le();
         }
     }
 
-    fn encoded_word(&self, position: u64) -> u64 {
+    /// The acquired bitset, the current releases, then each sealed generation.
+    fn bitsets(&self) -> impl Iterator<Item = &Bitset> + '_ {
+        [&self.acquired, &self.released]
+            .into_iter()
+            .chain(self.sealed[..self.sealed_count].iter().map(|g| &g.blocks))
+    }
+
+    /// Word `position` of the encoding, given each bitset's used length.
+    fn encoded_word(&self, used: &[u64], position: u64) -> u64 {
         let sealed = &self.sealed[..self.sealed_count];
         if position < ENCODING_HEAD_WORDS {
-            let generation = |i: u64| sealed.get(i as usize);
             return match position {
                 0 => ENCODING_MAGIC,
                 1 => self.blocks_count_max,
-                2 => self.acquired.used_words(),
-                3 => self.released.used_words(),
+                2 => used[0],
+                3 => used[1],
                 4 => self.sealed_count as u64,
                 p => {
-                    let g = generation((p - 5) / 2);
-                    match (p - 5) % 2 {
-                        0 => g.map_or(0, |g| g.checkpoint_op),
-                        _ => g.map_or(0, |g| g.blocks.used_words()),
+                    let g = ((p - 5) / 2) as usize;
+                    match ((p - 5) % 2, sealed.get(g)) {
+                        (_, None) => 0,
+                        (0, Some(generation)) => generation.checkpoint_op,
+                        (_, Some(_)) => used[2 + g],
                     }
                 }
             };
         }
         let mut rest = position - ENCODING_HEAD_WORDS;
-        for bitset in [&self.acquired, &self.released]
-            .into_iter()
-            .chain(sealed.iter().map(|g| &g.blocks))
-        {
-            if rest < bitset.used_words() {
+        for (bitset, &length) in self.bitsets().zip(used) {
+            if rest < length {
                 return bitset.words[rest as usize];
             }
-            rest -= bitset.used_words();
+            rest -= length;
         }
         unreachable!("word {position} beyond the encoding")
     }
@@ -317,6 +330,10 @@ impl FreeSet {
         if sealed_count > GENERATIONS_SEALED_MAX {
             return Err(DecodeError::Malformed("too many generations"));
         }
+        // What encode writes, and nothing else: unused generations' words are zero.
+        if head[5 + 2 * sealed_count..].iter().any(|&w| w != 0) {
+            return Err(DecodeError::Malformed("words of an unused generation"));
+        }
         let mut position = ENCODING_HEAD_WORDS;
         let mut read = |bitset: &mut Bitset, used: u64| -> Result<(), DecodeError> {
             if used > bitset.words.len() as u64 {
@@ -328,6 +345,10 @@ impl FreeSet {
             position += used;
             if !bitset.tail_clear() {
                 return Err(DecodeError::Malformed("bits beyond the limit"));
+            }
+            // Encode writes each bitset up to its last non-zero word.
+            if bitset.used_words() != used {
+                return Err(DecodeError::Malformed("a bitset ends in zero words"));
             }
             Ok(())
         };
@@ -555,11 +576,11 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "generations waiting")]
-    fn free_set_refuses_a_third_waiting_generation() {
+    fn free_set_refuses_more_waiting_generations_than_a_journal_allows() {
         let mut set = FreeSet::new(64);
-        set.checkpoint(1);
-        set.checkpoint(2);
-        set.checkpoint(3);
+        for op in 1..=GENERATIONS_SEALED_MAX as u64 + 1 {
+            set.checkpoint(op);
+        }
     }
 
     #[test]
@@ -643,6 +664,20 @@ mod tests {
             decode(&bad, 100),
             Err(DecodeError::Malformed("bits beyond the limit"))
         );
+        // Only what encode writes: a bitset padded with a zero word, an unused generation's op.
+        let mut bad = encoding(&small);
+        bad[2] = 2;
+        bad.insert(ENCODING_HEAD_WORDS as usize + 1, 0);
+        assert_eq!(
+            decode(&bad, 100),
+            Err(DecodeError::Malformed("a bitset ends in zero words"))
+        );
+        let mut bad = encoding(&small);
+        bad[5] = 7;
+        assert_eq!(
+            decode(&bad, 100),
+            Err(DecodeError::Malformed("words of an unused generation"))
+        );
     }
 
     /// Random operations against a model of sets: the free set acquires the lowest free block of
@@ -660,7 +695,31 @@ mod tests {
             let mut checkpoint_op = 0;
             for _ in 0..2_000 {
                 match between(&mut rng, 0, 10) {
-                    0..=3 => {
+                    0 => {
+                        // Two jobs side by side: whatever order they acquire in, the first
+                        // reservation gets the lowest free blocks, the second the next ones.
+                        let (n1, n2) = (between(&mut rng, 1, 5), between(&mut rng, 1, 5));
+                        if limit - (acquired.len() as u64) < n1 + n2 {
+                            continue;
+                        }
+                        let first = set.reserve(n1).unwrap();
+                        let second = set.reserve(n2).unwrap();
+                        let mut from_second: Vec<u64> =
+                            (0..n2).map(|_| set.acquire(&second).unwrap()).collect();
+                        let from_first: Vec<u64> =
+                            (0..n1).map(|_| set.acquire(&first).unwrap()).collect();
+                        let lowest: Vec<u64> = (1..=limit)
+                            .filter(|a| !acquired.contains(a))
+                            .take((n1 + n2) as usize)
+                            .collect();
+                        let mut both = from_first.clone();
+                        both.append(&mut from_second);
+                        assert_eq!(both, lowest);
+                        acquired.extend(both);
+                        set.forfeit(second);
+                        set.forfeit(first);
+                    }
+                    1..=3 => {
                         let n = between(&mut rng, 1, 8);
                         let Some(reservation) = set.reserve(n) else {
                             assert!(limit - (acquired.len() as u64) < n);

@@ -67,6 +67,8 @@ pub enum BlockError {
 
 /// Seals `buffer` as the block `block` with a body of `body_size` bytes already in place after
 /// the header, for `cluster`; returns its reference. `buffer` holds at least the whole block.
+/// The rest of the block is zeroed, so a reused buffer leaves nothing of its last block on disk:
+/// every replica writes the same bytes for the same block.
 pub fn block_seal(
     buffer: &mut [u8],
     cluster: u128,
@@ -77,7 +79,8 @@ pub fn block_seal(
     assert!(block.address > 0);
     assert!(BlockType::from_u8(block.block_type).is_some());
     let size = HEADER_SIZE + body_size;
-    assert!(size <= block_size && size <= buffer.len());
+    assert!(size <= block_size && block_size <= buffer.len());
+    buffer[size..block_size].fill(0);
     let mut header = block.to_header(cluster);
     header.size = u32::try_from(size).expect("block size fits u32");
     header.set_checksum_body(&buffer[HEADER_SIZE..size]);
@@ -99,7 +102,8 @@ pub fn block_verify(
     block_size: usize,
 ) -> Result<Header, BlockError> {
     assert!(reference.address > 0);
-    assert!(buffer.len() >= block_size.min(HEADER_SIZE));
+    // A buffer shorter than the block's size (a short read) fails as a damaged body below.
+    assert!(buffer.len() >= HEADER_SIZE);
     let header = Header::read_from(buffer);
     if !header.valid_checksum() {
         return Err(BlockError::HeaderChecksum);
@@ -206,6 +210,20 @@ mod tests {
         let mut beyond = buffer.clone();
         beyond[HEADER_SIZE + 200] ^= 1;
         assert!(block_verify(&beyond, CLUSTER, reference, BLOCK_SIZE).is_ok());
+    }
+
+    #[test]
+    fn block_seal_zeroes_what_a_reused_buffer_held_past_the_block() {
+        let (mut buffer, _) = sealed(5, 0xaa);
+        let block = Block {
+            address: 6,
+            block_type: BlockType::Index as u8,
+            tree: 1,
+            metadata: 0,
+        };
+        // A shorter block in the same buffer: the old body's tail must not reach the disk.
+        block_seal(&mut buffer, CLUSTER, &block, 10, BLOCK_SIZE);
+        assert!(buffer[HEADER_SIZE + 10..].iter().all(|&b| b == 0));
     }
 
     #[test]

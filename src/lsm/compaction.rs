@@ -1,6 +1,6 @@
 //! One compaction: a table of level A (or the tree's immutable table, in memory) merged with the
-//! tables of level B that overlap it, into new tables for level B (docs/storage.md, "The
-//! forest"). Sans I/O and paced by its caller: each
+//! tables of level B that overlap it, into new tables for level B (docs/storage.md, "A
+//! compaction"). Sans I/O and paced by its caller: each
 //! step does as much as the blocks at hand allow and then names one block to read or one sealed
 //! block to write; the caller does that and steps again, as many steps an op as its budget
 //! allows, so no commit waits for a whole compaction.
@@ -151,7 +151,11 @@ pub struct Compaction {
 impl Compaction {
     /// Merges `a` (a table of level A, or the immutable table) into `tables_b` (the tables of
     /// level B it overlaps, in key order). `drop_tombstones` when level B is the deepest that
-    /// could hold the keys. `None` if the grid has not the blocks the output may need.
+    /// could hold the keys. If the grid has not the blocks the output may need, `a` comes back
+    /// (an immutable table's values and buffer are not lost).
+    ///
+    /// Allocates the job's buffers (to become a pool sized at start when the forest drives
+    /// compactions). A job runs to `Done`: its reservation is forfeited only then.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         layout: TableLayout,
@@ -162,9 +166,12 @@ impl Compaction {
         a: Source,
         tables_b: &[TableInfo],
         free_set: &mut FreeSet,
-    ) -> Option<Compaction> {
+    ) -> Result<Compaction, Source> {
         let blocks_max = Self::output_blocks_max(&layout, &a, tables_b);
-        let reservation = free_set.reserve(blocks_max)?;
+        let Some(reservation) = free_set.reserve(blocks_max) else {
+            return Err(a);
+        };
+        let outputs_max = Self::output_tables_max(&layout, &a, tables_b);
         let a = match a {
             Source::Table(table) => TablesInput::new(&[table], layout.block_size),
             Source::Memory { values, count } => {
@@ -172,7 +179,7 @@ impl Compaction {
                 TablesInput::memory(values, count)
             }
         };
-        Some(Compaction {
+        Ok(Compaction {
             layout,
             tree,
             cluster,
@@ -186,7 +193,7 @@ impl Compaction {
             output_index: vec![0; layout.block_size],
             written: None,
             reservation: Some(reservation),
-            outputs: Vec::with_capacity(1 + tables_b.len()),
+            outputs: Vec::with_capacity(outputs_max as usize),
             done: false,
         })
     }
@@ -197,15 +204,26 @@ impl Compaction {
     /// values fill), each with an index block.
     fn output_blocks_max(layout: &TableLayout, a: &Source, b: &[TableInfo]) -> u64 {
         let per_block = layout.values_per_block() as u64;
+        let value_blocks: u64 = Self::input_counts(a, b)
+            .map(|c| c.div_ceil(per_block))
+            .sum();
+        value_blocks + 2 * Self::output_tables_max(layout, a, b)
+    }
+
+    /// Output tables: no more than the inputs' values fill whole tables.
+    fn output_tables_max(layout: &TableLayout, a: &Source, b: &[TableInfo]) -> u64 {
         let per_table = layout.values_max() as u64;
+        Self::input_counts(a, b)
+            .map(|c| c.div_ceil(per_table).max(1))
+            .sum()
+    }
+
+    fn input_counts<'a>(a: &Source, b: &'a [TableInfo]) -> impl Iterator<Item = u64> + 'a {
         let a_count = match a {
             Source::Table(t) => t.value_count,
             Source::Memory { count, .. } => *count as u64,
         };
-        let counts = std::iter::once(a_count).chain(b.iter().map(|t| t.value_count));
-        let value_blocks: u64 = counts.clone().map(|c| c.div_ceil(per_block)).sum();
-        let tables: u64 = counts.map(|c| c.div_ceil(per_table).max(1)).sum();
-        value_blocks + 2 * tables
+        std::iter::once(a_count).chain(b.iter().map(|t| t.value_count))
     }
 
     /// The immutable table's buffer, once done (a `Memory` source), for the next bar.
@@ -652,5 +670,60 @@ mod tests {
             latest.insert(v[..8].to_vec(), *v);
         }
         assert_eq!(immutable, latest.into_values().collect::<Vec<_>>());
+    }
+
+    /// More output tables than inputs (a big flush into an empty level): the outputs' capacity,
+    /// set at the start, holds them all; and a grid too small hands the values back.
+    #[test]
+    fn compaction_of_a_big_flush_needs_no_growth_and_a_short_grid_loses_nothing() {
+        let layout = layout();
+        let count = 3 * layout.values_max() + 1;
+        let mut values = vec![0u8; count * 64];
+        for (k, chunk) in values.chunks_mut(64).enumerate() {
+            chunk.copy_from_slice(&value(k as u64, 1, false));
+        }
+        let mut tiny = FreeSet::new(8);
+        let source = Source::Memory {
+            values: values.clone(),
+            count,
+        };
+        let back = Compaction::new(
+            layout,
+            CLUSTER,
+            1,
+            is_tombstone,
+            false,
+            source,
+            &[],
+            &mut tiny,
+        );
+        match back {
+            Err(Source::Memory {
+                values: v,
+                count: c,
+            }) => assert_eq!((v, c), (values.clone(), count)),
+            _ => panic!("the source must come back"),
+        }
+        let mut free_set = FreeSet::new(10_000);
+        let source = Source::Memory { values, count };
+        let mut job = Compaction::new(
+            layout,
+            CLUSTER,
+            1,
+            is_tombstone,
+            false,
+            source,
+            &[],
+            &mut free_set,
+        )
+        .unwrap();
+        let capacity = job.outputs.capacity();
+        while job.step(&mut free_set) != CompactionStep::Done {}
+        assert_eq!(job.outputs().len(), 4);
+        assert_eq!(
+            job.outputs.capacity(),
+            capacity,
+            "outputs grew inside step()"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Looking a key up through a tree's levels on disk, one block at a time (docs/storage.md, "The
-//! forest"). Sans I/O: each step either answers or names the block it needs; the caller reads
+//! Looking a key up through a tree's levels on disk, one block at a time (docs/storage.md,
+//! "Lookups through the levels"). Sans I/O: each step either answers or names the block it needs; the caller reads
 //! that block into the cache (asynchronously, through the event loop) and steps again.
 //!
 //! Levels are searched shallowest first, because a shallower level holds newer values: the first

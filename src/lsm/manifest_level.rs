@@ -1,5 +1,5 @@
 //! One level of one tree's manifest: the tables the level holds, disjoint and ordered by key
-//! (docs/storage.md, "The forest").
+//! (docs/storage.md, "Manifest levels").
 //!
 //! A deep level holds millions of tables, and compaction inserts and removes them every bar, so a
 //! sorted array would move megabytes per change. The level is a segmented array instead: tables in
@@ -32,9 +32,9 @@ impl ManifestLevel {
     /// A level for up to `tables_max` tables.
     pub fn new(layout: TableLayout, tables_max: usize) -> ManifestLevel {
         assert!(tables_max > 0);
-        // Every node but the last in key order is at least half full (a split leaves two
-        // halves; a remove that empties a node frees it, and one below half merges into a
-        // neighbour that has room), so this many nodes always suffice.
+        // When there is more than one node, every node is at least half full (a split leaves
+        // two halves; one that falls below half merges into a neighbour with room or borrows
+        // from one without), so this many nodes always suffice.
         let nodes_max = tables_max.div_ceil(NODE_TABLES / 2) + 1;
         ManifestLevel {
             layout,

@@ -1,5 +1,5 @@
 //! An immutable table of the LSM forest: values sorted by key, in value blocks, named by one
-//! index block (docs/storage.md, "The forest").
+//! index block (docs/storage.md, "Tables").
 //!
 //! A value is `value_size` bytes whose first `key_size` bytes are its key; keys compare as byte
 //! strings (trees encode their keys big-endian, so byte order is numeric order) and are unique

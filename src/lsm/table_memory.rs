@@ -1,5 +1,5 @@
 //! A tree's mutable table: the values put since the tree's last flush, in memory (docs/storage.md,
-//! "The forest").
+//! "The mutable table").
 //!
 //! Values are appended in the order they are put. At the end of each op the caller seals them as a
 //! *run*: the run's positions are sorted by key (ties by position, so the latest put of a key
