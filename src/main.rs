@@ -86,9 +86,10 @@ enum Commands {
     /// Load a cluster with transfers and report throughput and latency. Without --addresses,
     /// formats and starts temporary replicas on 127.0.0.1 and removes them afterwards.
     Benchmark(BenchmarkArgs),
-    /// Show what a data file holds (superblock, journal, client sessions); never writes.
+    /// Show what a data file holds (superblock, journal, client sessions); never writes. On a
+    /// running replica's file it shows the file as last written, and says so.
     Inspect {
-        /// The data file (of a stopped replica: a running one is still writing it).
+        /// The data file.
         path: PathBuf,
     },
     /// Print the version, git commit and protocol version.

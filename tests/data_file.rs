@@ -44,6 +44,19 @@ fn a_second_process_on_the_same_data_file_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("in use by another process"), "{stderr}");
+    // `inspect` reads it anyway, and says the picture is as of the last superblock write.
+    let running = "a replica is running on this file";
+    assert!(
+        cluster.inspect(0).contains(running),
+        "{}",
+        cluster.inspect(0)
+    );
+    cluster.stop(0);
+    assert!(
+        !cluster.inspect(0).contains(running),
+        "{}",
+        cluster.inspect(0)
+    );
 }
 
 #[test]

@@ -27,11 +27,31 @@ pub fn inspect(path: &Path) -> Result<String, Failure> {
         .map_err(|e| Failure::runtime(format!("open {}: {e}", path.display())))?;
     let mut out = String::new();
     out.push_str(&format!("data file: {}\n", path.display()));
+    if held_by_a_replica(&file) {
+        out.push_str(
+            "note: a replica is running on this file (it holds the file's lock). This is the file \
+             as last written: the superblock (view, commit_max, checkpoint) is as of its last \
+             superblock write, at a view change or a checkpoint, not the live commit point, and \
+             the journal may be mid-write. Stop the replica for an exact picture.\n",
+        );
+    }
     describe_superblock(&mut out, &sb);
     describe_superblock_copies(&mut out, &file, &layout);
     describe_journal(&mut out, &file, &layout, &sb);
     describe_client_replies(&mut out, &file, &layout, &sb);
     Ok(out)
+}
+
+/// Whether a running replica holds the file's lock (src/io/file_storage.rs takes it exclusive).
+fn held_by_a_replica(file: &std::fs::File) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let fd = file.as_raw_fd();
+    // Safety: fd is open for the duration of the calls; a shared lock taken is released at once.
+    if unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+    }
+    unsafe { libc::flock(fd, libc::LOCK_UN) };
+    false
 }
 
 /// The superblock that `read_superblock` chose: identity, VSR state and configuration.
