@@ -151,6 +151,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let op = self.commit_min;
         assert!(self.checkpoint_write.is_none(), "checkpoint {op} overlaps");
         assert!(self.sync.is_none() && !self.state_lost);
+        if self.sync_writes_in_flight > 0 {
+            // An abandoned sync's chunk write could land on ours: commits wait for it (the
+            // last completion starts this again).
+            return;
+        }
         if !self.checkpoint_durable_on_quorum() {
             if !self.checkpoint_held_back {
                 self.checkpoint_held_back = true;

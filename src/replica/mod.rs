@@ -259,6 +259,11 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     state_lost: bool,
     sync: Option<sync::SyncProgress>,
     sync_generation: u32,
+    /// Sync chunk writes submitted and not yet completed, of any sync (an abandoned one's
+    /// included): a write into a checkpoint area may complete after a later one to the same
+    /// block, so no sync or checkpoint write starts while any is in flight (VOPR seed
+    /// 410831212493871707).
+    sync_writes_in_flight: u32,
     /// The target of the last sync abandoned: the next picks another one if there is one.
     sync_abandoned: Option<(u64, u128)>,
     sync_serving: usize,
@@ -391,6 +396,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             state_lost: false,
             sync: None,
             sync_generation: 0,
+            sync_writes_in_flight: 0,
             sync_abandoned: None,
             sync_serving: 0,
             checkpoint_previous: None,

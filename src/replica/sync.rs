@@ -117,6 +117,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.status == Status::Recovering
             || self.checkpoint_write.is_some()
             || self.checkpoint_load.is_some()
+            || self.sync_writes_in_flight > 0
             || self.replica_count == 1
         {
             return;
@@ -514,6 +515,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         chunk.checkpoint_id = 0;
         chunk.write(header);
         header.set_checksum();
+        self.sync_writes_in_flight += 1;
         self.storage.submit(IoRequest {
             kind: IoKind::Write,
             zone: Zone::Checkpoint,
@@ -532,7 +534,18 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     pub(super) fn on_sync_chunk_written(&mut self, sync_generation: u32, index: u32) {
+        assert!(self.sync_writes_in_flight > 0);
+        self.sync_writes_in_flight -= 1;
         if sync_generation != self.sync_generation {
+            // An abandoned sync's write: once none is left, a checkpoint held back may start.
+            if self.sync_writes_in_flight == 0
+                && self.sync.is_none()
+                && self.checkpoint_due()
+                && self.checkpoint_durable_on_quorum()
+            {
+                self.checkpoint_maybe_start();
+                self.commit_journal();
+            }
             return;
         }
         let Some(sync) = self.sync.as_mut() else {
