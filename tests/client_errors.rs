@@ -88,17 +88,38 @@ fn repl_command_within(
     statement: &str,
     timeout_s: u64,
 ) -> (i32, String, String) {
-    let out = Command::new(common::VSR)
+    repl_run(cluster, addresses, timeout_s, &["--command", statement], "")
+}
+
+/// `vsr repl` with `args`, fed `stdin` through a pipe (closing it ends a script; every request
+/// is bounded by --timeout): (exit code, stdout, stderr).
+fn repl_run(
+    cluster: u128,
+    addresses: &str,
+    timeout_s: u64,
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
+    let mut child = Command::new(common::VSR)
         .args([
             "repl",
             &format!("--cluster={cluster}"),
             &format!("--addresses={addresses}"),
             &format!("--timeout={timeout_s}"),
-            "--command",
-            statement,
         ])
-        .output()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -155,31 +176,7 @@ fn repl_answers_again_once_a_replica_is_up() {
 
 /// `vsr repl` fed a script through a pipe: (exit code, stdout, stderr).
 fn repl_script(cluster: &TestCluster, script: &str) -> (i32, String, String) {
-    let mut child = Command::new(common::VSR)
-        .args([
-            "repl",
-            &format!("--cluster={}", cluster.cluster),
-            &format!("--addresses={}", cluster.addresses_arg()),
-            "--timeout=30",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Closing stdin ends the script; every request is bounded by --timeout.
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    repl_run(cluster.cluster, &cluster.addresses_arg(), 30, &[], script)
 }
 
 /// A piped script: statements end at ';' and may span lines (or share one), numbers take '_' and

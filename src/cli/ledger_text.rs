@@ -277,16 +277,6 @@ pub struct Reply {
     pub records: Vec<Vec<(&'static str, String)>>,
 }
 
-fn flag_names(bits: u32, names: &[&str]) -> String {
-    let list: Vec<&str> = names
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| bits & (1 << i) != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    list.join("|")
-}
-
 fn render_account(a: &Account) -> Vec<(&'static str, String)> {
     vec![
         ("id", a.id.to_string()),
@@ -333,13 +323,10 @@ fn render_balance(b: &AccountBalance) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Flag names of a rendered record's `flags`, for readable REPL output.
+/// Flag names of a rendered record's `flags` joined by '|', for readable REPL output; empty
+/// if none is set or a set bit has no name (the integer then says it all).
 pub fn flags_text(kind: &str, bits: u32) -> String {
-    match kind {
-        "accounts" => flag_names(bits, ACCOUNT_FLAGS),
-        "transfers" => flag_names(bits, TRANSFER_FLAGS),
-        _ => String::new(),
-    }
+    flag_list(kind, bits).map_or_else(String::new, |names| names.join("|"))
 }
 
 pub fn decode(operation: LedgerOperation, body: &[u8]) -> Result<Reply, String> {

@@ -22,34 +22,21 @@ pub struct BlockReference {
     pub checksum: u128,
 }
 
-/// What a block holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum BlockType {
-    /// Part of the free set's encoding (a checkpoint's trailer).
-    FreeSet = 1,
-    /// Part of the client sessions and their replies (a checkpoint's trailer).
-    ClientSessions = 2,
-    /// Part of the manifest: which tables each tree holds, at which level.
-    Manifest = 3,
-    /// A table's index: its value blocks and their key ranges.
-    Index = 4,
-    /// A table's values, sorted by key.
-    Value = 5,
-}
-
-impl BlockType {
-    pub fn from_u8(value: u8) -> Option<BlockType> {
-        Some(match value {
-            1 => BlockType::FreeSet,
-            2 => BlockType::ClientSessions,
-            3 => BlockType::Manifest,
-            4 => BlockType::Index,
-            5 => BlockType::Value,
-            _ => return None,
-        })
+crate::header::u8_enum!(
+    /// What a block holds.
+    BlockType {
+        /// Part of the free set's encoding (a checkpoint's trailer).
+        FreeSet = 1,
+        /// Part of the client sessions and their replies (a checkpoint's trailer).
+        ClientSessions = 2,
+        /// Part of the manifest: which tables each tree holds, at which level.
+        Manifest = 3,
+        /// A table's index: its value blocks and their key ranges.
+        Index = 4,
+        /// A table's values, sorted by key.
+        Value = 5,
     }
-}
+);
 
 /// Why a block read is not the block referenced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -77,6 +77,9 @@ macro_rules! u8_enum {
     };
 }
 
+// For other modules' byte enums (`grid::BlockType`).
+pub(crate) use u8_enum;
+
 u8_enum!(
     /// What a message is. Each command is documented once, on its struct in [`commands`].
     Command {

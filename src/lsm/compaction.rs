@@ -369,10 +369,9 @@ impl Compaction {
 mod tests {
     use super::*;
     use crate::grid::block_verify;
-    use crate::lsm::table::{block_values, index_entries};
+    use crate::lsm::test_support::{is_tombstone, value, Disk, CLUSTER};
     use std::collections::{BTreeMap, BTreeSet};
 
-    const CLUSTER: u128 = 5;
     const BLOCK_SIZE: usize = 4096;
 
     /// 64-byte values (60 a block), 3 value blocks a table at most (180 values).
@@ -380,83 +379,7 @@ mod tests {
         TableLayout::new(BLOCK_SIZE, 64, 8, 3)
     }
 
-    fn value(key: u64, version: u8, tombstone: bool) -> [u8; 64] {
-        let mut v = [0u8; 64];
-        v[..8].copy_from_slice(&key.to_be_bytes());
-        v[8] = version;
-        v[9] = u8::from(tombstone);
-        v
-    }
-
-    fn is_tombstone(v: &[u8]) -> bool {
-        v[9] == 1
-    }
-
-    struct Disk {
-        blocks: BTreeMap<u64, Vec<u8>>,
-        free_set: FreeSet,
-    }
-
     impl Disk {
-        fn new() -> Disk {
-            Disk {
-                blocks: BTreeMap::new(),
-                free_set: FreeSet::new(10_000),
-            }
-        }
-
-        fn acquire(&mut self) -> u64 {
-            let reservation = self.free_set.reserve(1).unwrap();
-            let address = self.free_set.acquire(&reservation).unwrap();
-            self.free_set.forfeit(reservation);
-            address
-        }
-
-        /// Tables of `values` (sorted), cut at the table size.
-        fn tables(&mut self, values: &[[u8; 64]]) -> Vec<TableInfo> {
-            let layout = layout();
-            let mut infos = Vec::new();
-            for chunk in values.chunks(layout.values_max()) {
-                let mut builder = TableBuilder::new(layout, CLUSTER, 1);
-                let mut index = vec![0u8; BLOCK_SIZE];
-                let mut block = vec![0u8; BLOCK_SIZE];
-                for v in chunk {
-                    if builder.block_full() {
-                        let address = self.acquire();
-                        builder.block_seal(&mut block, &mut index, address);
-                        self.blocks
-                            .insert(address, std::mem::replace(&mut block, vec![0; BLOCK_SIZE]));
-                    }
-                    builder.append(&mut block, v);
-                }
-                let address = self.acquire();
-                builder.block_seal(&mut block, &mut index, address);
-                self.blocks.insert(address, block);
-                let address = self.acquire();
-                infos.push(builder.finish(&mut index, address));
-                self.blocks.insert(address, index);
-            }
-            infos
-        }
-
-        /// Every value of `tables`, read back through their index blocks, verified.
-        fn read(&self, tables: &[TableInfo]) -> Vec<[u8; 64]> {
-            let layout = layout();
-            let mut values = Vec::new();
-            for table in tables {
-                let index = &self.blocks[&table.index.address];
-                block_verify(index, CLUSTER, table.index, BLOCK_SIZE).unwrap();
-                for (key_max, reference) in index_entries(&layout, index) {
-                    let block = &self.blocks[&reference.address];
-                    block_verify(block, CLUSTER, reference, BLOCK_SIZE).unwrap();
-                    let packed = block_values(&layout, block);
-                    assert_eq!(&packed[packed.len() - 64..][..8], key_max);
-                    values.extend(packed.chunks(64).map(|v| <[u8; 64]>::try_from(v).unwrap()));
-                }
-            }
-            values
-        }
-
         /// Runs a compaction to its end; returns its outputs and the addresses it read.
         fn compact(
             &mut self,
@@ -530,9 +453,9 @@ mod tests {
             .step_by(3)
             .map(|k| value(k, 1, k % 2 == 0))
             .collect();
-        let b = disk.tables(&older);
+        let b = disk.tables(layout(), &older);
         assert_eq!(b.len(), 3);
-        let a = disk.tables(&newer);
+        let a = disk.tables(layout(), &newer);
         assert_eq!(a.len(), 1);
         let inputs: BTreeSet<u64> = disk.blocks.keys().copied().collect();
         for drop_tombstones in [false, true] {
@@ -547,7 +470,7 @@ mod tests {
                 .iter()
                 .all(|&address| disk.free_set.is_released(address)));
             let expected = model(&newer, &older, drop_tombstones);
-            assert_eq!(disk.read(&outputs), expected);
+            assert_eq!(disk.read(layout(), &outputs), expected);
             // Outputs: full tables but the last, disjoint and in key order.
             let layout = layout();
             for pair in outputs.windows(2) {
@@ -564,8 +487,8 @@ mod tests {
         let mut disk = Disk::new();
         let older: Vec<_> = (0..50).map(|k| value(k, 0, false)).collect();
         let newer: Vec<_> = (0..50).map(|k| value(k, 1, true)).collect();
-        let b = disk.tables(&older);
-        let a = disk.tables(&newer);
+        let b = disk.tables(layout(), &older);
+        let a = disk.tables(layout(), &newer);
         let acquired = disk.free_set.count_acquired();
         let (outputs, _) = disk.compact(a[0], &b, true);
         assert!(outputs.is_empty());
@@ -577,10 +500,10 @@ mod tests {
     fn compaction_without_overlap_rewrites_the_table() {
         let mut disk = Disk::new();
         let newer: Vec<_> = (0..70).map(|k| value(k, 1, false)).collect();
-        let a = disk.tables(&newer);
+        let a = disk.tables(layout(), &newer);
         let (outputs, read) = disk.compact(a[0], &[], false);
         assert_eq!(read.len(), 3);
-        assert_eq!(disk.read(&outputs), newer);
+        assert_eq!(disk.read(layout(), &outputs), newer);
     }
 
     /// Random level contents against the model: the output is the merge, its blocks fit the
@@ -602,8 +525,8 @@ mod tests {
             let older = sorted(&mut rng, count, 0);
             let count = 1 + rng.next_u64() % 179;
             let newer = sorted(&mut rng, count, 1);
-            let b = disk.tables(&older);
-            let a = disk.tables(&newer);
+            let b = disk.tables(layout(), &older);
+            let a = disk.tables(layout(), &newer);
             assert_eq!(a.len(), 1);
             let layout = layout();
             let (a_min, a_max) = (a[0].key_min(&layout), a[0].key_max(&layout));
@@ -612,11 +535,11 @@ mod tests {
                 .filter(|t| t.key_min(&layout) <= a_max && a_min <= t.key_max(&layout))
                 .copied()
                 .collect();
-            let older_overlapping = disk.read(&overlapping);
+            let older_overlapping = disk.read(layout, &overlapping);
             let drop_tombstones = rng.next_u64() % 2 == 0;
             let (outputs, read) = disk.compact(a[0], &overlapping, drop_tombstones);
             assert_eq!(
-                disk.read(&outputs),
+                disk.read(layout, &outputs),
                 model(&newer, &older_overlapping, drop_tombstones)
             );
             assert!(read
@@ -633,7 +556,7 @@ mod tests {
         let layout = layout();
         let mut disk = Disk::new();
         let older: Vec<_> = (0..300).map(|k| value(3 * k, 0, false)).collect();
-        let b = disk.tables(&older);
+        let b = disk.tables(layout, &older);
         let mut memory = TableMemory::new(layout, 1_000, 8);
         let mut newer = Vec::new();
         for run in 0..4u64 {
@@ -659,7 +582,10 @@ mod tests {
             &b,
             false,
         );
-        assert_eq!(disk.read(&outputs), model(&immutable, &older, false));
+        assert_eq!(
+            disk.read(layout, &outputs),
+            model(&immutable, &older, false)
+        );
         assert!(outputs.len() > 1);
         // Only level B's blocks were read; the buffer is handed back whole.
         assert_eq!(read.len(), b.len() + older.len().div_ceil(60));

@@ -119,57 +119,18 @@ impl LevelsLookup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lsm::table::{TableBuilder, TableInfo};
-    use std::collections::BTreeMap;
-
-    const CLUSTER: u128 = 1;
+    use crate::lsm::table::TableInfo;
+    use crate::lsm::test_support::{is_tombstone, value, Disk, CLUSTER};
 
     fn layout() -> TableLayout {
         TableLayout::new(4096, 64, 8, 4)
     }
 
-    /// Value of `key`: version in byte 8, tombstone flag in byte 9.
-    fn value(key: u64, version: u8, tombstone: bool) -> [u8; 64] {
-        let mut v = [0u8; 64];
-        v[..8].copy_from_slice(&key.to_be_bytes());
-        v[8] = version;
-        v[9] = u8::from(tombstone);
-        v
-    }
-
-    fn is_tombstone(v: &[u8]) -> bool {
-        v[9] == 1
-    }
-
-    /// A grid of blocks by address (the "disk"), tables built into it.
-    struct Disk {
-        blocks: BTreeMap<u64, Vec<u8>>,
-        next: u64,
-    }
-
-    impl Disk {
-        fn table(&mut self, values: &[[u8; 64]]) -> TableInfo {
-            let layout = layout();
-            let mut builder = TableBuilder::new(layout, CLUSTER, 1);
-            let mut index = vec![0u8; 4096];
-            let mut block = vec![0u8; 4096];
-            for v in values {
-                if builder.block_full() {
-                    builder.block_seal(&mut block, &mut index, self.next);
-                    self.blocks
-                        .insert(self.next, std::mem::replace(&mut block, vec![0; 4096]));
-                    self.next += 1;
-                }
-                builder.append(&mut block, v);
-            }
-            builder.block_seal(&mut block, &mut index, self.next);
-            self.blocks.insert(self.next, block);
-            self.next += 1;
-            let info = builder.finish(&mut index, self.next);
-            self.blocks.insert(self.next, index);
-            self.next += 1;
-            info
-        }
+    /// One table of `values` (few enough for one) built into `disk`.
+    fn table(disk: &mut Disk, values: &[[u8; 64]]) -> TableInfo {
+        let tables = disk.tables(layout(), values);
+        assert_eq!(tables.len(), 1);
+        tables[0]
     }
 
     /// Runs a lookup to its end, reading blocks from `disk` into `cache`; returns the value and
@@ -202,21 +163,21 @@ mod tests {
     #[test]
     fn lookup_takes_the_newest_level_and_honours_tombstones() {
         let layout = layout();
-        let mut disk = Disk {
-            blocks: BTreeMap::new(),
-            next: 1,
-        };
+        let mut disk = Disk::new();
         let mut levels: Vec<ManifestLevel> =
             (0..3).map(|_| ManifestLevel::new(layout, 8)).collect();
         // Level 2 (oldest): keys 0..200 at version 0.
         let old: Vec<_> = (0..200).map(|k| value(k, 0, false)).collect();
-        levels[2].insert(disk.table(&old));
+        levels[2].insert(table(&mut disk, &old));
         // Level 1: keys 50..60 rewritten (version 1), key 70 deleted.
         let mut middle: Vec<_> = (50..60).map(|k| value(k, 1, false)).collect();
         middle.push(value(70, 1, true));
-        levels[1].insert(disk.table(&middle));
+        levels[1].insert(table(&mut disk, &middle));
         // Level 0 (newest): key 55 at version 2, and key 500 new.
-        levels[0].insert(disk.table(&[value(55, 2, false), value(500, 2, false)]));
+        levels[0].insert(table(
+            &mut disk,
+            &[value(55, 2, false), value(500, 2, false)],
+        ));
 
         let mut cache = BlockCache::new(64);
         assert_eq!(
@@ -254,12 +215,9 @@ mod tests {
     #[test]
     fn lookup_rereads_a_block_whose_address_was_reused() {
         let layout = layout();
-        let mut disk = Disk {
-            blocks: BTreeMap::new(),
-            next: 1,
-        };
+        let mut disk = Disk::new();
         let mut levels = vec![ManifestLevel::new(layout, 8)];
-        let table = disk.table(&[value(1, 0, false), value(2, 0, false)]);
+        let table = table(&mut disk, &[value(1, 0, false), value(2, 0, false)]);
         levels[0].insert(table);
         let mut cache = BlockCache::new(64);
         // The cache holds another block at the index's address (its header checksum differs).

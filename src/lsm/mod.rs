@@ -10,3 +10,6 @@ pub mod manifest_level;
 pub mod merge;
 pub mod table;
 pub mod table_memory;
+
+#[cfg(test)]
+mod test_support;

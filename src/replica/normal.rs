@@ -461,13 +461,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let warned = self.quorum_lost_warned == Some(self.view);
         if abdicating && !warned {
             self.quorum_lost_warned = Some(self.view);
-            let heard = (0..self.replica_count)
-                .filter(|&r| {
-                    r != self.replica
-                        && self.ticks - self.last_heard[r as usize]
-                            <= self.config.primary_abdicate_timeout_ticks
-                })
-                .count();
+            let heard = self.peers_heard();
             self.warn(format_args!(
                 "primary of view {} hears {heard} of its {} peers and a commit needs {}: it \
                  commits nothing until more are reachable (check that they run and that the \
@@ -489,16 +483,19 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// `primary_abdicate_timeout`, so backups that can still hear it (but it cannot hear them)
     /// elect a primary that can make progress.
     fn abdicating(&self) -> bool {
-        let mut heard = 1;
-        for replica in 0..self.replica_count {
-            if replica != self.replica
-                && self.ticks - self.last_heard[replica as usize]
-                    <= self.config.primary_abdicate_timeout_ticks
-            {
-                heard += 1;
-            }
-        }
-        heard < self.quorum_replication
+        // Ourselves and the peers heard.
+        1 + self.peers_heard() < self.quorum_replication
+    }
+
+    /// Peers heard from within `primary_abdicate_timeout`.
+    fn peers_heard(&self) -> usize {
+        (0..self.replica_count)
+            .filter(|&r| {
+                r != self.replica
+                    && self.ticks - self.last_heard[r as usize]
+                        <= self.config.primary_abdicate_timeout_ticks
+            })
+            .count()
     }
 
     pub(super) fn on_commit(&mut self, commit: &Commit) {
