@@ -100,6 +100,7 @@ impl Acks {
 struct Durable {
     view: u32,
     log_view: u32,
+    commit_max: u64,
     checkpoint: CheckpointName,
     checkpoint_previous: CheckpointName,
 }
@@ -109,6 +110,7 @@ impl Durable {
         Durable {
             view: state.view,
             log_view: state.log_view,
+            commit_max: state.commit_max,
             checkpoint: CheckpointName {
                 op: state.checkpoint.op,
                 id: state.checkpoint.id,
@@ -502,6 +504,11 @@ impl Durability {
             .map_err(|e| format!("durability: replica {replica} has no durable superblock: {e}"))?
             .vsr_state;
         let durable = Durable::of(&state);
+        if let Some((cached, previous)) = self.superblocks[replica as usize] {
+            if cached >= storage.superblock_generation_opened() {
+                Self::superblock_monotonic(replica, &previous, &durable)?;
+            }
+        }
         // A checkpoint the replica opened with was checked when it was recorded (or came with
         // the disk); one recorded since must have every chunk durable.
         let name = (state.checkpoint.op, state.checkpoint.id);
@@ -518,6 +525,26 @@ impl Durability {
             durable.checkpoint_previous.id,
         ));
         Ok(durable)
+    }
+}
+
+impl Durability {
+    /// While a replica runs, every superblock write it completes leaves a durable state at
+    /// least as new as the one before (docs/protocol.md §8: copies are written in an order that
+    /// never hands `choose` back an older state, whatever a crash left on the copies). The
+    /// shadow holds what the replica was told is written, so no disk fault moves it back.
+    fn superblock_monotonic(replica: u8, previous: &Durable, durable: &Durable) -> Promise {
+        let monotonic = durable.view >= previous.view
+            && durable.log_view >= previous.log_view
+            && durable.commit_max >= previous.commit_max
+            && durable.checkpoint.op >= previous.checkpoint.op;
+        if monotonic {
+            return Ok(());
+        }
+        Err(format!(
+            "durability: replica {replica}'s durable superblock went back, from {previous:?} to \
+             {durable:?}, as a superblock write completed"
+        ))
     }
 }
 
