@@ -204,6 +204,8 @@ pub struct FaultCounts {
     pub crashes_after_write_submitted: u64,
     pub crashes_after_write_completed: u64,
     pub crashes_after_send: u64,
+    /// Crashes right after a superblock copy was written (`superblock_crash_probability`).
+    pub crashes_between_superblock_copies: u64,
     /// Long outages (`SimOptions::outage`) that started.
     pub outages: u64,
     /// Sectors corrupted where it hurts, per `Corruption` class.
@@ -251,6 +253,9 @@ pub struct Simulator {
     disk_rng: ChaCha8Rng,
     /// I/O-point crashes, their restart times and the fates of writes in flight, likewise.
     io_crash_rng: ChaCha8Rng,
+    /// Crashes between superblock copies (`SimOptions::superblock_crash_probability`), their
+    /// restart times and the fates of writes in flight, likewise.
+    superblock_crash_rng: ChaCha8Rng,
     /// Targeted corruption, likewise.
     corrupt_rng: ChaCha8Rng,
     /// Lost acknowledged writes, likewise.
@@ -303,6 +308,7 @@ const TAG_PAUSE: u64 = 0x7061_7573_6500_0000; // "pause"
 const TAG_LEDGER: u64 = 0x6c65_6467_6572_0000; // "ledger"
 const TAG_DISK: u64 = 0x6469_736b_0000_0000; // "disk"
 const TAG_IO_CRASH: u64 = 0x696f_6372_6173_6800; // "iocrash"
+const TAG_SUPERBLOCK_CRASH: u64 = 0x7362_6372_6173_6800; // "sbcrash"
 const TAG_CORRUPT: u64 = 0x636f_7272_7570_7400; // "corrupt"
 const TAG_LOST: u64 = 0x6c6f_7374_0000_0000; // "lost"
 
@@ -424,6 +430,10 @@ impl Simulator {
             pause_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_PAUSE)),
             disk_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_DISK)),
             io_crash_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_IO_CRASH)),
+            superblock_crash_rng: ChaCha8Rng::seed_from_u64(derive_seed(
+                seed,
+                TAG_SUPERBLOCK_CRASH,
+            )),
             corrupt_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_CORRUPT)),
             lost_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_LOST)),
             lost_write_pending: None,
@@ -1072,7 +1082,7 @@ impl Simulator {
             let Some(completion) = replica.seams().storage.next_completion() else {
                 break;
             };
-            let wrote = completion.kind == IoKind::Write;
+            let wrote = (completion.kind == IoKind::Write).then_some(completion.zone);
             replica.on_io_completion(completion);
             let sent = self.flush_replica(index)?;
             self.io_point(index, writes, wrote, sent);
@@ -1083,14 +1093,15 @@ impl Simulator {
         let writes = replica.storage().stats().writes;
         replica.tick();
         let sent = self.flush_replica(index)?;
-        self.io_point(index, writes, false, sent);
+        self.io_point(index, writes, None, sent);
         Ok(())
     }
 
     /// Replica `index` just handled one event, having submitted writes if the storage's count
-    /// moved past `writes_before`, completed one if `wrote`, and sent `sent` messages: an
-    /// I/O-point crash may strike right here (`SimOptions::io_crash_probability`).
-    fn io_point(&mut self, index: usize, writes_before: u64, wrote: bool, sent: usize) {
+    /// moved past `writes_before`, completed a write to `wrote` (its zone), and sent `sent`
+    /// messages: an I/O-point crash may strike right here (`SimOptions::io_crash_probability`),
+    /// and between two superblock copies (`SimOptions::superblock_crash_probability`).
+    fn io_point(&mut self, index: usize, writes_before: u64, wrote: Option<Zone>, sent: usize) {
         if let Some(op) = self.lost_write_pending.take() {
             self.lose_acknowledged_write(index, op);
             return;
@@ -1100,37 +1111,37 @@ impl Simulator {
         };
         let point = if replica.storage().stats().writes > writes_before {
             IoPoint::WriteSubmitted
-        } else if wrote {
+        } else if wrote.is_some() {
             IoPoint::WriteCompleted
         } else if sent > 0 {
             IoPoint::MessageSent
         } else {
             return;
         };
-        if !self.faults_enabled
-            || self.options.io_crash_probability == 0.0
-            || self.unavailable_count(index) >= self.options.crashed_max
+        if !self.faults_enabled || self.unavailable_count(index) >= self.options.crashed_max {
+            return;
+        }
+        if wrote == Some(Zone::Superblock)
+            && self.options.superblock_crash_probability > 0.0
+            && chance(
+                &mut self.superblock_crash_rng,
+                self.options.superblock_crash_probability,
+            )
+        {
+            let mut rng = self.superblock_crash_rng.clone();
+            self.crash_at_io_point(index, &mut rng);
+            self.superblock_crash_rng = rng;
+            self.faults.crashes_between_superblock_copies += 1;
+            return;
+        }
+        if self.options.io_crash_probability == 0.0
             || !chance(&mut self.io_crash_rng, self.options.io_crash_probability)
         {
             return;
         }
-        // Each write in flight, in submission order: not written, written, or torn.
-        let in_flight = replica.storage().writes_in_flight().len();
-        let fates: Vec<CrashFate> = (0..in_flight)
-            .map(|_| {
-                *pick(
-                    &mut self.io_crash_rng,
-                    &[CrashFate::Lost, CrashFate::Written, CrashFate::Torn],
-                )
-            })
-            .collect();
-        let next = std::cell::Cell::new(0);
-        let restart_at = self.tick + self.options.restart_delay_ticks(&mut self.io_crash_rng);
-        self.crash_with(index, restart_at, |_, _, _| {
-            let fate = fates.get(next.get()).copied().unwrap_or(CrashFate::Lost);
-            next.set(next.get() + 1);
-            fate
-        });
+        let mut rng = self.io_crash_rng.clone();
+        self.crash_at_io_point(index, &mut rng);
+        self.io_crash_rng = rng;
         match point {
             IoPoint::WriteSubmitted => self.faults.crashes_after_write_submitted += 1,
             IoPoint::WriteCompleted => self.faults.crashes_after_write_completed += 1,
@@ -1139,6 +1150,26 @@ impl Simulator {
         if self.trace {
             eprintln!("[sim] replica {index} crashed at an I/O point: {point:?}");
         }
+    }
+
+    /// Crashes replica `index` right after the event it handled, drawing from `rng` each
+    /// write in flight's fate (not written, written, or torn) and the restart time.
+    fn crash_at_io_point(&mut self, index: usize, rng: &mut ChaCha8Rng) {
+        let Slot::Up(replica) = &self.replicas[index] else {
+            unreachable!("an I/O-point crash of replica {index}, which is down");
+        };
+        // Each write in flight, in submission order: not written, written, or torn.
+        let in_flight = replica.storage().writes_in_flight().len();
+        let fates: Vec<CrashFate> = (0..in_flight)
+            .map(|_| *pick(rng, &[CrashFate::Lost, CrashFate::Written, CrashFate::Torn]))
+            .collect();
+        let next = std::cell::Cell::new(0);
+        let restart_at = self.tick + self.options.restart_delay_ticks(rng);
+        self.crash_with(index, restart_at, |_, _, _| {
+            let fate = fates.get(next.get()).copied().unwrap_or(CrashFate::Lost);
+            next.set(next.get() + 1);
+            fate
+        });
     }
 
     /// Replica `index` acknowledged prepare `acked` (the acknowledgement has left), so that
@@ -1293,7 +1324,7 @@ impl Simulator {
         let writes = replica.storage().stats().writes;
         replica.on_message(message);
         let sent = self.flush_replica(index)?;
-        self.io_point(index, writes, false, sent);
+        self.io_point(index, writes, None, sent);
         Ok(())
     }
 

@@ -126,7 +126,7 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4} lost_writes={:.4}",
+        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} superblock_crash={:.3} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4} lost_writes={:.4}",
         if o.ledger { "ledger" } else { "hashing" },
         o.replica_count,
         o.client_count,
@@ -139,6 +139,7 @@ fn run(
         o.network.partition_mode,
         o.crash_probability,
         o.io_crash_probability,
+        o.superblock_crash_probability,
         o.corruption_probability,
         Corruption::EVERY
             .into_iter()
@@ -187,7 +188,7 @@ fn print_counters(sim: &Simulator) {
         c[0], c[1], c[2], c[3], c[4]
     );
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -202,6 +203,7 @@ fn print_counters(sim: &Simulator) {
         f.crashes_after_write_submitted,
         f.crashes_after_write_completed,
         f.crashes_after_send,
+        f.crashes_between_superblock_copies,
         f.restarts,
         f.disks_lost,
         f.pauses,

@@ -69,6 +69,10 @@ pub struct SimOptions {
     /// completed, after it sent messages): it crashes right there, each write in flight lost,
     /// written or torn.
     pub io_crash_probability: f64,
+    /// Per superblock copy write an up replica completes: it crashes right there, before the
+    /// next copy is written, leaving the new state on some copies and the old on the rest (and
+    /// the next write after its restart starts from that mix: docs/protocol.md §8).
+    pub superblock_crash_probability: f64,
     /// The chance that a crash also loses the replica's data file (once per run at most). Only
     /// in runs without storage faults: a lost disk plus a damaged copy elsewhere can be a real
     /// loss of data, beyond the faults the cluster promises to survive.
@@ -287,6 +291,13 @@ impl SimOptions {
         // On in every seed (the durability checker's promises are worth most across a crash);
         // the intensity is drawn, from rare to a crash every few hundred writes.
         let io_crash_probability = 0.0001 + unit(&mut io_crash_rng) * 0.002;
+        // Crashes between superblock copies: in half the seeds, in a stream of their own.
+        let mut superblock_crash_rng = rng::seeded(rng.clone().next_u64() ^ 0x7362_6372_6173_6800);
+        let superblock_crash_probability = if chance(&mut superblock_crash_rng, 0.5) {
+            0.01 + unit(&mut superblock_crash_rng) * 0.09
+        } else {
+            0.0
+        };
         // Lost acknowledged writes: with storage faults on, in a stream of their own.
         let mut lost_rng = rng::seeded(rng.clone().next_u64() ^ 0x6c6f_7374_0000_0000);
         let lost_write_probability = if faulty_storage && chance(&mut lost_rng, 0.5) {
@@ -306,6 +317,7 @@ impl SimOptions {
             corruption_probability,
             corruption_classes,
             io_crash_probability,
+            superblock_crash_probability,
             disk_loss_probability,
             restart_ticks_min: 20,
             restart_ticks_max,
@@ -360,6 +372,7 @@ impl SimOptions {
             corruption_probability: 0.0,
             corruption_classes: 0,
             io_crash_probability: 0.0,
+            superblock_crash_probability: 0.0,
             disk_loss_probability: 0.0,
             restart_ticks_min: 20,
             restart_ticks_max: 20,
