@@ -502,6 +502,24 @@ impl Simulator {
         };
         storage.reset_shadow();
         self.durability.on_open(index as u8, &storage);
+        if self.trace {
+            let sequences: Vec<_> = (self.durability.durable_copies(&storage))
+                .iter()
+                .map(|c| {
+                    c.as_ref().map(|c| {
+                        let v = &c.vsr_state;
+                        (
+                            c.sequence,
+                            v.view,
+                            v.log_view,
+                            v.commit_max,
+                            v.checkpoint.op,
+                        )
+                    })
+                })
+                .collect();
+            eprintln!("[sim] restart replica {index}: superblock copies (sequence, view, log_view, commit_max, checkpoint) {sequences:?}");
+        }
         let config = &self.options.config;
         let pool = MessagePool::new(config.messages_max(), config.message_size_max as usize);
         let bus = ReplicaBus {
@@ -1224,6 +1242,8 @@ impl Simulator {
             return Ok(0);
         };
         let replica_index = index as u8;
+        self.durability
+            .observe_superblock_order(replica_index, replica.storage())?;
         if replica.status() != Status::Recovering {
             self.durability
                 .observe_superblock(replica_index, replica.storage())?;

@@ -51,6 +51,9 @@ pub struct DurabilityStats {
     pub checkpoints: u64,
     /// Checkpoints newly recorded by a superblock whose chunks were checked durable.
     pub checkpoint_chunks_checked: u64,
+    /// Opens whose durable superblock state was on only some of the copies (a crash
+    /// interrupted a superblock write): the next write must keep it (§8).
+    pub opens_superblock_split: u64,
 }
 
 pub struct Durability {
@@ -63,6 +66,9 @@ pub struct Durability {
     committed_max: u64,
     /// Per replica: its durable VSR state, and the storage generation it was read at.
     superblocks: Vec<Option<(u64, Durable)>>,
+    /// Per replica: the durable VSR state at the last superblock write it completed (or at
+    /// open), and the storage generation it was read at (`observe_superblock_order`).
+    superblock_order: Vec<Option<(u64, Durable)>>,
     /// Per replica: every checkpoint its durable superblock has recorded (as durable or the one
     /// before), read at each superblock generation.
     checkpoints_recorded: Vec<BTreeSet<(u64, u128)>>,
@@ -131,6 +137,7 @@ impl Durability {
             committed: BTreeMap::new(),
             committed_max: 0,
             superblocks: vec![None; replica_count as usize],
+            superblock_order: vec![None; replica_count as usize],
             checkpoints_recorded: vec![BTreeSet::new(); replica_count as usize],
             opened_checkpoint_op: vec![0; replica_count as usize],
             stats: DurabilityStats::default(),
@@ -443,6 +450,14 @@ impl Durability {
         assert!(!storage.superblock_written_since_open());
         // A replica with no durable superblock fails to open; that is reported there.
         let opened = self.durable_state(replica, storage);
+        let _ = self.observe_superblock_order(replica, storage);
+        let copies = self.durable_copies(storage);
+        if let Ok(chosen) = SuperBlock::choose(&copies) {
+            let holders = SuperBlock::holders(&copies, &chosen);
+            if holders.iter().any(|&h| !h) {
+                self.stats.opens_superblock_split += 1;
+            }
+        }
         self.opened_checkpoint_op[replica as usize] = opened.map_or(0, |d| d.checkpoint.op);
     }
 
@@ -485,6 +500,17 @@ impl Durability {
         Ok(())
     }
 
+    /// The superblock copies as the replica holds them durably (`None`: not a valid copy).
+    pub(crate) fn durable_copies(&self, storage: &SimStorage) -> Vec<Option<SuperBlock>> {
+        let size = self.layout.superblock_copy_size;
+        (0..SUPERBLOCK_COPIES as u64)
+            .map(|copy| {
+                let bytes = storage.durable(Zone::Superblock, copy * size, size as usize);
+                SuperBlock::decode(bytes, &self.layout)
+            })
+            .collect()
+    }
+
     /// The VSR state replica `replica` holds durably (cached per superblock generation).
     fn durable_state(&mut self, replica: u8, storage: &SimStorage) -> Result<Durable, String> {
         let generation = storage.superblock_generation();
@@ -493,22 +519,11 @@ impl Durability {
                 return Ok(state);
             }
         }
-        let size = self.layout.superblock_copy_size;
-        let copies: Vec<Option<SuperBlock>> = (0..SUPERBLOCK_COPIES as u64)
-            .map(|copy| {
-                let bytes = storage.durable(Zone::Superblock, copy * size, size as usize);
-                SuperBlock::decode(bytes, &self.layout)
-            })
-            .collect();
+        let copies = self.durable_copies(storage);
         let state = SuperBlock::choose(&copies)
             .map_err(|e| format!("durability: replica {replica} has no durable superblock: {e}"))?
             .vsr_state;
         let durable = Durable::of(&state);
-        if let Some((cached, previous)) = self.superblocks[replica as usize] {
-            if cached >= storage.superblock_generation_opened() {
-                Self::superblock_monotonic(replica, &previous, &durable)?;
-            }
-        }
         // A checkpoint the replica opened with was checked when it was recorded (or came with
         // the disk); one recorded since must have every chunk durable.
         let name = (state.checkpoint.op, state.checkpoint.id);
@@ -529,10 +544,33 @@ impl Durability {
 }
 
 impl Durability {
-    /// While a replica runs, every superblock write it completes leaves a durable state at
-    /// least as new as the one before (docs/protocol.md §8: copies are written in an order that
-    /// never hands `choose` back an older state, whatever a crash left on the copies). The
-    /// shadow holds what the replica was told is written, so no disk fault moves it back.
+    /// While a replica runs, in any status, every superblock copy write it completes leaves a
+    /// durable state at least as new as the one before (docs/protocol.md §8: copies are written
+    /// in an order that never hands `choose` back an older state, whatever mix of copies a
+    /// crash left). The shadow holds what the replica was told is written, so no disk fault
+    /// moves it back. Called after every event.
+    pub fn observe_superblock_order(&mut self, replica: u8, storage: &SimStorage) -> Promise {
+        let generation = storage.superblock_generation();
+        let last = self.superblock_order[replica as usize];
+        if last.is_some_and(|(cached, _)| cached == generation) {
+            return Ok(());
+        }
+        let copies = self.durable_copies(storage);
+        let Ok(chosen) = SuperBlock::choose(&copies) else {
+            // No durable superblock: the replica fails to open, reported there.
+            self.superblock_order[replica as usize] = None;
+            return Ok(());
+        };
+        let durable = Durable::of(&chosen.vsr_state);
+        self.superblock_order[replica as usize] = Some((generation, durable));
+        match last {
+            Some((cached, previous)) if cached >= storage.superblock_generation_opened() => {
+                Self::superblock_monotonic(replica, &previous, &durable)
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn superblock_monotonic(replica: u8, previous: &Durable, durable: &Durable) -> Promise {
         let monotonic = durable.view >= previous.view
             && durable.log_view >= previous.log_view

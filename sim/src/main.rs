@@ -251,9 +251,10 @@ fn print_counters(sim: &Simulator) {
     );
     let d = sim.durability.stats;
     println!(
-        "durability: acknowledgements={} do_view_changes={} nacks={} start_views={} replies={} checkpoints={} checkpoint_chunks_checked={}",
+        "durability: acknowledgements={} do_view_changes={} nacks={} start_views={} replies={} checkpoints={} checkpoint_chunks_checked={} opens_superblock_split={}",
         d.acknowledgements, d.do_view_changes, d.nacks, d.start_views, d.replies, d.checkpoints,
         d.checkpoint_chunks_checked,
+        d.opens_superblock_split,
     );
     match (&sim.liveness_excused, sim.heal_to_converge_ticks) {
         (Some(reason), _) => println!("liveness: excused_stalls=1 ({reason})"),
