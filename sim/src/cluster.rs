@@ -602,6 +602,7 @@ impl Simulator {
             disk.write_raw(zone, offset, &bytes);
         }
         *storage = disk;
+        self.durability.on_disk_lost(index as u8);
         self.faults.disks_lost += 1;
         if self.trace {
             eprintln!("[sim] replica {index} lost its disk");
@@ -1242,8 +1243,11 @@ impl Simulator {
             return Ok(0);
         };
         let replica_index = index as u8;
+        let acted = (replica.status() != Status::Recovering)
+            .then(|| replica.superblock().map(|sb| &sb.vsr_state))
+            .flatten();
         self.durability
-            .observe_superblock_order(replica_index, replica.storage())?;
+            .observe_superblock_floor(replica_index, replica.storage(), acted)?;
         if replica.status() != Status::Recovering {
             self.durability
                 .observe_superblock(replica_index, replica.storage())?;

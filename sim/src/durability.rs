@@ -66,9 +66,11 @@ pub struct Durability {
     committed_max: u64,
     /// Per replica: its durable VSR state, and the storage generation it was read at.
     superblocks: Vec<Option<(u64, Durable)>>,
-    /// Per replica: the durable VSR state at the last superblock write it completed (or at
-    /// open), and the storage generation it was read at (`observe_superblock_order`).
-    superblock_order: Vec<Option<(u64, Durable)>>,
+    /// Per replica: the newest VSR state it acted on (its superblock when last seen open),
+    /// across crashes, and the storage generation its durable state was last checked at
+    /// (`observe_superblock_floor`).
+    superblock_floor: Vec<Option<Durable>>,
+    superblock_floor_generation: Vec<Option<u64>>,
     /// Per replica: every checkpoint its durable superblock has recorded (as durable or the one
     /// before), read at each superblock generation.
     checkpoints_recorded: Vec<BTreeSet<(u64, u128)>>,
@@ -137,7 +139,8 @@ impl Durability {
             committed: BTreeMap::new(),
             committed_max: 0,
             superblocks: vec![None; replica_count as usize],
-            superblock_order: vec![None; replica_count as usize],
+            superblock_floor: vec![None; replica_count as usize],
+            superblock_floor_generation: vec![None; replica_count as usize],
             checkpoints_recorded: vec![BTreeSet::new(); replica_count as usize],
             opened_checkpoint_op: vec![0; replica_count as usize],
             stats: DurabilityStats::default(),
@@ -450,7 +453,6 @@ impl Durability {
         assert!(!storage.superblock_written_since_open());
         // A replica with no durable superblock fails to open; that is reported there.
         let opened = self.durable_state(replica, storage);
-        let _ = self.observe_superblock_order(replica, storage);
         let copies = self.durable_copies(storage);
         if let Ok(chosen) = SuperBlock::choose(&copies) {
             let holders = SuperBlock::holders(&copies, &chosen);
@@ -544,44 +546,68 @@ impl Durability {
 }
 
 impl Durability {
-    /// While a replica runs, in any status, every superblock copy write it completes leaves a
-    /// durable state at least as new as the one before (docs/protocol.md §8: copies are written
-    /// in an order that never hands `choose` back an older state, whatever mix of copies a
-    /// crash left). The shadow holds what the replica was told is written, so no disk fault
-    /// moves it back. Called after every event.
-    pub fn observe_superblock_order(&mut self, replica: u8, storage: &SimStorage) -> Promise {
+    /// A replica never goes back past a VSR state it acted on (docs/protocol.md §8): while it
+    /// runs, in any status, the state its durable copies choose is at least the newest it
+    /// acted on, at every superblock copy write it completes (the write order keeps it), after
+    /// a crash (whatever mix of copies it left) and when it opens (what it chose, read faults
+    /// and all). `acted`: its superblock if it is open (not `Recovering`): the state it has
+    /// made durable on every copy and acts on. The shadow holds what the replica was told is
+    /// written, so no disk fault moves it back; the fault atlas leaves a quorum of copies.
+    pub fn observe_superblock_floor(
+        &mut self,
+        replica: u8,
+        storage: &SimStorage,
+        acted: Option<&VsrState>,
+    ) -> Promise {
+        let r = replica as usize;
+        let floor = self.superblock_floor[r];
+        if let (Some(floor), Some(acted)) = (floor, acted) {
+            Self::superblock_monotonic(
+                replica,
+                "it opened with or wrote",
+                &floor,
+                &Durable::of(acted),
+            )?;
+        }
+        if let Some(acted) = acted {
+            self.superblock_floor[r] = Some(Durable::of(acted));
+        }
         let generation = storage.superblock_generation();
-        let last = self.superblock_order[replica as usize];
-        if last.is_some_and(|(cached, _)| cached == generation) {
+        if self.superblock_floor_generation[r] == Some(generation) {
             return Ok(());
         }
-        let copies = self.durable_copies(storage);
-        let Ok(chosen) = SuperBlock::choose(&copies) else {
-            // No durable superblock: the replica fails to open, reported there.
-            self.superblock_order[replica as usize] = None;
+        self.superblock_floor_generation[r] = Some(generation);
+        let (Some(floor), Ok(chosen)) = (
+            self.superblock_floor[r],
+            SuperBlock::choose(&self.durable_copies(storage)),
+        ) else {
             return Ok(());
         };
-        let durable = Durable::of(&chosen.vsr_state);
-        self.superblock_order[replica as usize] = Some((generation, durable));
-        match last {
-            Some((cached, previous)) if cached >= storage.superblock_generation_opened() => {
-                Self::superblock_monotonic(replica, &previous, &durable)
-            }
-            _ => Ok(()),
-        }
+        Self::superblock_monotonic(
+            replica,
+            "its durable copies choose",
+            &floor,
+            &Durable::of(&chosen.vsr_state),
+        )
     }
 
-    fn superblock_monotonic(replica: u8, previous: &Durable, durable: &Durable) -> Promise {
-        let monotonic = durable.view >= previous.view
-            && durable.log_view >= previous.log_view
-            && durable.commit_max >= previous.commit_max
-            && durable.checkpoint.op >= previous.checkpoint.op;
+    /// Replica `replica` lost its data file: `vsr recover` starts it afresh.
+    pub fn on_disk_lost(&mut self, replica: u8) {
+        self.superblock_floor[replica as usize] = None;
+        self.superblock_floor_generation[replica as usize] = None;
+    }
+
+    fn superblock_monotonic(replica: u8, what: &str, floor: &Durable, state: &Durable) -> Promise {
+        let monotonic = state.view >= floor.view
+            && state.log_view >= floor.log_view
+            && state.commit_max >= floor.commit_max
+            && state.checkpoint.op >= floor.checkpoint.op;
         if monotonic {
             return Ok(());
         }
         Err(format!(
-            "durability: replica {replica}'s durable superblock went back, from {previous:?} to \
-             {durable:?}, as a superblock write completed"
+            "durability: replica {replica} went back past the superblock state it acted on: \
+             {floor:?}, while the state {what} is {state:?}"
         ))
     }
 }
