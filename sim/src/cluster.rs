@@ -1531,6 +1531,7 @@ impl Simulator {
             total.misdirects += s.misdirects;
             total.torn_writes += s.torn_writes;
             total.lost_writes += s.lost_writes;
+            total.slow_ios += s.slow_ios;
         }
         total
     }

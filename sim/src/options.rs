@@ -168,7 +168,7 @@ impl SimOptions {
             unpartition_stability: range(rng, 50, 500),
         };
         let faulty_storage = chance(rng, 0.7);
-        let storage = StorageOptions {
+        let mut storage = StorageOptions {
             read_latency_min: range(rng, 1, 2),
             read_latency_mean: range(rng, 2, 8),
             write_latency_min: range(rng, 1, 2),
@@ -189,6 +189,7 @@ impl SimOptions {
                 0.0
             },
             crash_fault_probability: unit(rng),
+            ..StorageOptions::default()
         };
         let tolerance = config.clock_offset_tolerance_max_ns as i64;
         let clock_offsets_ns = (0..replica_count)
@@ -298,6 +299,12 @@ impl SimOptions {
         } else {
             0.0
         };
+        // Slow I/O (disk stalls): in 40% of seeds, in a stream of their own.
+        let mut slow_rng = rng::seeded(rng.clone().next_u64() ^ 0x736c_6f77_696f_0000);
+        if chance(&mut slow_rng, 0.4) {
+            storage.slow_io_probability = 0.001 + unit(&mut slow_rng) * 0.02;
+            storage.slow_io_ticks_max = range(&mut slow_rng, 50, 2_000);
+        }
         // Lost acknowledged writes: with storage faults on, in a stream of their own.
         let mut lost_rng = rng::seeded(rng.clone().next_u64() ^ 0x6c6f_7374_0000_0000);
         let lost_write_probability = if faulty_storage && chance(&mut lost_rng, 0.5) {

@@ -227,6 +227,11 @@ pub struct StorageOptions {
     pub write_misdirect_probability: f64,
     /// Per write in flight at a crash: it is torn (otherwise it is lost or fully written, 50/50).
     pub crash_fault_probability: f64,
+    /// Per request: the disk stalls on it, adding `1..=slow_io_ticks_max` ticks to its latency
+    /// (a device hiccup, a flush behind a full write cache): writes of one step stay in flight
+    /// while timeouts fire and the replica moves on (drawn from a stream of its own).
+    pub slow_io_probability: f64,
+    pub slow_io_ticks_max: u64,
 }
 
 impl Default for StorageOptions {
@@ -241,6 +246,8 @@ impl Default for StorageOptions {
             write_fault_probability: 0.0,
             write_misdirect_probability: 0.0,
             crash_fault_probability: 0.0,
+            slow_io_probability: 0.0,
+            slow_io_ticks_max: 0,
         }
     }
 }
@@ -257,6 +264,7 @@ impl StorageOptions {
                 self.write_misdirect_probability,
             ),
             ("crash_fault_probability", self.crash_fault_probability),
+            ("slow_io_probability", self.slow_io_probability),
         ] {
             assert!((0.0..=1.0).contains(&p), "{name} {p} outside 0..=1");
         }
@@ -277,6 +285,8 @@ pub struct StorageStats {
     pub lost_writes: u64,
     /// Completed prepare writes lost after the fact (`lose_latest_prepare_write`).
     pub acknowledged_writes_lost: u64,
+    /// Requests the disk stalled on (`StorageOptions::slow_io_probability`).
+    pub slow_ios: u64,
 }
 
 struct InFlight {
@@ -335,6 +345,9 @@ pub struct SimStorage {
     zeros: Vec<u8>,
     now: u64,
     faults: bool,
+    /// Slow I/O draws only (`StorageOptions::slow_io_probability`), so that adding them left
+    /// every other draw where it was.
+    slow_rng: ChaCha8Rng,
     /// Submitted, latency not yet elapsed.
     pending: Vec<InFlight>,
     /// Latency elapsed; handed out in random order by `next_completion`.
@@ -394,6 +407,7 @@ impl SimStorage {
             rng: rng::seeded(seed),
             now: 0,
             faults: true,
+            slow_rng: rng::seeded(seed ^ 0x736c_6f77_696f_0000),
             pending: Vec::new(),
             ready: Vec::new(),
             stats: StorageStats::default(),
@@ -676,7 +690,15 @@ impl SimStorage {
     }
 
     fn latency(&mut self, min: u64, mean: u64) -> u64 {
-        (min + rng::exponential(&mut self.rng, mean - min)).max(1)
+        let latency = (min + rng::exponential(&mut self.rng, mean - min)).max(1);
+        if self.faults
+            && self.options.slow_io_probability > 0.0
+            && rng::chance(&mut self.slow_rng, self.options.slow_io_probability)
+        {
+            self.stats.slow_ios += 1;
+            return latency + rng::range(&mut self.slow_rng, 1, self.options.slow_io_ticks_max);
+        }
+        latency
     }
 
     fn complete(&mut self, mut request: IoRequest) -> IoCompletion {
@@ -1006,6 +1028,7 @@ mod tests {
             write_fault_probability: 0.5,
             write_misdirect_probability: 0.5,
             crash_fault_probability: 0.5,
+            ..StorageOptions::default()
         }
     }
 

@@ -190,6 +190,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn sync_start(&mut self, op: u64, id: u128) {
+        // No write of an abandoned sync may land in the area this one fills (docs/storage.md).
+        assert_eq!(self.sync_writes_in_flight, 0);
         let durable = self.checkpoint();
         let area = if durable.op == 0 { 0 } else { 1 - durable.area };
         self.event(format_args!(
