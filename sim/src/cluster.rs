@@ -1532,6 +1532,7 @@ impl Simulator {
             total.torn_writes += s.torn_writes;
             total.lost_writes += s.lost_writes;
             total.slow_ios += s.slow_ios;
+            total.stalls += s.stalls;
         }
         total
     }

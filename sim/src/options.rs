@@ -299,11 +299,12 @@ impl SimOptions {
         } else {
             0.0
         };
-        // Slow I/O (disk stalls): in 40% of seeds, in a stream of their own.
+        // Slow I/O (slow requests and disk stalls): in 40% of seeds, in a stream of their own.
         let mut slow_rng = rng::seeded(rng.clone().next_u64() ^ 0x736c_6f77_696f_0000);
         if chance(&mut slow_rng, 0.4) {
             storage.slow_io_probability = 0.001 + unit(&mut slow_rng) * 0.02;
             storage.slow_io_ticks_max = range(&mut slow_rng, 50, 2_000);
+            storage.stall_probability = unit(&mut slow_rng) * 0.002;
         }
         // Lost acknowledged writes: with storage faults on, in a stream of their own.
         let mut lost_rng = rng::seeded(rng.clone().next_u64() ^ 0x6c6f_7374_0000_0000);

@@ -232,6 +232,9 @@ pub struct StorageOptions {
     /// while timeouts fire and the replica moves on (drawn from a stream of its own).
     pub slow_io_probability: f64,
     pub slow_io_ticks_max: u64,
+    /// Per tick: the whole disk stalls for `1..=slow_io_ticks_max` ticks; nothing completes
+    /// until it ends, then everything that came due completes at once, in random order.
+    pub stall_probability: f64,
 }
 
 impl Default for StorageOptions {
@@ -248,6 +251,7 @@ impl Default for StorageOptions {
             crash_fault_probability: 0.0,
             slow_io_probability: 0.0,
             slow_io_ticks_max: 0,
+            stall_probability: 0.0,
         }
     }
 }
@@ -265,6 +269,7 @@ impl StorageOptions {
             ),
             ("crash_fault_probability", self.crash_fault_probability),
             ("slow_io_probability", self.slow_io_probability),
+            ("stall_probability", self.stall_probability),
         ] {
             assert!((0.0..=1.0).contains(&p), "{name} {p} outside 0..=1");
         }
@@ -287,6 +292,8 @@ pub struct StorageStats {
     pub acknowledged_writes_lost: u64,
     /// Requests the disk stalled on (`StorageOptions::slow_io_probability`).
     pub slow_ios: u64,
+    /// Disk stalls (`StorageOptions::stall_probability`).
+    pub stalls: u64,
 }
 
 struct InFlight {
@@ -348,6 +355,8 @@ pub struct SimStorage {
     /// Slow I/O draws only (`StorageOptions::slow_io_probability`), so that adding them left
     /// every other draw where it was.
     slow_rng: ChaCha8Rng,
+    /// A stall (`StorageOptions::stall_probability`) holds every completion until this tick.
+    stalled_until: u64,
     /// Submitted, latency not yet elapsed.
     pending: Vec<InFlight>,
     /// Latency elapsed; handed out in random order by `next_completion`.
@@ -408,6 +417,7 @@ impl SimStorage {
             now: 0,
             faults: true,
             slow_rng: rng::seeded(seed ^ 0x736c_6f77_696f_0000),
+            stalled_until: 0,
             pending: Vec::new(),
             ready: Vec::new(),
             stats: StorageStats::default(),
@@ -445,6 +455,18 @@ impl SimStorage {
     pub fn tick(&mut self) {
         self.now += 1;
         let now = self.now;
+        if self.faults
+            && self.options.stall_probability > 0.0
+            && now >= self.stalled_until
+            && rng::chance(&mut self.slow_rng, self.options.stall_probability)
+        {
+            self.stalled_until =
+                now + rng::range(&mut self.slow_rng, 1, self.options.slow_io_ticks_max);
+            self.stats.stalls += 1;
+        }
+        if now < self.stalled_until {
+            return;
+        }
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].ready_at <= now {
