@@ -354,6 +354,8 @@ pub struct ClusterTimeCheck {
     tick_ns: u64,
     offsets_ns: Vec<i64>,
     drifts_ppm: Vec<i64>,
+    /// The wall clocks' accumulated drift stops here (`SimOptions::realtime_drift_max_ns`).
+    drift_max_ns: u64,
     /// Per replica: the tick its latest clock excursion ends (0: none). A replica counts as
     /// faulty for the window (plus an epoch) after that: an interval installed from samples
     /// taken while it was off may be used that long.
@@ -384,6 +386,7 @@ impl ClusterTimeCheck {
             tick_ns,
             offsets_ns: options.clock_offsets_ns.clone(),
             drifts_ppm: options.clock_drifts_ppm.clone(),
+            drift_max_ns: options.realtime_drift_max_ns(),
             excursion_until: vec![0; options.replica_count as usize],
             checked: vec![(0, 0); options.replica_count as usize],
             timestamp_max_ns: 0,
@@ -403,9 +406,9 @@ impl ClusterTimeCheck {
         let elapsed_ns = tick * self.tick_ns;
         let honest_error_ns = (0..self.offsets_ns.len())
             .map(|r| {
-                self.offsets_ns[r].unsigned_abs()
-                    + (elapsed_ns as u128 * self.drifts_ppm[r].unsigned_abs() as u128 / 1_000_000)
-                        as u64
+                let drift_ns =
+                    elapsed_ns as u128 * self.drifts_ppm[r].unsigned_abs() as u128 / 1_000_000;
+                self.offsets_ns[r].unsigned_abs() + (drift_ns as u64).min(self.drift_max_ns)
             })
             .max()
             .unwrap_or(0);

@@ -213,6 +213,8 @@ pub struct FaultCounts {
     /// Acknowledged prepares lost or damaged, then a crash (`lose_acknowledged_write`): the
     /// write lost; lost with its ring sector damaged; prepare and ring sector damaged.
     pub acknowledged_writes_lost: [u64; 3],
+    /// Primaries crashed as the backup a lost write crashed restarted.
+    pub primary_crashes_after_lost_write: u64,
 }
 
 /// Where a replica stands when an I/O-point crash may strike: right after handling one event.
@@ -263,6 +265,11 @@ pub struct Simulator {
     /// An acknowledgement drew a lost write (`SimOptions::lost_write_probability`): the op,
     /// applied at the I/O point that follows, once the acknowledgement has left.
     lost_write_pending: Option<u64>,
+    /// A lost write crashed a backup (`SimOptions::lost_write_primary_crash`): (the backup, the
+    /// primary of its view), the primary to crash as the backup restarts.
+    crash_primary_on_restart: Option<(usize, usize)>,
+    /// Those crashes' restart times, in a stream of their own.
+    doom_rng: ChaCha8Rng,
     pub(crate) replicas: Vec<Slot>,
     /// Bit per replica: up (`ReplicaBus::up`).
     replicas_up: Rc<Cell<u64>>,
@@ -311,6 +318,7 @@ const TAG_IO_CRASH: u64 = 0x696f_6372_6173_6800; // "iocrash"
 const TAG_SUPERBLOCK_CRASH: u64 = 0x7362_6372_6173_6800; // "sbcrash"
 const TAG_CORRUPT: u64 = 0x636f_7272_7570_7400; // "corrupt"
 const TAG_LOST: u64 = 0x6c6f_7374_0000_0000; // "lost"
+const TAG_DOOM: u64 = 0x646f_6f6d_0000_0000; // "doom"
 
 impl Simulator {
     /// A swarm-tested run: the seed draws the options (`SimOptions::generate`), then the world.
@@ -377,12 +385,13 @@ impl Simulator {
             {
                 storage.write_raw(zone, offset, &bytes);
             }
-            let time = SimTime::new(
+            let mut time = SimTime::new(
                 vsr::config::TICK_MS * 1_000_000,
                 options.clock_offsets_ns[replica as usize],
                 options.clock_drifts_ppm[replica as usize],
                 rng.next_u64(),
             );
+            time.set_realtime_drift_max_ns(options.realtime_drift_max_ns());
             replicas.push(Slot::Down {
                 storage,
                 time,
@@ -437,6 +446,8 @@ impl Simulator {
             corrupt_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_CORRUPT)),
             lost_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_LOST)),
             lost_write_pending: None,
+            crash_primary_on_restart: None,
+            doom_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_DOOM)),
             paused_until: vec![None; replicas.len()],
             replicas,
             network,
@@ -547,6 +558,7 @@ impl Simulator {
             .set_process_up(Process::Replica(index as u8), true);
         self.checker.on_restart(index);
         self.faults.restarts += 1;
+        self.crash_primary_maybe(index);
     }
 
     fn crash(&mut self, index: usize) {
@@ -1233,7 +1245,32 @@ impl Simulator {
             eprintln!("[sim] replica {index}: op {op}'s prepare lost (variant {variant}), crash");
         }
         let restart_at = self.tick + self.options.restart_delay_ticks(&mut self.lost_rng);
+        let primary = replica.primary_index(replica.view()) as usize;
         self.crash_with(index, restart_at, |_, _, _| CrashFate::Random);
+        if self.options.lost_write_primary_crash && primary != index {
+            self.crash_primary_on_restart = Some((index, primary));
+        }
+    }
+
+    /// Replica `index` restarted: if a lost write crashed it as a backup, its view's primary
+    /// crashes now (`SimOptions::lost_write_primary_crash`), when the fault budget allows.
+    fn crash_primary_maybe(&mut self, index: usize) {
+        let Some((backup, primary)) = self.crash_primary_on_restart else {
+            return;
+        };
+        if backup != index {
+            return;
+        }
+        self.crash_primary_on_restart = None;
+        if !self.faults_enabled
+            || !matches!(self.replicas[primary], Slot::Up(_))
+            || self.unavailable_count(primary) >= self.options.crashed_max
+        {
+            return;
+        }
+        let restart_at = self.tick + self.options.restart_delay_ticks(&mut self.doom_rng);
+        self.crash_with(primary, restart_at, |_, _, _| CrashFate::Random);
+        self.faults.primary_crashes_after_lost_write += 1;
     }
 
     /// Takes the replica's events and messages (checking each promise), puts the messages on

@@ -126,7 +126,7 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} superblock_crash={:.3} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4} slow_io={:.4}/{:.5}/{} lost_writes={:.4}",
+        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} superblock_crash={:.3} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4} slow_io={:.4}/{:.5}/{} lost_writes={:.4}{}",
         if o.ledger { "ledger" } else { "hashing" },
         o.replica_count,
         o.client_count,
@@ -156,6 +156,7 @@ fn run(
         o.storage.stall_probability,
         o.storage.slow_io_ticks_max,
         o.lost_write_probability,
+        if o.lost_write_primary_crash { "+primary_crash" } else { "" },
     );
     println!(
         "timing: clock_tolerance_ms={} clock_epoch_ms={} clock_window_ms={} one_way_delay_ticks={}/{} ping_ticks={} tick_ms={} clock_offsets_ms={:?}",
@@ -191,7 +192,7 @@ fn print_counters(sim: &Simulator) {
         c[0], c[1], c[2], c[3], c[4]
     );
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} slow_ios={} stalls={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} slow_ios={} stalls={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{} primary_crashes_after_lost_write={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -217,6 +218,7 @@ fn print_counters(sim: &Simulator) {
         f.acknowledged_writes_lost[0],
         f.acknowledged_writes_lost[1],
         f.acknowledged_writes_lost[2],
+        f.primary_crashes_after_lost_write,
     );
     println!(
         "stats: commits={} canonical_ops={} view_changes={} views_started={} repairs_headers={} repairs_prepares={} truncations={} evictions={} replies={} replies_checked={} dropped_invalid={} pool_exhausted={} primary_step_downs={} primary_disconnects={}",

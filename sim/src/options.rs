@@ -95,6 +95,10 @@ pub struct SimOptions {
     /// sector damaged too, or the prepare is damaged instead along with its ring sector; then
     /// the replica crashes. What recovery must then not do is nack the op it acknowledged.
     pub lost_write_probability: f64,
+    /// When a lost acknowledged write crashes a backup, the primary of its view crashes as it
+    /// restarts: the view change that follows runs while its slot is still faulty, on the
+    /// replicas that remain (docs/protocol.md §5.5: a faulty slot is never a nack).
+    pub lost_write_primary_crash: bool,
     pub clock_offsets_ns: Vec<i64>,
     pub clock_drifts_ppm: Vec<i64>,
     /// Requests each client sends before it is done.
@@ -104,6 +108,12 @@ pub struct SimOptions {
 
 impl SimOptions {
     /// How long a crashed replica stays down: drawn from `rng` (each fault class has its own).
+    /// How far a wall clock's drift may take it (`SimTime::set_realtime_drift_max_ns`): a
+    /// quarter of the tolerance, as the offsets are drawn within an eighth.
+    pub fn realtime_drift_max_ns(&self) -> u64 {
+        self.config.clock_offset_tolerance_max_ns / 4
+    }
+
     pub fn restart_delay_ticks(&self, rng: &mut ChaCha8Rng) -> u64 {
         range(rng, self.restart_ticks_min, self.restart_ticks_max)
     }
@@ -313,6 +323,8 @@ impl SimOptions {
         } else {
             0.0
         };
+        let mut doom_rng = rng::seeded(rng.clone().next_u64() ^ 0x646f_6f6d_0000_0000);
+        let lost_write_primary_crash = lost_write_probability > 0.0 && chance(&mut doom_rng, 0.5);
         SimOptions {
             ledger: false,
             replica_count,
@@ -337,6 +349,7 @@ impl SimOptions {
             packet_corrupt_probability,
             clock_excursion_probability,
             lost_write_probability,
+            lost_write_primary_crash,
             clock_offsets_ns,
             clock_drifts_ppm,
             requests_per_client,
@@ -392,6 +405,7 @@ impl SimOptions {
             packet_corrupt_probability: 0.0,
             clock_excursion_probability: 0.0,
             lost_write_probability: 0.0,
+            lost_write_primary_crash: false,
             clock_offsets_ns: vec![0; replica_count as usize],
             clock_drifts_ppm: vec![0; replica_count as usize],
             requests_per_client: vec![0; client_count],

@@ -5,7 +5,11 @@
 //!
 //! Readings are computed from the tick count each time, not accumulated, so there is no rounding
 //! creep: `monotonic = origin + elapsed + drift(elapsed)`, and
-//! `realtime = EPOCH_NS + elapsed + offset + drift(elapsed) + excursion`.
+//! `realtime = EPOCH_NS + elapsed + offset + clamp(drift(elapsed)) + excursion`: the wall clock
+//! drifts with its oscillator until the drift reaches `realtime_drift_max_ns`, where time
+//! synchronization (NTP) holds it (unbounded, two clocks 100 ppm apart in opposite directions
+//! would be further apart than any tolerance after half an hour of simulated time, and no
+//! majority could agree on time at all).
 
 use crate::rng;
 use rand_chacha::rand_core::Rng;
@@ -26,6 +30,8 @@ pub struct SimTime {
     tick_ns: u64,
     offset_ns: i64,
     drift_ppm: i64,
+    /// The wall clock's drift never exceeds this, either way (`set_realtime_drift_max_ns`).
+    realtime_drift_max_ns: i64,
     /// The monotonic clock's arbitrary origin (seeded), so nothing may assume it starts at 0.
     origin_ns: u64,
     ticks: u64,
@@ -49,12 +55,18 @@ impl SimTime {
             tick_ns,
             offset_ns,
             drift_ppm,
+            realtime_drift_max_ns: i64::MAX,
             origin_ns,
             ticks: 0,
             excursion: None,
             excursions: 0,
             rng,
         }
+    }
+
+    /// Bounds the wall clock's accumulated drift (the module docs); unbounded by default.
+    pub fn set_realtime_drift_max_ns(&mut self, drift_max_ns: u64) {
+        self.realtime_drift_max_ns = i64::try_from(drift_max_ns).unwrap_or(i64::MAX);
     }
 
     pub fn tick(&mut self) {
@@ -154,7 +166,8 @@ impl Time for SimTime {
 
     fn realtime(&self) -> i64 {
         let excursion = self.excursion.map_or(0, |e| e.offset_ns);
-        self.true_realtime() + self.offset_ns + self.drift_ns() + excursion
+        let bound = self.realtime_drift_max_ns;
+        self.true_realtime() + self.offset_ns + self.drift_ns().clamp(-bound, bound) + excursion
     }
 }
 
