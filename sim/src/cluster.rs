@@ -197,6 +197,8 @@ pub struct FaultCounts {
     pub pauses: u64,
     pub packets_corrupted: u64,
     pub clock_excursions: u64,
+    /// Excursions shared by half or more of the clocks (`clock_shared_excursion_probability`).
+    pub clock_shared_excursions: u64,
     /// Crashes that lost the data file: the replica restarts from a `vsr recover` image.
     pub disks_lost: u64,
     /// Crashes at an I/O point (`IoPoint`): right after the replica submitted writes, right
@@ -270,6 +272,8 @@ pub struct Simulator {
     crash_primary_on_restart: Option<(usize, usize)>,
     /// Those crashes' restart times, in a stream of their own.
     doom_rng: ChaCha8Rng,
+    /// Shared clock excursions, likewise.
+    shared_clock_rng: ChaCha8Rng,
     pub(crate) replicas: Vec<Slot>,
     /// Bit per replica: up (`ReplicaBus::up`).
     replicas_up: Rc<Cell<u64>>,
@@ -319,6 +323,7 @@ const TAG_SUPERBLOCK_CRASH: u64 = 0x7362_6372_6173_6800; // "sbcrash"
 const TAG_CORRUPT: u64 = 0x636f_7272_7570_7400; // "corrupt"
 const TAG_LOST: u64 = 0x6c6f_7374_0000_0000; // "lost"
 const TAG_DOOM: u64 = 0x646f_6f6d_0000_0000; // "doom"
+const TAG_SHARED_CLOCK: u64 = 0x6e74_7000_0000_0000; // "ntp"
 
 impl Simulator {
     /// A swarm-tested run: the seed draws the options (`SimOptions::generate`), then the world.
@@ -448,6 +453,7 @@ impl Simulator {
             lost_write_pending: None,
             crash_primary_on_restart: None,
             doom_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_DOOM)),
+            shared_clock_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_SHARED_CLOCK)),
             paused_until: vec![None; replicas.len()],
             replicas,
             network,
@@ -1051,6 +1057,15 @@ impl Simulator {
                 }
             }
         }
+        if self.faults_enabled
+            && self.options.clock_shared_excursion_probability > 0.0
+            && chance(
+                &mut self.shared_clock_rng,
+                self.options.clock_shared_excursion_probability,
+            )
+        {
+            self.shared_excursion();
+        }
         if self.faults_enabled {
             for index in 0..self.replicas.len() {
                 if chance(&mut self.rng, self.options.clock_excursion_probability) {
@@ -1078,6 +1093,42 @@ impl Simulator {
                     }
                 }
             }
+        }
+    }
+
+    /// A bad time source (`SimOptions::clock_shared_excursion_probability`): half or more of
+    /// the replicas' wall clocks take one excursion together.
+    fn shared_excursion(&mut self) {
+        let rng = &mut self.shared_clock_rng;
+        let count = self.replicas.len();
+        let members = range(rng, count.div_ceil(2) as u64, count as u64) as usize;
+        let mut order: Vec<usize> = (0..count).collect();
+        crate::rng::shuffle(rng, &mut order);
+        let tolerance = self.options.config.clock_offset_tolerance_max_ns;
+        let magnitude = range(rng, tolerance * 2, tolerance * 30) as i64;
+        let offset = if chance(rng, 0.5) {
+            magnitude
+        } else {
+            -magnitude
+        };
+        let duration = range(rng, 100, 3000);
+        for &index in &order[..members] {
+            let time = match &mut self.replicas[index] {
+                Slot::Up(r) => r.seams().time,
+                Slot::Down { time, .. } => time,
+                Slot::Empty => unreachable!(),
+            };
+            time.excursion(offset, duration);
+            self.faults.clock_excursions += 1;
+            self.cluster_time.on_excursion(index, self.tick + duration);
+        }
+        self.faults.clock_shared_excursions += 1;
+        if self.trace {
+            eprintln!(
+                "[sim] replicas {:?}: shared clock excursion of {} ms for {duration} ticks",
+                &order[..members],
+                offset / 1_000_000
+            );
         }
     }
 

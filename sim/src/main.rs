@@ -22,9 +22,9 @@ digests, and every replica's journal hash chain.
 Output (stdout):
   vopr seed=<seed>
   options: replicas=.. clients=.. ... (the swarm options this seed drew)
-  faults: key=value ... (packets_dropped, packets_replayed, packets_corrupted, partitions, clogs,
-          sectors_corrupted, misdirected_writes, torn_writes, lost_writes, crashes, restarts,
-          disks_lost, pauses, clock_excursions, clock_epochs_failed)
+  timing: the clock and network timing it drew
+  corrupted: targeted corruptions, by class
+  faults: key=value ... (every fault injected, by kind: docs/testing.md, The fault model)
   stats: key=value ... (commits, canonical_ops, view_changes, ..., replies_checked)
   vopr seed=<seed> replicas=<n> clients=<n> ticks=<n> result=<ok|FAIL: reason> digest=<hex>
 The digest covers the canonical history, final replica states and every counter: the same seed
@@ -159,7 +159,7 @@ fn run(
         if o.lost_write_primary_crash { "+primary_crash" } else { "" },
     );
     println!(
-        "timing: clock_tolerance_ms={} clock_epoch_ms={} clock_window_ms={} one_way_delay_ticks={}/{} ping_ticks={} tick_ms={} clock_offsets_ms={:?}",
+        "timing: clock_tolerance_ms={} clock_epoch_ms={} clock_window_ms={} one_way_delay_ticks={}/{} ping_ticks={} tick_ms={} clock_offsets_ms={:?} excursions={:.5}/shared={:.5}",
         o.config.clock_offset_tolerance_max_ns / 1_000_000,
         o.config.clock_epoch_ns / 1_000_000,
         o.config.clock_synchronization_window_ns / 1_000_000,
@@ -171,6 +171,8 @@ fn run(
             .iter()
             .map(|ns| ns / 1_000_000)
             .collect::<Vec<_>>(),
+        o.clock_excursion_probability,
+        o.clock_shared_excursion_probability,
     );
     summary.0 = sim.replica_count();
     summary.1 = sim.options.client_count;
@@ -192,7 +194,7 @@ fn print_counters(sim: &Simulator) {
         c[0], c[1], c[2], c[3], c[4]
     );
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} slow_ios={} stalls={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{} primary_crashes_after_lost_write={}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} slow_ios={} stalls={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_shared_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{} primary_crashes_after_lost_write={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -214,6 +216,7 @@ fn print_counters(sim: &Simulator) {
         f.disks_lost,
         f.pauses,
         f.clock_excursions,
+        f.clock_shared_excursions,
         sim.clock_epochs_failed(),
         f.acknowledged_writes_lost[0],
         f.acknowledged_writes_lost[1],

@@ -90,6 +90,10 @@ pub struct SimOptions {
     pub packet_corrupt_probability: f64,
     /// Per tick, per replica: a clock jump beyond tolerance that must be detected, not believed.
     pub clock_excursion_probability: f64,
+    /// Per tick: a bad time source moves the wall clocks of a random half or more of the
+    /// replicas by one excursion together (same offset, same duration): while they are a
+    /// majority cluster time follows them, and is ahead or behind of true time when they return.
+    pub clock_shared_excursion_probability: f64,
     /// Per acknowledgement of a prepare (where the fault atlas allows the slot to be faulty):
     /// the disk loses that completed write after the fact, alone, with the slot's header-ring
     /// sector damaged too, or the prepare is damaged instead along with its ring sector; then
@@ -323,6 +327,12 @@ impl SimOptions {
         } else {
             0.0
         };
+        let mut shared_clock_rng = rng::seeded(rng.clone().next_u64() ^ 0x6e74_7000_0000_0000);
+        let clock_shared_excursion_probability = if chance(&mut shared_clock_rng, 0.2) {
+            unit(&mut shared_clock_rng) * 0.0002
+        } else {
+            0.0
+        };
         let mut doom_rng = rng::seeded(rng.clone().next_u64() ^ 0x646f_6f6d_0000_0000);
         let lost_write_primary_crash = lost_write_probability > 0.0 && chance(&mut doom_rng, 0.5);
         SimOptions {
@@ -348,6 +358,7 @@ impl SimOptions {
             pause_ticks_max,
             packet_corrupt_probability,
             clock_excursion_probability,
+            clock_shared_excursion_probability,
             lost_write_probability,
             lost_write_primary_crash,
             clock_offsets_ns,
@@ -404,6 +415,7 @@ impl SimOptions {
             pause_ticks_max: 1,
             packet_corrupt_probability: 0.0,
             clock_excursion_probability: 0.0,
+            clock_shared_excursion_probability: 0.0,
             lost_write_probability: 0.0,
             lost_write_primary_crash: false,
             clock_offsets_ns: vec![0; replica_count as usize],
