@@ -1303,6 +1303,38 @@ impl Simulator {
         }
     }
 
+    /// Backup `index` acknowledged `acked` in a seed where a lost write also crashes the primary
+    /// (`SimOptions::lost_write_primary_crash`): the loss is aimed where it decides a view
+    /// change. It is drawn 20 times as often while enough other backups lack the op below
+    /// `acked` that, with this one's slot counted as a nack, they would make a nack quorum
+    /// (docs/protocol.md §5.5: only the faulty flag keeps that op from being truncated).
+    fn aim_lost_write(&mut self, index: usize, acked: u64) {
+        if !self.faults_enabled
+            || self.options.lost_write_probability == 0.0
+            || self.lost_write_pending.is_some()
+        {
+            return;
+        }
+        let Slot::Up(replica) = &self.replicas[index] else {
+            return;
+        };
+        let primary = replica.primary_index(replica.view()) as usize;
+        let count = self.replicas.len();
+        let nack_quorum = count - vsr::config::quorums(count).0 + 1;
+        let lacking = (0..count)
+            .filter(|&r| r != index && r != primary)
+            .filter(|&r| match &self.replicas[r] {
+                Slot::Up(other) => other.op() + 1 < acked,
+                _ => false,
+            })
+            .count();
+        let multiple = if lacking + 1 >= nack_quorum { 20.0 } else { 1.0 };
+        let probability = (self.options.lost_write_probability * multiple).min(0.5);
+        if chance(&mut self.lost_rng, probability) {
+            self.lost_write_pending = Some(acked);
+        }
+    }
+
     /// Replica `index` restarted: if a lost write crashed it as a backup, its view's primary
     /// crashes now (`SimOptions::lost_write_primary_crash`), when the fault budget allows.
     fn crash_primary_maybe(&mut self, index: usize) {
@@ -1340,6 +1372,7 @@ impl Simulator {
             self.durability
                 .observe_superblock(replica_index, replica.storage())?;
         }
+        let mut aimed_ack = None;
         while let Some(event) = replica.poll_event() {
             match event {
                 Event::Info(line) if self.trace => eprintln!("[r{index}] info: {line}"),
@@ -1366,7 +1399,9 @@ impl Simulator {
                         op,
                         checksum,
                     )?;
-                    if self.faults_enabled
+                    if self.options.lost_write_primary_crash {
+                        aimed_ack = Some(op);
+                    } else if self.faults_enabled
                         && self.options.lost_write_probability > 0.0
                         && self.lost_write_pending.is_none()
                         && chance(&mut self.lost_rng, self.options.lost_write_probability)
@@ -1409,6 +1444,12 @@ impl Simulator {
         if replica.status() == Status::Recovering {
             return Ok(sent);
         }
+        if let Some(op) = aimed_ack {
+            self.aim_lost_write(index, op);
+        }
+        let Slot::Up(replica) = &self.replicas[index] else {
+            unreachable!();
+        };
         let journal = replica.journal();
         self.checker.observe(
             index,
