@@ -1270,19 +1270,28 @@ impl Simulator {
             return;
         };
         let layout = replica.storage().layout().clone();
-        let variant = range(&mut self.lost_rng, 0, 2) as usize;
-        let op = if variant == 2 { acked } else { acked - 1 };
-        let slot = op % layout.slot_count;
-        let prepare_offset = slot * layout.message_size_max;
-        let ring_offset = slot * HEADER_SIZE as u64 / SECTOR_SIZE as u64 * SECTOR_SIZE as u64;
         let storage = replica.seams().storage;
         let atlas = Rc::clone(storage.atlas());
+        let offsets = |variant: usize| {
+            let op = if variant == 2 { acked } else { acked - 1 };
+            let slot = op % layout.slot_count;
+            let ring = slot * HEADER_SIZE as u64 / SECTOR_SIZE as u64 * SECTOR_SIZE as u64;
+            (op, slot * layout.message_size_max, ring)
+        };
         let faulty =
             |zone: Zone, offset: u64| atlas.faulty(index as u8, zone, atlas.area_of(zone, offset));
-        let ring_faulty = faulty(Zone::WalHeaders, ring_offset);
-        if op == 0 || !faulty(Zone::WalPrepares, prepare_offset) || (variant > 0 && !ring_faulty) {
+        let allowed = |variant: usize| {
+            let (op, prepare_offset, ring_offset) = offsets(variant);
+            op > 0
+                && faulty(Zone::WalPrepares, prepare_offset)
+                && (variant == 0 || faulty(Zone::WalHeaders, ring_offset))
+        };
+        // The variant drawn, else the plain lost write where the atlas allows no more.
+        let drawn = range(&mut self.lost_rng, 0, 2) as usize;
+        let Some(variant) = [drawn, 0].into_iter().find(|&v| allowed(v)) else {
             return;
-        }
+        };
+        let (op, prepare_offset, ring_offset) = offsets(variant);
         if variant == 2 {
             storage.corrupt_sector_at(Zone::WalPrepares, prepare_offset, &mut self.lost_rng);
         } else if !storage.lose_latest_prepare_write(prepare_offset, op) {
@@ -1305,7 +1314,8 @@ impl Simulator {
 
     /// Backup `index` acknowledged `acked` in a seed where a lost write also crashes the primary
     /// (`SimOptions::lost_write_primary_crash`): the loss is aimed where it decides a view
-    /// change. It is drawn 20 times as often while enough other backups lack the op below
+    /// change. It is drawn 20 times as often where the fault atlas allows it (100 times where
+    /// it allows the ring sector's damage too) and enough other backups lack the op below
     /// `acked` that, with this one's slot counted as a nack, they would make a nack quorum
     /// (docs/protocol.md §5.5: only the faulty flag keeps that op from being truncated).
     fn aim_lost_write(&mut self, index: usize, acked: u64) {
@@ -1328,7 +1338,19 @@ impl Simulator {
                 _ => false,
             })
             .count();
-        let multiple = if lacking + 1 >= nack_quorum { 20.0 } else { 1.0 };
+        let atlas = replica.storage().atlas();
+        let layout = replica.storage().layout();
+        let slot = (acked - 1) % layout.slot_count;
+        let faulty = |zone: Zone, offset: u64| {
+            atlas.faulty(index as u8, zone, atlas.area_of(zone, offset))
+        };
+        let prepare_allowed = faulty(Zone::WalPrepares, slot * layout.message_size_max);
+        let ring_allowed = faulty(Zone::WalHeaders, slot * HEADER_SIZE as u64);
+        let multiple = match (lacking + 1 >= nack_quorum, prepare_allowed, ring_allowed) {
+            (true, true, true) => 100.0,
+            (true, true, false) => 20.0,
+            _ => 1.0,
+        };
         let probability = (self.options.lost_write_probability * multiple).min(0.5);
         if chance(&mut self.lost_rng, probability) {
             self.lost_write_pending = Some(acked);
