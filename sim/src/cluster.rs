@@ -364,12 +364,16 @@ impl Simulator {
         options.config.validate().expect("simulator configuration");
         let cluster = (rng.next_u64() as u128) << 64 | rng.next_u64() as u128;
         let layout = Layout::new(&options.config);
-        let atlas = Rc::new(FaultAtlas::new(
+        let mut atlas = FaultAtlas::new(
             options.replica_count,
             options.config.quorum_replication(),
             &layout,
             rng.next_u64(),
-        ));
+        );
+        if options.lost_write_primary_crash {
+            atlas.correlate_ring_with_prepares();
+        }
+        let atlas = Rc::new(atlas);
         let network = PacketSimulator::new(
             options.replica_count,
             options.network.clone(),

@@ -109,6 +109,23 @@ impl FaultAtlas {
         }
     }
 
+    /// Each header-ring sector takes the mask of one of the prepare slots it names (chosen by
+    /// the sector's index, no draw): the replica that may lose a slot's prepare may then lose
+    /// the ring entry beside it too, the state a lost write with a torn ring sector leaves
+    /// (`Simulator::lose_acknowledged_write`). The cap per area is unchanged.
+    pub fn correlate_ring_with_prepares(&mut self) {
+        let headers_per_sector = SECTOR / vsr::header::HEADER_SIZE as u64;
+        let slots = self.wal_prepares.len() as u64;
+        for (sector, mask) in self.wal_headers.iter_mut().enumerate() {
+            let first = sector as u64 * headers_per_sector;
+            let count = headers_per_sector.min(slots.saturating_sub(first));
+            if count > 0 {
+                let slot = first + mix64(sector as u64) % count;
+                *mask = self.wal_prepares[slot as usize];
+            }
+        }
+    }
+
     pub fn replica_count(&self) -> u8 {
         self.replica_count
     }
