@@ -1345,9 +1345,8 @@ impl Simulator {
         let atlas = replica.storage().atlas();
         let layout = replica.storage().layout();
         let slot = (acked - 1) % layout.slot_count;
-        let faulty = |zone: Zone, offset: u64| {
-            atlas.faulty(index as u8, zone, atlas.area_of(zone, offset))
-        };
+        let faulty =
+            |zone: Zone, offset: u64| atlas.faulty(index as u8, zone, atlas.area_of(zone, offset));
         let prepare_allowed = faulty(Zone::WalPrepares, slot * layout.message_size_max);
         let ring_allowed = faulty(Zone::WalHeaders, slot * HEADER_SIZE as u64);
         let multiple = match (lacking + 1 >= nack_quorum, prepare_allowed, ring_allowed) {
