@@ -14,6 +14,9 @@ Examples:
     vsr format --cluster=7 --replica=0 --replica-count=3 /var/lib/vsr/0.vsr
     vsr start --addresses=10.0.0.1:3000,10.0.0.2:3000,10.0.0.3:3000 /var/lib/vsr/0.vsr
 
+  What every replica of it is doing (status, view, primary, commit points, lag):
+    vsr status --cluster=7 --addresses=10.0.0.1:3000,10.0.0.2:3000,10.0.0.3:3000
+
   A replica whose disk was lost (same arguments as its format):
     vsr recover --cluster=7 --replica=2 --replica-count=3 /var/lib/vsr/2.vsr
 
@@ -91,6 +94,26 @@ enum Commands {
     Inspect {
         /// The data file.
         path: PathBuf,
+    },
+    /// Ask every replica of a running cluster for its state: status, view, primary or backup,
+    /// op and commit points, checkpoint, lag, peers heard, uptime, version. Exit code 1 when
+    /// fewer than a replication quorum answer.
+    #[command(
+        after_help = "Examples:\n  vsr status --cluster=0 --addresses=3000\n  vsr status --cluster=7 --addresses=3001,3002,3003 --json | jq '.[] | {replica, status, lag}'"
+    )]
+    Status {
+        /// The cluster id the replicas were formatted with.
+        #[arg(long)]
+        cluster: u128,
+        /// Every replica's address, in replica order (host:port, or a bare port for 127.0.0.1).
+        #[arg(long)]
+        addresses: String,
+        /// One JSON array of replica objects instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Milliseconds to wait for the answers.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
     },
     /// Print the version, git commit and protocol version.
     Version,
@@ -323,6 +346,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Commands::Inspect { path } => {
             print!("{}", vsr::cli::inspect::inspect(&path)?);
             Ok(())
+        }
+        Commands::Status {
+            cluster,
+            addresses,
+            json,
+            timeout_ms,
+        } => {
+            let addresses = cli::parse_addresses(&addresses)?;
+            cli::status::run(cluster, &addresses, Duration::from_millis(timeout_ms), json)
         }
         Commands::Version => {
             println!(

@@ -255,6 +255,7 @@ fn help_describes_every_option_and_shows_examples() {
         "repl",
         "benchmark",
         "inspect",
+        "status",
     ] {
         let text = help(&[command, "--help"]);
         let lines: Vec<&str> = text.lines().collect();

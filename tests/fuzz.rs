@@ -17,7 +17,7 @@ use vsr::cli::ledger_text;
 use vsr::header::commands::{
     Block, CheckpointChunk, Commit, DoViewChange, Eviction, Headers, Ping, PingClient, Pong,
     PongClient, Prepare, PrepareOk, Reply, Request, RequestCheckpointChunk, RequestHeaders,
-    RequestPrepare, RequestStartView, StartView, StartViewChange,
+    RequestPrepare, RequestStartView, RequestStatus, StartView, StartViewChange, StatusReport,
 };
 use vsr::header::{Header, HEADER_SIZE, PROTOCOL_VERSION};
 use vsr::ledger::{Account, Ledger, LedgerConfig, LedgerOperation, Transfer};
@@ -116,7 +116,8 @@ fn header_candidate(rng: &mut ChaCha8Rng) -> Header {
         h.protocol = PROTOCOL_VERSION;
         h.reserved = [0; 103];
         h.size = (HEADER_SIZE as u64 + below(rng, 2 * MESSAGE_SIZE_MAX as u64)) as u32;
-        h.command = below(rng, 23) as u8;
+        // Every command, and one past the last (unknown).
+        h.command = below(rng, 24) as u8;
         if below(rng, 2) == 0 {
             h.size = HEADER_SIZE as u32;
         }
@@ -179,7 +180,9 @@ fn headers_never_panic_and_valid_ones_round_trip() {
                 Eviction,
                 CheckpointChunk,
                 RequestCheckpointChunk,
-                Block
+                Block,
+                RequestStatus,
+                StatusReport
             );
             // Sealing does not change what is valid, and the checksum then verifies.
             h.set_checksum();

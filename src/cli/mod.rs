@@ -1,11 +1,12 @@
 //! The `vsr` command line's subcommands: `format`, `recover` and `start` here; `inspect`,
-//! `client`/`repl` and `benchmark` in their own modules (argument parsing is in src/main.rs).
+//! `status`, `client`/`repl` and `benchmark` in their own modules (argument parsing is in src/main.rs).
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage.
 
 pub mod benchmark;
 pub mod client;
 pub mod inspect;
 pub mod ledger_text;
+pub mod status;
 
 use crate::config::Config;
 use crate::io::event_loop::Runtime;

@@ -1111,6 +1111,158 @@ impl Block {
     }
 }
 
+/// Operator tool -> any replica (`vsr status`): report your state. The replica answers with a
+/// status_report in any status, recovering included; the exchange never enters the log and
+/// changes nothing. `client` names the asking process as a client does (its connection is
+/// identified by it), `nonce` pairs the answer with the question. Header only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestStatus {
+    pub client: u128,
+    pub nonce: u64,
+}
+command_struct!(RequestStatus);
+
+impl RequestStatus {
+    pub fn from_header(header: &Header) -> RequestStatus {
+        assert_command(header, Self::COMMAND);
+        RequestStatus {
+            client: header.client,
+            nonce: header.op,
+        }
+    }
+
+    /// Sets `command` and the fields this struct names; the frame (cluster, size, checksums) and
+    /// the fields it does not name are left as they are.
+    pub fn write(&self, header: &mut Header) {
+        header.command = Self::COMMAND as u8;
+        header.client = self.client;
+        header.op = self.nonce;
+    }
+
+    pub(super) fn invalid(header: &Header) -> Option<&'static str> {
+        if !empty(header) || header.client == 0 || header.view != 0 || header.replica != 0 {
+            return Some("request_status: malformed");
+        }
+        None
+    }
+}
+
+/// A replica's `status` as a status_report names it.
+pub const STATUS_NORMAL: u8 = 1;
+pub const STATUS_VIEW_CHANGE: u8 = 2;
+pub const STATUS_RECOVERING: u8 = 3;
+pub const STATUS_RECOVERING_HEAD: u8 = 4;
+
+/// Flags of a status_report.
+pub const STATUS_FLAG_PRIMARY: u8 = 1 << 0;
+pub const STATUS_FLAG_SYNCING: u8 = 1 << 1;
+pub const STATUS_FLAG_REJOINING: u8 = 1 << 2;
+pub const STATUS_FLAG_CLOCK_SYNCHRONIZED: u8 = 1 << 3;
+const STATUS_FLAGS_ALL: u8 = 0b1111;
+
+/// Replica -> operator tool, in answer to a request_status: the replica's state as it stands.
+/// Header only: `context` packs the small fields (replica count, status, flags, peers heard,
+/// pipeline depth) and `parent` the release version and the state sync's target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusReport {
+    pub client: u128,
+    pub nonce: u64,
+    pub replica: u8,
+    pub replica_count: u8,
+    /// `STATUS_NORMAL`, `STATUS_VIEW_CHANGE`, `STATUS_RECOVERING`, `STATUS_RECOVERING_HEAD`.
+    pub status: u8,
+    /// `STATUS_FLAG_*`.
+    pub flags: u8,
+    pub view: u32,
+    pub log_view: u32,
+    pub op: u64,
+    pub commit_min: u64,
+    pub commit_max: u64,
+    /// The op of the durable checkpoint (0: none yet).
+    pub checkpoint_op: u64,
+    /// Bit `r` set when replica `r` was heard from recently (this replica's own bit is set).
+    pub peers_heard: u8,
+    /// Prepares in the primary's pipeline (0 on a backup).
+    pub pipeline: u8,
+    /// The checkpoint op a state sync is fetching (0: not syncing).
+    pub sync_target_op: u64,
+    /// Milliseconds since the replica opened its data file.
+    pub uptime_ms: u64,
+    /// The release, `major << 32 | minor << 16 | patch`.
+    pub version: u64,
+}
+command_struct!(StatusReport);
+
+impl StatusReport {
+    pub fn from_header(header: &Header) -> StatusReport {
+        assert_command(header, Self::COMMAND);
+        let context = header.context.to_le_bytes();
+        StatusReport {
+            client: header.client,
+            nonce: header.request,
+            replica: header.replica,
+            replica_count: context[0],
+            status: context[1],
+            flags: context[2],
+            peers_heard: context[3],
+            pipeline: context[4],
+            view: header.view,
+            log_view: header.log_view,
+            op: header.op,
+            commit_min: header.timestamp,
+            commit_max: header.commit,
+            checkpoint_op: header.session,
+            sync_target_op: header.parent as u64,
+            version: (header.parent >> 64) as u64,
+            uptime_ms: u64::from_le_bytes(context[8..16].try_into().unwrap()),
+        }
+    }
+
+    /// Sets `command` and the fields this struct names; the frame (cluster, size, checksums) and
+    /// the fields it does not name are left as they are.
+    pub fn write(&self, header: &mut Header) {
+        header.command = Self::COMMAND as u8;
+        header.client = self.client;
+        header.request = self.nonce;
+        header.replica = self.replica;
+        let mut context = [0u8; 16];
+        context[..5].copy_from_slice(&[
+            self.replica_count,
+            self.status,
+            self.flags,
+            self.peers_heard,
+            self.pipeline,
+        ]);
+        context[8..16].copy_from_slice(&self.uptime_ms.to_le_bytes());
+        header.context = u128::from_le_bytes(context);
+        header.view = self.view;
+        header.log_view = self.log_view;
+        header.op = self.op;
+        header.timestamp = self.commit_min;
+        header.commit = self.commit_max;
+        header.session = self.checkpoint_op;
+        header.parent = u128::from(self.version) << 64 | u128::from(self.sync_target_op);
+    }
+
+    pub(super) fn invalid(header: &Header) -> Option<&'static str> {
+        let report = StatusReport::from_header(header);
+        let context = header.context.to_le_bytes();
+        if !empty(header) || report.client == 0 || context[5..8] != [0; 3] {
+            return Some("status_report: malformed");
+        }
+        if report.replica_count == 0 || report.replica >= report.replica_count {
+            return Some("status_report: replica out of range");
+        }
+        if !(STATUS_NORMAL..=STATUS_RECOVERING_HEAD).contains(&report.status)
+            || report.flags & !STATUS_FLAGS_ALL != 0
+            || report.log_view > report.view
+        {
+            return Some("status_report: inconsistent");
+        }
+        None
+    }
+}
+
 impl Header {
     /// The client a message is from or for: that of a request, prepare, reply, eviction,
     /// ping_client or pong_client; None for every other command (and an unknown one).
@@ -1122,6 +1274,8 @@ impl Header {
             Command::Eviction => Eviction::from_header(self).client,
             Command::PingClient => PingClient::from_header(self).client,
             Command::PongClient => PongClient::from_header(self).client,
+            Command::RequestStatus => RequestStatus::from_header(self).client,
+            Command::StatusReport => StatusReport::from_header(self).client,
             _ => return None,
         };
         Some(client)
@@ -1184,6 +1338,60 @@ mod tests {
             metadata: 0xfeed,
         };
         assert_eq!(Block::from_header(&block.to_header(1)), block);
+        let request = RequestStatus {
+            client: 0xc1,
+            nonce: 3,
+        };
+        assert_eq!(RequestStatus::from_header(&request.to_header(1)), request);
+        let report = StatusReport {
+            client: 0xc1,
+            nonce: 3,
+            replica: 2,
+            replica_count: 3,
+            status: STATUS_VIEW_CHANGE,
+            flags: STATUS_FLAG_SYNCING | STATUS_FLAG_CLOCK_SYNCHRONIZED,
+            view: 9,
+            log_view: 7,
+            op: 1_000,
+            commit_min: 900,
+            commit_max: 990,
+            checkpoint_op: 512,
+            peers_heard: 0b101,
+            pipeline: 4,
+            sync_target_op: 768,
+            uptime_ms: 123_456_789,
+            version: 1 << 32 | 2 << 16 | 3,
+        };
+        let header = report.to_header(1);
+        assert_eq!(StatusReport::from_header(&header), report);
+        assert_eq!(StatusReport::invalid(&header), None);
+        for broken in [
+            StatusReport {
+                replica: 3,
+                ..report
+            },
+            StatusReport {
+                status: 0,
+                ..report
+            },
+            StatusReport {
+                flags: 1 << 7,
+                ..report
+            },
+            StatusReport {
+                log_view: 10,
+                ..report
+            },
+            StatusReport {
+                client: 0,
+                ..report
+            },
+        ] {
+            assert!(
+                StatusReport::invalid(&broken.to_header(1)).is_some(),
+                "{broken:?}"
+            );
+        }
         let request = RequestHeaders {
             view: 1,
             replica: 2,

@@ -13,7 +13,8 @@ use crate::checksum::checksum;
 use commands::{
     Block, CheckpointChunk, Commit, DoViewChange, Eviction, Headers, Ping, PingClient, Pong,
     PongClient, Prepare, PrepareOk, Reply, Request, RequestCheckpointChunk, RequestHeaders,
-    RequestPrepare, RequestStartView, Reserved, StartView, StartViewChange,
+    RequestPrepare, RequestStartView, RequestStatus, Reserved, StartView, StartViewChange,
+    StatusReport,
 };
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
@@ -104,6 +105,10 @@ u8_enum!(
         CheckpointChunk = 18,
         RequestCheckpointChunk = 19,
         Block = 20,
+        /// Operator tool -> replica: what state are you in (`vsr status`).
+        RequestStatus = 21,
+        /// Replica -> operator tool, in answer, from any status.
+        StatusReport = 22,
     }
 );
 
@@ -235,6 +240,8 @@ impl Header {
             Command::CheckpointChunk => CheckpointChunk::invalid(self),
             Command::RequestCheckpointChunk => RequestCheckpointChunk::invalid(self),
             Command::Block => Block::invalid(self),
+            Command::RequestStatus => RequestStatus::invalid(self),
+            Command::StatusReport => StatusReport::invalid(self),
         }
     }
 

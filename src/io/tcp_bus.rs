@@ -788,7 +788,10 @@ impl TcpBus {
     /// The first valid message names the peer; later ones must agree with it.
     fn identify(&mut self, conn: usize, header: &Header) -> Option<&'static str> {
         let command = header.command().unwrap();
-        let from_client = matches!(command, Command::Request | Command::PingClient);
+        let from_client = matches!(
+            command,
+            Command::Request | Command::PingClient | Command::RequestStatus
+        );
         match self.connections[conn].peer {
             Peer::Unknown => {
                 if from_client {
@@ -809,7 +812,10 @@ impl TcpBus {
                 if replica >= self.replica
                     || matches!(
                         command,
-                        Command::Reply | Command::Eviction | Command::PongClient
+                        Command::Reply
+                            | Command::Eviction
+                            | Command::PongClient
+                            | Command::StatusReport
                     )
                 {
                     return Some("unexpected peer");

@@ -16,6 +16,11 @@ use super::client_table::ClientTable;
 use super::{Replica, ReplicaStats, Status};
 use crate::bus::MessageBus;
 use crate::config::Config;
+use crate::header::commands::{
+    RequestStatus, StatusReport, STATUS_FLAG_CLOCK_SYNCHRONIZED, STATUS_FLAG_PRIMARY,
+    STATUS_FLAG_REJOINING, STATUS_FLAG_SYNCING, STATUS_NORMAL, STATUS_RECOVERING,
+    STATUS_RECOVERING_HEAD, STATUS_VIEW_CHANGE,
+};
 use crate::journal::DURABLE_EVENTS_PER_COMPLETION_MAX;
 use crate::journal::{Journal, RecoveryReport};
 use crate::state_machine::StateMachine;
@@ -171,4 +176,67 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
         self.recovery_report.as_ref()
     }
+}
+
+impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
+    /// An operator's `vsr status` asks (in any status, recovering included): the state as it
+    /// stands, sent back to the asking connection. Changes nothing.
+    pub(super) fn on_request_status(&mut self, request: &RequestStatus) {
+        assert_ne!(request.client, 0);
+        let report = self.status_report(request);
+        self.send_header_to_client(request.client, report.to_header(self.cluster));
+    }
+
+    fn status_report(&self, request: &RequestStatus) -> StatusReport {
+        let status = match self.status {
+            Status::Normal => STATUS_NORMAL,
+            Status::ViewChange => STATUS_VIEW_CHANGE,
+            Status::Recovering => STATUS_RECOVERING,
+            Status::RecoveringHead => STATUS_RECOVERING_HEAD,
+        };
+        let mut flags = 0;
+        for (on, flag) in [
+            (
+                self.status == Status::Normal && self.is_primary(),
+                STATUS_FLAG_PRIMARY,
+            ),
+            (self.sync.is_some(), STATUS_FLAG_SYNCING),
+            (self.rejoining(), STATUS_FLAG_REJOINING),
+            (self.clock_synchronized(), STATUS_FLAG_CLOCK_SYNCHRONIZED),
+        ] {
+            if on {
+                flags |= flag;
+            }
+        }
+        StatusReport {
+            client: request.client,
+            nonce: request.nonce,
+            replica: self.replica,
+            replica_count: self.replica_count,
+            status,
+            flags,
+            view: self.view,
+            log_view: self.log_view,
+            op: self.op,
+            commit_min: self.commit_min,
+            commit_max: self.commit_max,
+            checkpoint_op: self.checkpoint().op,
+            peers_heard: self.peers_heard_mask(),
+            pipeline: u8::try_from(self.pipeline.len()).unwrap_or(u8::MAX),
+            sync_target_op: self.sync.as_ref().map_or(0, |sync| sync.op),
+            uptime_ms: Self::ticks_ms(self.ticks),
+            version: release_version(),
+        }
+    }
+}
+
+/// This build's release (`Cargo.toml`), as a status_report carries it.
+pub fn release_version() -> u64 {
+    let part = |s: &str| s.parse::<u64>().unwrap_or(0);
+    let (major, minor, patch) = (
+        part(env!("CARGO_PKG_VERSION_MAJOR")),
+        part(env!("CARGO_PKG_VERSION_MINOR")),
+        part(env!("CARGO_PKG_VERSION_PATCH")),
+    );
+    major << 32 | minor << 16 | patch
 }

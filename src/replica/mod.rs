@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::config::{Config, REPLICAS_MAX, TICK_MS};
 use crate::header::commands::{
     CheckpointName, Commit, Ping, PingClient, Pong, PongClient, PrepareOk, RequestCheckpointChunk,
-    RequestHeaders, RequestPrepare, RequestStartView, StartViewChange,
+    RequestHeaders, RequestPrepare, RequestStartView, RequestStatus, StartViewChange,
 };
 use crate::header::{Command, Header, HEADER_SIZE};
 use crate::io_token::{Purpose, Token};
@@ -649,6 +649,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// acts on it; the production bus verifies too, but the replica trusts nobody.
     pub fn on_message(&mut self, message: Message) {
         if self.status == Status::Recovering {
+            // Only an operator's status request is answered before the replica has opened.
+            if message.header().command == Command::RequestStatus as u8 {
+                if let Some(header) = self.message_accepted(&message) {
+                    self.on_request_status(&RequestStatus::from_header(&header));
+                }
+            }
             return;
         }
         let Some(header) = self.message_accepted(&message) else {
@@ -740,11 +746,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             Command::RequestCheckpointChunk => {
                 self.on_request_checkpoint_chunk(&RequestCheckpointChunk::from_header(&header))
             }
+            Command::RequestStatus => self.on_request_status(&RequestStatus::from_header(&header)),
             Command::Reserved
             | Command::Reply
             | Command::Eviction
             | Command::PongClient
-            | Command::Block => {
+            | Command::Block
+            | Command::StatusReport => {
                 self.stats.messages_dropped_invalid += 1;
             }
         }

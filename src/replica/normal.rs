@@ -488,14 +488,20 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// Peers heard from within `primary_abdicate_timeout`.
-    fn peers_heard(&self) -> usize {
+    /// Bit `r` set for this replica and each peer heard from in its view within the primary's
+    /// abdication timeout (what a primary counts toward a replication quorum).
+    pub(super) fn peers_heard_mask(&self) -> u8 {
         (0..self.replica_count)
             .filter(|&r| {
-                r != self.replica
-                    && self.ticks - self.last_heard[r as usize]
+                r == self.replica
+                    || self.ticks - self.last_heard[r as usize]
                         <= self.config.primary_abdicate_timeout_ticks
             })
-            .count()
+            .fold(0, |mask, r| mask | 1 << r)
+    }
+
+    fn peers_heard(&self) -> usize {
+        self.peers_heard_mask().count_ones() as usize - 1
     }
 
     pub(super) fn on_commit(&mut self, commit: &Commit) {

@@ -49,7 +49,7 @@ pub(super) struct PeerState {
 }
 
 pub(super) struct SyncProgress {
-    op: u64,
+    pub(super) op: u64,
     id: u128,
     area: u8,
     /// Learned from the first chunk that arrives.
