@@ -26,6 +26,7 @@ use std::rc::Rc;
 use vsr::bus::MessageBus;
 use vsr::client::{Client, ClientBus, ClientEvent};
 use vsr::config::SECTOR_SIZE;
+use vsr::header::commands::{RequestStatus, StatusReport};
 use vsr::header::{Command, Header, HEADER_SIZE};
 use vsr::ledger::{workload::Workload, Ledger, LedgerConfig};
 use vsr::message::{Message, MessagePool};
@@ -217,6 +218,8 @@ pub struct FaultCounts {
     pub acknowledged_writes_lost: [u64; 3],
     /// Primaries crashed as the backup a lost write crashed restarted.
     pub primary_crashes_after_lost_write: u64,
+    /// Status requests answered (`Simulator::probe_status`); not a fault, counted here.
+    pub status_probes: u64,
 }
 
 /// Where a replica stands when an I/O-point crash may strike: right after handling one event.
@@ -238,6 +241,11 @@ enum IoPoint {
 /// its whole committed log. A whole-log check after every step would slow the VOPR by about a
 /// fifth; this costs about a twentieth.
 pub const JOURNAL_CHECK_INTERVAL: u64 = 16;
+
+/// Every this many ticks the simulator asks one replica for a status report, as `vsr status`
+/// would (`Simulator::probe_status`), from this client id.
+const STATUS_PROBE_INTERVAL: u64 = 97;
+const STATUS_PROBE_CLIENT: u128 = u128::MAX;
 
 /// The healed cluster's whole budget, in multiples of the stall limit (`Simulator::run`).
 pub const LIVENESS_PATIENCE: u64 = 4;
@@ -711,6 +719,10 @@ impl Simulator {
         }
         for index in 0..self.replicas.len() {
             self.step_replica(index)?;
+        }
+        if self.tick.is_multiple_of(STATUS_PROBE_INTERVAL) {
+            let index = (self.tick / STATUS_PROBE_INTERVAL) as usize % self.replicas.len();
+            self.probe_status(index)?;
         }
         self.network.tick();
         for (from, to, mut bytes) in self.network.deliver() {
@@ -1487,6 +1499,56 @@ impl Simulator {
                 .then(|| vsr::state_machine::StateMachine::digest(replica.state_machine())),
         )?;
         Ok(sent)
+    }
+
+    /// An operator's `vsr status` asks replica `index` (if up, in whatever status): it must
+    /// answer at once with one well-formed status report of its own state, and send nothing
+    /// else. The report goes to the operator, not the network.
+    fn probe_status(&mut self, index: usize) -> Result<(), String> {
+        let cluster = self.cluster;
+        let Slot::Up(replica) = &mut self.replicas[index] else {
+            return Ok(());
+        };
+        let nonce = self.tick;
+        let Some(mut message) = replica.bus().pool.get() else {
+            return Ok(());
+        };
+        *message.header_mut() = RequestStatus {
+            client: STATUS_PROBE_CLIENT,
+            nonce,
+        }
+        .to_header(cluster);
+        message.seal(0);
+        let outbox_before = replica.seams().bus.outbox.len();
+        replica.on_message(message);
+        let outbox = &mut replica.seams().bus.outbox;
+        let sent: Vec<(Process, Vec<u8>)> = outbox.drain(outbox_before..).collect();
+        let [(Process::Client(STATUS_PROBE_CLIENT), bytes)] = &sent[..] else {
+            return Err(format!(
+                "replica {index} answered a status request with {} messages",
+                sent.len()
+            ));
+        };
+        let report = Header::read_from(bytes);
+        let valid = report.valid_checksum()
+            && report.command() == Some(Command::StatusReport)
+            && report
+                .invalid(self.options.config.message_size_max as usize)
+                .is_none();
+        let fields = valid.then(|| StatusReport::from_header(&report));
+        if !fields.is_some_and(|f| {
+            f.nonce == nonce
+                && f.replica == index as u8
+                && f.view == replica.view()
+                && f.op == replica.op()
+                && f.commit_min == replica.commit_min()
+        }) {
+            return Err(format!(
+                "replica {index}'s status report does not match its state: {fields:?}"
+            ));
+        }
+        self.faults.status_probes += 1;
+        Ok(())
     }
 
     fn deliver_to_replica(&mut self, index: usize, bytes: &[u8]) -> Result<(), String> {

@@ -224,7 +224,7 @@ fn print_counters(sim: &Simulator) {
         f.primary_crashes_after_lost_write,
     );
     println!(
-        "stats: commits={} canonical_ops={} view_changes={} views_started={} repairs_headers={} repairs_prepares={} truncations={} evictions={} replies={} replies_checked={} dropped_invalid={} pool_exhausted={} primary_step_downs={} primary_disconnects={}",
+        "stats: commits={} canonical_ops={} view_changes={} views_started={} repairs_headers={} repairs_prepares={} truncations={} evictions={} replies={} replies_checked={} dropped_invalid={} pool_exhausted={} primary_step_downs={} primary_disconnects={} status_probes={}",
         r.commits,
         sim.checker.history.len(),
         r.view_changes,
@@ -239,6 +239,7 @@ fn print_counters(sim: &Simulator) {
         r.pool_exhausted,
         r.primary_step_downs,
         r.primary_disconnects,
+        f.status_probes,
     );
     println!(
         "checkpoints: checkpoints={} checkpoint_ids_checked={} checkpoints_unusable={} checkpoints_held_back={} syncs_started={} syncs_completed={} syncs_aborted={} sync_chunks={} start_views_deferred={} rejoins_completed={}",
