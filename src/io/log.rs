@@ -1,10 +1,13 @@
 //! The runtime's log lines (`vsr start`): every line carries an RFC 3339 UTC timestamp, a level,
 //! the replica's index and a component, as text (default) or one JSON object a line
 //! (`--log-format=json`) for log shippers. Lines go to stderr. The protocol never prints: the
-//! driver logs the events it polls through here.
+//! driver logs the events it polls through here. A line repeated within 10 s is held back and
+//! counted (`Repeats`), so a flapping peer cannot flood the log.
 
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI16, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,17 +47,98 @@ pub fn set_replica(replica: u8) {
     REPLICA.store(i16::from(replica), Ordering::Relaxed);
 }
 
-/// Writes one line.
+/// Writes one line. A line identical (level, component, text) to one written less than
+/// `REPEAT_WINDOW_MS` ago is held back and counted; the next one written says how many were.
+/// Debug lines (the protocol trace) are never held back.
 pub fn log(level: Level, component: &str, message: &str) {
+    let now = SystemTime::now();
+    let mut held = 0;
+    if level != Level::Debug {
+        let key = repeat_key(level, component, message);
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let mut repeats = REPEATS.lock().unwrap_or_else(|e| e.into_inner());
+        match repeats.admit(key, now_ms) {
+            None => return,
+            Some(count) => held = count,
+        }
+    }
+    let message = if held > 0 {
+        format!("{message} ({held} identical lines held back since the last)")
+    } else {
+        message.to_string()
+    };
     let line = format_line(
-        SystemTime::now(),
+        now,
         level,
         REPLICA.load(Ordering::Relaxed),
         component,
-        message,
+        &message,
         JSON.load(Ordering::Relaxed),
     );
     eprintln!("{line}");
+}
+
+/// Identical lines within this window after one is written are held back.
+const REPEAT_WINDOW_MS: u64 = 10_000;
+/// Distinct lines remembered (the oldest is forgotten first): a fixed table, no allocation.
+const REPEAT_ENTRIES: usize = 32;
+
+static REPEATS: Mutex<Repeats> = Mutex::new(Repeats {
+    entries: [RepeatEntry {
+        key: 0,
+        logged_ms: 0,
+        held: 0,
+    }; REPEAT_ENTRIES],
+});
+
+fn repeat_key(level: Level, component: &str, message: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (level.name(), component, message).hash(&mut hasher);
+    hasher.finish() | 1
+}
+
+#[derive(Clone, Copy)]
+struct RepeatEntry {
+    /// 0: unused.
+    key: u64,
+    logged_ms: u64,
+    held: u64,
+}
+
+struct Repeats {
+    entries: [RepeatEntry; REPEAT_ENTRIES],
+}
+
+impl Repeats {
+    /// `None`: hold the line back (counted). `Some(held)`: write it, saying that `held`
+    /// identical lines were held back since it was last written.
+    fn admit(&mut self, key: u64, now_ms: u64) -> Option<u64> {
+        assert_ne!(key, 0);
+        if let Some(entry) = self.entries.iter_mut().find(|e| e.key == key) {
+            if now_ms.saturating_sub(entry.logged_ms) < REPEAT_WINDOW_MS {
+                entry.held += 1;
+                return None;
+            }
+            let held = entry.held;
+            entry.held = 0;
+            entry.logged_ms = now_ms;
+            return Some(held);
+        }
+        let oldest = self
+            .entries
+            .iter_mut()
+            .min_by_key(|e| (e.key != 0, e.logged_ms))
+            .unwrap();
+        *oldest = RepeatEntry {
+            key,
+            logged_ms: now_ms,
+            held: 0,
+        };
+        Some(0)
+    }
 }
 
 fn format_line(
@@ -131,6 +215,39 @@ mod tests {
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_796_660_232, 345), "2026-12-07T16:17:12.345Z");
         assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn repeated_lines_are_held_back_and_counted() {
+        let mut repeats = Repeats {
+            entries: [RepeatEntry {
+                key: 0,
+                logged_ms: 0,
+                held: 0,
+            }; REPEAT_ENTRIES],
+        };
+        let a = repeat_key(Level::Warn, "bus", "peer 2 refused");
+        let b = repeat_key(Level::Warn, "bus", "peer 1 refused");
+        assert_ne!(a, b);
+        assert_eq!(repeats.admit(a, 1_000), Some(0));
+        assert_eq!(repeats.admit(a, 2_000), None);
+        assert_eq!(
+            repeats.admit(b, 2_500),
+            Some(0),
+            "another line is not held back"
+        );
+        assert_eq!(repeats.admit(a, 10_999), None);
+        assert_eq!(
+            repeats.admit(a, 11_000),
+            Some(2),
+            "after the window, with the count"
+        );
+        assert_eq!(repeats.admit(a, 21_000), Some(0));
+        // More distinct lines than the table holds: the oldest is forgotten, none is lost.
+        for i in 0..REPEAT_ENTRIES as u64 * 2 {
+            assert_eq!(repeats.admit(1000 + 2 * i + 1, 30_000 + i), Some(0));
+        }
+        assert_eq!(repeats.admit(a, 40_000), Some(0));
     }
 
     #[test]
