@@ -282,6 +282,8 @@ pub struct Simulator {
     doom_rng: ChaCha8Rng,
     /// Shared clock excursions, likewise.
     shared_clock_rng: ChaCha8Rng,
+    /// The status probe's request (`probe_status`), from outside the replica's pool.
+    status_probe_pool: MessagePool,
     pub(crate) replicas: Vec<Slot>,
     /// Bit per replica: up (`ReplicaBus::up`).
     replicas_up: Rc<Cell<u64>>,
@@ -466,6 +468,7 @@ impl Simulator {
             crash_primary_on_restart: None,
             doom_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_DOOM)),
             shared_clock_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, TAG_SHARED_CLOCK)),
+            status_probe_pool: MessagePool::new(1, SECTOR_SIZE),
             paused_until: vec![None; replicas.len()],
             replicas,
             network,
@@ -1506,12 +1509,18 @@ impl Simulator {
     /// else. The report goes to the operator, not the network.
     fn probe_status(&mut self, index: usize) -> Result<(), String> {
         let cluster = self.cluster;
+        let paused = self.paused(index);
         let Slot::Up(replica) = &mut self.replicas[index] else {
             return Ok(());
         };
-        let nonce = self.tick;
-        let Some(mut message) = replica.bus().pool.get() else {
+        // A paused process answers nothing; one with no free message cannot (the request is
+        // the operator's, from a pool of its own).
+        if paused || replica.bus().pool.available() == 0 {
             return Ok(());
+        }
+        let nonce = self.tick;
+        let Some(mut message) = self.status_probe_pool.get() else {
+            unreachable!("the status probe holds one message at a time");
         };
         *message.header_mut() = RequestStatus {
             client: STATUS_PROBE_CLIENT,

@@ -51,8 +51,8 @@ pub struct DurabilityStats {
     pub checkpoints: u64,
     /// Checkpoints newly recorded by a superblock whose chunks were checked durable.
     pub checkpoint_chunks_checked: u64,
-    /// Opens whose durable superblock state was on only some of the copies (a crash
-    /// interrupted a superblock write): the next write must keep it (§8).
+    /// Opens whose chosen superblock state was not on every copy (a crash cut a write short,
+    /// or a copy is damaged): the open rewrites it before acting on it (§8).
     pub opens_superblock_split: u64,
 }
 
@@ -108,6 +108,8 @@ impl Acks {
 struct Durable {
     view: u32,
     log_view: u32,
+    /// The op of the view's head (`VsrState::view_head_op`).
+    head_op: u64,
     commit_max: u64,
     checkpoint: CheckpointName,
     checkpoint_previous: CheckpointName,
@@ -118,6 +120,7 @@ impl Durable {
         Durable {
             view: state.view,
             log_view: state.log_view,
+            head_op: state.view_head_op(),
             commit_max: state.commit_max,
             checkpoint: CheckpointName {
                 op: state.checkpoint.op,
@@ -600,6 +603,7 @@ impl Durability {
     fn superblock_monotonic(replica: u8, what: &str, floor: &Durable, state: &Durable) -> Promise {
         let monotonic = state.view >= floor.view
             && state.log_view >= floor.log_view
+            && (state.log_view > floor.log_view || state.head_op >= floor.head_op)
             && state.commit_max >= floor.commit_max
             && state.checkpoint.op >= floor.checkpoint.op;
         if monotonic {

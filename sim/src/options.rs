@@ -111,13 +111,13 @@ pub struct SimOptions {
 }
 
 impl SimOptions {
-    /// How long a crashed replica stays down: drawn from `rng` (each fault class has its own).
     /// How far a wall clock's drift may take it (`SimTime::set_realtime_drift_max_ns`): a
     /// quarter of the tolerance, as the offsets are drawn within an eighth.
     pub fn realtime_drift_max_ns(&self) -> u64 {
         self.config.clock_offset_tolerance_max_ns / 4
     }
 
+    /// How long a crashed replica stays down: drawn from `rng` (each fault class has its own).
     pub fn restart_delay_ticks(&self, rng: &mut ChaCha8Rng) -> u64 {
         range(rng, self.restart_ticks_min, self.restart_ticks_max)
     }

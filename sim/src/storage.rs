@@ -595,11 +595,6 @@ impl SimStorage {
         self.superblock_generation
     }
 
-    /// `superblock_generation` as the replica last opened.
-    pub fn superblock_generation_opened(&self) -> u64 {
-        self.superblock_generation_opened
-    }
-
     /// Corrupts the sector at `offset` of `zone` on disk now (bits flipped or garbage), as
     /// targeted corruption does; the replica is not told, and its durable shadow keeps what it
     /// wrote. `offset` must be sector-aligned.

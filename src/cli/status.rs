@@ -73,23 +73,8 @@ fn ask(
         .write_all(header.as_bytes())
         .map_err(|e| format!("send: {e}"))?;
     loop {
-        let wait = left();
-        if wait.is_zero() {
-            return Err("no answer before the deadline".into());
-        }
-        stream
-            .set_read_timeout(Some(wait))
-            .map_err(|e| e.to_string())?;
         let mut bytes = [0u8; HEADER_SIZE];
-        stream.read_exact(&mut bytes).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                "no answer before the deadline".to_string()
-            }
-            std::io::ErrorKind::UnexpectedEof => {
-                "the connection closed unanswered (another cluster, or not a replica)".to_string()
-            }
-            _ => format!("receive: {e}"),
-        })?;
+        read_by(&mut stream, &mut bytes, deadline)?;
         let header = Header::read_from(&bytes);
         if !header.valid_checksum() || header.size as usize != HEADER_SIZE {
             return Err("a malformed answer".into());
@@ -105,6 +90,39 @@ fn ask(
             return Ok(report);
         }
     }
+}
+
+/// Fills `buffer` from `stream` by `deadline` (however the bytes trickle in).
+fn read_by(stream: &mut TcpStream, buffer: &mut [u8], deadline: Instant) -> Result<(), String> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            return Err("no answer before the deadline".into());
+        }
+        stream
+            .set_read_timeout(Some(wait))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut buffer[filled..]) {
+            Ok(0) => {
+                return Err(
+                    "the connection closed unanswered (another cluster, or not a replica)".into(),
+                )
+            }
+            Ok(n) => filled += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err("no answer before the deadline".into())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("receive: {e}")),
+        }
+    }
+    Ok(())
 }
 
 pub fn status_name(status: u8) -> &'static str {
@@ -277,15 +295,24 @@ pub fn json(answers: &[Answer]) -> String {
 
 /// The summary line under the table, and whether a replication quorum answered.
 pub fn summary(answers: &[Answer]) -> (String, bool) {
-    let count = answers.len();
-    let answered = answers.iter().filter(|a| a.report.is_ok()).count();
+    let reports: Vec<&StatusReport> = answers
+        .iter()
+        .filter_map(|a| a.report.as_ref().ok())
+        .collect();
+    let answered = reports.len();
+    // The cluster's size as its replicas report it (a short address list is not the cluster).
+    let count = reports
+        .iter()
+        .map(|r| usize::from(r.replica_count))
+        .max()
+        .unwrap_or(answers.len())
+        .max(answers.len());
     let quorum = quorums(count.clamp(1, crate::config::REPLICAS_MAX)).0;
-    let primary = answers.iter().find_map(|a| {
-        a.report
-            .as_ref()
-            .ok()
-            .filter(|r| r.flags & STATUS_FLAG_PRIMARY != 0)
-    });
+    // An old primary cut off in a lower view may still think it leads: the newest view's wins.
+    let primary = reports
+        .iter()
+        .filter(|r| r.flags & STATUS_FLAG_PRIMARY != 0)
+        .max_by_key(|r| r.view);
     let primary_text = match primary {
         Some(p) => format!("primary: replica {} in view {}", p.replica, p.view),
         None => "no primary answered".to_string(),

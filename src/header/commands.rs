@@ -1140,7 +1140,12 @@ impl RequestStatus {
     }
 
     pub(super) fn invalid(header: &Header) -> Option<&'static str> {
-        if !empty(header) || header.client == 0 || header.view != 0 || header.replica != 0 {
+        if !empty(header)
+            || header.client == 0
+            || header.view != 0
+            || header.replica != 0
+            || header.operation != 0
+        {
             return Some("request_status: malformed");
         }
         None
@@ -1247,10 +1252,15 @@ impl StatusReport {
     pub(super) fn invalid(header: &Header) -> Option<&'static str> {
         let report = StatusReport::from_header(header);
         let context = header.context.to_le_bytes();
-        if !empty(header) || report.client == 0 || context[5..8] != [0; 3] {
+        if !empty(header) || report.client == 0 || context[5..8] != [0; 3] || header.operation != 0
+        {
             return Some("status_report: malformed");
         }
-        if report.replica_count == 0 || report.replica >= report.replica_count {
+        if report.replica_count == 0
+            || usize::from(report.replica_count) > crate::config::REPLICAS_MAX
+            || report.replica >= report.replica_count
+            || u32::from(report.peers_heard) >> report.replica_count != 0
+        {
             return Some("status_report: replica out of range");
         }
         if !(STATUS_NORMAL..=STATUS_RECOVERING_HEAD).contains(&report.status)
@@ -1384,6 +1394,14 @@ mod tests {
             },
             StatusReport {
                 client: 0,
+                ..report
+            },
+            StatusReport {
+                replica_count: 9,
+                ..report
+            },
+            StatusReport {
+                peers_heard: 0b1001,
                 ..report
             },
         ] {

@@ -107,6 +107,9 @@ impl<M: StateMachine> Runtime<M> {
         if ticks > 10 {
             self.next_tick = now + TICK_MS * 1_000_000;
         }
+        if ticks > 0 {
+            super::log::flush_held();
+        }
         Ok(())
     }
 

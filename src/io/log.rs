@@ -2,13 +2,14 @@
 //! the replica's index and a component, as text (default) or one JSON object a line
 //! (`--log-format=json`) for log shippers. Lines go to stderr. The protocol never prints: the
 //! driver logs the events it polls through here. A line repeated within 10 s is held back and
-//! counted (`Repeats`), so a flapping peer cannot flood the log.
+//! counted (`Repeats`), and the count written once the 10 s have passed, so a flapping peer
+//! cannot flood the log and nothing is silently dropped.
 
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI16, Ordering};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -48,51 +49,74 @@ pub fn set_replica(replica: u8) {
 }
 
 /// Writes one line. A line identical (level, component, text) to one written less than
-/// `REPEAT_WINDOW_MS` ago is held back and counted; the next one written says how many were.
+/// `REPEAT_WINDOW_MS` ago is held back and counted; once the window has passed, the count is
+/// written with the line (`flush_held`, on the runtime's tick, or the next line logged).
 /// Debug lines (the protocol trace) are never held back.
 pub fn log(level: Level, component: &str, message: &str) {
-    let now = SystemTime::now();
-    let mut held = 0;
-    if level != Level::Debug {
-        let key = repeat_key(level, component, message);
-        let now_ms = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        let mut repeats = REPEATS.lock().unwrap_or_else(|e| e.into_inner());
-        match repeats.admit(key, now_ms) {
-            None => return,
-            Some(count) => held = count,
-        }
+    if level == Level::Debug {
+        write_line(level, component, message);
+        return;
     }
-    let message = if held > 0 {
-        format!("{message} ({held} identical lines held back since the last)")
-    } else {
-        message.to_string()
-    };
+    let now_ms = process_ms();
+    let mut repeats = REPEATS.lock().unwrap_or_else(|e| e.into_inner());
+    for held in repeats.due(now_ms) {
+        write_held(&held);
+    }
+    let key = repeat_key(level, component, message);
+    let (admitted, evicted) = repeats.admit(key, now_ms, (level, component, message));
+    drop(repeats);
+    if let Some(held) = evicted {
+        write_held(&held);
+    }
+    if admitted {
+        write_line(level, component, message);
+    }
+}
+
+/// Writes the counts of lines held back whose window has passed (called every tick).
+pub fn flush_held() {
+    let now_ms = process_ms();
+    let due = REPEATS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .due(now_ms);
+    for held in due {
+        write_held(&held);
+    }
+}
+
+fn write_line(level: Level, component: &str, message: &str) {
     let line = format_line(
-        now,
+        SystemTime::now(),
         level,
         REPLICA.load(Ordering::Relaxed),
         component,
-        &message,
+        message,
         JSON.load(Ordering::Relaxed),
     );
     eprintln!("{line}");
 }
 
+fn write_held(held: &Held) {
+    let message = format!(
+        "{} ({} identical lines held back)",
+        held.message, held.count
+    );
+    write_line(held.level, &held.component, &message);
+}
+
+/// Milliseconds of monotonic time since the first line this process logged.
+fn process_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
 /// Identical lines within this window after one is written are held back.
 const REPEAT_WINDOW_MS: u64 = 10_000;
-/// Distinct lines remembered (the oldest is forgotten first): a fixed table, no allocation.
+/// Distinct lines remembered (the oldest is forgotten first, its count written).
 const REPEAT_ENTRIES: usize = 32;
 
-static REPEATS: Mutex<Repeats> = Mutex::new(Repeats {
-    entries: [RepeatEntry {
-        key: 0,
-        logged_ms: 0,
-        held: 0,
-    }; REPEAT_ENTRIES],
-});
+static REPEATS: Mutex<Repeats> = Mutex::new(Repeats::new());
 
 fn repeat_key(level: Level, component: &str, message: &str) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
@@ -100,12 +124,48 @@ fn repeat_key(level: Level, component: &str, message: &str) -> u64 {
     hasher.finish() | 1
 }
 
-#[derive(Clone, Copy)]
+/// A line held back `count` times, to be written with its count.
+#[derive(Debug, PartialEq, Eq)]
+struct Held {
+    level: Level,
+    component: String,
+    message: String,
+    count: u64,
+}
+
 struct RepeatEntry {
     /// 0: unused.
     key: u64,
     logged_ms: u64,
     held: u64,
+    level: Level,
+    component: String,
+    message: String,
+}
+
+impl RepeatEntry {
+    const UNUSED: RepeatEntry = RepeatEntry {
+        key: 0,
+        logged_ms: 0,
+        held: 0,
+        level: Level::Info,
+        component: String::new(),
+        message: String::new(),
+    };
+
+    /// Its held-back count as a line to write, and the count reset.
+    fn take_held(&mut self) -> Option<Held> {
+        if self.held == 0 {
+            return None;
+        }
+        let count = std::mem::take(&mut self.held);
+        Some(Held {
+            level: self.level,
+            component: self.component.clone(),
+            message: self.message.clone(),
+            count,
+        })
+    }
 }
 
 struct Repeats {
@@ -113,31 +173,56 @@ struct Repeats {
 }
 
 impl Repeats {
-    /// `None`: hold the line back (counted). `Some(held)`: write it, saying that `held`
-    /// identical lines were held back since it was last written.
-    fn admit(&mut self, key: u64, now_ms: u64) -> Option<u64> {
+    const fn new() -> Repeats {
+        Repeats {
+            entries: [RepeatEntry::UNUSED; REPEAT_ENTRIES],
+        }
+    }
+
+    /// Whether to write the line now (else it is held back and counted), and the count of a
+    /// line forgotten to make room for it.
+    fn admit(
+        &mut self,
+        key: u64,
+        now_ms: u64,
+        (level, component, message): (Level, &str, &str),
+    ) -> (bool, Option<Held>) {
         assert_ne!(key, 0);
         if let Some(entry) = self.entries.iter_mut().find(|e| e.key == key) {
             if now_ms.saturating_sub(entry.logged_ms) < REPEAT_WINDOW_MS {
                 entry.held += 1;
-                return None;
+                return (false, None);
             }
-            let held = entry.held;
-            entry.held = 0;
             entry.logged_ms = now_ms;
-            return Some(held);
+            return (true, None);
         }
         let oldest = self
             .entries
             .iter_mut()
             .min_by_key(|e| (e.key != 0, e.logged_ms))
             .unwrap();
+        let evicted = oldest.take_held();
         *oldest = RepeatEntry {
             key,
             logged_ms: now_ms,
             held: 0,
+            level,
+            component: component.to_string(),
+            message: message.to_string(),
         };
-        Some(0)
+        (true, evicted)
+    }
+
+    /// Counts whose window has passed, taken to be written.
+    fn due(&mut self, now_ms: u64) -> Vec<Held> {
+        self.entries
+            .iter_mut()
+            .filter(|e| e.held > 0 && now_ms.saturating_sub(e.logged_ms) >= REPEAT_WINDOW_MS)
+            .filter_map(|e| {
+                e.logged_ms = now_ms;
+                e.take_held()
+            })
+            .collect()
     }
 }
 
@@ -219,35 +304,42 @@ mod tests {
 
     #[test]
     fn repeated_lines_are_held_back_and_counted() {
-        let mut repeats = Repeats {
-            entries: [RepeatEntry {
-                key: 0,
-                logged_ms: 0,
-                held: 0,
-            }; REPEAT_ENTRIES],
-        };
-        let a = repeat_key(Level::Warn, "bus", "peer 2 refused");
+        let mut repeats = Repeats::new();
+        let line = (Level::Warn, "bus", "peer 2 refused");
+        let a = repeat_key(line.0, line.1, line.2);
         let b = repeat_key(Level::Warn, "bus", "peer 1 refused");
         assert_ne!(a, b);
-        assert_eq!(repeats.admit(a, 1_000), Some(0));
-        assert_eq!(repeats.admit(a, 2_000), None);
+        assert_eq!(repeats.admit(a, 1_000, line), (true, None));
+        assert_eq!(repeats.admit(a, 2_000, line), (false, None));
         assert_eq!(
-            repeats.admit(b, 2_500),
-            Some(0),
+            repeats.admit(b, 2_500, (Level::Warn, "bus", "peer 1 refused")),
+            (true, None),
             "another line is not held back"
         );
-        assert_eq!(repeats.admit(a, 10_999), None);
-        assert_eq!(
-            repeats.admit(a, 11_000),
-            Some(2),
-            "after the window, with the count"
+        assert_eq!(repeats.admit(a, 10_999, line), (false, None));
+        assert!(
+            repeats.due(10_999).is_empty(),
+            "not before the window has passed"
         );
-        assert_eq!(repeats.admit(a, 21_000), Some(0));
-        // More distinct lines than the table holds: the oldest is forgotten, none is lost.
+        let held = Held {
+            level: Level::Warn,
+            component: "bus".into(),
+            message: "peer 2 refused".into(),
+            count: 2,
+        };
+        assert_eq!(repeats.due(11_000), vec![held]);
+        assert!(repeats.due(30_000).is_empty(), "a count is written once");
+        assert_eq!(repeats.admit(a, 30_000, line), (true, None));
+        assert_eq!(repeats.admit(a, 30_001, line), (false, None));
+        // More distinct lines than the table holds: the oldest is forgotten, its count written.
+        let mut evicted = Vec::new();
         for i in 0..REPEAT_ENTRIES as u64 * 2 {
-            assert_eq!(repeats.admit(1000 + 2 * i + 1, 30_000 + i), Some(0));
+            let (admitted, gone) = repeats.admit(1000 + 2 * i + 1, 30_002 + i, line);
+            assert!(admitted);
+            evicted.extend(gone);
         }
-        assert_eq!(repeats.admit(a, 40_000), Some(0));
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(evicted[0].count, 1);
     }
 
     #[test]
