@@ -126,7 +126,7 @@ fn run(
     let mut sim = Simulator::new(seed, trace);
     let o = &sim.options;
     println!(
-        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} partitions={:?} crash={:.5} io_crash={:.5} superblock_crash={:.3} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4} slow_io={:.4}/{:.5}/{} lost_writes={:.4}{}",
+        "options: state_machine={} replicas={} clients={} message_size_max={} slots={} pipeline={} clients_max={} loss={:.3} replay={:.3} slow_packets={:.4}/{} partitions={:?} crash={:.5} io_crash={:.5} superblock_crash={:.3} corrupt={:.4}/{:?} disk_loss={:.2} pause={:.5} pause_ticks={}..={} storage_faults={:.4}/{:.4}/{:.4} slow_io={:.4}/{:.5}/{} lost_writes={:.4}{}",
         if o.ledger { "ledger" } else { "hashing" },
         o.replica_count,
         o.client_count,
@@ -136,6 +136,8 @@ fn run(
         o.config.clients_max,
         o.network.packet_loss_probability,
         o.network.packet_replay_probability,
+        o.network.slow_packet_probability,
+        o.network.slow_packet_ticks_max,
         o.network.partition_mode,
         o.crash_probability,
         o.io_crash_probability,
@@ -194,12 +196,13 @@ fn print_counters(sim: &Simulator) {
         c[0], c[1], c[2], c[3], c[4]
     );
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} slow_ios={} stalls={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_shared_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{} primary_crashes_after_lost_write={}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} slow_packets={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} slow_ios={} stalls={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_shared_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{} primary_crashes_after_lost_write={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
         n.partitions,
         n.clogs,
+        n.slow_packets,
         s.read_faults + s.write_faults,
         s.misdirects,
         s.torn_writes,

@@ -95,6 +95,11 @@ pub struct NetworkOptions {
     pub partition_stability: u64,
     /// Minimum ticks without a partition before a new one may start.
     pub unpartition_stability: u64,
+    /// Per packet: it is held `1..=slow_packet_ticks_max` ticks longer (a congested queue, a
+    /// stalled middlebox): round trips far beyond the usual, and packets overtaken by later
+    /// ones (drawn from a stream of its own).
+    pub slow_packet_probability: f64,
+    pub slow_packet_ticks_max: u64,
 }
 
 impl Default for NetworkOptions {
@@ -114,6 +119,8 @@ impl Default for NetworkOptions {
             unpartition_probability: 0.0,
             partition_stability: 0,
             unpartition_stability: 0,
+            slow_packet_probability: 0.0,
+            slow_packet_ticks_max: 0,
         }
     }
 }
@@ -133,6 +140,7 @@ impl NetworkOptions {
             ("path_clog_probability", self.path_clog_probability),
             ("partition_probability", self.partition_probability),
             ("unpartition_probability", self.unpartition_probability),
+            ("slow_packet_probability", self.slow_packet_probability),
         ] {
             assert!((0.0..=1.0).contains(&p), "{name} {p} outside 0..=1");
         }
@@ -153,6 +161,8 @@ pub struct NetworkStats {
     pub replayed: u64,
     pub partitions: u64,
     pub clogs: u64,
+    /// Packets held longer (`NetworkOptions::slow_packet_probability`).
+    pub slow_packets: u64,
 }
 
 #[derive(Debug)]
@@ -182,6 +192,8 @@ pub struct PacketSimulator {
     replica_count: u8,
     options: NetworkOptions,
     rng: ChaCha8Rng,
+    /// Slow packet draws only, so that adding them left every other draw where it was.
+    slow_rng: ChaCha8Rng,
     now: u64,
     faults: bool,
     paths: BTreeMap<(Process, Process), Path>,
@@ -212,6 +224,7 @@ impl PacketSimulator {
             replica_count,
             options,
             rng: rng::seeded(seed),
+            slow_rng: rng::seeded(seed ^ 0x736c_6f77_7061_636b),
             now: 0,
             faults: true,
             paths,
@@ -447,7 +460,15 @@ impl PacketSimulator {
                 &mut self.rng,
                 self.options.one_way_delay_mean - self.options.one_way_delay_min,
             );
-        packet.deliver_at = self.now + delay.max(1);
+        let mut delay = delay.max(1);
+        if self.faults
+            && self.options.slow_packet_probability > 0.0
+            && rng::chance(&mut self.slow_rng, self.options.slow_packet_probability)
+        {
+            delay += rng::range(&mut self.slow_rng, 1, self.options.slow_packet_ticks_max);
+            self.stats.slow_packets += 1;
+        }
+        packet.deliver_at = self.now + delay;
         let capacity = self.options.path_maximum_capacity;
         let path = self.paths.entry((packet.from, packet.to)).or_default();
         if path.packets.len() >= capacity {
@@ -582,6 +603,8 @@ mod tests {
             unpartition_probability: 0.05,
             partition_stability: 10,
             unpartition_stability: 10,
+            slow_packet_probability: 0.05,
+            slow_packet_ticks_max: 100,
         }
     }
 

@@ -147,7 +147,7 @@ impl SimOptions {
         config.validate().expect("generated configuration");
 
         let faulty_network = chance(rng, 0.8);
-        let network = NetworkOptions {
+        let mut network = NetworkOptions {
             one_way_delay_min: range(rng, 1, 3),
             one_way_delay_mean: range(rng, 3, 12),
             packet_loss_probability: if faulty_network { unit(rng) * 0.3 } else { 0.0 },
@@ -180,6 +180,7 @@ impl SimOptions {
             unpartition_probability: 0.002 + unit(rng) * 0.02,
             partition_stability: range(rng, 50, 500),
             unpartition_stability: range(rng, 50, 500),
+            ..NetworkOptions::default()
         };
         let faulty_storage = chance(rng, 0.7);
         let mut storage = StorageOptions {
@@ -313,6 +314,12 @@ impl SimOptions {
         } else {
             0.0
         };
+        // Slow packets: in 30% of seeds, in a stream of their own.
+        let mut slow_packet_rng = rng::seeded(rng.clone().next_u64() ^ 0x736c_6f77_7061_636b);
+        if chance(&mut slow_packet_rng, 0.3) {
+            network.slow_packet_probability = 0.001 + unit(&mut slow_packet_rng) * 0.02;
+            network.slow_packet_ticks_max = range(&mut slow_packet_rng, 20, 500);
+        }
         // Slow I/O (slow requests and disk stalls): in 40% of seeds, in a stream of their own.
         let mut slow_rng = rng::seeded(rng.clone().next_u64() ^ 0x736c_6f77_696f_0000);
         if chance(&mut slow_rng, 0.4) {
