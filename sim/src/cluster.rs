@@ -1297,8 +1297,7 @@ impl Simulator {
             let ring = slot * HEADER_SIZE as u64 / SECTOR_SIZE as u64 * SECTOR_SIZE as u64;
             (op, slot * layout.message_size_max, ring)
         };
-        let faulty =
-            |zone: Zone, offset: u64| atlas.faulty(index as u8, zone, atlas.area_of(zone, offset));
+        let faulty = |zone: Zone, offset: u64| atlas.range_faulty(index as u8, zone, offset, 1);
         let allowed = |variant: usize| {
             let (op, prepare_offset, ring_offset) = offsets(variant);
             op > 0
@@ -1360,8 +1359,7 @@ impl Simulator {
         let atlas = replica.storage().atlas();
         let layout = replica.storage().layout();
         let slot = (acked - 1) % layout.slot_count;
-        let faulty =
-            |zone: Zone, offset: u64| atlas.faulty(index as u8, zone, atlas.area_of(zone, offset));
+        let faulty = |zone: Zone, offset: u64| atlas.range_faulty(index as u8, zone, offset, 1);
         let prepare_allowed = faulty(Zone::WalPrepares, slot * layout.message_size_max);
         let ring_allowed = faulty(Zone::WalHeaders, slot * HEADER_SIZE as u64);
         let multiple = match (lacking + 1 >= nack_quorum, prepare_allowed, ring_allowed) {
@@ -1404,7 +1402,7 @@ impl Simulator {
         };
         let replica_index = index as u8;
         let acted = (replica.status() != Status::Recovering)
-            .then(|| replica.superblock().map(|sb| &sb.vsr_state))
+            .then(|| replica.superblock())
             .flatten();
         self.durability
             .observe_superblock_floor(replica_index, replica.storage(), acted)?;

@@ -66,10 +66,10 @@ pub struct Durability {
     committed_max: u64,
     /// Per replica: its durable VSR state, and the storage generation it was read at.
     superblocks: Vec<Option<(u64, Durable)>>,
-    /// Per replica: the newest VSR state it acted on (its superblock when last seen open),
-    /// across crashes, and the storage generation its durable state was last checked at
-    /// (`observe_superblock_floor`).
-    superblock_floor: Vec<Option<Durable>>,
+    /// Per replica: the newest superblock it acted on (as last seen open: its sequence and VSR
+    /// state), across crashes, and the storage generation its durable state was last checked
+    /// at (`observe_superblock_floor`).
+    superblock_floor: Vec<Option<(u64, VsrState)>>,
     superblock_floor_generation: Vec<Option<u64>>,
     /// Per replica: every checkpoint its durable superblock has recorded (as durable or the one
     /// before), read at each superblock generation.
@@ -108,9 +108,6 @@ impl Acks {
 struct Durable {
     view: u32,
     log_view: u32,
-    /// The op of the view's head (`VsrState::view_head_op`).
-    head_op: u64,
-    commit_max: u64,
     checkpoint: CheckpointName,
     checkpoint_previous: CheckpointName,
 }
@@ -120,8 +117,6 @@ impl Durable {
         Durable {
             view: state.view,
             log_view: state.log_view,
-            head_op: state.view_head_op(),
-            commit_max: state.commit_max,
             checkpoint: CheckpointName {
                 op: state.checkpoint.op,
                 id: state.checkpoint.id,
@@ -560,28 +555,32 @@ impl Durability {
         &mut self,
         replica: u8,
         storage: &SimStorage,
-        acted: Option<&VsrState>,
+        acted: Option<&SuperBlock>,
     ) -> Promise {
         let r = replica as usize;
-        let floor = self.superblock_floor[r];
-        if let (Some(floor), Some(acted)) = (floor, acted) {
-            Self::superblock_monotonic(
-                replica,
-                "it opened with or wrote",
-                &floor,
-                &Durable::of(acted),
-            )?;
-        }
         if let Some(acted) = acted {
-            self.superblock_floor[r] = Some(Durable::of(acted));
+            match &self.superblock_floor[r] {
+                Some((sequence, _)) if *sequence == acted.sequence => {}
+                floor => {
+                    if let Some((_, floor)) = floor {
+                        Self::superblock_monotonic(
+                            replica,
+                            "it opened with or wrote",
+                            floor,
+                            &acted.vsr_state,
+                        )?;
+                    }
+                    self.superblock_floor[r] = Some((acted.sequence, acted.vsr_state.clone()));
+                }
+            }
         }
         let generation = storage.superblock_generation();
         if self.superblock_floor_generation[r] == Some(generation) {
             return Ok(());
         }
         self.superblock_floor_generation[r] = Some(generation);
-        let (Some(floor), Ok(chosen)) = (
-            self.superblock_floor[r],
+        let (Some((_, floor)), Ok(chosen)) = (
+            &self.superblock_floor[r],
             SuperBlock::choose(&self.durable_copies(storage)),
         ) else {
             return Ok(());
@@ -589,8 +588,8 @@ impl Durability {
         Self::superblock_monotonic(
             replica,
             "its durable copies choose",
-            &floor,
-            &Durable::of(&chosen.vsr_state),
+            floor,
+            &chosen.vsr_state,
         )
     }
 
@@ -600,18 +599,35 @@ impl Durability {
         self.superblock_floor_generation[replica as usize] = None;
     }
 
-    fn superblock_monotonic(replica: u8, what: &str, floor: &Durable, state: &Durable) -> Promise {
-        let monotonic = state.view >= floor.view
-            && state.log_view >= floor.log_view
-            && (state.log_view > floor.log_view || state.head_op >= floor.head_op)
-            && state.commit_max >= floor.commit_max
-            && state.checkpoint.op >= floor.checkpoint.op;
-        if monotonic {
+    /// `state` may stand where `floor` stood: the order the replica itself keeps for every
+    /// superblock update (`VsrState::monotonic_after`, and within one log_view the view head
+    /// does not move back).
+    fn superblock_monotonic(
+        replica: u8,
+        what: &str,
+        floor: &VsrState,
+        state: &VsrState,
+    ) -> Promise {
+        if state.monotonic_after(floor)
+            && (state.log_view != floor.log_view || state.view_head_op() >= floor.view_head_op())
+        {
             return Ok(());
         }
+        let summary = |s: &VsrState| {
+            format!(
+                "view {} log_view {} head {} commit_max {} checkpoint {}",
+                s.view,
+                s.log_view,
+                s.view_head_op(),
+                s.commit_max,
+                s.checkpoint.op
+            )
+        };
         Err(format!(
-            "durability: replica {replica} went back past the superblock state it acted on: \
-             {floor:?}, while the state {what} is {state:?}"
+            "durability: replica {replica} went back past the superblock state it acted on \
+             ({}), while the state {what} is {}",
+            summary(floor),
+            summary(state)
         ))
     }
 }

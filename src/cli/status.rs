@@ -159,12 +159,11 @@ fn version_text(version: u64) -> String {
     )
 }
 
-fn peers_text(mask: u8, replica_count: u8) -> String {
-    let peers: Vec<String> = (0..replica_count)
-        .filter(|r| mask & (1 << r) != 0)
-        .map(|r| r.to_string())
-        .collect();
-    peers.join(",")
+/// The replicas a report says it heard from, in index order.
+fn peers(report: &StatusReport) -> Vec<u8> {
+    (0..report.replica_count)
+        .filter(|r| report.peers_heard & (1 << r) != 0)
+        .collect()
 }
 
 /// The newest commit point any answer knows: each replica's lag is measured from it.
@@ -210,7 +209,11 @@ pub fn table(answers: &[Answer]) -> String {
                 r.commit_max.to_string(),
                 r.checkpoint_op.to_string(),
                 newest.saturating_sub(r.commit_min).to_string(),
-                peers_text(r.peers_heard, r.replica_count),
+                peers(r)
+                    .iter()
+                    .map(u8::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 if r.flags & STATUS_FLAG_CLOCK_SYNCHRONIZED != 0 {
                     "synced"
                 } else {
@@ -277,9 +280,7 @@ pub fn json(answers: &[Answer]) -> String {
                 "checkpoint_op": r.checkpoint_op,
                 "lag": newest.saturating_sub(r.commit_min),
                 "pipeline": r.pipeline,
-                "peers_heard": (0..r.replica_count)
-                    .filter(|p| r.peers_heard & (1 << p) != 0)
-                    .collect::<Vec<u8>>(),
+                "peers_heard": peers(r),
                 "uptime_ms": r.uptime_ms,
                 "version": version_text(r.version),
             }),
