@@ -202,7 +202,7 @@ impl Compaction {
     /// the inputs' values fill, plus one partial block per output table, and no more tables than
     /// the inputs' values fill whole tables (each input table counts one; memory as many as its
     /// values fill), each with an index block.
-    fn output_blocks_max(layout: &TableLayout, a: &Source, b: &[TableInfo]) -> u64 {
+    pub fn output_blocks_max(layout: &TableLayout, a: &Source, b: &[TableInfo]) -> u64 {
         let per_block = layout.values_per_block() as u64;
         let value_blocks: u64 = Self::input_counts(a, b)
             .map(|c| c.div_ceil(per_block))
@@ -224,6 +224,12 @@ impl Compaction {
             Source::Memory { count, .. } => *count as u64,
         };
         std::iter::once(a_count).chain(b.iter().map(|t| t.value_count))
+    }
+
+    /// The immutable table's values while the job holds them (a `Memory` source): the tree's
+    /// lookups read them until the job's outputs are in the manifest.
+    pub fn memory_values(&self) -> Option<&[u8]> {
+        (self.a.values_offset == 0).then_some(&self.a.values[..])
     }
 
     /// The immutable table's buffer, once done (a `Memory` source), for the next bar.

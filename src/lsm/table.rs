@@ -266,8 +266,13 @@ pub fn block_values<'a>(layout: &TableLayout, block: &'a [u8]) -> &'a [u8] {
 
 /// The value with `key` in a verified value block, if it holds one.
 pub fn block_search<'a>(layout: &TableLayout, block: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    values_search(layout, block_values(layout, block), key)
+}
+
+/// The value of `key` in `values` (packed, sorted by key, unique), if there.
+pub fn values_search<'a>(layout: &TableLayout, values: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     assert_eq!(key.len(), layout.key_size);
-    let values = block_values(layout, block);
+    assert_eq!(values.len() % layout.value_size, 0);
     let count = values.len() / layout.value_size;
     let value = |i: usize| &values[i * layout.value_size..(i + 1) * layout.value_size];
     let position = partition_point(count, |i| layout.key(value(i)) < key);

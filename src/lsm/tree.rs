@@ -1,0 +1,694 @@
+//! One LSM tree (docs/storage.md, "The tree"): a mutable table in memory, the immutable table of
+//! the bar before, and levels of tables on the grid, with compaction planned per half bar and
+//! paced over its ops. Sans I/O, like the parts it drives: the caller performs each block read or
+//! write the tree names and steps again.
+//!
+//! Time is counted in ops, grouped in bars of `bar_ops` ops (an even number). Within a bar:
+//!
+//! - puts go to the mutable table (one table's worth of values at most); each op's puts are
+//!   sealed as a run at its end (`op_end`);
+//! - each op starts with `beat_start`, then calls `compact_step` until its budget of block I/O is
+//!   spent: the jobs planned for the half bar get an even share of their bound in each of its
+//!   ops, so they are done by the half's last op and no op waits behind a whole merge;
+//! - at the middle of the bar and at its end (`bar_end`) the half's results enter the manifest.
+//!
+//! The bar's first op turns the mutable table into the immutable one and plans the first half:
+//! for each odd level `b`, if level `b - 1` holds more than `growth_factor^b` tables, its next
+//! table in key order after the last one compacted (round robin) is merged into the tables of
+//! level `b` it overlaps. The second half does the same for the even levels, and merges the
+//! immutable table into the level-0 tables it overlaps. So no level is read by two jobs of one
+//! half (an input block is released as it is read, and a block is released once), and level 0
+//! drains into level 1 before the immutable table merges into it. A table that overlaps nothing
+//! below moves down with no I/O. Each job reserves its output blocks when planned, in level
+//! order, so the addresses every replica's jobs write do not depend on how their I/O interleaves.
+//!
+//! Until a half ends, lookups see the manifest as it was when the half began: the inputs of
+//! running jobs are released, not freed (the free set frees a block only once a later checkpoint
+//! is durable), so they stay readable. A lookup asks the mutable table, then the immutable one,
+//! then the levels, shallowest first (`get_memory`, then `lookup::LevelsLookup` over `levels()`).
+
+use super::compaction::{Compaction, CompactionStep, Source};
+use super::manifest_level::ManifestLevel;
+use super::table::{values_search, TableInfo, TableLayout, KEY_SIZE_MAX};
+use super::table_memory::TableMemory;
+use crate::grid::free_set::FreeSet;
+use crate::grid::BlockReference;
+
+/// Above every key.
+static KEY_LAST: [u8; KEY_SIZE_MAX] = [0xff; KEY_SIZE_MAX];
+
+#[derive(Clone, Copy, Debug)]
+pub struct TreeOptions {
+    pub layout: TableLayout,
+    pub cluster: u128,
+    /// The tree's id, written into each of its blocks.
+    pub tree: u16,
+    pub tombstone: fn(&[u8]) -> bool,
+    /// Levels on the grid; the deepest does not compact, and bounds the tree's size.
+    pub levels: usize,
+    /// Level `i` compacts into level `i + 1` while it holds more than `growth_factor^(i+1)`
+    /// tables.
+    pub growth_factor: usize,
+    /// Ops per bar (even: two halves): the mutable table takes one bar's puts (at most one
+    /// table's worth).
+    pub bar_ops: u64,
+}
+
+impl TreeOptions {
+    /// The tables level `level` holds before it compacts into the next (for the deepest, the
+    /// most it holds).
+    pub fn level_tables_limit(&self, level: usize) -> usize {
+        self.growth_factor.pow(level as u32 + 1)
+    }
+
+    /// The most tables level `level` can hold: its limit, plus the net table a bar's job into it
+    /// may add (its output tables are at most its input tables plus one) before its own job
+    /// takes one out, with room to spare (asserted by `ManifestLevel::insert`).
+    fn level_tables_max(&self, level: usize) -> usize {
+        self.level_tables_limit(level) + self.growth_factor + 2
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeStep {
+    /// Read this block, verify it, and hand it to `on_read` before stepping again.
+    Read(BlockReference),
+    /// Write `block_written()` at this address before stepping again.
+    Write(u64),
+    /// This op's share of the bar's compaction is done.
+    BeatDone,
+    /// Every job of the half bar is done.
+    BarDone,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum TreeError {
+    /// The deepest level is full: the tree holds all it can until it is configured larger.
+    Full { tables: usize },
+    /// The grid has too few free blocks for this bar's compactions.
+    GridFull,
+}
+
+/// Counters for logs, metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    pub bars: u64,
+    pub jobs_merged: u64,
+    pub tables_moved: u64,
+    pub blocks_read: u64,
+    pub blocks_written: u64,
+    /// Block I/Os a bar's last op did beyond its budget (zero while the plan's bound holds).
+    pub steps_over_budget: u64,
+}
+
+enum JobWork {
+    /// The input table moves down as it is (nothing below overlaps it).
+    Move,
+    /// Boxed: a job's buffers, like the job, come from the heap for now (to become a pool
+    /// sized at start when the forest drives the trees, as `Compaction::new` notes).
+    Merge(Box<Compaction>),
+    Done,
+}
+
+struct Job {
+    /// The level the job writes into; the input comes from the level above, or from memory.
+    level_b: usize,
+    /// The input table of level `level_b - 1` (None: the immutable table).
+    table_a: Option<TableInfo>,
+    tables_b: Vec<TableInfo>,
+    work: JobWork,
+    outputs: Vec<TableInfo>,
+}
+
+pub struct Tree {
+    options: TreeOptions,
+    mutable: TableMemory,
+    /// The immutable table's buffer while no job holds it.
+    immutable: Option<Vec<u8>>,
+    /// Values of the immutable table (sorted, unique), readable until `bar_end`.
+    immutable_count: usize,
+    levels: Vec<ManifestLevel>,
+    /// Per level: the largest key of the table last compacted out of it (round robin).
+    cursors: Vec<[u8; KEY_SIZE_MAX]>,
+    jobs: Vec<Job>,
+    /// The first job not done.
+    job_current: usize,
+    bar_open: bool,
+    beat_budget: u64,
+    beat_left: u64,
+    beat_last: bool,
+    stats: TreeStats,
+}
+
+impl Tree {
+    pub fn new(options: TreeOptions) -> Tree {
+        let layout = options.layout;
+        assert!(options.levels >= 2);
+        assert!(options.growth_factor >= 2);
+        assert!(options.bar_ops >= 2 && options.bar_ops % 2 == 0);
+        let values_max = layout.values_max();
+        Tree {
+            options,
+            mutable: TableMemory::new(layout, values_max, options.bar_ops as usize),
+            immutable: Some(vec![0; values_max * layout.value_size]),
+            immutable_count: 0,
+            levels: (0..options.levels)
+                .map(|level| ManifestLevel::new(layout, options.level_tables_max(level)))
+                .collect(),
+            cursors: vec![[0; KEY_SIZE_MAX]; options.levels],
+            jobs: Vec::with_capacity(options.levels),
+            job_current: 0,
+            bar_open: false,
+            beat_budget: 0,
+            beat_left: 0,
+            beat_last: false,
+            stats: TreeStats::default(),
+        }
+    }
+
+    pub fn options(&self) -> &TreeOptions {
+        &self.options
+    }
+
+    pub fn stats(&self) -> TreeStats {
+        self.stats
+    }
+
+    pub fn levels(&self) -> &[ManifestLevel] {
+        &self.levels
+    }
+
+    /// Values that can still be put in this bar.
+    pub fn room(&self) -> usize {
+        self.mutable.room()
+    }
+
+    pub fn put(&mut self, value: &[u8]) {
+        assert!(self.bar_open, "a put outside a bar");
+        self.mutable.put(value);
+    }
+
+    /// The op's puts are done: they become visible to lookups.
+    pub fn op_end(&mut self) {
+        self.mutable.run_seal();
+    }
+
+    /// What memory says of `key`: `Some(Some(value))` the newest value, `Some(None)` deleted
+    /// (a tombstone), `None` not in memory (look in the levels).
+    pub fn get_memory(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        let layout = &self.options.layout;
+        let found = self.mutable.get(key).or_else(|| {
+            let values = match &self.immutable {
+                Some(values) => &values[..],
+                None => self.immutable_job_values(),
+            };
+            values_search(
+                layout,
+                &values[..self.immutable_count * layout.value_size],
+                key,
+            )
+        })?;
+        Some((!(self.options.tombstone)(found)).then_some(found))
+    }
+
+    fn immutable_job_values(&self) -> &[u8] {
+        self.jobs
+            .iter()
+            .find_map(|job| match &job.work {
+                JobWork::Merge(compaction) if job.table_a.is_none() => compaction.memory_values(),
+                _ => None,
+            })
+            .expect("the immutable table is held by its job")
+    }
+
+    /// Starts op `beat` (`0..bar_ops`) of a bar and its share of the bar's compaction. Beat 0
+    /// turns the mutable table into the immutable one (every op before must have ended) and
+    /// plans the first half's jobs; the middle beat applies their results and plans the second
+    /// half's. The last beat of each half finishes whatever its jobs have left.
+    pub fn beat_start(&mut self, beat: u64, free_set: &mut FreeSet) -> Result<(), TreeError> {
+        let half_ops = self.options.bar_ops / 2;
+        assert!(beat < self.options.bar_ops);
+        if beat == 0 {
+            self.bar_start(free_set)?;
+        } else if beat == half_ops {
+            self.half_end();
+            self.half_start(1, free_set)?;
+        }
+        assert!(self.bar_open);
+        self.beat_left = self.beat_budget;
+        self.beat_last = beat == half_ops - 1 || beat == self.options.bar_ops - 1;
+        Ok(())
+    }
+
+    fn bar_start(&mut self, free_set: &mut FreeSet) -> Result<(), TreeError> {
+        assert!(!self.bar_open);
+        assert!(self.jobs.is_empty());
+        assert_eq!(self.immutable_count, 0);
+        let deepest = self.options.levels - 1;
+        let deepest_tables = self.levels[deepest].table_count();
+        if deepest_tables > self.options.level_tables_limit(deepest) {
+            return Err(TreeError::Full {
+                tables: deepest_tables,
+            });
+        }
+        let mut buffer = self.immutable.take().expect("the immutable buffer is free");
+        self.immutable_count = self.mutable.flush(&mut buffer);
+        self.immutable = Some(buffer);
+        self.bar_open = true;
+        self.stats.bars += 1;
+        self.half_start(0, free_set)
+    }
+
+    /// Plans a half bar's jobs and reserves their output blocks, in level order. The first half
+    /// compacts into the odd levels, the second into the even ones (the immutable table into
+    /// level 0 among them): no level is read by two jobs of one half, and level 0 drains into
+    /// level 1 before the immutable table merges into it.
+    fn half_start(&mut self, half: u64, free_set: &mut FreeSet) -> Result<(), TreeError> {
+        assert!(self.jobs.is_empty());
+        let mut work = 0;
+        if half == 1 && self.immutable_count > 0 {
+            let (key_min, key_max) = self.immutable_range();
+            let tables_b = self.levels[0]
+                .overlapping(&key_min, &key_max)
+                .copied()
+                .collect();
+            let values = self.immutable.take().expect("the immutable buffer is free");
+            let source = Source::Memory {
+                values,
+                count: self.immutable_count,
+            };
+            work += self.job_add(free_set, 0, None, source, tables_b)?;
+        }
+        let first = if half == 0 { 1 } else { 2 };
+        for level_b in (first..self.options.levels).step_by(2) {
+            let level_a = level_b - 1;
+            if self.levels[level_a].table_count() <= self.options.level_tables_limit(level_a) {
+                continue;
+            }
+            let table_a = self.pick(level_a);
+            let layout = self.options.layout;
+            let tables_b = self.levels[level_b]
+                .overlapping(table_a.key_min(&layout), table_a.key_max(&layout))
+                .copied()
+                .collect();
+            self.cursors[level_a] = table_a.key_max;
+            work += self.job_add(
+                free_set,
+                level_b,
+                Some(table_a),
+                Source::Table(table_a),
+                tables_b,
+            )?;
+        }
+        let half_ops = self.options.bar_ops / 2;
+        self.beat_budget = work.div_ceil(half_ops).max(1);
+        self.job_current = 0;
+        Ok(())
+    }
+
+    /// Adds the job into `level_b` and returns a bound on its block I/O.
+    fn job_add(
+        &mut self,
+        free_set: &mut FreeSet,
+        level_b: usize,
+        table_a: Option<TableInfo>,
+        source: Source,
+        tables_b: Vec<TableInfo>,
+    ) -> Result<u64, TreeError> {
+        let layout = self.options.layout;
+        if table_a.is_some() && tables_b.is_empty() {
+            self.jobs.push(Job {
+                level_b,
+                table_a,
+                tables_b,
+                work: JobWork::Move,
+                outputs: Vec::new(),
+            });
+            return Ok(0);
+        }
+        let reads: u64 = table_a
+            .iter()
+            .chain(&tables_b)
+            .map(|t| table_blocks(&layout, t))
+            .sum();
+        let writes = Compaction::output_blocks_max(&layout, &source, &tables_b);
+        // Tombstones can go once nothing older could lie below the output: no job of this half
+        // writes deeper then either (the level below is empty, so it has no job).
+        let deeper_empty = self.levels[level_b + 1..]
+            .iter()
+            .all(|level| level.table_count() == 0);
+        let compaction = Compaction::new(
+            layout,
+            self.options.cluster,
+            self.options.tree,
+            self.options.tombstone,
+            deeper_empty,
+            source,
+            &tables_b,
+            free_set,
+        )
+        .map_err(|_| TreeError::GridFull)?;
+        self.jobs.push(Job {
+            level_b,
+            table_a,
+            tables_b,
+            work: JobWork::Merge(Box::new(compaction)),
+            outputs: Vec::new(),
+        });
+        Ok(reads + writes)
+    }
+
+    /// The next table of `level` after its cursor, in key order, wrapping.
+    fn pick(&self, level: usize) -> TableInfo {
+        let layout = self.options.layout;
+        let cursor = &self.cursors[level][..layout.key_size];
+        self.levels[level]
+            .overlapping(cursor, &KEY_LAST[..layout.key_size])
+            .find(|t| t.key_min(&layout) > cursor)
+            .or_else(|| self.levels[level].iter().next())
+            .copied()
+            .expect("the level holds tables")
+    }
+
+    fn immutable_range(&self) -> ([u8; KEY_SIZE_MAX], [u8; KEY_SIZE_MAX]) {
+        let layout = self.options.layout;
+        let values = self
+            .immutable
+            .as_ref()
+            .expect("the immutable buffer is free");
+        let size = layout.value_size;
+        let last = (self.immutable_count - 1) * size;
+        let mut key_min = [0; KEY_SIZE_MAX];
+        let mut key_max = [0; KEY_SIZE_MAX];
+        key_min[..layout.key_size].copy_from_slice(&values[..layout.key_size]);
+        key_max[..layout.key_size].copy_from_slice(&values[last..last + layout.key_size]);
+        (key_min, key_max)
+    }
+
+    /// Advances the bar's jobs until a block must be read or written, the beat's budget is
+    /// spent, or every job is done.
+    pub fn compact_step(&mut self, free_set: &mut FreeSet) -> TreeStep {
+        assert!(self.bar_open);
+        while let Some(job) = self.jobs.get_mut(self.job_current) {
+            let step = match &mut job.work {
+                JobWork::Move | JobWork::Done => None,
+                JobWork::Merge(compaction) => {
+                    if self.beat_left == 0 && !self.beat_last {
+                        return TreeStep::BeatDone;
+                    }
+                    Some(compaction.step(free_set))
+                }
+            };
+            let step = match step {
+                None | Some(CompactionStep::Done) => {
+                    self.job_finish();
+                    continue;
+                }
+                Some(CompactionStep::Read(reference)) => {
+                    self.stats.blocks_read += 1;
+                    TreeStep::Read(reference)
+                }
+                Some(CompactionStep::Write(address)) => {
+                    self.stats.blocks_written += 1;
+                    TreeStep::Write(address)
+                }
+            };
+            if self.beat_left == 0 {
+                self.stats.steps_over_budget += 1;
+            } else {
+                self.beat_left -= 1;
+            }
+            return step;
+        }
+        TreeStep::BarDone
+    }
+
+    /// The current job is done: its outputs are kept for `bar_end`, the immutable buffer taken
+    /// back.
+    fn job_finish(&mut self) {
+        let job = &mut self.jobs[self.job_current];
+        match std::mem::replace(&mut job.work, JobWork::Done) {
+            JobWork::Move => self.stats.tables_moved += 1,
+            JobWork::Merge(compaction) => {
+                job.outputs = compaction.outputs().to_vec();
+                self.stats.jobs_merged += 1;
+                if job.table_a.is_none() {
+                    let buffer = compaction.memory_buffer().expect("a memory source");
+                    assert!(self.immutable.is_none());
+                    self.immutable = Some(buffer);
+                }
+            }
+            JobWork::Done => {}
+        }
+        self.job_current += 1;
+    }
+
+    /// The block to write, after a `Write` step.
+    pub fn block_written(&self) -> &[u8] {
+        match &self.jobs[self.job_current].work {
+            JobWork::Merge(compaction) => compaction.block_written(),
+            _ => unreachable!("a write step comes from a merge"),
+        }
+    }
+
+    /// The block a `Read` step named, verified by the caller.
+    pub fn on_read(&mut self, block: &[u8]) {
+        match &mut self.jobs[self.job_current].work {
+            JobWork::Merge(compaction) => compaction.on_read(block),
+            _ => unreachable!("a read step comes from a merge"),
+        }
+    }
+
+    /// Ends a half bar: every job is done, and the manifest takes their results.
+    fn half_end(&mut self) {
+        assert_eq!(
+            self.job_current,
+            self.jobs.len(),
+            "the half bar's compaction is not done"
+        );
+        for job in std::mem::take(&mut self.jobs) {
+            if let Some(table_a) = &job.table_a {
+                self.levels[job.level_b - 1].remove(table_a);
+            }
+            for table in &job.tables_b {
+                self.levels[job.level_b].remove(table);
+            }
+            let moved = job
+                .table_a
+                .filter(|_| job.tables_b.is_empty() && job.outputs.is_empty());
+            for table in moved.iter().chain(&job.outputs) {
+                self.levels[job.level_b].insert(*table);
+            }
+        }
+    }
+
+    /// Ends the bar (after its last op's beat): the second half's results enter the manifest,
+    /// the immutable table's values among them.
+    pub fn bar_end(&mut self) {
+        assert!(self.bar_open);
+        self.half_end();
+        self.immutable_count = 0;
+        self.bar_open = false;
+        assert!(self.immutable.is_some());
+    }
+}
+
+/// Blocks of a table: its value blocks (all full but the last) and its index.
+fn table_blocks(layout: &TableLayout, table: &TableInfo) -> u64 {
+    table.value_count.div_ceil(layout.values_per_block() as u64) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::block_verify;
+    use crate::grid::cache::BlockCache;
+    use crate::lsm::lookup::{LevelsLookup, LookupStep};
+    use crate::lsm::test_support::{is_tombstone, value, Disk, CLUSTER};
+    use rand_chacha::rand_core::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::BTreeMap;
+
+    const BLOCK_SIZE: usize = 4096;
+
+    fn options() -> TreeOptions {
+        TreeOptions {
+            // 60 values a block, 4 blocks a table (240 values).
+            layout: TableLayout::new(BLOCK_SIZE, 64, 8, 4),
+            cluster: CLUSTER,
+            tree: 1,
+            tombstone: is_tombstone,
+            levels: 4,
+            growth_factor: 4,
+            bar_ops: 8,
+        }
+    }
+
+    /// A tree driven op by op over an in-memory grid, checked against a map.
+    struct Harness {
+        tree: Tree,
+        disk: Disk,
+        cache: BlockCache<Vec<u8>>,
+        model: BTreeMap<u64, [u8; 64]>,
+        op: u64,
+        checkpoints: Vec<u64>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            Harness {
+                tree: Tree::new(options()),
+                disk: Disk::new(),
+                cache: BlockCache::new(64),
+                model: BTreeMap::new(),
+                op: 0,
+                checkpoints: Vec::new(),
+            }
+        }
+
+        /// One op: its share of compaction, then its puts. Bars start and end on op numbers,
+        /// and every fourth bar a checkpoint frees what was released two checkpoints ago.
+        fn op(&mut self, puts: &[[u8; 64]]) {
+            let bar_ops = self.tree.options().bar_ops;
+            let beat = self.op % bar_ops;
+            if beat == 0 && self.op > 0 {
+                self.tree.bar_end();
+                self.checkpoint_maybe();
+            }
+            self.tree.beat_start(beat, &mut self.disk.free_set).unwrap();
+            self.compact_beat();
+            for v in puts {
+                self.tree.put(v);
+                let key = u64::from_be_bytes(v[..8].try_into().unwrap());
+                if is_tombstone(v) {
+                    self.model.remove(&key);
+                } else {
+                    self.model.insert(key, *v);
+                }
+            }
+            self.tree.op_end();
+            self.op += 1;
+        }
+
+        fn compact_beat(&mut self) {
+            loop {
+                match self.tree.compact_step(&mut self.disk.free_set) {
+                    TreeStep::Read(reference) => {
+                        let block = self.disk.blocks[&reference.address].clone();
+                        block_verify(&block, CLUSTER, reference, BLOCK_SIZE).unwrap();
+                        self.tree.on_read(&block);
+                    }
+                    TreeStep::Write(address) => {
+                        let block = self.tree.block_written().to_vec();
+                        self.disk.blocks.insert(address, block);
+                    }
+                    TreeStep::BeatDone | TreeStep::BarDone => return,
+                }
+            }
+        }
+
+        fn checkpoint_maybe(&mut self) {
+            if self.tree.stats().bars % 4 != 0 {
+                return;
+            }
+            self.disk.free_set.checkpoint(self.op);
+            self.checkpoints.push(self.op);
+            if self.checkpoints.len() > 2 {
+                let durable = self.checkpoints.remove(0);
+                self.disk.free_set.checkpoint_durable(durable);
+            }
+        }
+
+        fn get(&mut self, key: u64) -> Option<[u8; 64]> {
+            let key = key.to_be_bytes();
+            if let Some(found) = self.tree.get_memory(&key) {
+                return found.map(|v| v.try_into().unwrap());
+            }
+            let layout = self.tree.options().layout;
+            let mut lookup = LevelsLookup::new(&layout, &key);
+            let mut out = [0u8; 64];
+            loop {
+                let levels = self.tree.levels();
+                match lookup.step(&layout, levels, &is_tombstone, &mut self.cache, &mut out) {
+                    LookupStep::Found => return Some(out),
+                    LookupStep::Absent => return None,
+                    LookupStep::Read(reference) => {
+                        let block = self.disk.blocks[&reference.address].clone();
+                        block_verify(&block, CLUSTER, reference, BLOCK_SIZE)
+                            .expect("a block the manifest references is intact");
+                        self.cache.insert(reference.address, block);
+                    }
+                }
+            }
+        }
+
+        fn check(&mut self, key: u64) {
+            assert_eq!(self.get(key), self.model.get(&key).copied(), "key {key}");
+        }
+    }
+
+    /// Random ops: mostly new keys in increasing order (as timestamps are), updates of recent
+    /// and old keys, and deletions; every op's keys and a sample of others checked against the
+    /// model, and every key at the end.
+    fn random_run(seed: u64, ops: u64) -> Harness {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut h = Harness::new();
+        let mut next_key = 0u64;
+        let per_op_max = options().layout.values_max() / options().bar_ops as usize;
+        for _ in 0..ops {
+            let count = (rng.next_u64() % (per_op_max as u64 + 1)) as usize;
+            let mut puts = Vec::with_capacity(count);
+            for _ in 0..count {
+                let roll = rng.next_u64() % 100;
+                let version = rng.next_u64() as u8;
+                let key = if roll < 60 || next_key == 0 {
+                    next_key += 1 + rng.next_u64() % 3;
+                    next_key
+                } else {
+                    rng.next_u64() % (next_key + 1)
+                };
+                puts.push(value(key, version, roll >= 90));
+            }
+            h.op(&puts);
+            for v in &puts {
+                h.check(u64::from_be_bytes(v[..8].try_into().unwrap()));
+            }
+            for _ in 0..8 {
+                h.check(rng.next_u64() % (next_key + 10));
+            }
+        }
+        for key in 0..next_key + 10 {
+            h.check(key);
+        }
+        h
+    }
+
+    #[test]
+    fn tree_matches_a_map_through_flushes_compactions_and_frees() {
+        for seed in 0..4 {
+            let h = random_run(seed, 3_000);
+            let stats = h.tree.stats();
+            assert_eq!(stats.steps_over_budget, 0, "{stats:?}");
+            assert!(
+                stats.jobs_merged > 100 && stats.tables_moved > 0,
+                "{stats:?}"
+            );
+            let levels: Vec<usize> = h.tree.levels().iter().map(|l| l.table_count()).collect();
+            assert!(levels[2] > 0, "compaction reached level 2: {levels:?}");
+            for (level, count) in levels.iter().enumerate() {
+                assert!(
+                    *count <= h.tree.options().level_tables_max(level),
+                    "{levels:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn same_ops_same_blocks() {
+        let a = random_run(7, 600);
+        let b = random_run(7, 600);
+        assert_eq!(a.disk.blocks, b.disk.blocks);
+        assert_eq!(a.tree.stats(), b.tree.stats());
+    }
+}
