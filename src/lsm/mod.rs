@@ -7,6 +7,7 @@
 pub mod compaction;
 pub mod lookup;
 pub mod manifest_level;
+pub mod manifest_log;
 pub mod merge;
 pub mod table;
 pub mod table_memory;

@@ -29,6 +29,7 @@
 
 use super::compaction::{Compaction, CompactionStep, Source};
 use super::manifest_level::ManifestLevel;
+use super::manifest_log::{ManifestChange, ManifestEvent};
 use super::table::{values_search, TableInfo, TableLayout, KEY_SIZE_MAX};
 use super::table_memory::TableMemory;
 use crate::grid::free_set::FreeSet;
@@ -134,6 +135,9 @@ pub struct Tree {
     /// The first job not done.
     job_current: usize,
     bar_open: bool,
+    /// Changes to the levels since the owner last took them (`manifest_changes_take`), for the
+    /// manifest log.
+    changes: Vec<ManifestEvent>,
     beat_budget: u64,
     beat_left: u64,
     beat_last: bool,
@@ -159,6 +163,7 @@ impl Tree {
             jobs: Vec::with_capacity(options.levels),
             job_current: 0,
             bar_open: false,
+            changes: Vec::new(),
             beat_budget: 0,
             beat_left: 0,
             beat_last: false,
@@ -467,19 +472,57 @@ impl Tree {
             "the half bar's compaction is not done"
         );
         for job in std::mem::take(&mut self.jobs) {
-            if let Some(table_a) = &job.table_a {
-                self.levels[job.level_b - 1].remove(table_a);
-            }
-            for table in &job.tables_b {
-                self.levels[job.level_b].remove(table);
+            let level_b = job.level_b as u8;
+            let removed = job.table_a.iter().map(|t| (level_b - 1, *t));
+            for (level, table) in removed.chain(job.tables_b.iter().map(|t| (level_b, *t))) {
+                self.manifest_change(level, ManifestChange::Remove, table);
             }
             let moved = job
                 .table_a
                 .filter(|_| job.tables_b.is_empty() && job.outputs.is_empty());
             for table in moved.iter().chain(&job.outputs) {
-                self.levels[job.level_b].insert(*table);
+                self.manifest_change(level_b, ManifestChange::Insert, *table);
             }
         }
+    }
+
+    fn manifest_change(&mut self, level: u8, change: ManifestChange, table: TableInfo) {
+        let event = ManifestEvent {
+            level,
+            change,
+            table,
+        };
+        self.manifest_apply(&event);
+        self.changes.push(event);
+    }
+
+    /// Applies one change to the levels: as compaction makes it, or as a restart replays the
+    /// manifest log (before any bar). A removal of a table the level does not hold (its
+    /// insertion was compacted out of the log with its block) changes nothing.
+    pub fn manifest_apply(&mut self, event: &ManifestEvent) {
+        assert!(event.table.tree == self.options.tree);
+        match event.change {
+            ManifestChange::Insert => self.levels[event.level as usize].insert(event.table),
+            ManifestChange::Remove => {
+                if self.holds(event.level, &event.table) {
+                    self.levels[event.level as usize].remove(&event.table);
+                }
+            }
+        }
+    }
+
+    /// Whether level `level` holds `table` (the manifest log's compaction keeps only those).
+    pub fn holds(&self, level: u8, table: &TableInfo) -> bool {
+        let key = table.key_max(&self.options.layout);
+        self.levels[level as usize].table_holding(key) == Some(table)
+    }
+
+    /// The changes to the levels since the last call, oldest first, for the manifest log.
+    pub fn manifest_changes_take(&mut self, mut each: impl FnMut(&ManifestEvent)) {
+        for event in &self.changes {
+            each(event);
+        }
+        self.changes.clear();
     }
 
     /// Ends the bar (after its last op's beat): the second half's results enter the manifest,
@@ -504,6 +547,7 @@ mod tests {
     use crate::grid::block_verify;
     use crate::grid::cache::BlockCache;
     use crate::lsm::lookup::{LevelsLookup, LookupStep};
+    use crate::lsm::manifest_log::{ManifestLog, ManifestLogReader};
     use crate::lsm::test_support::{is_tombstone, value, Disk, CLUSTER};
     use rand_chacha::rand_core::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -532,6 +576,7 @@ mod tests {
         model: BTreeMap<u64, [u8; 64]>,
         op: u64,
         checkpoints: Vec<u64>,
+        log: ManifestLog,
     }
 
     impl Harness {
@@ -543,6 +588,7 @@ mod tests {
                 model: BTreeMap::new(),
                 op: 0,
                 checkpoints: Vec::new(),
+                log: ManifestLog::new(CLUSTER, BLOCK_SIZE),
             }
         }
 
@@ -553,9 +599,16 @@ mod tests {
             let beat = self.op % bar_ops;
             if beat == 0 && self.op > 0 {
                 self.tree.bar_end();
+                self.log_changes();
                 self.checkpoint_maybe();
             }
-            self.tree.beat_start(beat, &mut self.disk.free_set).unwrap();
+            if beat == bar_ops / 2 {
+                // The first half's changes enter the manifest as the second half starts.
+                self.tree.beat_start(beat, &mut self.disk.free_set).unwrap();
+                self.log_changes();
+            } else {
+                self.tree.beat_start(beat, &mut self.disk.free_set).unwrap();
+            }
             self.compact_beat();
             for v in puts {
                 self.tree.put(v);
@@ -587,10 +640,37 @@ mod tests {
             }
         }
 
+        /// The tree's changes into the manifest log, which compacts its oldest block while
+        /// the chain is longer than the live tables need (with two blocks to spare).
+        fn log_changes(&mut self) {
+            let (tree, log, free_set) = (&mut self.tree, &mut self.log, &mut self.disk.free_set);
+            tree.manifest_changes_take(|event| log.append(free_set, event));
+            let live: usize = self.tree.levels().iter().map(|l| l.table_count()).sum();
+            while let Some(oldest) = self.log.compact_wanted(live, 2) {
+                self.log_drain();
+                let block = self.disk.blocks[&oldest.address].clone();
+                block_verify(&block, CLUSTER, oldest, BLOCK_SIZE).unwrap();
+                let tree = &self.tree;
+                self.log.compact(&mut self.disk.free_set, &block, |e| {
+                    tree.holds(e.level, &e.table)
+                });
+            }
+            self.log_drain();
+        }
+
+        fn log_drain(&mut self) {
+            while let Some((address, block)) = self.log.write_next() {
+                self.disk.blocks.insert(address, block.to_vec());
+                self.log.write_done();
+            }
+        }
+
         fn checkpoint_maybe(&mut self) {
             if self.tree.stats().bars % 4 != 0 {
                 return;
             }
+            self.log.checkpoint(&mut self.disk.free_set);
+            self.log_drain();
             self.disk.free_set.checkpoint(self.op);
             self.checkpoints.push(self.op);
             if self.checkpoints.len() > 2 {
@@ -682,6 +762,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The manifest log of a run, read back from the blocks of its last checkpoint and replayed
+    /// into a new tree, gives that checkpoint's levels: the reopened tree holds every table the
+    /// live one held then.
+    #[test]
+    fn manifest_log_replays_the_levels_of_a_checkpoint() {
+        let mut h = random_run(11, 1_200);
+        let state = h.log.checkpoint(&mut h.disk.free_set);
+        h.log_drain();
+        let mut reader = ManifestLogReader::new(state);
+        while let Some(reference) = reader.next_read() {
+            let block = &h.disk.blocks[&reference.address];
+            block_verify(block, CLUSTER, reference, BLOCK_SIZE).unwrap();
+            reader.on_read(block);
+        }
+        let mut reopened = Tree::new(options());
+        for event in reader.events() {
+            reopened.manifest_apply(&event);
+        }
+        let tables = |tree: &Tree| -> Vec<Vec<TableInfo>> {
+            tree.levels()
+                .iter()
+                .map(|l| l.iter().copied().collect())
+                .collect()
+        };
+        assert!(h.tree.levels()[1].table_count() > 0);
+        assert_eq!(tables(&reopened), tables(&h.tree));
+        assert!(h.log.block_count() < 20, "{} blocks", h.log.block_count());
     }
 
     #[test]
