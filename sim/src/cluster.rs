@@ -979,7 +979,9 @@ impl Simulator {
         };
         let storage = replica.seams().storage;
         let atlas = Rc::clone(storage.atlas());
-        if !atlas.faulty(index as u8, zone, atlas.area_of(zone, offset)) {
+        if !atlas.faulty(index as u8, zone, atlas.area_of(zone, offset))
+            || storage.fault_spared(zone, offset, SECTOR_SIZE)
+        {
             return;
         }
         storage.corrupt_sector_at(zone, offset, &mut self.corrupt_rng);
@@ -1753,6 +1755,7 @@ impl Simulator {
             total.write_faults += s.write_faults;
             total.misdirects += s.misdirects;
             total.torn_writes += s.torn_writes;
+            total.faults_spared_journal += s.faults_spared_journal;
             total.lost_writes += s.lost_writes;
             total.slow_ios += s.slow_ios;
             total.stalls += s.stalls;

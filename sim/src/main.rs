@@ -196,7 +196,7 @@ fn print_counters(sim: &Simulator) {
         c[0], c[1], c[2], c[3], c[4]
     );
     println!(
-        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} slow_packets={} sectors_corrupted={} misdirected_writes={} torn_writes={} lost_writes={} slow_ios={} stalls={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_shared_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{} primary_crashes_after_lost_write={}",
+        "faults: packets_dropped={} packets_replayed={} packets_corrupted={} partitions={} clogs={} slow_packets={} sectors_corrupted={} misdirected_writes={} torn_writes={} faults_spared_journal={} lost_writes={} slow_ios={} stalls={} crashes={} outages={} io_crashes_write_submitted={} io_crashes_write_completed={} io_crashes_send={} crashes_between_superblock_copies={} restarts={} disks_lost={} pauses={} clock_excursions={} clock_shared_excursions={} clock_epochs_failed={} acknowledged_writes_lost={}/{}/{} primary_crashes_after_lost_write={}",
         n.dropped_loss + n.dropped_capacity + n.dropped_partition,
         n.replayed,
         f.packets_corrupted,
@@ -206,6 +206,7 @@ fn print_counters(sim: &Simulator) {
         s.read_faults + s.write_faults,
         s.misdirects,
         s.torn_writes,
+        s.faults_spared_journal,
         s.lost_writes,
         s.slow_ios,
         s.stalls,

@@ -311,6 +311,9 @@ pub struct StorageStats {
     pub slow_ios: u64,
     /// Disk stalls (`StorageOptions::stall_probability`).
     pub stalls: u64,
+    /// Faults drawn and not made because they would have left a journal slot with neither its
+    /// prepare nor its header-ring entry as the replica wrote it (`SimStorage::fault_spared`).
+    pub faults_spared_journal: u64,
 }
 
 struct InFlight {
@@ -566,6 +569,10 @@ impl SimStorage {
         {
             return false;
         }
+        if self.fault_spared(Zone::WalPrepares, offset, 1) {
+            self.stats.faults_spared_journal += 1;
+            return false;
+        }
         let (_, bytes) = self.replaced_prepares.remove(&offset).unwrap();
         self.bytes_mut(Zone::WalPrepares, offset, bytes.len())
             .copy_from_slice(&bytes);
@@ -593,6 +600,37 @@ impl SimStorage {
     /// Changes whenever the durable superblock may have changed.
     pub fn superblock_generation(&self) -> u64 {
         self.superblock_generation
+    }
+
+    /// Whether a fault on `offset..offset + len` of `zone` must be spared: it would damage one
+    /// copy of a journal slot (its prepare, or its header-ring entry) whose other copy is not
+    /// as the replica wrote it (a write that did not land, or damage). With both copies of the
+    /// newest op a replica acknowledged gone, recovery finds no trace of the op and nacks it;
+    /// two faults on the two copies of one op on one replica are outside the fault model, as in
+    /// TigerBeetle's simulator (docs/testing.md, "What the VOPR cannot see"). The deliberate
+    /// pairs of the lost-write fault, below the head, are made directly and not asked.
+    pub fn fault_spared(&self, zone: Zone, offset: u64, len: usize) -> bool {
+        let (slots, other) = match zone {
+            Zone::WalHeaders => (HEADER_SIZE as u64, Zone::WalPrepares),
+            Zone::WalPrepares => (self.layout.message_size_max, Zone::WalHeaders),
+            _ => return false,
+        };
+        let end = offset + len.max(1) as u64;
+        (offset / slots..end.div_ceil(slots))
+            .filter(|&slot| slot < self.layout.slot_count)
+            .any(|slot| !self.copy_intact(other, slot))
+    }
+
+    /// Whether journal slot `slot`'s copy in `zone` (its prepare, or its header-ring entry) is
+    /// on disk as the replica last wrote it, or read it at open.
+    fn copy_intact(&self, zone: Zone, slot: u64) -> bool {
+        let size = match zone {
+            Zone::WalHeaders => HEADER_SIZE as u64,
+            _ => self.layout.message_size_max,
+        };
+        let start = (self.layout.zone_offset(zone) + slot * size) as usize;
+        let range = start..start + size as usize;
+        self.memory[range.clone()] == self.shadow[range]
     }
 
     /// Corrupts the sector at `offset` of `zone` on disk now (bits flipped or garbage), as
@@ -755,7 +793,10 @@ impl SimStorage {
         let buffer = &mut request.buffer.buffer_mut()[..len];
         self.copy_out(zone, offset, buffer);
         if self.faults && rng::chance(&mut self.rng, self.options.read_fault_probability) {
-            if let Some(sector) = self.pick_faulty_sector(zone, offset, len) {
+            let sector = self.pick_faulty_sector(zone, offset, len);
+            let spared = sector.is_some_and(|s| self.fault_spared(zone, s, SECTOR_SIZE));
+            self.stats.faults_spared_journal += u64::from(spared);
+            if let Some(sector) = sector.filter(|_| !spared) {
                 let at = (sector - offset) as usize;
                 corrupt_sector(&mut self.rng, &mut buffer[at..at + SECTOR_SIZE]);
                 self.stats.read_faults += 1;
@@ -778,7 +819,9 @@ impl SimStorage {
         }
         let mut target = request.offset;
         if self.faults && rng::chance(&mut self.rng, self.options.write_misdirect_probability) {
-            if let Some(landing) = self.misdirect_target(zone, request.offset, len) {
+            if self.fault_spared(zone, request.offset, len) {
+                self.stats.faults_spared_journal += 1;
+            } else if let Some(landing) = self.misdirect_target(zone, request.offset, len) {
                 target = landing;
                 self.stats.misdirects += 1;
             }
@@ -801,7 +844,10 @@ impl SimStorage {
         }
         self.bytes_mut(zone, target, len).copy_from_slice(data);
         if self.faults && rng::chance(&mut self.rng, self.options.write_fault_probability) {
-            if let Some(sector) = self.pick_faulty_sector(zone, target, len) {
+            let sector = self.pick_faulty_sector(zone, target, len);
+            let spared = sector.is_some_and(|s| self.fault_spared(zone, s, SECTOR_SIZE));
+            self.stats.faults_spared_journal += u64::from(spared);
+            if let Some(sector) = sector.filter(|_| !spared) {
                 let mut bytes = [0; SECTOR_SIZE];
                 self.copy_out(zone, sector, &mut bytes);
                 corrupt_sector(&mut self.rng, &mut bytes);
@@ -862,6 +908,7 @@ impl SimStorage {
             if landing != offset
                 && landing + len <= zone_size
                 && atlas.range_faulty(self.replica, zone, landing, len)
+                && !self.fault_spared(zone, landing, len as usize)
             {
                 return Some(landing);
             }
@@ -881,6 +928,14 @@ impl SimStorage {
                 } else {
                     CrashFate::Lost
                 }
+            }
+            fate => fate,
+        };
+        // A tear that would be a second fault on a journal slot lands whole instead.
+        let fate = match fate {
+            CrashFate::Torn if self.fault_spared(zone, offset, len) => {
+                self.stats.faults_spared_journal += 1;
+                CrashFate::Written
             }
             fate => fate,
         };
