@@ -26,6 +26,7 @@ pub mod header;
 pub mod io_token;
 pub mod journal;
 pub mod message;
+pub mod metrics;
 pub mod replica;
 pub mod superblock;
 pub mod timeout;

@@ -145,6 +145,10 @@ struct StartArgs {
     /// Most transfers the ledger holds [default: 4194304; 131072 for the development replica].
     #[arg(long)]
     transfers_max: Option<u32>,
+    /// Serve Prometheus metrics on this address (host:port, or a port for 127.0.0.1):
+    /// `GET /metrics`, from the replica's own event loop (docs/operations.md lists them).
+    #[arg(long, value_name = "ADDRESS")]
+    metrics: Option<String>,
     /// The replica's data file (made by `vsr format`); none with --development.
     path: Option<PathBuf>,
 }
@@ -245,12 +249,17 @@ impl StartArgs {
         };
         vsr::io::log::set_format(&self.log_format).map_err(Failure::usage)?;
         let production = LedgerConfig::default();
+        let metrics = match &self.metrics {
+            Some(text) => Some(cli::parse_metrics_address(text)?),
+            None => None,
+        };
         match (self.path, self.addresses) {
             (None, addresses) if self.development => cli::start_development(
                 trace,
                 addresses.as_deref(),
                 self.accounts_max,
                 self.transfers_max,
+                metrics,
             ),
             (None, _) => Err(Failure::usage(
                 "start needs a data file path (or --development alone)",
@@ -265,6 +274,7 @@ impl StartArgs {
                     trace,
                     accounts_max: self.accounts_max.unwrap_or(production.accounts_max),
                     transfers_max: self.transfers_max.unwrap_or(production.transfers_max),
+                    metrics,
                 })
             }
         }

@@ -11,6 +11,7 @@ pub mod status;
 use crate::config::Config;
 use crate::io::event_loop::Runtime;
 use crate::io::file_storage::{format_file, FileStorage};
+use crate::io::metrics::MetricsServer;
 use crate::io::os_time::OsTime;
 use crate::io::tcp_bus::TcpBus;
 use crate::io::Io;
@@ -233,6 +234,20 @@ pub struct StartOptions {
     pub trace: bool,
     pub accounts_max: u32,
     pub transfers_max: u32,
+    /// Serve Prometheus metrics on this address (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `--metrics`: one address, or a bare port for 127.0.0.1.
+pub fn parse_metrics_address(text: &str) -> Result<SocketAddr, Failure> {
+    let addresses =
+        parse_addresses(text).map_err(|e| Failure::usage(format!("--metrics: {}", e.message)))?;
+    match addresses[..] {
+        [address] => Ok(address),
+        _ => Err(Failure::usage(
+            "--metrics takes one address (host:port, or a port)",
+        )),
+    }
 }
 
 pub fn start(options: StartOptions) -> Result<(), Failure> {
@@ -260,6 +275,19 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         SEND_QUEUE_MAX,
     )
     .map_err(|e| Failure::runtime(format!("listen: {e}")))?;
+    let metrics = match options.metrics {
+        None => None,
+        Some(address) => {
+            let server = MetricsServer::listen(address).map_err(|e| {
+                Failure::runtime(format!(
+                    "--metrics: cannot listen on {address}: {e} (is the port in use? pick \
+                     another)"
+                ))
+            })?;
+            crate::io::metrics::log_listening(address);
+            Some(server)
+        }
+    };
     // What the replica may take from the pool between two received messages: a reply per
     // session and the write of the one before it, the pipeline and its cache, journal I/O.
     bus.reserve_for_replica(
@@ -284,6 +312,7 @@ pub fn start(options: StartOptions) -> Result<(), Failure> {
         ledger,
     );
     let mut runtime = Runtime::new(io, replica);
+    runtime.metrics = metrics;
     install_signal_handlers();
     if options.development {
         let address = options.addresses[sb.replica as usize];
@@ -443,6 +472,7 @@ pub fn start_development(
     address: Option<&str>,
     accounts_max: Option<u32>,
     transfers_max: Option<u32>,
+    metrics: Option<SocketAddr>,
 ) -> Result<(), Failure> {
     let addresses = parse_addresses(address.unwrap_or("127.0.0.1:3000"))?;
     if addresses.len() != 1 {
@@ -456,6 +486,14 @@ pub fn start_development(
              another port with --addresses=<port>",
             addresses[0]
         )));
+    }
+    if let Some(address) = metrics {
+        if let Err(e) = std::net::TcpListener::bind(address) {
+            return Err(Failure::runtime(format!(
+                "--metrics: cannot listen on {address}: {e}. Pick another port with \
+                 --metrics=<port>"
+            )));
+        }
     }
     let path = PathBuf::from("data/0_0.vsr");
     if !path.exists() {
@@ -484,5 +522,6 @@ pub fn start_development(
         trace,
         accounts_max,
         transfers_max,
+        metrics,
     })
 }

@@ -7,6 +7,7 @@ use super::log::{log, Level};
 use super::{owner_of, Io, Owner};
 use crate::config::TICK_MS;
 use crate::io::file_storage::FileStorage;
+use crate::io::metrics::{render, MetricsServer, Scrape};
 use crate::io::os_time::OsTime;
 use crate::io::tcp_bus::TcpBus;
 use crate::replica::{Event, Replica, Status};
@@ -21,6 +22,8 @@ pub type LinuxReplica<M> = Replica<FileStorage, TcpBus, OsTime, M>;
 pub struct Runtime<M: StateMachine> {
     pub io: Io,
     pub replica: LinuxReplica<M>,
+    /// The Prometheus endpoint, when `--metrics` asks for one.
+    pub metrics: Option<MetricsServer>,
     timespec: Box<types::Timespec>,
     timer_armed: bool,
     next_tick: u64,
@@ -32,6 +35,7 @@ impl<M: StateMachine> Runtime<M> {
         Runtime {
             io,
             replica,
+            metrics: None,
             timespec: Box::new(types::Timespec::new()),
             timer_armed: false,
             next_tick,
@@ -63,6 +67,9 @@ impl<M: StateMachine> Runtime<M> {
         let seams = self.replica.seams();
         seams.storage.pump(&mut self.io);
         seams.bus.pump(&mut self.io);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.pump(&mut self.io);
+        }
         self.arm_timer();
         self.io
             .submit_and_wait()
@@ -76,9 +83,14 @@ impl<M: StateMachine> Runtime<M> {
                 }
                 Some((Owner::Bus, value)) => seams.bus.on_cqe(&mut self.io, value, result),
                 Some((Owner::Timer, _)) => self.timer_armed = false,
+                Some((Owner::Metrics, value)) => {
+                    let metrics = self.metrics.as_mut().expect("a metrics completion");
+                    metrics.on_cqe(value, result);
+                }
                 None => panic!("completion with unknown owner {user_data:#x}"),
             }
         }
+        self.metrics_render();
         while let Some(completion) = self.replica.seams().storage.next_completion() {
             self.replica.on_io_completion(completion);
             self.take_events()?;
@@ -88,6 +100,27 @@ impl<M: StateMachine> Runtime<M> {
             self.take_events()?;
         }
         self.tick_due()
+    }
+
+    /// Answers every scrape whose request has arrived, from the replica's counters.
+    fn metrics_render(&mut self) {
+        let Some(metrics) = &mut self.metrics else {
+            return;
+        };
+        while let Some(index) = metrics.next_render() {
+            let r = &self.replica;
+            let scrape = Scrape {
+                status: r.status_now(),
+                stats: r.stats(),
+                latencies: r.latencies(),
+                bus: &r.bus().stats,
+                server: metrics.stats,
+                pool_capacity: r.pool().capacity(),
+                pool_available: r.pool().available(),
+            };
+            render(metrics.response_body(index), &scrape);
+            metrics.rendered(index);
+        }
     }
 
     /// Ticks the replica and the bus once per `TICK_MS` elapsed since the last tick.
@@ -101,6 +134,9 @@ impl<M: StateMachine> Runtime<M> {
             if ticks <= 10 {
                 self.replica.tick();
                 self.replica.seams().bus.tick();
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.tick();
+                }
                 self.take_events()?;
             }
         }

@@ -7,12 +7,14 @@
 //! - `event_loop`: the replica's loop (submit, wait, route, tick).
 //! - `file_storage`: the data file behind the `Storage` seam (O_DIRECT | O_DSYNC).
 //! - `tcp_bus`: the message bus over TCP behind the `MessageBus` seam.
+//! - `metrics`: the Prometheus endpoint (`--metrics`), served on the same ring.
 //! - `os_time`: the OS clocks behind the `Time` seam.
 //! - `log`: the log lines (timestamp, level, replica, component; text or JSON).
 
 pub mod event_loop;
 pub mod file_storage;
 pub mod log;
+pub mod metrics;
 pub mod os_time;
 pub mod ring;
 pub mod tcp_bus;

@@ -11,6 +11,7 @@ pub enum Owner {
     Storage = 1,
     Bus = 2,
     Timer = 3,
+    Metrics = 4,
 }
 
 pub fn user_data(owner: Owner, value: u64) -> u64 {
@@ -24,6 +25,7 @@ pub fn owner_of(user_data: u64) -> Option<(Owner, u64)> {
         1 => Some((Owner::Storage, value)),
         2 => Some((Owner::Bus, value)),
         3 => Some((Owner::Timer, value)),
+        4 => Some((Owner::Metrics, value)),
         _ => None,
     }
 }

@@ -302,6 +302,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             .is_some_and(|w| w.recorded && w.identity.op == durable.op)
         {
             let write = self.checkpoint_write.take().unwrap();
+            let duration_ns = self.time.monotonic().saturating_sub(write.started);
+            self.latencies.checkpoint.observe(duration_ns);
             self.event(format_args!(
                 "checkpoint op={} durable: {} bytes in {} chunks, {} ms",
                 durable.op,

@@ -23,6 +23,7 @@ use crate::header::commands::{
 };
 use crate::journal::DURABLE_EVENTS_PER_COMPLETION_MAX;
 use crate::journal::{Journal, RecoveryReport};
+use crate::message::MessagePool;
 use crate::state_machine::StateMachine;
 use crate::storage::Storage;
 use crate::superblock::SuperBlockError;
@@ -168,6 +169,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         &self.clients
     }
 
+    /// The message pool the replica and its bus share.
+    pub fn pool(&self) -> &MessagePool {
+        &self.pool
+    }
+
+    /// Latency histograms for the operator (`metrics::Latencies`).
+    pub fn latencies(&self) -> &crate::metrics::Latencies {
+        &self.latencies
+    }
+
     pub fn stats(&self) -> &ReplicaStats {
         &self.stats
     }
@@ -188,6 +199,16 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     fn status_report(&self, request: &RequestStatus) -> StatusReport {
+        StatusReport {
+            client: request.client,
+            nonce: request.nonce,
+            ..self.status_now()
+        }
+    }
+
+    /// The state as `vsr status` reports it (for no request: client and nonce 0), also what
+    /// the metrics endpoint serves.
+    pub fn status_now(&self) -> StatusReport {
         let status = match self.status {
             Status::Normal => STATUS_NORMAL,
             Status::ViewChange => STATUS_VIEW_CHANGE,
@@ -209,8 +230,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
         }
         StatusReport {
-            client: request.client,
-            nonce: request.nonce,
+            client: 0,
+            nonce: 0,
             replica: self.replica,
             replica_count: self.replica_count,
             status,

@@ -63,6 +63,10 @@ pub struct PipelineEntry {
     /// None when loaded lazily after a view change (read from the journal when needed).
     pub message: Option<Message>,
     pub ok_from: ReplicaSet,
+    /// `Time::monotonic` when the primary received the request and when it prepared it, for
+    /// its latencies (`metrics::Latencies`); 0 for entries a new primary took over.
+    pub received_ns: u64,
+    pub prepared_ns: u64,
 }
 
 /// Counters the simulator prints and checks that every fault class was exercised.
@@ -278,9 +282,11 @@ pub struct Replica<S: Storage, B: MessageBus, T: Time, M: StateMachine> {
     /// checkpoint at least `head - slot_count` is wanted (0: none).
     sync_head_wanted: u64,
     recovery_report: Option<RecoveryReport>,
+    latencies: crate::metrics::Latencies,
 
     pipeline: VecDeque<PipelineEntry>,
-    request_queue: VecDeque<Message>,
+    /// Requests waiting for room in the pipeline, with `Time::monotonic` when each arrived.
+    request_queue: VecDeque<(Message, u64)>,
     /// Recently received prepares, by op modulo capacity, so backups commit without a disk read.
     prepare_cache: Vec<Option<Message>>,
     prepare_timestamp: u64,
@@ -405,6 +411,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             peers: [sync::PeerState::default(); REPLICAS_MAX],
             sync_head_wanted: 0,
             recovery_report: None,
+            latencies: crate::metrics::Latencies::default(),
             pipeline: VecDeque::with_capacity(config.pipeline_max as usize),
             request_queue: VecDeque::with_capacity(config.clients_max as usize),
             prepare_cache: (0..config.pipeline_max * 2).map(|_| None).collect(),

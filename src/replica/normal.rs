@@ -39,9 +39,10 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 && !self
                     .request_queue
                     .iter()
-                    .any(|m| Request::from_header(m.header()).client == client)
+                    .any(|(m, _)| Request::from_header(m.header()).client == client)
             {
-                self.request_queue.push_back(message);
+                let received_ns = self.time.monotonic();
+                self.request_queue.push_back((message, received_ns));
             }
             return;
         }
@@ -53,7 +54,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.log(format_args!("request dropped: clock unsynchronized"));
             return;
         }
-        self.primary_prepare(message);
+        let received_ns = self.time.monotonic();
+        self.primary_prepare(message, received_ns);
     }
 
     /// The client-session checks: evicted sessions, duplicates, and the request hash chain.
@@ -66,7 +68,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             || self
                 .request_queue
                 .iter()
-                .any(|m| Request::from_header(m.header()).client == request.client);
+                .any(|(m, _)| Request::from_header(m.header()).client == request.client);
         if in_pipeline {
             return false;
         }
@@ -117,7 +119,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// Turns the request into a prepare in the same buffer, journals and replicates it.
-    fn primary_prepare(&mut self, mut message: Message) {
+    fn primary_prepare(&mut self, mut message: Message, received_ns: u64) {
         assert!(self.is_primary() && self.status == Status::Normal);
         assert!(self.pipeline.len() < self.config.pipeline_max as usize);
         let request_checksum = message.header().checksum;
@@ -187,6 +189,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             header,
             message: Some(message.clone()),
             ok_from: ReplicaSet::EMPTY,
+            received_ns,
+            prepared_ns: self.time.monotonic(),
         });
         self.replicate(&message);
         if !self.timeouts.prepare.ticking {
@@ -850,6 +854,20 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         }
     }
 
+    /// A committed entry leaves the pipeline (its reply is ready): its latencies.
+    fn latencies_observe(&mut self, entry: &PipelineEntry) {
+        let now = self.time.monotonic();
+        if entry.prepared_ns > 0 {
+            let latencies = &mut self.latencies;
+            latencies
+                .request
+                .observe(now.saturating_sub(entry.received_ns));
+            latencies
+                .prepare_commit
+                .observe(now.saturating_sub(entry.prepared_ns));
+        }
+    }
+
     /// Drops committed entries from the pipeline and prepares queued requests into the room.
     fn primary_pipeline_drain(&mut self) {
         if self.status != Status::Normal || !self.is_primary() {
@@ -860,7 +878,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             .front()
             .is_some_and(|e| e.header.op <= self.commit_min)
         {
-            self.pipeline.pop_front();
+            let entry = self.pipeline.pop_front().expect("a committed entry");
+            self.latencies_observe(&entry);
         }
         if self.pipeline.is_empty() {
             self.timeouts.prepare.stop();
@@ -870,7 +889,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         while self.pipeline.len() < self.config.pipeline_max as usize
             && self.commit_min == self.commit_max
         {
-            let Some(request) = self.request_queue.pop_front() else {
+            let Some((request, received_ns)) = self.request_queue.pop_front() else {
                 break;
             };
             if self
@@ -882,7 +901,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             }
             let header = *request.header();
             if self.request_acceptable_queued(&header, &request) {
-                self.primary_prepare(request);
+                self.primary_prepare(request, received_ns);
             }
         }
     }

@@ -587,6 +587,8 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 header,
                 message,
                 ok_from: ReplicaSet::single(self.replica),
+                received_ns: 0,
+                prepared_ns: 0,
             });
             if !self.journal.acknowledgeable(op, header.checksum) {
                 // Its own acknowledgement counts once the prepare and its ring entry are
