@@ -96,6 +96,15 @@ fn metrics_are_served_and_grow_under_load() {
         value(&after, "vsr_commit_min", &[]) >= 21.0,
         "register and 20 requests"
     );
+    assert!(value(&after, "vsr_requests_total", &[]) >= 21.0);
+    assert!(value(&after, "vsr_prepares_total", &[]) >= 21.0);
+    assert!(value(&after, "vsr_journal_write_seconds_count", &[]) >= 21.0);
+    assert!(value(&after, "vsr_storage_written_bytes_total", &[]) > 21.0 * 4096.0);
+    let open = [("reason", "open")];
+    assert_eq!(
+        value(&after, "vsr_view_changes_by_reason_total", &open),
+        1.0
+    );
     let (buckets, count) = after
         .samples
         .iter()

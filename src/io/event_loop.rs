@@ -114,6 +114,7 @@ impl<M: StateMachine> Runtime<M> {
                 stats: r.stats(),
                 latencies: r.latencies(),
                 bus: &r.bus().stats,
+                storage: &r.storage().stats,
                 server: metrics.stats,
                 pool_capacity: r.pool().capacity(),
                 pool_available: r.pool().available(),

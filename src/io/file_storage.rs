@@ -3,7 +3,7 @@
 //! `flock` keeps a second process off the same file.
 
 use crate::io::{user_data, Io, Owner};
-use crate::storage::{IoCompletion, IoKind, IoRequest, Layout, Storage};
+use crate::storage::{IoCompletion, IoKind, IoRequest, Layout, Storage, Zone};
 use io_uring::{opcode, types};
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -62,6 +62,17 @@ impl fmt::Display for FileOpenError {
 
 impl std::error::Error for FileOpenError {}
 
+/// What the data file did, for the metrics endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileStorageStats {
+    pub reads: u64,
+    pub writes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Journal writes (prepares and header-ring sectors), submitted until durable.
+    pub journal_write: crate::metrics::Histogram,
+}
+
 pub struct FileStorage {
     fd: i32,
     layout: Layout,
@@ -69,6 +80,9 @@ pub struct FileStorage {
     queue: VecDeque<IoRequest>,
     /// In-flight requests by slab index, with bytes already done (short reads/writes resume).
     in_flight: Vec<Option<(IoRequest, usize)>>,
+    /// When each in-flight request was first submitted.
+    submitted_at: Vec<std::time::Instant>,
+    pub stats: FileStorageStats,
     free: Vec<usize>,
     completions: VecDeque<IoCompletion>,
 }
@@ -137,6 +151,8 @@ impl FileStorage {
             direct,
             queue: VecDeque::with_capacity(slots),
             in_flight: (0..slots).map(|_| None).collect(),
+            submitted_at: vec![std::time::Instant::now(); slots],
+            stats: FileStorageStats::default(),
             free: (0..slots).rev().collect(),
             completions: VecDeque::with_capacity(slots),
         })
@@ -152,6 +168,7 @@ impl FileStorage {
             let Some(index) = self.free.pop() else { return };
             let request = self.queue.pop_front().unwrap();
             self.in_flight[index] = Some((request, 0));
+            self.submitted_at[index] = std::time::Instant::now();
             self.submit(io, index);
         }
     }
@@ -229,6 +246,7 @@ impl FileStorage {
         }
         let (request, _) = self.in_flight[index].take().unwrap();
         self.free.push(index);
+        self.count(&request, index);
         self.completions.push_back(IoCompletion {
             kind: request.kind,
             zone: request.zone,
@@ -237,6 +255,24 @@ impl FileStorage {
             buffer: request.buffer,
             token: request.token,
         });
+    }
+
+    fn count(&mut self, request: &IoRequest, index: usize) {
+        let stats = &mut self.stats;
+        match request.kind {
+            IoKind::Read => {
+                stats.reads += 1;
+                stats.bytes_read += request.len as u64;
+            }
+            IoKind::Write => {
+                stats.writes += 1;
+                stats.bytes_written += request.len as u64;
+                if matches!(request.zone, Zone::WalPrepares | Zone::WalHeaders) {
+                    let elapsed = self.submitted_at[index].elapsed();
+                    stats.journal_write.observe(elapsed.as_nanos() as u64);
+                }
+            }
+        }
     }
 
     pub fn busy(&self) -> bool {

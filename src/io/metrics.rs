@@ -15,9 +15,11 @@ use crate::header::commands::{
     STATUS_FLAG_SYNCING, STATUS_NORMAL, STATUS_RECOVERING, STATUS_RECOVERING_HEAD,
     STATUS_VIEW_CHANGE,
 };
+use crate::io::file_storage::FileStorageStats;
 use crate::io::tcp_bus::BusStats;
 use crate::metrics::{Histogram, Latencies};
 use crate::replica::ReplicaStats;
+use crate::replica::ViewChangeReason;
 use io_uring::{opcode, types};
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -324,6 +326,7 @@ pub struct Scrape<'a> {
     pub stats: &'a ReplicaStats,
     pub latencies: &'a Latencies,
     pub bus: &'a BusStats,
+    pub storage: &'a FileStorageStats,
     pub server: MetricsServerStats,
     pub pool_capacity: usize,
     pub pool_available: usize,
@@ -333,7 +336,30 @@ pub struct Scrape<'a> {
 pub fn render(out: &mut String, scrape: &Scrape) {
     let s = &scrape.status;
     let stats = scrape.stats;
-    let counters: [(&str, &str, u64); 24] = [
+    let storage = scrape.storage;
+    let counters: [(&str, &str, u64); 30] = [
+        (
+            "requests",
+            "Client requests received (a backup forwards them to the primary).",
+            stats.requests,
+        ),
+        (
+            "prepares",
+            "Ops prepared by this replica as primary.",
+            stats.prepares,
+        ),
+        ("storage_reads", "Reads of the data file.", storage.reads),
+        ("storage_writes", "Writes of the data file.", storage.writes),
+        (
+            "storage_read_bytes",
+            "Bytes read from the data file.",
+            storage.bytes_read,
+        ),
+        (
+            "storage_written_bytes",
+            "Bytes written to the data file.",
+            storage.bytes_written,
+        ),
         (
             "commits",
             "Ops committed (executed) by this replica.",
@@ -453,6 +479,19 @@ pub fn render(out: &mut String, scrape: &Scrape) {
             "# HELP vsr_{name}_total {help}\n# TYPE vsr_{name}_total counter\nvsr_{name}_total {value}\n"
         );
     }
+    let _ = write!(
+        out,
+        "# HELP vsr_view_changes_by_reason_total View changes this replica started, by why.\n\
+         # TYPE vsr_view_changes_by_reason_total counter\n"
+    );
+    for reason in ViewChangeReason::ALL {
+        let count = stats.view_changes_by_reason[reason as usize];
+        let _ = writeln!(
+            out,
+            "vsr_view_changes_by_reason_total{{reason=\"{}\"}} {count}",
+            reason.name()
+        );
+    }
     let status_name = match s.status {
         STATUS_NORMAL => "normal",
         STATUS_VIEW_CHANGE => "view_change",
@@ -532,7 +571,12 @@ pub fn render(out: &mut String, scrape: &Scrape) {
         s.uptime_ms / 1000,
         s.uptime_ms % 1000
     );
-    let histograms: [(&str, &str, &Histogram); 3] = [
+    let histograms: [(&str, &str, &Histogram); 4] = [
+        (
+            "journal_write_seconds",
+            "A journal write (prepare or header-ring sector) submitted until durable.",
+            &storage.journal_write,
+        ),
         (
             "request_seconds",
             "Primary: a request received until its reply was ready.",

@@ -69,10 +69,55 @@ pub struct PipelineEntry {
     pub prepared_ns: u64,
 }
 
+/// Why a replica started a view change (counted per reason for the operator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewChangeReason {
+    /// Opened as a primary, mid view change, or alone.
+    Open = 0,
+    /// A backup heard nothing from its primary within normal_status_timeout.
+    PrimarySilent = 1,
+    /// A backup's connection to its primary closed and stayed silent.
+    PrimaryDisconnected = 2,
+    /// The view change did not complete in time: the next view is tried.
+    ViewChangeTimeout = 3,
+    /// A peer's message named a newer view (start_view_change, do_view_change, or other).
+    Peer = 4,
+    /// A primary lacked a prepare of its own log that no replica could supply.
+    PrimaryStepDown = 5,
+}
+
+impl ViewChangeReason {
+    pub const ALL: [ViewChangeReason; 6] = [
+        ViewChangeReason::Open,
+        ViewChangeReason::PrimarySilent,
+        ViewChangeReason::PrimaryDisconnected,
+        ViewChangeReason::ViewChangeTimeout,
+        ViewChangeReason::Peer,
+        ViewChangeReason::PrimaryStepDown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewChangeReason::Open => "open",
+            ViewChangeReason::PrimarySilent => "primary_silent",
+            ViewChangeReason::PrimaryDisconnected => "primary_disconnected",
+            ViewChangeReason::ViewChangeTimeout => "view_change_timeout",
+            ViewChangeReason::Peer => "peer",
+            ViewChangeReason::PrimaryStepDown => "primary_step_down",
+        }
+    }
+}
+
 /// Counters the simulator prints and checks that every fault class was exercised.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReplicaStats {
     pub view_changes: u64,
+    /// View changes by `ViewChangeReason`.
+    pub view_changes_by_reason: [u64; ViewChangeReason::ALL.len()],
+    /// Client requests received (by any replica: a backup forwards them).
+    pub requests: u64,
+    /// Ops this replica prepared as primary.
+    pub prepares: u64,
     pub views_started: u64,
     pub repairs_headers: u64,
     pub repairs_prepares: u64,
@@ -1068,7 +1113,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.replica_count == 1 {
             // Alone, the replica is its own view change quorum: the log it recovered is the log.
             self.status = Status::Normal;
-            self.transition_to_view_change(self.view + 1, "open (a one-replica cluster)");
+            self.transition_to_view_change(
+                self.view + 1,
+                ViewChangeReason::Open,
+                "open (a one-replica cluster)",
+            );
             return;
         }
         if !head_certain {
@@ -1089,6 +1138,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.status = Status::ViewChange;
             self.transition_to_view_change(
                 self.view + 1,
+                ViewChangeReason::Open,
                 "open (the primary of its view, or mid view change, when it stopped)",
             );
         }

@@ -15,6 +15,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
 
     pub(super) fn on_request(&mut self, message: Message) {
         self.assert_received(&message, Command::Request);
+        self.stats.requests += 1;
         if self.status != Status::Normal {
             return;
         }
@@ -183,6 +184,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         assert_eq!(op, self.op + 1);
         assert!(op <= self.commit_max + self.config.pipeline_max as u64);
         self.op = op;
+        self.stats.prepares += 1;
         self.journal.set_header(&header);
         self.journal.write_prepare(&mut self.storage, &message);
         self.pipeline.push_back(PipelineEntry {

@@ -170,6 +170,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.stats.primary_step_downs += 1;
             self.transition_to_view_change(
                 self.view + 1,
+                super::ViewChangeReason::PrimaryStepDown,
                 "primary lacks a prepare no replica could repair: stepping down",
             );
         }

@@ -6,7 +6,7 @@
 //! `Reserved` header where it has none), then one flag byte per header (journal::FLAG_*): whether
 //! it holds that op's prepare clean, and whether the slot is faulty (a faulty slot is never a nack).
 
-use super::{Event, Replica, ReplicaSet, Status};
+use super::{Event, Replica, ReplicaSet, Status, ViewChangeReason};
 use crate::bus::MessageBus;
 use crate::header::commands::{
     DoViewChange, Prepare, RequestStartView, StartView, StartViewChange,
@@ -103,7 +103,12 @@ const PRIMARY_DISCONNECTED_TICKS_MIN: u64 = 10;
 impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     /// `reason` says why, for the operator: a view change is rare in a healthy cluster, and a
     /// string of them is the first thing to look for when throughput collapses.
-    pub(super) fn transition_to_view_change(&mut self, view: u32, reason: &str) {
+    pub(super) fn transition_to_view_change(
+        &mut self,
+        view: u32,
+        kind: ViewChangeReason,
+        reason: &str,
+    ) {
         assert!(
             view > self.view || (view == self.view && self.status != super::Status::ViewChange)
         );
@@ -112,6 +117,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.view, self.status
         ));
         self.stats.view_changes += 1;
+        self.stats.view_changes_by_reason[kind as usize] += 1;
         self.view = view;
         self.status = Status::ViewChange;
         assert!(self.log_view < self.view || self.log_view == self.view && self.is_primary());
@@ -141,7 +147,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.send_request_start_view();
             return;
         }
-        self.transition_to_view_change(view, "a message from a newer view");
+        self.transition_to_view_change(view, ViewChangeReason::Peer, "a message from a newer view");
         self.send_request_start_view();
     }
 
@@ -165,7 +171,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         if svc.view > self.view {
-            self.transition_to_view_change(svc.view, "a peer's start_view_change");
+            self.transition_to_view_change(
+                svc.view,
+                ViewChangeReason::Peer,
+                "a peer's start_view_change",
+            );
         }
         if self.status != Status::ViewChange || svc.view != self.view {
             return;
@@ -283,7 +293,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         if header.view > self.view {
-            self.transition_to_view_change(header.view, "a peer's do_view_change");
+            self.transition_to_view_change(
+                header.view,
+                ViewChangeReason::Peer,
+                "a peer's do_view_change",
+            );
         }
         if self.status != Status::ViewChange || self.view_change.start_view_pending {
             return;
@@ -844,6 +858,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.primary_disconnected_since = None;
         self.transition_to_view_change(
             self.view + 1,
+            ViewChangeReason::PrimaryDisconnected,
             "the connection to the primary closed and it has been silent since",
         );
     }
@@ -852,6 +867,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         match self.status {
             Status::Normal if self.is_backup() => self.transition_to_view_change(
                 self.view + 1,
+                ViewChangeReason::PrimarySilent,
                 "no word from the primary within normal_status_timeout",
             ),
             Status::RecoveringHead => {
@@ -879,6 +895,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         let attempts = self.timeouts.view_change_status.attempts;
         self.transition_to_view_change(
             self.view + 1,
+            ViewChangeReason::ViewChangeTimeout,
             "view change did not complete within view_change_status_timeout",
         );
         self.timeouts.view_change_status.attempts = attempts;
