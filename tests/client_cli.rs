@@ -184,3 +184,30 @@ fn ledger_through_vsr_client_survives_primary_kill9() {
         "replicas disagree on the head: {heads:?}"
     );
 }
+
+/// A client learns the cluster's message size when it registers: against replicas formatted
+/// with 64 KiB messages (this harness's size), a batch that does not fit is refused by the
+/// client at once, naming the limit, instead of being sent and dropped by the replicas (which
+/// would look like a timeout); a batch that fits goes through.
+#[test]
+fn vsr_client_cuts_requests_to_the_clusters_message_size() {
+    let mut cluster = TestCluster::format("client-size", 1);
+    cluster.start_all();
+    let mut client = JsonClient::start(&cluster);
+    let accounts = |first: u64, count: u64| {
+        let events: Vec<String> = (first..first + count)
+            .map(|id| format!(r#"{{"id":{id},"ledger":700,"code":10}}"#))
+            .collect();
+        format!(
+            r#"{{"operation":"create_accounts","events":[{}]}}"#,
+            events.join(",")
+        )
+    };
+    // 64 KiB less the header holds 510 events of 128 bytes.
+    let too_many = client.call(&accounts(1, 511));
+    assert_eq!(too_many["outcome"], "not_executed", "{too_many}");
+    let error = too_many["error"].as_str().unwrap();
+    assert!(error.contains("at most 65280"), "{error}");
+    let fits = client.call(&accounts(1, 510));
+    assert_eq!(fits["results"], serde_json::json!([]), "{fits}");
+}

@@ -213,7 +213,19 @@ fn development_replica_is_small_takes_a_port_and_checks_it_first() {
     let size = std::fs::metadata(dir.join("first/data/0_0.vsr"))
         .unwrap()
         .len();
-    assert!(size <= 64 << 20, "a development data file of {size} bytes");
+    assert!(size <= 8 << 20, "a development data file of {size} bytes");
+    // Tens of MB resident: the small ledger and a pool of 64 KiB messages (56 MiB measured).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", replica.0.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 100 << 10,
+        "a development replica of {rss_kib} KiB resident"
+    );
 
     // The same port again, from a directory with no data: refused, and nothing formatted.
     let out = Command::new(VSR)
@@ -228,6 +240,21 @@ fn development_replica_is_small_takes_a_port_and_checks_it_first() {
     assert!(
         !dir.join("second/data").exists(),
         "formatted before checking the port"
+    );
+    // A free replica port but a busy metrics port: refused before formatting too.
+    let other = common::free_ports(1)[0];
+    let out = Command::new(VSR)
+        .args(["start", "--development", &format!("--addresses={other}")])
+        .arg(format!("--metrics={port}"))
+        .current_dir(dir.join("second"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--metrics: cannot listen on"), "{stderr}");
+    assert!(
+        !dir.join("second/data").exists(),
+        "formatted before checking the metrics port"
     );
     assert!(
         replica.0.try_wait().unwrap().is_none(),

@@ -317,16 +317,18 @@ fn drive(
     let message_size_max = crate::config::Config::production(1).message_size_max as usize;
     let cluster = options.cluster.unwrap_or(0);
     let mut client = NetClient::new(cluster, addresses, message_size_max);
-    let events_max = client.body_size_max() / 128;
-    if batch > events_max {
-        return Err(Failure::usage(format!(
-            "--transfer-batch-size {batch} exceeds the {events_max} events that fit a message"
-        )));
-    }
     let timeout = Duration::from_secs(60);
     client
         .register(timeout)
         .map_err(|e| Failure::runtime(format!("register: {e}")))?;
+    // The cluster's message size is known once registered.
+    let events_max = client.body_size_max() / 128;
+    if batch > events_max {
+        return Err(Failure::usage(format!(
+            "--transfer-batch-size {batch} exceeds the {events_max} events that fit this \
+             cluster's message"
+        )));
+    }
     create_accounts(&mut client, options, events_max, timeout)?;
 
     let clients = options.clients.max(1);

@@ -64,6 +64,16 @@ impl Session {
         operation: LedgerOperation,
         events: &[Event],
     ) -> Result<Reply, SubmitError> {
+        if !self.connected() {
+            // Registered first: the register reply names the cluster's message size, which
+            // bounds the body.
+            self.client
+                .register(self.timeout)
+                .map_err(|e| SubmitError {
+                    message: e.to_string(),
+                    definite: e.definite(),
+                })?;
+        }
         let body = ledger_text::encode(operation, events, self.client.body_size_max())
             .map_err(SubmitError::definite)?;
         match self.client.request(operation as u8, &body, self.timeout) {

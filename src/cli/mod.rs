@@ -456,9 +456,19 @@ fn log_stop(runtime: &Runtime<Ledger>) {
 const DEVELOPMENT_ACCOUNTS_MAX: u32 = 1 << 14;
 const DEVELOPMENT_TRANSFERS_MAX: u32 = 1 << 17;
 
-/// The development replica's data file: production messages (any client's batch fits), a short
-/// journal and few sessions, so the file is 48 MiB rather than 1.1 GB.
+/// The development replica's data file: 64 KiB messages (a batch of up to 510 events; clients
+/// learn the size when they register), a short journal and few sessions, so the file and the
+/// message pool are a few MiB rather than 1.1 GB and 1 GiB.
 const DEVELOPMENT_SIZES: Sizes = Sizes {
+    message_size_max: 64 * 1024,
+    journal_slot_count: 64,
+    pipeline_max: 4,
+    clients_max: 16,
+};
+
+/// Development data files formatted by earlier versions: small ledger capacity still (1 MiB
+/// messages).
+const DEVELOPMENT_SIZES_EARLIER: Sizes = Sizes {
     message_size_max: 1024 * 1024,
     journal_slot_count: 32,
     pipeline_max: 4,
@@ -507,7 +517,8 @@ pub fn start_development(
     }
     // A file formatted by an older version with production sizes may hold more than the small
     // ledger: it keeps the production capacity, or its checkpoint would not fit.
-    let small = Sizes::of_superblock(&read_superblock(&path)?) == DEVELOPMENT_SIZES;
+    let sizes = Sizes::of_superblock(&read_superblock(&path)?);
+    let small = sizes == DEVELOPMENT_SIZES || sizes == DEVELOPMENT_SIZES_EARLIER;
     let production = crate::ledger::LedgerConfig::default();
     let (accounts_default, transfers_default) = match small {
         true => (DEVELOPMENT_ACCOUNTS_MAX, DEVELOPMENT_TRANSFERS_MAX),

@@ -199,8 +199,11 @@ fn next_batch(queue: &mut Queue, body_size_max: usize) -> Vec<Call> {
 }
 
 fn drive(shared: Arc<Shared>, mut client: NetClient, timeout: Duration) {
-    let body_size_max = client.body_size_max();
+    // Registered first, so batches are cut to the cluster's message size (a failure here is
+    // retried by the first request).
+    let _ = client.register(timeout);
     loop {
+        let body_size_max = client.body_size_max();
         let batch = {
             let mut queue = shared.queue.lock().unwrap();
             while queue.calls.is_empty() && !queue.shutdown {

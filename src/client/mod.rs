@@ -11,7 +11,7 @@ pub mod batch;
 pub mod net;
 
 use crate::config::TICK_MS;
-use crate::header::commands::{PingClient, PongClient, Reply, Request};
+use crate::header::commands::{PingClient, PongClient, Reply, Request, REGISTER_REPLY_SIZE};
 use crate::header::{Command, Header, Operation, HEADER_SIZE};
 use crate::message::{Message, MessagePool};
 use crate::timeout::Timeout;
@@ -77,6 +77,9 @@ pub struct Client {
     parent: u128,
     inflight: Option<Message>,
     registering: bool,
+    /// The cluster's `message_size_max`, from the register reply (None before, or from an
+    /// older cluster that does not say).
+    cluster_message_size_max: Option<usize>,
     evicted: bool,
     request_timeout: Timeout,
     attempts: u32,
@@ -105,6 +108,7 @@ impl Client {
             parent: 0,
             inflight: None,
             registering: false,
+            cluster_message_size_max: None,
             evicted: false,
             request_timeout: Timeout::new("request", request_timeout_ticks),
             attempts: 0,
@@ -179,8 +183,11 @@ impl Client {
         self.inflight.as_ref().map(|m| m.header())
     }
 
+    /// The largest request body: this client's messages, and the cluster's once the register
+    /// reply named it (`REGISTER_REPLY_SIZE`).
     pub fn body_size_max(&self) -> usize {
-        self.pool.message_size_max() - HEADER_SIZE
+        let own = self.pool.message_size_max();
+        self.cluster_message_size_max.map_or(own, |c| c.min(own)) - HEADER_SIZE
     }
 
     pub fn register<B: ClientBus>(&mut self, bus: &mut B) -> Result<(), ClientError> {
@@ -331,6 +338,13 @@ impl Client {
             assert_eq!(fields.operation, Operation::Register as u8);
             self.registering = false;
             self.session = fields.session;
+            if let Some(size) = reply.body().get(..REGISTER_REPLY_SIZE) {
+                let size = u64::from_le_bytes(size.try_into().expect("8 bytes"));
+                // A cluster's messages hold a header at least: anything less is not a size.
+                if size > HEADER_SIZE as u64 {
+                    self.cluster_message_size_max = Some(size as usize);
+                }
+            }
             self.request_number = 0;
             return Some(ClientEvent::Registered {
                 session: fields.session,
@@ -394,6 +408,39 @@ mod tests {
         let mut message = pool.get().unwrap();
         *message.header_mut() = reply;
         message
+    }
+
+    #[test]
+    fn the_register_reply_bounds_request_bodies_by_the_clusters_message_size() {
+        let pool = MessagePool::new(4, 8192);
+        for (body, expected) in [
+            (Some(2048u64), 2048 - HEADER_SIZE),
+            (Some(1 << 20), 8192 - HEADER_SIZE), // never above the client's own messages
+            (None, 8192 - HEADER_SIZE),          // an older cluster's reply says nothing
+        ] {
+            let mut client = Client::new(7, 9, 3, 8192, 20, 1);
+            let mut bus = Recorder::default();
+            client.register(&mut bus).unwrap();
+            assert_eq!(client.body_size_max(), 8192 - HEADER_SIZE);
+            let register = *bus.last.as_ref().unwrap().header();
+            let mut reply = reply_to(&pool, &register, 0, 77);
+            if let Some(size) = body {
+                let mut header = *reply.header();
+                reply.buffer_mut()[HEADER_SIZE..HEADER_SIZE + REGISTER_REPLY_SIZE]
+                    .copy_from_slice(&size.to_le_bytes());
+                header.size = (HEADER_SIZE + REGISTER_REPLY_SIZE) as u32;
+                header.set_checksum_body(&reply.buffer()[HEADER_SIZE..][..REGISTER_REPLY_SIZE]);
+                header.set_checksum();
+                *reply.header_mut() = header;
+            }
+            client.on_message(reply).expect("registered");
+            assert_eq!(client.body_size_max(), expected, "{body:?}");
+            let too_big = vec![0u8; expected + 1];
+            assert_eq!(
+                client.request(&mut bus, 200, &too_big),
+                Err(ClientError::TooMuchData)
+            );
+        }
     }
 
     #[test]

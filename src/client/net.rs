@@ -446,8 +446,10 @@ impl NetClient {
         self.client.id
     }
 
+    /// The largest request body: this client's messages, or the cluster's if smaller (learned
+    /// at register).
     pub fn body_size_max(&self) -> usize {
-        self.message_size_max - HEADER_SIZE
+        self.client.body_size_max()
     }
 
     /// The session, once registered (0 before).

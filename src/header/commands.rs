@@ -519,6 +519,11 @@ impl PrepareOk {
     }
 }
 
+/// The body of a register's reply: the cluster's `message_size_max` (u64, little endian), so a
+/// client never sends a request larger than the replicas accept. A reply stored by an older
+/// version has no body; the client then keeps its own limit.
+pub const REGISTER_REPLY_SIZE: usize = 8;
+
 /// Primary -> client: the result of a committed request; the body is the state machine's output.
 /// Identical on every replica (each keeps it in its client table), so `view` and `replica` are 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,7 +2,9 @@
 
 use super::{Event, PipelineEntry, Replica, ReplicaSet, Status};
 use crate::bus::MessageBus;
-use crate::header::commands::{Commit, Eviction, Prepare, PrepareOk, Reply, Request};
+use crate::header::commands::{
+    Commit, Eviction, Prepare, PrepareOk, Reply, Request, REGISTER_REPLY_SIZE,
+};
 use crate::header::{Command, Header, Operation, HEADER_SIZE};
 use crate::journal::ReadPurpose;
 use crate::message::Message;
@@ -749,7 +751,15 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             return;
         }
         let body_size = match Operation::from_u8(prepared.operation) {
-            Some(Operation::Register) | Some(Operation::Noop) => 0,
+            Some(Operation::Register) => {
+                // The register reply tells the client the cluster's message size, so that it
+                // never sends a request the replicas would refuse.
+                let size = self.config.message_size_max;
+                reply.buffer_mut()[HEADER_SIZE..HEADER_SIZE + REGISTER_REPLY_SIZE]
+                    .copy_from_slice(&u64::from(size).to_le_bytes());
+                REGISTER_REPLY_SIZE
+            }
+            Some(Operation::Noop) => 0,
             Some(_) => unreachable!("op {} has operation {}", prepared.op, prepared.operation),
             None => {
                 let (input, output) = (prepare.body(), &mut reply.buffer_mut()[HEADER_SIZE..]);
