@@ -75,6 +75,7 @@ fn metrics_are_served_and_grow_under_load() {
     );
     assert_eq!(value(&first, "vsr_primary", &[]), 1.0);
     assert_eq!(value(&first, "vsr_replica_count", &[]), 1.0);
+    assert_eq!(value(&first, "vsr_lag", &[]), 0.0);
     let commits_before = value(&first, "vsr_commits_total", &[]);
 
     let mut client = NetClient::new(cluster.cluster, &cluster.addresses(), 65536);

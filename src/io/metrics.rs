@@ -508,8 +508,13 @@ pub fn render(out: &mut String, scrape: &Scrape) {
         );
     }
     let flag = |f: u8| u64::from(s.flags & f != 0);
-    let gauges: [(&str, &str, u64); 13] = [
+    let gauges: [(&str, &str, u64); 14] = [
         ("replica", "This replica's index.", u64::from(s.replica)),
+        (
+            "lag",
+            "Ops known committed and not yet executed here (commit_max - commit_min).",
+            s.commit_max.saturating_sub(s.commit_min),
+        ),
         (
             "replica_count",
             "Replicas in the cluster.",
