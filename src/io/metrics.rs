@@ -3,7 +3,8 @@
 //! the same io_uring ring, with no thread and no allocation per request.
 //!
 //! A scraper can never stall the replica: connections live in a fixed set of slots with fixed
-//! buffers; a connection beyond them is closed as soon as it is accepted; a request must arrive
+//! buffers; while every slot is busy nothing is accepted (the kernel's listen backlog holds, or
+//! refuses, the rest, so a flood of connections costs the replica nothing); a request must arrive
 //! whole (at most `REQUEST_MAX` bytes) and the answer be taken within `DEADLINE_TICKS`, or the
 //! connection is shut down; every connection is closed after one answer. Rendering reads the
 //! replica's counters and does not touch the protocol.
@@ -30,6 +31,8 @@ pub const SLOTS: usize = 16;
 const REQUEST_MAX: usize = 2048;
 /// Room for the answer: the metric set is fixed, and renders to about 10 KiB.
 const RESPONSE_MAX: usize = 64 * 1024;
+/// Connections the kernel holds for the endpoint while every slot is busy.
+const LISTEN_BACKLOG: i32 = 1024;
 /// Ticks a connection may take from accept to its answer sent (2 s).
 const DEADLINE_TICKS: u64 = 200;
 
@@ -68,8 +71,6 @@ struct Slot {
 pub struct MetricsServerStats {
     pub scrapes: u64,
     pub bad_requests: u64,
-    /// Connections closed on accept: every slot busy.
-    pub rejected: u64,
     /// Connections shut down at their deadline.
     pub timed_out: u64,
 }
@@ -87,6 +88,12 @@ impl MetricsServer {
         let listener = std::net::TcpListener::bind(address)?;
         listener.set_nonblocking(false)?;
         let listen_fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
+        // A deep backlog: connections beyond the slots wait in the kernel, not in a client's
+        // SYN retries (the kernel caps it at net.core.somaxconn).
+        // Safety: a listening socket we own.
+        if unsafe { libc::listen(listen_fd, LISTEN_BACKLOG) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let slots = (0..SLOTS)
             .map(|_| Slot {
                 state: State::Free,
@@ -116,9 +123,11 @@ impl MetricsServer {
         )
     }
 
-    /// Submits what the connections can do now: accept, receive, send.
+    /// Submits what the connections can do now: accept (only with a slot free: the kernel's
+    /// backlog holds the rest, at no cost to the replica), receive, send.
     pub fn pump(&mut self, io: &mut Io) {
-        if !self.accept_inflight {
+        let slot_free = self.slots.iter().any(|s| s.state == State::Free);
+        if !self.accept_inflight && slot_free {
             let entry = opcode::Accept::new(
                 types::Fd(self.listen_fd),
                 std::ptr::null_mut(),
@@ -204,12 +213,11 @@ impl MetricsServer {
         if result < 0 {
             return;
         }
-        let Some(index) = self.slots.iter().position(|s| s.state == State::Free) else {
-            self.stats.rejected += 1;
-            // Safety: the fd is ours.
-            unsafe { libc::close(result) };
-            return;
-        };
+        let index = self
+            .slots
+            .iter()
+            .position(|s| s.state == State::Free)
+            .expect("an accept is armed only with a slot free");
         let slot = &mut self.slots[index];
         slot.state = State::Reading;
         slot.fd = result;
@@ -337,7 +345,7 @@ pub fn render(out: &mut String, scrape: &Scrape) {
     let s = &scrape.status;
     let stats = scrape.stats;
     let storage = scrape.storage;
-    let counters: [(&str, &str, u64); 30] = [
+    let counters: [(&str, &str, u64); 29] = [
         (
             "requests",
             "Client requests received (a backup forwards them to the primary).",
@@ -461,11 +469,6 @@ pub fn render(out: &mut String, scrape: &Scrape) {
             "metrics_bad_requests",
             "Requests to this endpoint other than GET /metrics.",
             scrape.server.bad_requests,
-        ),
-        (
-            "metrics_rejected",
-            "Connections to this endpoint closed on accept: every slot busy.",
-            scrape.server.rejected,
         ),
         (
             "metrics_timed_out",
