@@ -1,8 +1,8 @@
 //! `vsr status` against real `vsr start` processes: every replica answers with its state, one is
-//! the primary and the others follow it in its view; a replica that is down shows as
-//! unreachable and, once fewer than a replication quorum answer, the command exits 1 (the
-//! replica left still answers, from whatever status it is in). A wrong cluster id gets no
-//! answer.
+//! the primary and the others follow it in its view, all at one commit point; once the primary
+//! is killed it shows as unreachable and the others show a new primary in a newer view; once
+//! fewer than a replication quorum answer, the command exits 1 (the replica left still answers,
+//! from whatever status it is in). A wrong cluster id gets no answer.
 
 mod common;
 
@@ -75,11 +75,28 @@ fn status_shows_every_replica_and_fails_without_a_quorum() {
         "header, three rows, summary:\n{table}"
     );
 
-    // One replica down: shown as unreachable, the command still succeeds.
-    let down = (primary["replica"].as_u64().unwrap() as usize + 1) % 3;
+    // Every replica reports the same commit point (the cluster is idle).
+    let commits: std::collections::BTreeSet<u64> = rows
+        .iter()
+        .map(|r| r["commit_max"].as_u64().unwrap())
+        .collect();
+    assert_eq!(commits.len(), 1, "{rows:?}");
+
+    // The primary killed: shown as unreachable, and within the view-change time the others
+    // show a new primary in a newer view; the command still succeeds.
+    let down = primary["replica"].as_u64().unwrap() as usize;
+    let old_view = primary["view"].as_u64().unwrap();
     cluster.kill9(down);
-    let (code, rows) = status(&cluster);
-    assert_eq!(code, Some(0));
+    let rows = wait_for("a new primary", Duration::from_secs(30), || {
+        let (code, rows) = status(&cluster);
+        let new_primary = rows.iter().find(|r| r["primary"] == true).cloned();
+        (code == Some(0)
+            && settled(&rows)
+            && new_primary.is_some_and(|p| {
+                p["replica"].as_u64() != Some(down as u64) && p["view"].as_u64().unwrap() > old_view
+            }))
+        .then_some(rows)
+    });
     assert_eq!(rows[down]["reachable"], false);
     // Refused, or (for a moment after SIGKILL, while io_uring releases the dead process's
     // listening socket) accepted and reset.
