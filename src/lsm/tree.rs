@@ -13,14 +13,18 @@
 //! - at the middle of the bar and at its end (`bar_end`) the half's results enter the manifest.
 //!
 //! The bar's first op turns the mutable table into the immutable one and plans the first half:
-//! for each odd level `b`, if level `b - 1` holds more than `growth_factor^b` tables, its next
-//! table in key order after the last one compacted (round robin) is merged into the tables of
-//! level `b` it overlaps. The second half does the same for the even levels, and merges the
+//! for each odd level `b`, if level `b - 1` holds more than `growth_factor^b` tables, its table
+//! that overlaps the fewest tables of level `b` (TigerBeetle's policy) is merged into them. The second half does the same for the even levels, and merges the
 //! immutable table into the level-0 tables it overlaps. So no level is read by two jobs of one
 //! half (an input block is released as it is read, and a block is released once), and level 0
 //! drains into level 1 before the immutable table merges into it. A table that overlaps nothing
 //! below moves down with no I/O. Each job reserves its output blocks when planned, in level
 //! order, so the addresses every replica's jobs write do not depend on how their I/O interleaves.
+//!
+//! At a checkpoint (between bars) `checkpoint_start` merges the bar's puts into level 0 at
+//! once, so the manifest alone describes the tree: a restart rebuilds it from the manifest log
+//! and replays the ops after the checkpoint, and, every choice being made from the manifest,
+//! writes exactly the blocks it would have written had it not stopped.
 //!
 //! Until a half ends, lookups see the manifest as it was when the half began: the inputs of
 //! running jobs are released, not freed (the free set frees a block only once a later checkpoint
@@ -34,9 +38,6 @@ use super::table::{values_search, TableInfo, TableLayout, KEY_SIZE_MAX};
 use super::table_memory::TableMemory;
 use crate::grid::free_set::FreeSet;
 use crate::grid::BlockReference;
-
-/// Above every key.
-static KEY_LAST: [u8; KEY_SIZE_MAX] = [0xff; KEY_SIZE_MAX];
 
 #[derive(Clone, Copy, Debug)]
 pub struct TreeOptions {
@@ -129,12 +130,12 @@ pub struct Tree {
     /// Values of the immutable table (sorted, unique), readable until `bar_end`.
     immutable_count: usize,
     levels: Vec<ManifestLevel>,
-    /// Per level: the largest key of the table last compacted out of it (round robin).
-    cursors: Vec<[u8; KEY_SIZE_MAX]>,
     jobs: Vec<Job>,
     /// The first job not done.
     job_current: usize,
     bar_open: bool,
+    /// Between `checkpoint_start` and `checkpoint_end`.
+    checkpointing: bool,
     /// Changes to the levels since the owner last took them (`manifest_changes_take`), for the
     /// manifest log.
     changes: Vec<ManifestEvent>,
@@ -159,10 +160,10 @@ impl Tree {
             levels: (0..options.levels)
                 .map(|level| ManifestLevel::new(layout, options.level_tables_max(level)))
                 .collect(),
-            cursors: vec![[0; KEY_SIZE_MAX]; options.levels],
             jobs: Vec::with_capacity(options.levels),
             job_current: 0,
             bar_open: false,
+            checkpointing: false,
             changes: Vec::new(),
             beat_budget: 0,
             beat_left: 0,
@@ -189,7 +190,7 @@ impl Tree {
     }
 
     pub fn put(&mut self, value: &[u8]) {
-        assert!(self.bar_open, "a put outside a bar");
+        assert!(self.bar_open && !self.checkpointing, "a put outside a bar");
         self.mutable.put(value);
     }
 
@@ -231,6 +232,7 @@ impl Tree {
     /// plans the first half's jobs; the middle beat applies their results and plans the second
     /// half's. The last beat of each half finishes whatever its jobs have left.
     pub fn beat_start(&mut self, beat: u64, free_set: &mut FreeSet) -> Result<(), TreeError> {
+        assert!(!self.checkpointing);
         let half_ops = self.options.bar_ops / 2;
         assert!(beat < self.options.bar_ops);
         if beat == 0 {
@@ -296,7 +298,6 @@ impl Tree {
                 .overlapping(table_a.key_min(&layout), table_a.key_max(&layout))
                 .copied()
                 .collect();
-            self.cursors[level_a] = table_a.key_max;
             work += self.job_add(
                 free_set,
                 level_b,
@@ -363,16 +364,25 @@ impl Tree {
         Ok(reads + writes)
     }
 
-    /// The next table of `level` after its cursor, in key order, wrapping.
+    /// The table of `level` that overlaps the fewest tables of the level below (the first in
+    /// key order among equals): the least work per table moved down, and a choice made from the
+    /// manifest alone, so a replica that restarted from a checkpoint makes the same one.
     fn pick(&self, level: usize) -> TableInfo {
         let layout = self.options.layout;
-        let cursor = &self.cursors[level][..layout.key_size];
-        self.levels[level]
-            .overlapping(cursor, &KEY_LAST[..layout.key_size])
-            .find(|t| t.key_min(&layout) > cursor)
-            .or_else(|| self.levels[level].iter().next())
-            .copied()
-            .expect("the level holds tables")
+        let below = &self.levels[level + 1];
+        let mut best: Option<(usize, TableInfo)> = None;
+        for table in self.levels[level].iter() {
+            let overlap = below
+                .overlapping(table.key_min(&layout), table.key_max(&layout))
+                .count();
+            if best.is_none_or(|(fewest, _)| overlap < fewest) {
+                best = Some((overlap, *table));
+                if overlap == 0 {
+                    break; // A move: nothing does less.
+                }
+            }
+        }
+        best.expect("the level holds tables").1
     }
 
     fn immutable_range(&self) -> ([u8; KEY_SIZE_MAX], [u8; KEY_SIZE_MAX]) {
@@ -418,7 +428,9 @@ impl Tree {
                     TreeStep::Write(address)
                 }
             };
-            if self.beat_left == 0 {
+            if self.checkpointing {
+                // A checkpoint's flush has no budget: it runs to its end.
+            } else if self.beat_left == 0 {
                 self.stats.steps_over_budget += 1;
             } else {
                 self.beat_left -= 1;
@@ -525,6 +537,45 @@ impl Tree {
         self.changes.clear();
     }
 
+    /// At a checkpoint, between bars: the bar's puts (the mutable table) are merged into level 0
+    /// now, so that the manifest alone describes the tree and a restart from the checkpoint
+    /// replays only the ops after it. The caller steps (`compact_step`, no budget) until
+    /// `BarDone`, then calls `checkpoint_end`. Every replica flushes at the same ops, so their
+    /// trees stay identical.
+    pub fn checkpoint_start(&mut self, free_set: &mut FreeSet) -> Result<(), TreeError> {
+        assert!(!self.bar_open);
+        assert!(self.jobs.is_empty());
+        assert_eq!(self.immutable_count, 0);
+        let mut buffer = self.immutable.take().expect("the immutable buffer is free");
+        self.immutable_count = self.mutable.flush(&mut buffer);
+        self.immutable = Some(buffer);
+        self.bar_open = true;
+        self.checkpointing = true;
+        self.job_current = 0;
+        self.beat_left = 0;
+        self.beat_last = true;
+        if self.immutable_count > 0 {
+            let (key_min, key_max) = self.immutable_range();
+            let tables_b = self.levels[0]
+                .overlapping(&key_min, &key_max)
+                .copied()
+                .collect();
+            let values = self.immutable.take().expect("the immutable buffer is free");
+            let source = Source::Memory {
+                values,
+                count: self.immutable_count,
+            };
+            self.job_add(free_set, 0, None, source, tables_b)?;
+        }
+        Ok(())
+    }
+
+    pub fn checkpoint_end(&mut self) {
+        assert!(self.checkpointing);
+        self.checkpointing = false;
+        self.bar_end();
+    }
+
     /// Ends the bar (after its last op's beat): the second half's results enter the manifest,
     /// the immutable table's values among them.
     pub fn bar_end(&mut self) {
@@ -547,7 +598,7 @@ mod tests {
     use crate::grid::block_verify;
     use crate::grid::cache::BlockCache;
     use crate::lsm::lookup::{LevelsLookup, LookupStep};
-    use crate::lsm::manifest_log::{ManifestLog, ManifestLogReader};
+    use crate::lsm::manifest_log::{ManifestLog, ManifestLogReader, ManifestLogState};
     use crate::lsm::test_support::{is_tombstone, value, Disk, CLUSTER};
     use rand_chacha::rand_core::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -577,6 +628,19 @@ mod tests {
         op: u64,
         checkpoints: Vec<u64>,
         log: ManifestLog,
+        /// Take a snapshot at the first checkpoint at or after this op.
+        snapshot_at: u64,
+        snapshot: Option<Snapshot>,
+        reopened: bool,
+    }
+
+    struct Snapshot {
+        op: u64,
+        blocks: BTreeMap<u64, Vec<u8>>,
+        free_set_words: Vec<u64>,
+        log: ManifestLogState,
+        checkpoints: Vec<u64>,
+        model: BTreeMap<u64, [u8; 64]>,
     }
 
     impl Harness {
@@ -589,6 +653,9 @@ mod tests {
                 op: 0,
                 checkpoints: Vec::new(),
                 log: ManifestLog::new(CLUSTER, BLOCK_SIZE),
+                snapshot_at: u64::MAX,
+                snapshot: None,
+                reopened: false,
             }
         }
 
@@ -597,7 +664,8 @@ mod tests {
         fn op(&mut self, puts: &[[u8; 64]]) {
             let bar_ops = self.tree.options().bar_ops;
             let beat = self.op % bar_ops;
-            if beat == 0 && self.op > 0 {
+            // A reopened harness starts where its checkpoint ended the bar.
+            if beat == 0 && self.op > 0 && !std::mem::take(&mut self.reopened) {
                 self.tree.bar_end();
                 self.log_changes();
                 self.checkpoint_maybe();
@@ -665,10 +733,16 @@ mod tests {
             }
         }
 
+        /// Every fourth bar boundary: the tree's memory flushed to level 0, the manifest log
+        /// sealed, the free set's releases sealed, and the checkpoint two before freed.
         fn checkpoint_maybe(&mut self) {
-            if self.tree.stats().bars % 4 != 0 {
+            if (self.op / self.tree.options().bar_ops) % 4 != 0 {
                 return;
             }
+            self.tree.checkpoint_start(&mut self.disk.free_set).unwrap();
+            self.compact_beat();
+            self.tree.checkpoint_end();
+            self.log_changes();
             self.log.checkpoint(&mut self.disk.free_set);
             self.log_drain();
             self.disk.free_set.checkpoint(self.op);
@@ -677,6 +751,51 @@ mod tests {
                 let durable = self.checkpoints.remove(0);
                 self.disk.free_set.checkpoint_durable(durable);
             }
+            if self.snapshot.is_none() && self.op >= self.snapshot_at {
+                self.snapshot = Some(self.snapshot_take());
+            }
+        }
+
+        /// What a checkpoint leaves on disk, and the test's own bookkeeping.
+        fn snapshot_take(&mut self) -> Snapshot {
+            let free_set = &self.disk.free_set;
+            let mut words = vec![0u64; free_set.encoded_word_count() as usize];
+            free_set.encode_words(0, &mut words);
+            Snapshot {
+                op: self.op,
+                blocks: self.disk.blocks.clone(),
+                free_set_words: words,
+                log: self.log.checkpoint(&mut self.disk.free_set),
+                checkpoints: self.checkpoints.clone(),
+                model: self.model.clone(),
+            }
+        }
+
+        /// A harness restarted from `snapshot`: the tree rebuilt from the manifest log on disk,
+        /// the free set decoded, memory empty.
+        fn reopen(snapshot: &Snapshot) -> Harness {
+            let mut h = Harness::new();
+            h.disk.blocks = snapshot.blocks.clone();
+            h.disk
+                .free_set
+                .decode_words(&snapshot.free_set_words)
+                .unwrap();
+            let mut reader = ManifestLogReader::new(snapshot.log);
+            while let Some(reference) = reader.next_read() {
+                let block = &h.disk.blocks[&reference.address];
+                block_verify(block, CLUSTER, reference, BLOCK_SIZE).unwrap();
+                reader.on_read(block);
+            }
+            for event in reader.events() {
+                h.tree.manifest_apply(&event);
+            }
+            h.log = reader.log(CLUSTER, BLOCK_SIZE);
+            h.op = snapshot.op;
+            h.checkpoints = snapshot.checkpoints.clone();
+            h.model = snapshot.model.clone();
+            h.snapshot_at = u64::MAX;
+            h.reopened = true;
+            h
         }
 
         fn get(&mut self, key: u64) -> Option<[u8; 64]> {
@@ -710,36 +829,55 @@ mod tests {
     /// Random ops: mostly new keys in increasing order (as timestamps are), updates of recent
     /// and old keys, and deletions; every op's keys and a sample of others checked against the
     /// model, and every key at the end.
-    fn random_run(seed: u64, ops: u64) -> Harness {
+    /// Each op's puts: mostly new keys in increasing order (as timestamps are), updates of
+    /// recent and old keys, and deletions.
+    fn random_ops(seed: u64, ops: u64) -> Vec<Vec<[u8; 64]>> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut h = Harness::new();
         let mut next_key = 0u64;
         let per_op_max = options().layout.values_max() / options().bar_ops as usize;
-        for _ in 0..ops {
-            let count = (rng.next_u64() % (per_op_max as u64 + 1)) as usize;
-            let mut puts = Vec::with_capacity(count);
-            for _ in 0..count {
-                let roll = rng.next_u64() % 100;
-                let version = rng.next_u64() as u8;
-                let key = if roll < 60 || next_key == 0 {
-                    next_key += 1 + rng.next_u64() % 3;
-                    next_key
-                } else {
-                    rng.next_u64() % (next_key + 1)
-                };
-                puts.push(value(key, version, roll >= 90));
-            }
-            h.op(&puts);
-            for v in &puts {
-                h.check(u64::from_be_bytes(v[..8].try_into().unwrap()));
+        (0..ops)
+            .map(|_| {
+                let count = (rng.next_u64() % (per_op_max as u64 + 1)) as usize;
+                (0..count)
+                    .map(|_| {
+                        let roll = rng.next_u64() % 100;
+                        let version = rng.next_u64() as u8;
+                        let key = if roll < 60 || next_key == 0 {
+                            next_key += 1 + rng.next_u64() % 3;
+                            next_key
+                        } else {
+                            rng.next_u64() % (next_key + 1)
+                        };
+                        value(key, version, roll >= 90)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Runs `ops` on `h`: every op's keys and a sample of others checked against the model,
+    /// and every key at the end.
+    fn run(h: &mut Harness, ops: &[Vec<[u8; 64]>], seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let key_of = |v: &[u8; 64]| u64::from_be_bytes(v[..8].try_into().unwrap());
+        let key_max = ops.iter().flatten().map(key_of).max().unwrap_or(0);
+        for puts in ops {
+            h.op(puts);
+            for v in puts {
+                h.check(key_of(v));
             }
             for _ in 0..8 {
-                h.check(rng.next_u64() % (next_key + 10));
+                h.check(rng.next_u64() % (key_max + 10));
             }
         }
-        for key in 0..next_key + 10 {
+        for key in 0..key_max + 10 {
             h.check(key);
         }
+    }
+
+    fn random_run(seed: u64, ops: u64) -> Harness {
+        let mut h = Harness::new();
+        run(&mut h, &random_ops(seed, ops), seed);
         h
     }
 
@@ -791,6 +929,32 @@ mod tests {
         assert!(h.tree.levels()[1].table_count() > 0);
         assert_eq!(tables(&reopened), tables(&h.tree));
         assert!(h.log.block_count() < 20, "{} blocks", h.log.block_count());
+    }
+
+    /// A tree reopened from a checkpoint (manifest replayed from the log's blocks, free set
+    /// decoded, memory empty) and given the ops after it writes exactly the blocks the tree that
+    /// never stopped writes: compaction's choices and addresses depend only on what a
+    /// checkpoint holds.
+    #[test]
+    fn a_tree_reopened_from_a_checkpoint_writes_what_it_would_have() {
+        for seed in 0..3 {
+            let ops = random_ops(seed, 1_500);
+            let mut a = Harness::new();
+            a.snapshot_at = 700;
+            run(&mut a, &ops, seed);
+            let snapshot = a.snapshot.take().expect("a checkpoint past op 700");
+            let mut b = Harness::reopen(&snapshot);
+            run(&mut b, &ops[snapshot.op as usize..], seed);
+            let tables = |tree: &Tree| -> Vec<Vec<TableInfo>> {
+                tree.levels()
+                    .iter()
+                    .map(|l| l.iter().copied().collect())
+                    .collect()
+            };
+            assert_eq!(tables(&b.tree), tables(&a.tree), "seed {seed}");
+            assert_eq!(b.disk.blocks, a.disk.blocks, "seed {seed}");
+            assert!(b.tree.stats().jobs_merged > 10);
+        }
     }
 
     #[test]
