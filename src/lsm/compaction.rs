@@ -34,7 +34,7 @@ pub enum Source {
     /// One table of level A.
     Table(TableInfo),
     /// The tree's immutable table: `count` values sorted by key, unique, packed at the start of
-    /// the buffer (handed back by `Compaction::memory_buffer` once done).
+    /// the buffer (handed back by `Compaction::finish` once done).
     Memory { values: Vec<u8>, count: usize },
 }
 
@@ -65,36 +65,57 @@ struct TablesInput {
     values: Vec<u8>,
     /// Where the values begin in `values`: after the block header, or 0 for values in memory.
     values_offset: usize,
+    /// For values in memory: the block buffer they stand in for, kept to hand back.
+    spare: Vec<u8>,
     merge: MergeInput,
 }
 
 impl TablesInput {
-    fn new(tables: &[TableInfo], block_size: usize) -> TablesInput {
+    /// Walks `tables` with block buffers `index` and `values`.
+    fn new(tables: Vec<TableInfo>, index: Vec<u8>, values: Vec<u8>) -> Self {
         TablesInput {
-            tables: tables.to_vec(),
+            tables,
             table: 0,
-            index: vec![0; block_size],
+            index,
             index_loaded: false,
             entry: 0,
-            values: vec![0; block_size],
+            values,
             values_offset: HEADER_SIZE,
+            spare: Vec::new(),
             merge: MergeInput::default(),
         }
     }
 
-    /// `count` sorted, unique values already in `values`: no blocks to read.
-    fn memory(values: Vec<u8>, count: usize) -> TablesInput {
+    /// `count` sorted, unique values already in `values`: no blocks to read. The buffers are
+    /// only kept, to hand back.
+    fn memory(
+        values: Vec<u8>,
+        count: usize,
+        list: Vec<TableInfo>,
+        index: Vec<u8>,
+        spare: Vec<u8>,
+    ) -> Self {
         let mut merge = MergeInput::default();
         merge.load(count);
         TablesInput {
-            tables: Vec::new(),
+            tables: list,
             table: 0,
-            index: Vec::new(),
+            index,
             index_loaded: false,
             entry: 0,
             values,
             values_offset: 0,
+            spare,
             merge,
+        }
+    }
+
+    /// The buffers back (the table list as it was), and the values in memory (if it held them).
+    fn into_buffers(self) -> (Vec<TableInfo>, Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
+        if self.values_offset == 0 {
+            (self.tables, self.index, self.spare, Some(self.values))
+        } else {
+            (self.tables, self.index, self.values, None)
         }
     }
 
@@ -128,6 +149,63 @@ impl TablesInput {
     }
 }
 
+/// A job's buffers: allocated once (the tree keeps a pool sized at start) and handed from job to
+/// job, so compaction allocates nothing as it runs.
+#[derive(Debug)]
+pub struct CompactionBuffers {
+    /// Index and value block buffers of input A, then of input B.
+    a_index: Vec<u8>,
+    a_values: Vec<u8>,
+    b_index: Vec<u8>,
+    b_values: Vec<u8>,
+    output_values: Vec<u8>,
+    output_index: Vec<u8>,
+    tables_a: Vec<TableInfo>,
+    tables_b: Vec<TableInfo>,
+    outputs: Vec<TableInfo>,
+}
+
+impl CompactionBuffers {
+    /// For jobs merging into at most `tables_b_max` tables and writing at most `outputs_max`.
+    pub fn new(block_size: usize, tables_b_max: usize, outputs_max: usize) -> CompactionBuffers {
+        CompactionBuffers {
+            a_index: vec![0; block_size],
+            a_values: vec![0; block_size],
+            b_index: vec![0; block_size],
+            b_values: vec![0; block_size],
+            output_values: vec![0; block_size],
+            output_index: vec![0; block_size],
+            tables_a: Vec::with_capacity(1),
+            tables_b: Vec::with_capacity(tables_b_max),
+            outputs: Vec::with_capacity(outputs_max),
+        }
+    }
+
+    /// The tables of level B the next job merges into, to fill before `Compaction::new`, and,
+    /// after `Compaction::finish`, those it merged into.
+    pub fn tables_b(&self) -> &[TableInfo] {
+        &self.tables_b
+    }
+
+    /// Sets the tables of level B for the next job (no allocation: at most the capacity the
+    /// buffers were made with).
+    pub fn tables_b_set<'a>(&mut self, tables: impl Iterator<Item = &'a TableInfo>) {
+        self.tables_b.clear();
+        for table in tables {
+            assert!(
+                self.tables_b.len() < self.tables_b.capacity(),
+                "more tables than fit"
+            );
+            self.tables_b.push(*table);
+        }
+    }
+
+    /// The job's new tables of level B, in key order (after `Compaction::finish`).
+    pub fn outputs(&self) -> &[TableInfo] {
+        &self.outputs
+    }
+}
+
 pub struct Compaction {
     layout: TableLayout,
     tree: u16,
@@ -149,14 +227,16 @@ pub struct Compaction {
 }
 
 impl Compaction {
-    /// Merges `a` (a table of level A, or the immutable table) into `tables_b` (the tables of
-    /// level B it overlaps, in key order). `drop_tombstones` when level B is the deepest that
+    /// Merges `a` (a table of level A, or the immutable table) into the tables of level B it
+    /// overlaps (`buffers.tables_b_set`, in key order). `drop_tombstones` when level B is the deepest that
     /// could hold the keys. If the grid has not the blocks the output may need, `a` comes back
     /// (an immutable table's values and buffer are not lost).
     ///
-    /// Allocates the job's buffers (to become a pool sized at start when the forest drives
-    /// compactions). A job runs to `Done`: its reservation is forfeited only then.
-    #[allow(clippy::too_many_arguments)]
+    /// Works in `buffers` (allocates nothing), which `finish` hands back. A job runs to
+    /// `Done`: its reservation is forfeited only then.
+    // The error hands back what the caller lent (the source and the buffers) when the grid is
+    // full, a rare path: boxing it would allocate on every call.
+    #[allow(clippy::too_many_arguments, clippy::result_large_err)]
     pub fn new(
         layout: TableLayout,
         cluster: u128,
@@ -164,21 +244,43 @@ impl Compaction {
         tombstone: fn(&[u8]) -> bool,
         drop_tombstones: bool,
         a: Source,
-        tables_b: &[TableInfo],
         free_set: &mut FreeSet,
-    ) -> Result<Compaction, Source> {
+        buffers: CompactionBuffers,
+    ) -> Result<Compaction, (Source, CompactionBuffers)> {
+        let tables_b = &buffers.tables_b[..];
+        let outputs_max = Self::output_tables_max(&layout, &a, tables_b);
+        assert!(
+            outputs_max as usize <= buffers.outputs.capacity(),
+            "more output tables than the buffers hold"
+        );
         let blocks_max = Self::output_blocks_max(&layout, &a, tables_b);
         let Some(reservation) = free_set.reserve(blocks_max) else {
-            return Err(a);
+            return Err((a, buffers));
         };
-        let outputs_max = Self::output_tables_max(&layout, &a, tables_b);
+        let CompactionBuffers {
+            a_index,
+            a_values,
+            b_index,
+            b_values,
+            output_values,
+            output_index,
+            mut tables_a,
+            tables_b,
+            mut outputs,
+        } = buffers;
+        tables_a.clear();
+        assert!(a_values.len() >= layout.block_size && output_values.len() >= layout.block_size);
         let a = match a {
-            Source::Table(table) => TablesInput::new(&[table], layout.block_size),
+            Source::Table(table) => {
+                tables_a.push(table);
+                TablesInput::new(tables_a, a_index, a_values)
+            }
             Source::Memory { values, count } => {
                 assert!(values.len() >= count * layout.value_size);
-                TablesInput::memory(values, count)
+                TablesInput::memory(values, count, tables_a, a_index, a_values)
             }
         };
+        outputs.clear();
         Ok(Compaction {
             layout,
             tree,
@@ -186,16 +288,36 @@ impl Compaction {
             drop_tombstones,
             tombstone,
             a,
-            b: TablesInput::new(tables_b, layout.block_size),
+            b: TablesInput::new(tables_b, b_index, b_values),
             reading: None,
             builder: None,
-            output_values: vec![0; layout.block_size],
-            output_index: vec![0; layout.block_size],
+            output_values,
+            output_index,
             written: None,
             reservation: Some(reservation),
-            outputs: Vec::with_capacity(outputs_max as usize),
+            outputs,
             done: false,
         })
+    }
+
+    /// Once `Done`: the buffers back, holding the tables merged into and the outputs, and the
+    /// immutable table's buffer (a `Memory` source) for the next bar.
+    pub fn finish(self) -> (CompactionBuffers, Option<Vec<u8>>) {
+        assert!(self.done);
+        let (tables_a, a_index, a_values, memory) = self.a.into_buffers();
+        let (tables_b, b_index, b_values, _) = self.b.into_buffers();
+        let buffers = CompactionBuffers {
+            a_index,
+            a_values,
+            b_index,
+            b_values,
+            output_values: self.output_values,
+            output_index: self.output_index,
+            tables_a,
+            tables_b,
+            outputs: self.outputs,
+        };
+        (buffers, memory)
     }
 
     /// The output holds no more values than the inputs. So it needs no more value blocks than
@@ -230,12 +352,6 @@ impl Compaction {
     /// lookups read them until the job's outputs are in the manifest.
     pub fn memory_values(&self) -> Option<&[u8]> {
         (self.a.values_offset == 0).then_some(&self.a.values[..])
-    }
-
-    /// The immutable table's buffer, once done (a `Memory` source), for the next bar.
-    pub fn memory_buffer(self) -> Option<Vec<u8>> {
-        assert!(self.done);
-        (self.a.values_offset == 0).then_some(self.a.values)
     }
 
     /// New tables of level B, in key order (complete once `Done`).
@@ -403,6 +519,8 @@ mod tests {
             b: &[TableInfo],
             drop_tombstones: bool,
         ) -> (Vec<TableInfo>, BTreeSet<u64>, Option<Vec<u8>>) {
+            let mut buffers = CompactionBuffers::new(BLOCK_SIZE, b.len(), 64);
+            buffers.tables_b_set(b.iter());
             let mut job = Compaction::new(
                 layout(),
                 CLUSTER,
@@ -410,9 +528,10 @@ mod tests {
                 is_tombstone,
                 drop_tombstones,
                 a,
-                b,
                 &mut self.free_set,
+                buffers,
             )
+            .ok()
             .unwrap();
             let mut read = BTreeSet::new();
             loop {
@@ -431,7 +550,10 @@ mod tests {
                     }
                     CompactionStep::Done => {
                         let outputs = job.outputs().to_vec();
-                        return (outputs, read, job.memory_buffer());
+                        let (buffers, memory) = job.finish();
+                        assert_eq!(buffers.outputs(), &outputs[..]);
+                        assert_eq!(buffers.tables_b(), b, "the tables merged into, kept");
+                        return (outputs, read, memory);
                     }
                 }
             }
@@ -626,14 +748,17 @@ mod tests {
             is_tombstone,
             false,
             source,
-            &[],
             &mut tiny,
+            CompactionBuffers::new(BLOCK_SIZE, 0, 4),
         );
         match back {
-            Err(Source::Memory {
-                values: v,
-                count: c,
-            }) => assert_eq!((v, c), (values.clone(), count)),
+            Err((
+                Source::Memory {
+                    values: v,
+                    count: c,
+                },
+                _,
+            )) => assert_eq!((v, c), (values.clone(), count)),
             _ => panic!("the source must come back"),
         }
         let mut free_set = FreeSet::new(10_000);
@@ -645,9 +770,10 @@ mod tests {
             is_tombstone,
             false,
             source,
-            &[],
             &mut free_set,
+            CompactionBuffers::new(BLOCK_SIZE, 0, 4),
         )
+        .ok()
         .unwrap();
         let capacity = job.outputs.capacity();
         while job.step(&mut free_set) != CompactionStep::Done {}

@@ -31,7 +31,7 @@
 //! is durable), so they stay readable. A lookup asks the mutable table, then the immutable one,
 //! then the levels, shallowest first (`get_memory`, then `lookup::LevelsLookup` over `levels()`).
 
-use super::compaction::{Compaction, CompactionStep, Source};
+use super::compaction::{Compaction, CompactionBuffers, CompactionStep, Source};
 use super::manifest_level::ManifestLevel;
 use super::manifest_log::{ManifestChange, ManifestEvent};
 use super::table::{values_search, TableInfo, TableLayout, KEY_SIZE_MAX};
@@ -61,6 +61,15 @@ impl TreeOptions {
     /// most it holds).
     pub fn level_tables_limit(&self, level: usize) -> usize {
         self.growth_factor.pow(level as u32 + 1)
+    }
+
+    /// The most tables of level B one job merges into. The immutable table may overlap all of
+    /// level 0. A level's job takes its table that overlaps the fewest below: with `a` tables
+    /// over level A's limit `g^(i+1)` and at most `g^(i+2) + g + 2` below, whose overlaps sum
+    /// to at most `a + b - 1` (a table below that spans k of them holds k - 1 of the gaps
+    /// between them, and no gap is held twice), the fewest is below `1 + g + 1`.
+    fn tables_b_max(&self) -> usize {
+        self.level_tables_max(0).max(self.growth_factor + 3)
     }
 
     /// The most tables level `level` can hold: its limit, plus the net table a bar's job into it
@@ -103,12 +112,15 @@ pub struct TreeStats {
     pub steps_over_budget: u64,
 }
 
+// Jobs live in a vector sized at start: the large variant costs no allocation.
+#[allow(clippy::large_enum_variant)]
 enum JobWork {
     /// The input table moves down as it is (nothing below overlaps it).
     Move,
-    /// Boxed: a job's buffers, like the job, come from the heap for now (to become a pool
-    /// sized at start when the forest drives the trees, as `Compaction::new` notes).
-    Merge(Box<Compaction>),
+    Merge(Compaction),
+    /// Merged: the buffers hold the tables merged into and the outputs, until the half ends.
+    Merged(CompactionBuffers),
+    /// Moved, or merged with its results applied.
     Done,
 }
 
@@ -117,9 +129,7 @@ struct Job {
     level_b: usize,
     /// The input table of level `level_b - 1` (None: the immutable table).
     table_a: Option<TableInfo>,
-    tables_b: Vec<TableInfo>,
     work: JobWork,
-    outputs: Vec<TableInfo>,
 }
 
 pub struct Tree {
@@ -131,6 +141,10 @@ pub struct Tree {
     immutable_count: usize,
     levels: Vec<ManifestLevel>,
     jobs: Vec<Job>,
+    /// `jobs`' twin: swapped with it to apply a half's results without allocating.
+    jobs_spare: Vec<Job>,
+    /// One set of compaction buffers per job a half can run, made at start.
+    pool: Vec<CompactionBuffers>,
     /// The first job not done.
     job_current: usize,
     bar_open: bool,
@@ -152,6 +166,10 @@ impl Tree {
         assert!(options.growth_factor >= 2);
         assert!(options.bar_ops >= 2 && options.bar_ops % 2 == 0);
         let values_max = layout.values_max();
+        // The first half runs a job into each odd level, the second into each even one above
+        // 0 and the immutable table's: this many at most.
+        let jobs_max = (options.levels / 2).max((options.levels - 1) / 2 + 1);
+        let tables_b_max = options.tables_b_max();
         Tree {
             options,
             mutable: TableMemory::new(layout, values_max, options.bar_ops as usize),
@@ -160,7 +178,11 @@ impl Tree {
             levels: (0..options.levels)
                 .map(|level| ManifestLevel::new(layout, options.level_tables_max(level)))
                 .collect(),
-            jobs: Vec::with_capacity(options.levels),
+            jobs: Vec::with_capacity(jobs_max),
+            jobs_spare: Vec::with_capacity(jobs_max),
+            pool: (0..jobs_max)
+                .map(|_| CompactionBuffers::new(layout.block_size, tables_b_max, tables_b_max + 1))
+                .collect(),
             job_current: 0,
             bar_open: false,
             checkpointing: false,
@@ -274,17 +296,7 @@ impl Tree {
         assert!(self.jobs.is_empty());
         let mut work = 0;
         if half == 1 && self.immutable_count > 0 {
-            let (key_min, key_max) = self.immutable_range();
-            let tables_b = self.levels[0]
-                .overlapping(&key_min, &key_max)
-                .copied()
-                .collect();
-            let values = self.immutable.take().expect("the immutable buffer is free");
-            let source = Source::Memory {
-                values,
-                count: self.immutable_count,
-            };
-            work += self.job_add(free_set, 0, None, source, tables_b)?;
+            work += self.job_add_immutable(free_set)?;
         }
         let first = if half == 0 { 1 } else { 2 };
         for level_b in (first..self.options.levels).step_by(2) {
@@ -293,17 +305,13 @@ impl Tree {
                 continue;
             }
             let table_a = self.pick(level_a);
-            let layout = self.options.layout;
-            let tables_b = self.levels[level_b]
-                .overlapping(table_a.key_min(&layout), table_a.key_max(&layout))
-                .copied()
-                .collect();
+            let range = (table_a.key_min, table_a.key_max);
             work += self.job_add(
                 free_set,
                 level_b,
                 Some(table_a),
                 Source::Table(table_a),
-                tables_b,
+                range,
             )?;
         }
         let half_ops = self.options.bar_ops / 2;
@@ -312,32 +320,47 @@ impl Tree {
         Ok(())
     }
 
-    /// Adds the job into `level_b` and returns a bound on its block I/O.
+    /// The immutable table's job into level 0.
+    fn job_add_immutable(&mut self, free_set: &mut FreeSet) -> Result<u64, TreeError> {
+        let range = self.immutable_range();
+        let values = self.immutable.take().expect("the immutable buffer is free");
+        let source = Source::Memory {
+            values,
+            count: self.immutable_count,
+        };
+        self.job_add(free_set, 0, None, source, range)
+    }
+
+    /// Adds the job into `level_b` of `source`, whose keys span `range`, and returns a bound on
+    /// its block I/O. A merge takes a set of buffers from the pool.
     fn job_add(
         &mut self,
         free_set: &mut FreeSet,
         level_b: usize,
         table_a: Option<TableInfo>,
         source: Source,
-        tables_b: Vec<TableInfo>,
+        range: ([u8; KEY_SIZE_MAX], [u8; KEY_SIZE_MAX]),
     ) -> Result<u64, TreeError> {
         let layout = self.options.layout;
-        if table_a.is_some() && tables_b.is_empty() {
+        let (key_min, key_max) = (&range.0[..layout.key_size], &range.1[..layout.key_size]);
+        let level = &self.levels[level_b];
+        if table_a.is_some() && level.overlapping(key_min, key_max).next().is_none() {
             self.jobs.push(Job {
                 level_b,
                 table_a,
-                tables_b,
                 work: JobWork::Move,
-                outputs: Vec::new(),
             });
             return Ok(0);
         }
+        let mut buffers = self.pool.pop().expect("a set of buffers per job of a half");
+        buffers.tables_b_set(level.overlapping(key_min, key_max));
+        let tables_b = buffers.tables_b();
         let reads: u64 = table_a
             .iter()
-            .chain(&tables_b)
+            .chain(tables_b)
             .map(|t| table_blocks(&layout, t))
             .sum();
-        let writes = Compaction::output_blocks_max(&layout, &source, &tables_b);
+        let writes = Compaction::output_blocks_max(&layout, &source, tables_b);
         // Tombstones can go once nothing older could lie below the output: no job of this half
         // writes deeper then either (the level below is empty, so it has no job).
         let deeper_empty = self.levels[level_b + 1..]
@@ -350,18 +373,26 @@ impl Tree {
             self.options.tombstone,
             deeper_empty,
             source,
-            &tables_b,
             free_set,
-        )
-        .map_err(|_| TreeError::GridFull)?;
-        self.jobs.push(Job {
-            level_b,
-            table_a,
-            tables_b,
-            work: JobWork::Merge(Box::new(compaction)),
-            outputs: Vec::new(),
-        });
-        Ok(reads + writes)
+            buffers,
+        );
+        match compaction {
+            Ok(compaction) => {
+                self.jobs.push(Job {
+                    level_b,
+                    table_a,
+                    work: JobWork::Merge(compaction),
+                });
+                Ok(reads + writes)
+            }
+            Err((source, buffers)) => {
+                self.pool.push(buffers);
+                if let Source::Memory { values, .. } = source {
+                    self.immutable = Some(values);
+                }
+                Err(TreeError::GridFull)
+            }
+        }
     }
 
     /// The table of `level` that overlaps the fewest tables of the level below (the first in
@@ -406,7 +437,8 @@ impl Tree {
         assert!(self.bar_open);
         while let Some(job) = self.jobs.get_mut(self.job_current) {
             let step = match &mut job.work {
-                JobWork::Move | JobWork::Done => None,
+                JobWork::Move => None,
+                JobWork::Merged(_) | JobWork::Done => unreachable!("the current job is not done"),
                 JobWork::Merge(compaction) => {
                     if self.beat_left == 0 && !self.beat_last {
                         return TreeStep::BeatDone;
@@ -445,17 +477,21 @@ impl Tree {
     fn job_finish(&mut self) {
         let job = &mut self.jobs[self.job_current];
         match std::mem::replace(&mut job.work, JobWork::Done) {
-            JobWork::Move => self.stats.tables_moved += 1,
+            JobWork::Move => {
+                self.stats.tables_moved += 1;
+                job.work = JobWork::Move;
+            }
             JobWork::Merge(compaction) => {
-                job.outputs = compaction.outputs().to_vec();
                 self.stats.jobs_merged += 1;
-                if job.table_a.is_none() {
-                    let buffer = compaction.memory_buffer().expect("a memory source");
+                let (buffers, memory) = compaction.finish();
+                assert_eq!(memory.is_some(), job.table_a.is_none());
+                if let Some(buffer) = memory {
                     assert!(self.immutable.is_none());
                     self.immutable = Some(buffer);
                 }
+                job.work = JobWork::Merged(buffers);
             }
-            JobWork::Done => {}
+            JobWork::Merged(_) | JobWork::Done => unreachable!("a job finishes once"),
         }
         self.job_current += 1;
     }
@@ -483,19 +519,31 @@ impl Tree {
             self.jobs.len(),
             "the half bar's compaction is not done"
         );
-        for job in std::mem::take(&mut self.jobs) {
+        let mut jobs = std::mem::take(&mut self.jobs_spare);
+        std::mem::swap(&mut jobs, &mut self.jobs);
+        for job in jobs.drain(..) {
             let level_b = job.level_b as u8;
-            let removed = job.table_a.iter().map(|t| (level_b - 1, *t));
-            for (level, table) in removed.chain(job.tables_b.iter().map(|t| (level_b, *t))) {
-                self.manifest_change(level, ManifestChange::Remove, table);
+            if let Some(table_a) = job.table_a {
+                self.manifest_change(level_b - 1, ManifestChange::Remove, table_a);
             }
-            let moved = job
-                .table_a
-                .filter(|_| job.tables_b.is_empty() && job.outputs.is_empty());
-            for table in moved.iter().chain(&job.outputs) {
-                self.manifest_change(level_b, ManifestChange::Insert, *table);
+            match job.work {
+                JobWork::Move => {
+                    let table_a = job.table_a.expect("a move is of a table");
+                    self.manifest_change(level_b, ManifestChange::Insert, table_a);
+                }
+                JobWork::Merged(buffers) => {
+                    for table in buffers.tables_b() {
+                        self.manifest_change(level_b, ManifestChange::Remove, *table);
+                    }
+                    for table in buffers.outputs() {
+                        self.manifest_change(level_b, ManifestChange::Insert, *table);
+                    }
+                    self.pool.push(buffers);
+                }
+                JobWork::Merge(_) | JobWork::Done => unreachable!("every job finished"),
             }
         }
+        self.jobs_spare = jobs;
     }
 
     fn manifest_change(&mut self, level: u8, change: ManifestChange, table: TableInfo) {
@@ -555,17 +603,7 @@ impl Tree {
         self.beat_left = 0;
         self.beat_last = true;
         if self.immutable_count > 0 {
-            let (key_min, key_max) = self.immutable_range();
-            let tables_b = self.levels[0]
-                .overlapping(&key_min, &key_max)
-                .copied()
-                .collect();
-            let values = self.immutable.take().expect("the immutable buffer is free");
-            let source = Source::Memory {
-                values,
-                count: self.immutable_count,
-            };
-            self.job_add(free_set, 0, None, source, tables_b)?;
+            self.job_add_immutable(free_set)?;
         }
         Ok(())
     }
