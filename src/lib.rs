@@ -4,10 +4,11 @@
 //!
 //! - **Protocol** (runs unchanged in production and in the simulator, `sim/`): `replica` (the
 //!   replica state machine), `journal`, `superblock`, `checkpoint_content`, `clock`, `timeout`,
-//!   the wire format (`header`, `message`, `checksum`, `io_token`), the configuration (`config`)
+//!   the wire format (`header`, `message`, `checksum`, `io_token`), latency histograms for the
+//!   operator (`metrics`), the configuration (`config`)
 //!   and data file layout (`storage`), and `format` (the writes that create a data file).
-//! - **Storage engine** (being built, docs/storage.md): `grid` (checksummed blocks and the free
-//!   set) and `lsm` (the table format).
+//! - **Storage engine** (being built, docs/storage.md): `grid` (checksummed blocks, the free set,
+//!   the block cache) and `lsm` (tables, compaction, the manifest and its log, one tree).
 //! - **Seams** the protocol is generic over: `storage::Storage`, `bus::MessageBus`, `time::Time`,
 //!   `state_machine::StateMachine`.
 //! - **Ledger**: `ledger`, the state machine of accounts and transfers.
