@@ -603,9 +603,11 @@ impl SimStorage {
     }
 
     /// Whether a fault on `offset..offset + len` of `zone` must be spared: it would damage one
-    /// copy of a journal slot (its prepare, or its header-ring entry) whose other copy is not
-    /// as the replica wrote it (a write that did not land, or damage). With both copies of the
-    /// newest op a replica acknowledged gone, recovery finds no trace of the op and nacks it;
+    /// copy of a journal slot (its prepare, or its header-ring entry) whose other copy is stale:
+    /// not as the replica wrote it, yet reading as intact (an older prepare or entry, or zeros:
+    /// a write that did not land). A damaged copy reads as damaged, and recovery takes the slot
+    /// as faulty; a stale one misleads it. With both copies of the newest op a replica
+    /// acknowledged gone, recovery finds no trace of the op and nacks it;
     /// two faults on the two copies of one op on one replica are outside the fault model, as in
     /// TigerBeetle's simulator (docs/testing.md, "What the VOPR cannot see"). The deliberate
     /// pairs of the lost-write fault, below the head, are made directly and not asked.
@@ -618,19 +620,29 @@ impl SimStorage {
         let end = offset + len.max(1) as u64;
         (offset / slots..end.div_ceil(slots))
             .filter(|&slot| slot < self.layout.slot_count)
-            .any(|slot| !self.copy_intact(other, slot))
+            .any(|slot| self.copy_stale(other, slot))
     }
 
-    /// Whether journal slot `slot`'s copy in `zone` (its prepare, or its header-ring entry) is
-    /// on disk as the replica last wrote it, or read it at open.
-    fn copy_intact(&self, zone: Zone, slot: u64) -> bool {
+    /// Whether journal slot `slot`'s copy in `zone` (its prepare, or its header-ring entry)
+    /// differs from what the replica last wrote or read there, and yet reads as intact or as
+    /// never written.
+    fn copy_stale(&self, zone: Zone, slot: u64) -> bool {
         let size = match zone {
             Zone::WalHeaders => HEADER_SIZE as u64,
             _ => self.layout.message_size_max,
         };
         let start = (self.layout.zone_offset(zone) + slot * size) as usize;
         let range = start..start + size as usize;
-        self.memory[range.clone()] == self.shadow[range]
+        let bytes = &self.memory[range.clone()];
+        if bytes == &self.shadow[range] {
+            return false;
+        }
+        let header = Header::read_from(&bytes[..HEADER_SIZE]);
+        let reads_intact = header.valid_checksum()
+            && (zone == Zone::WalHeaders
+                || (header.size as usize) <= bytes.len()
+                    && header.valid_checksum_body(&bytes[HEADER_SIZE..header.size as usize]));
+        reads_intact || bytes[..HEADER_SIZE].iter().all(|&b| b == 0)
     }
 
     /// Corrupts the sector at `offset` of `zone` on disk now (bits flipped or garbage), as
