@@ -1300,11 +1300,17 @@ impl Simulator {
             (op, slot * layout.message_size_max, ring)
         };
         let faulty = |zone: Zone, offset: u64| atlas.range_faulty(index as u8, zone, offset, 1);
+        // The deliberate ring damage hits a whole sector: never beside another slot's stale
+        // prepare there (the acknowledged op's own, misdirected, say), which would leave that op
+        // no trace (`SimStorage::fault_spared`).
+        let ring_spared =
+            |ring_offset: u64| storage.fault_spared(Zone::WalHeaders, ring_offset, SECTOR_SIZE);
         let allowed = |variant: usize| {
             let (op, prepare_offset, ring_offset) = offsets(variant);
             op > 0
                 && faulty(Zone::WalPrepares, prepare_offset)
-                && (variant == 0 || faulty(Zone::WalHeaders, ring_offset))
+                && (variant == 0
+                    || (faulty(Zone::WalHeaders, ring_offset) && !ring_spared(ring_offset)))
         };
         // The variant drawn, else the plain lost write where the atlas allows no more.
         let drawn = range(&mut self.lost_rng, 0, 2) as usize;

@@ -349,6 +349,10 @@ pub struct SimStorage {
     /// opened, plus every write it was told completed, as written (no fault, no misdirect).
     /// The durability checker reads a promise's backing here (`durable`).
     shadow: Vec<u8>,
+    /// What the replica last wrote (or formatted) at each byte, across restarts: unlike the
+    /// shadow, not reset to what it reads at open, so a write that did not land before a crash
+    /// still shows as stale after it (`copy_stale`).
+    written: Vec<u8>,
     /// Bumped whenever a superblock write completes or the shadow is reset (cache key).
     superblock_generation: u64,
     /// `superblock_generation` as the replica last opened (set by `reset_shadow`).
@@ -421,6 +425,7 @@ impl SimStorage {
         SimStorage {
             memory: vec![0; size],
             shadow: vec![0; size],
+            written: vec![0; size],
             superblock_generation: 0,
             superblock_generation_opened: 0,
             checkpoint_shadow: BTreeMap::new(),
@@ -624,8 +629,8 @@ impl SimStorage {
     }
 
     /// Whether journal slot `slot`'s copy in `zone` (its prepare, or its header-ring entry)
-    /// differs from what the replica last wrote or read there, and yet reads as intact or as
-    /// never written.
+    /// differs from what the replica last wrote there (before any restart, too), and yet reads
+    /// as intact or as never written.
     fn copy_stale(&self, zone: Zone, slot: u64) -> bool {
         let size = match zone {
             Zone::WalHeaders => HEADER_SIZE as u64,
@@ -634,7 +639,7 @@ impl SimStorage {
         let start = (self.layout.zone_offset(zone) + slot * size) as usize;
         let range = start..start + size as usize;
         let bytes = &self.memory[range.clone()];
-        if bytes == &self.shadow[range] {
+        if bytes == &self.written[range] {
             return false;
         }
         let header = Header::read_from(&bytes[..HEADER_SIZE]);
@@ -661,6 +666,10 @@ impl SimStorage {
     pub fn write_raw(&mut self, zone: Zone, offset: u64, bytes: &[u8]) {
         self.bytes_mut(zone, offset, bytes.len())
             .copy_from_slice(bytes);
+        if zone != Zone::Checkpoint {
+            let start = (self.layout.zone_offset(zone) + offset) as usize;
+            self.written[start..start + bytes.len()].copy_from_slice(bytes);
+        }
     }
 
     /// Reads bytes directly, with no latency or faults (checkers, tests). The checkpoint zone
@@ -822,6 +831,7 @@ impl SimStorage {
         if zone != Zone::Checkpoint {
             let start = (self.layout.zone_offset(zone) + request.offset) as usize;
             self.shadow[start..start + len].copy_from_slice(data);
+            self.written[start..start + len].copy_from_slice(data);
             if zone == Zone::Superblock {
                 self.superblock_generation += 1;
             }
@@ -954,6 +964,10 @@ impl SimStorage {
         match fate {
             CrashFate::Written => {
                 self.bytes_mut(zone, offset, len).copy_from_slice(data);
+                if zone != Zone::Checkpoint {
+                    let start = (self.layout.zone_offset(zone) + offset) as usize;
+                    self.written[start..start + len].copy_from_slice(data);
+                }
                 return;
             }
             CrashFate::Lost => {
