@@ -67,12 +67,9 @@ impl Session {
         if !self.connected() {
             // Registered first: the register reply names the cluster's message size, which
             // bounds the body.
-            self.client
-                .register(self.timeout)
-                .map_err(|e| SubmitError {
-                    message: e.to_string(),
-                    definite: e.definite(),
-                })?;
+            if let Err(e) = self.client.register(self.timeout) {
+                return Err(self.failed(e));
+            }
         }
         let body = ledger_text::encode(operation, events, self.client.body_size_max())
             .map_err(SubmitError::definite)?;
@@ -84,22 +81,30 @@ impl Session {
                     definite: false,
                 })
             }
-            Err(e @ NetError::Evicted { .. }) => {
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// A request or register that failed; an evicted session is replaced, so the next
+    /// statement opens a new one.
+    fn failed(&mut self, e: NetError) -> SubmitError {
+        match e {
+            e @ NetError::Evicted { .. } => {
                 // The session is gone; the next request starts a new one.
                 self.client = NetClient::new(
                     self.cluster,
                     &self.addresses,
                     crate::config::Config::production(1).message_size_max as usize,
                 );
-                Err(SubmitError {
+                SubmitError {
                     message: format!("{e}; the next statement opens a new session"),
                     definite: e.definite(),
-                })
+                }
             }
-            Err(e) => Err(SubmitError {
+            e => SubmitError {
                 message: e.to_string(),
                 definite: e.definite(),
-            }),
+            },
         }
     }
 }

@@ -203,7 +203,13 @@ fn drive(shared: Arc<Shared>, mut client: NetClient, timeout: Duration) {
     // retried by the first request).
     let _ = client.register(timeout);
     loop {
-        let body_size_max = client.body_size_max();
+        // Until registered the cluster's message size is unknown: one call a request then (each
+        // is checked against it when it registers), never a packed batch it may refuse.
+        let body_size_max = if client.session() != 0 {
+            client.body_size_max()
+        } else {
+            0
+        };
         let batch = {
             let mut queue = shared.queue.lock().unwrap();
             while queue.calls.is_empty() && !queue.shutdown {
