@@ -15,8 +15,10 @@
 //!
 //! Appends go into the open block, which is sealed when full, or at a checkpoint (`checkpoint`),
 //! whose state (`ManifestLogState`) is then the newest block and the chain's length. Addresses
-//! come from the free set with no other reservation open: the caller appends between compaction
-//! half bars, so every replica's log gets the same addresses.
+//! come from the free set past any reservation open (compaction jobs of the half in progress
+//! reserve first, in a fixed order), so every replica's log gets the same addresses. On a grid
+//! so full that the jobs' worst-case reservations leave no block past them, sealing fails (a
+//! panic): the replica must stop taking work well before (issue 17's disk-full handling).
 
 use super::table::{TableInfo, KEY_SIZE_MAX};
 use crate::grid::free_set::FreeSet;

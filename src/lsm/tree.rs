@@ -67,7 +67,8 @@ impl TreeOptions {
     /// level 0. A level's job takes its table that overlaps the fewest below: with `a` tables
     /// over level A's limit `g^(i+1)` and at most `g^(i+2) + g + 2` below, whose overlaps sum
     /// to at most `a + b - 1` (a table below that spans k of them holds k - 1 of the gaps
-    /// between them, and no gap is held twice), the fewest is below `1 + g + 1`.
+    /// between them, and no gap is held twice), the fewest is at most `1 + (b - 1)/a`, at most
+    /// `g + 1`; `g + 3` leaves slack.
     fn tables_b_max(&self) -> usize {
         self.level_tables_max(0).max(self.growth_factor + 3)
     }
@@ -96,7 +97,9 @@ pub enum TreeStep {
 pub enum TreeError {
     /// The deepest level is full: the tree holds all it can until it is configured larger.
     Full { tables: usize },
-    /// The grid has too few free blocks for this bar's compactions.
+    /// The grid has too few free blocks for this bar's compactions. Fatal for the tree as it
+    /// stands: jobs planned before the one that failed keep their reservations (the replica
+    /// must stop taking work before the grid is this full).
     GridFull,
 }
 
@@ -552,6 +555,12 @@ impl Tree {
             change,
             table,
         };
+        if change == ManifestChange::Remove {
+            assert!(
+                self.holds(level, &table),
+                "a removal of a table the level lacks"
+            );
+        }
         self.manifest_apply(&event);
         self.changes.push(event);
     }
