@@ -78,6 +78,9 @@ pub struct MetricsServerStats {
 pub struct MetricsServer {
     listen_fd: i32,
     accept_inflight: bool,
+    /// An accept failed (out of file descriptors, say): the next is armed on the next tick,
+    /// not at once, or the loop would spin on the failing accept.
+    accept_backoff: bool,
     slots: Vec<Slot>,
     ticks: u64,
     pub stats: MetricsServerStats,
@@ -110,6 +113,7 @@ impl MetricsServer {
         Ok(MetricsServer {
             listen_fd,
             accept_inflight: false,
+            accept_backoff: false,
             slots,
             ticks: 0,
             stats: MetricsServerStats::default(),
@@ -127,7 +131,7 @@ impl MetricsServer {
     /// backlog holds the rest, at no cost to the replica), receive, send.
     pub fn pump(&mut self, io: &mut Io) {
         let slot_free = self.slots.iter().any(|s| s.state == State::Free);
-        if !self.accept_inflight && slot_free {
+        if !self.accept_inflight && !self.accept_backoff && slot_free {
             let entry = opcode::Accept::new(
                 types::Fd(self.listen_fd),
                 std::ptr::null_mut(),
@@ -211,6 +215,7 @@ impl MetricsServer {
 
     fn on_accept(&mut self, result: i32) {
         if result < 0 {
+            self.accept_backoff = true;
             return;
         }
         let index = self
@@ -303,6 +308,7 @@ impl MetricsServer {
     /// Shuts down connections past their deadline.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.accept_backoff = false;
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             if slot.state != State::Free
