@@ -223,8 +223,13 @@ impl Journal {
             return;
         }
         self.headers[slot] = *header;
+        // Durable, and not about to be overwritten by a write of another prepare to the slot
+        // (VOPR seed 388616834044111587: a start_view's op 18 of view 1 taken as durable while
+        // the write of view 2's op 18, queued behind it, was about to land over it; the replica
+        // acknowledged it and its do_view_change flagged it clean).
         let durable = self.prepare_durable[slot] == header.checksum
-            && self.ring_durable[slot].checksum == header.checksum;
+            && self.ring_durable[slot].checksum == header.checksum
+            && self.writing[slot].is_none_or(|c| c == header.checksum);
         self.dirty[slot] = !durable;
         self.ring_pending[slot] = false;
         if durable {
@@ -436,6 +441,12 @@ impl Journal {
         assert_eq!(self.writing[slot], Some(header.checksum));
         self.writing[slot] = None;
         self.prepare_durable[slot] = header.checksum;
+        let held = self.headers[slot];
+        if held.command == Command::Prepare as u8 && held.checksum != header.checksum {
+            // Another prepare landed over the one the slot's header names (a write queued
+            // before a view change replaced that header): the header's copy is gone.
+            self.dirty[slot] = true;
+        }
         if self.headers[slot].checksum == header.checksum {
             self.ring[slot] = header;
             self.write_sector(storage, pool, slot / HEADERS_PER_SECTOR);
