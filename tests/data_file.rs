@@ -227,35 +227,31 @@ fn development_replica_is_small_takes_a_port_and_checks_it_first() {
         "a development replica of {rss_kib} KiB resident"
     );
 
-    // The same port again, from a directory with no data: refused, and nothing formatted.
-    let out = Command::new(VSR)
-        .args(["start", "--development", &format!("--addresses={port}")])
-        .current_dir(dir.join("second"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Refused, from a directory with no data, with nothing formatted: returns the error.
+    let refused = |args: &[String], what: &str| {
+        let out = Command::new(VSR)
+            .args(["start", "--development"])
+            .args(args)
+            .current_dir(dir.join("second"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            !dir.join("second/data").exists(),
+            "formatted before checking the {what}"
+        );
+        stderr
+    };
+    // The same port again.
+    let stderr = refused(&[format!("--addresses={port}")], "port");
     assert!(stderr.contains("cannot listen on"), "{stderr}");
     assert!(stderr.contains("--addresses=<port>"), "{stderr}");
-    assert!(
-        !dir.join("second/data").exists(),
-        "formatted before checking the port"
-    );
-    // A free replica port but a busy metrics port: refused before formatting too.
+    // A free replica port but a busy metrics port.
     let other = common::free_ports(1)[0];
-    let out = Command::new(VSR)
-        .args(["start", "--development", &format!("--addresses={other}")])
-        .arg(format!("--metrics={port}"))
-        .current_dir(dir.join("second"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let args = [format!("--addresses={other}"), format!("--metrics={port}")];
+    let stderr = refused(&args, "metrics port");
     assert!(stderr.contains("--metrics: cannot listen on"), "{stderr}");
-    assert!(
-        !dir.join("second/data").exists(),
-        "formatted before checking the metrics port"
-    );
     assert!(
         replica.0.try_wait().unwrap().is_none(),
         "the first replica is still up"

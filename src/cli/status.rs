@@ -9,9 +9,8 @@
 use super::Failure;
 use crate::config::quorums;
 use crate::header::commands::{
-    RequestStatus, StatusReport, STATUS_FLAG_CLOCK_SYNCHRONIZED, STATUS_FLAG_PRIMARY,
-    STATUS_FLAG_REJOINING, STATUS_FLAG_SYNCING, STATUS_NORMAL, STATUS_RECOVERING,
-    STATUS_RECOVERING_HEAD, STATUS_VIEW_CHANGE,
+    status_name, RequestStatus, StatusReport, STATUS_FLAG_CLOCK_SYNCHRONIZED, STATUS_FLAG_PRIMARY,
+    STATUS_FLAG_REJOINING, STATUS_FLAG_SYNCING, STATUS_NORMAL,
 };
 use crate::header::{Command, Header, HEADER_SIZE};
 use std::io::{Read, Write};
@@ -123,16 +122,6 @@ fn read_by(stream: &mut TcpStream, buffer: &mut [u8], deadline: Instant) -> Resu
         }
     }
     Ok(())
-}
-
-pub fn status_name(status: u8) -> &'static str {
-    match status {
-        STATUS_NORMAL => "normal",
-        STATUS_VIEW_CHANGE => "view_change",
-        STATUS_RECOVERING => "recovering",
-        STATUS_RECOVERING_HEAD => "recovering_head",
-        _ => "unknown",
-    }
 }
 
 /// What a replica is doing beyond its status: primary or backup, syncing, rejoining.

@@ -1164,6 +1164,17 @@ pub const STATUS_RECOVERING: u8 = 3;
 pub const STATUS_RECOVERING_HEAD: u8 = 4;
 
 /// Flags of a status_report.
+/// A status_report's `status` as `vsr status` and the metrics endpoint name it.
+pub fn status_name(status: u8) -> &'static str {
+    match status {
+        STATUS_NORMAL => "normal",
+        STATUS_VIEW_CHANGE => "view_change",
+        STATUS_RECOVERING => "recovering",
+        STATUS_RECOVERING_HEAD => "recovering_head",
+        _ => "unknown",
+    }
+}
+
 pub const STATUS_FLAG_PRIMARY: u8 = 1 << 0;
 pub const STATUS_FLAG_SYNCING: u8 = 1 << 1;
 pub const STATUS_FLAG_REJOINING: u8 = 1 << 2;

@@ -12,9 +12,8 @@
 use super::log::{log, Level};
 use super::ring::{user_data, Io, Owner};
 use crate::header::commands::{
-    StatusReport, STATUS_FLAG_CLOCK_SYNCHRONIZED, STATUS_FLAG_PRIMARY, STATUS_FLAG_REJOINING,
-    STATUS_FLAG_SYNCING, STATUS_NORMAL, STATUS_RECOVERING, STATUS_RECOVERING_HEAD,
-    STATUS_VIEW_CHANGE,
+    status_name, StatusReport, STATUS_FLAG_CLOCK_SYNCHRONIZED, STATUS_FLAG_PRIMARY,
+    STATUS_FLAG_REJOINING, STATUS_FLAG_SYNCING, STATUS_NORMAL, STATUS_RECOVERING_HEAD,
 };
 use crate::io::file_storage::FileStorageStats;
 use crate::io::tcp_bus::BusStats;
@@ -501,19 +500,13 @@ pub fn render(out: &mut String, scrape: &Scrape) {
             reason.name()
         );
     }
-    let status_name = match s.status {
-        STATUS_NORMAL => "normal",
-        STATUS_VIEW_CHANGE => "view_change",
-        STATUS_RECOVERING => "recovering",
-        STATUS_RECOVERING_HEAD => "recovering_head",
-        _ => "unknown",
-    };
     let _ = write!(out, "# HELP vsr_status The replica's status (1 for the current one).\n# TYPE vsr_status gauge\n");
-    for name in ["normal", "view_change", "recovering", "recovering_head"] {
+    for status in STATUS_NORMAL..=STATUS_RECOVERING_HEAD {
         let _ = writeln!(
             out,
-            "vsr_status{{status=\"{name}\"}} {}",
-            u8::from(name == status_name)
+            "vsr_status{{status=\"{}\"}} {}",
+            status_name(status),
+            u8::from(status == s.status)
         );
     }
     let flag = |f: u8| u64::from(s.flags & f != 0);

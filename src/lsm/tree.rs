@@ -273,9 +273,6 @@ impl Tree {
     }
 
     fn bar_start(&mut self, free_set: &mut FreeSet) -> Result<(), TreeError> {
-        assert!(!self.bar_open);
-        assert!(self.jobs.is_empty());
-        assert_eq!(self.immutable_count, 0);
         let deepest = self.options.levels - 1;
         let deepest_tables = self.levels[deepest].table_count();
         if deepest_tables > self.options.level_tables_limit(deepest) {
@@ -283,12 +280,21 @@ impl Tree {
                 tables: deepest_tables,
             });
         }
+        self.memory_flush_open();
+        self.stats.bars += 1;
+        self.half_start(0, free_set)
+    }
+
+    /// Opens a bar (or a checkpoint's flush): the mutable table's values, sorted, become the
+    /// immutable table.
+    fn memory_flush_open(&mut self) {
+        assert!(!self.bar_open);
+        assert!(self.jobs.is_empty());
+        assert_eq!(self.immutable_count, 0);
         let mut buffer = self.immutable.take().expect("the immutable buffer is free");
         self.immutable_count = self.mutable.flush(&mut buffer);
         self.immutable = Some(buffer);
         self.bar_open = true;
-        self.stats.bars += 1;
-        self.half_start(0, free_set)
     }
 
     /// Plans a half bar's jobs and reserves their output blocks, in level order. The first half
@@ -555,13 +561,12 @@ impl Tree {
             change,
             table,
         };
-        if change == ManifestChange::Remove {
-            assert!(
-                self.holds(level, &table),
-                "a removal of a table the level lacks"
-            );
+        // Strict, unlike a replay: `ManifestLevel::remove` asserts the level holds the table.
+        let level = &mut self.levels[level as usize];
+        match change {
+            ManifestChange::Insert => level.insert(table),
+            ManifestChange::Remove => level.remove(&table),
         }
-        self.manifest_apply(&event);
         self.changes.push(event);
     }
 
@@ -600,13 +605,7 @@ impl Tree {
     /// `BarDone`, then calls `checkpoint_end`. Every replica flushes at the same ops, so their
     /// trees stay identical.
     pub fn checkpoint_start(&mut self, free_set: &mut FreeSet) -> Result<(), TreeError> {
-        assert!(!self.bar_open);
-        assert!(self.jobs.is_empty());
-        assert_eq!(self.immutable_count, 0);
-        let mut buffer = self.immutable.take().expect("the immutable buffer is free");
-        self.immutable_count = self.mutable.flush(&mut buffer);
-        self.immutable = Some(buffer);
-        self.bar_open = true;
+        self.memory_flush_open();
         self.checkpointing = true;
         self.job_current = 0;
         self.beat_left = 0;
