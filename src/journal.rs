@@ -248,6 +248,23 @@ impl Journal {
         }
     }
 
+    /// Forgets every header of an op above `head`, whatever the replica's own op: a view
+    /// change's new log (staged here by a would-be primary whose view never started, or repaired
+    /// into it) can leave headers above any later head, and a start_view's head is the end of
+    /// the log.
+    pub fn remove_above(&mut self, head: u64) {
+        for slot in 0..self.slot_count {
+            let h = self.headers[slot];
+            if h.command == Command::Prepare as u8 && h.op > head {
+                self.remove(h.op);
+            }
+        }
+        debug_assert!(self
+            .headers
+            .iter()
+            .all(|h| h.command != Command::Prepare as u8 || h.op <= head));
+    }
+
     /// A replica re-created by `vsr recover` may have acknowledged any op before its disk was
     /// lost: every slot it does not hold durably is marked faulty, so its do_view_change never
     /// counts as a nack there. A slot stops being faulty when a prepare is written to it.

@@ -431,9 +431,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 (None, None) => {}
             }
         }
-        for op in op_head + 1..=self.op.max(op_head) {
-            self.journal.remove(op);
-        }
+        self.journal.remove_above(op_head);
         (window_min, expected)
     }
 
@@ -720,9 +718,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         for h in &headers {
             self.journal.set_header(h);
         }
-        for op in header.op + 1..=self.op.max(header.op) {
-            self.journal.remove(op);
-        }
+        self.journal.remove_above(header.op);
         self.op = header.op;
         if self.rejoin_head == Some(u64::MAX) {
             self.rejoin_head = Some(header.op);
