@@ -19,6 +19,7 @@ use crate::options::{Corruption, SimOptions};
 use crate::rng::{chance, pick, range};
 use crate::storage::{CrashFate, FaultAtlas, SimStorage, StorageStats};
 use crate::time::SimTime;
+use crate::view_log::ViewLogs;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cell::Cell;
@@ -294,6 +295,8 @@ pub struct Simulator {
     pub checker: Checker,
     /// Every promise a replica sends, checked against its durable state (`durability.rs`).
     pub durability: Durability,
+    /// Each view's log, and that replicas normal in a view hold it (`view_log`).
+    pub view_logs: ViewLogs,
     pub tick: u64,
     pub faults: FaultCounts,
     pub(crate) faults_enabled: bool,
@@ -452,6 +455,7 @@ impl Simulator {
             seed,
             checker: Checker::new(options.replica_count as usize),
             durability: Durability::new(options.replica_count, layout.clone()),
+            view_logs: ViewLogs::default(),
             options,
             cluster,
             rng,
@@ -1468,6 +1472,11 @@ impl Simulator {
                 (&header, &bytes[HEADER_SIZE..header.size as usize]),
                 &self.checker,
             )?;
+            self.view_logs.on_send(
+                replica_index,
+                &header,
+                &bytes[HEADER_SIZE..header.size as usize],
+            )?;
             if header.command == Command::Prepare as u8 && header.replica == replica_index {
                 self.cluster_time.on_prepare(
                     index,
@@ -1507,6 +1516,12 @@ impl Simulator {
                 .state_available()
                 .then(|| vsr::state_machine::StateMachine::digest(replica.state_machine())),
         )?;
+        if replica.status() == Status::Normal {
+            self.view_logs
+                .check_normal(index, replica.view(), replica.commit_min(), |op| {
+                    journal.header(op)
+                })?;
+        }
         Ok(sent)
     }
 

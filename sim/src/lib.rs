@@ -11,3 +11,4 @@ pub mod rng;
 pub mod scenario;
 pub mod storage;
 pub mod time;
+pub mod view_log;
