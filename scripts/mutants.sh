@@ -28,6 +28,9 @@ markdown table: mutant, caught?, first failing seed, the checker that fired, sec
   --logs DIR         keep each mutant's build and VOPR output here (default DIR/logs under
                      the target dir)
   --output FILE      also write the table to FILE
+  --check-apply      only check that each selected patch applies to the working tree (no
+                     build, no VOPR; CI runs it so a mutant never drifts from the code it
+                     patches); exit 1 naming those that do not
   -h, --help         this text
 
 Caught: a seed failed (a checker, a replica assertion, a liveness stall, or a hang past
@@ -50,6 +53,7 @@ is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
 only=()
 quick=0
+check_apply=0
 seeds=300
 jobs=2
 seed_timeout=120
@@ -67,6 +71,7 @@ while (($# > 0)); do
         -h | --help) usage; exit 0 ;;
         --only) need_value "$1" $#; only+=("${2%.patch}"); shift 2 ;;
         --quick) quick=1; shift ;;
+        --check-apply) check_apply=1; shift ;;
         --seeds) need_value "$1" $#; seeds=$2; shift 2 ;;
         --jobs | -j) need_value "$1" $#; jobs=$2; shift 2 ;;
         --seed-timeout) need_value "$1" $#; seed_timeout=$2; shift 2 ;;
@@ -115,6 +120,18 @@ for name in "${names[@]}"; do
     [[ -f $mutants_dir/$name.patch ]] || die_usage "no such mutant: $mutants_dir/$name.patch"
 done
 
+if ((check_apply)); then
+    stale=0
+    for name in "${names[@]}"; do
+        if ! git -C "$root" apply --check "$mutants_dir/$name.patch" 2>/dev/null; then
+            echo "mutants.sh: $name.patch does not apply to the working tree: refresh it" >&2
+            stale=$((stale + 1))
+        fi
+    done
+    echo "mutants.sh: ${#names[@]} mutant(s) checked, $stale do not apply"
+    exit $((stale > 0))
+fi
+
 # ---------------------------------------------------------------------------------------------
 # The scratch worktree, removed on exit.
 
@@ -141,6 +158,7 @@ checker_of() { # message panic_location
     case $m in
         durability:*) echo "durability checker" ;;
         "cluster time:"*) echo "cluster-time checker" ;;
+        "view log:"*) echo "view-log checker" ;;
         liveness:*) echo "liveness" ;;
         hang:*) echo "hang (seed timeout)" ;;
         panic:*)
