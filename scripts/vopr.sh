@@ -362,7 +362,7 @@ reap() { # id
     [[ ${job_kind[$id]} == regression ]] || done_new=$((done_new + 1))
     if [[ -z $reason ]]; then
         passed=$((passed + 1))
-        grep -E '^[[:space:]]*(faults|stats|checkpoints|durability|corrupted|cluster_time|liveness):' "$work/$id.1.stdout" >>"$work/counters" || true
+        grep -E '^[[:space:]]*(faults|stats|checkpoints|durability|corrupted|cluster_time|view_log|liveness):' "$work/$id.1.stdout" >>"$work/counters" || true
     else
         report_failure "$id" "$reason"
     fi

@@ -127,6 +127,9 @@ pub struct Journal {
     io_max: usize,
     events: Vec<JournalEvent>,
     recovery: Option<Recovery>,
+    /// Every header installed by `set_header`, (op, checksum), when a checker asks for them (the
+    /// simulator's view-log checker); None in production.
+    installs: Option<Vec<(u64, u128)>>,
     pub stats: JournalStats,
 }
 
@@ -157,6 +160,7 @@ impl Journal {
             io_max: crate::config::journal_io_max(config),
             events: Vec::with_capacity(slot_count + 16),
             recovery: None,
+            installs: None,
             stats: JournalStats::default(),
         }
     }
@@ -223,6 +227,9 @@ impl Journal {
             return;
         }
         self.headers[slot] = *header;
+        if let Some(installs) = &mut self.installs {
+            installs.push((header.op, header.checksum));
+        }
         // Durable, and not about to be overwritten by a write of another prepare to the slot
         // (VOPR seed 388616834044111587: a start_view's op 18 of view 1 taken as durable while
         // the write of view 2's op 18, queued behind it, was about to land over it; the replica
@@ -234,6 +241,21 @@ impl Journal {
         self.ring_pending[slot] = false;
         if durable {
             self.faulty[slot] = false;
+        }
+    }
+
+    /// From now on, record every header `set_header` installs, for `installs_drain` (checkers).
+    pub fn installs_trace(&mut self) {
+        self.installs
+            .get_or_insert_with(|| Vec::with_capacity(self.slot_count));
+    }
+
+    /// Hands each header installed since the last drain to `each`, oldest first.
+    pub fn installs_drain(&mut self, mut each: impl FnMut(u64, u128)) {
+        if let Some(installs) = &mut self.installs {
+            for (op, checksum) in installs.drain(..) {
+                each(op, checksum);
+            }
         }
     }
 

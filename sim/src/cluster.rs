@@ -297,6 +297,12 @@ pub struct Simulator {
     pub durability: Durability,
     /// Each view's log, and that replicas normal in a view hold it (`view_log`).
     pub view_logs: ViewLogs,
+    /// Per replica: the view it was normal in after its last event (None: not normal), so that
+    /// headers its journal installed during an event are checked only when it was normal in
+    /// one view throughout.
+    normal_view: Vec<Option<u32>>,
+    /// Headers installed during the event being checked (a buffer reused).
+    installs: Vec<(u64, u128)>,
     pub tick: u64,
     pub faults: FaultCounts,
     pub(crate) faults_enabled: bool,
@@ -456,6 +462,8 @@ impl Simulator {
             checker: Checker::new(options.replica_count as usize),
             durability: Durability::new(options.replica_count, layout.clone()),
             view_logs: ViewLogs::default(),
+            normal_view: vec![None; options.replica_count as usize],
+            installs: Vec::new(),
             options,
             cluster,
             rng,
@@ -564,7 +572,7 @@ impl Simulator {
             up: Rc::clone(&self.replicas_up),
         };
         self.replicas_up.set(self.replicas_up.get() | 1 << index);
-        let replica = Replica::open_with_pool(
+        let mut replica = Replica::open_with_pool(
             ReplicaOptions {
                 cluster: self.cluster,
                 replica: index as u8,
@@ -578,6 +586,8 @@ impl Simulator {
             time,
             self.new_state_machine(),
         );
+        replica.journal_installs_trace();
+        self.normal_view[index] = None;
         self.replicas[index] = Slot::Up(Box::new(replica));
         self.network
             .set_process_up(Process::Replica(index as u8), true);
@@ -1516,13 +1526,35 @@ impl Simulator {
                 .state_available()
                 .then(|| vsr::state_machine::StateMachine::digest(replica.state_machine())),
         )?;
-        if replica.status() == Status::Normal {
+        let normal = (replica.status() == Status::Normal).then(|| replica.view());
+        if let Some(view) = normal {
             self.view_logs
-                .check_normal(index, replica.view(), replica.commit_min(), |op| {
-                    journal.header(op)
-                })?;
+                .check_normal(index, view, replica.commit_min(), |op| journal.header(op))?;
         }
+        self.check_installs(index, normal)?;
         Ok(sent)
+    }
+
+    /// Every header replica `index` installed in its last event, if it was normal in one view
+    /// before and after it, is that view's (`ViewLogs::check_install`).
+    fn check_installs(&mut self, index: usize, normal: Option<u32>) -> Result<(), String> {
+        let Slot::Up(replica) = &mut self.replicas[index] else {
+            return Ok(());
+        };
+        let mut installs = std::mem::take(&mut self.installs);
+        replica.journal_installs_drain(|op, checksum| installs.push((op, checksum)));
+        let before = std::mem::replace(&mut self.normal_view[index], normal);
+        let result = match (before, normal) {
+            (Some(before), Some(view)) if before == view => {
+                installs.iter().try_for_each(|&(op, checksum)| {
+                    self.view_logs.check_install(index, view, op, checksum)
+                })
+            }
+            _ => Ok(()),
+        };
+        installs.clear();
+        self.installs = installs;
+        result
     }
 
     /// An operator's `vsr status` asks replica `index` (if up, in whatever status): it must

@@ -271,6 +271,8 @@ fn print_counters(sim: &Simulator) {
         d.checkpoint_chunks_checked,
         d.opens_superblock_split,
     );
+    let v = sim.view_logs.stats;
+    println!("view_log: recorded={} checked={}", v.recorded, v.checked);
     match (&sim.liveness_excused, sim.heal_to_converge_ticks) {
         (Some(reason), _) => println!("liveness: excused_stalls=1 ({reason})"),
         (None, Some(ticks)) => println!("liveness: heal_to_converge_ticks={ticks}"),

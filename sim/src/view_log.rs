@@ -115,6 +115,31 @@ impl ViewLogs {
         }
     }
 
+    /// Replica `replica`, normal in `view` throughout one event, installed the header `op`,
+    /// `checksum` in its journal: a backup in normal status installs only headers of its view's
+    /// log (its primary's, the view's prepares, and headers the chain proves; §6), so where the
+    /// log names `op` the header must be the log's. Unlike `check_normal` this holds below the
+    /// start_view window too: it is what was just installed, not what was left there.
+    pub fn check_install(
+        &mut self,
+        replica: usize,
+        view: u32,
+        op: u64,
+        checksum: u128,
+    ) -> Result<(), String> {
+        let Some(&logged) = self.logs.get(&view).and_then(|log| log.get(&op)) else {
+            return Ok(());
+        };
+        self.stats.checked += 1;
+        if logged != checksum {
+            return Err(format!(
+                "view log: replica {replica}, normal in view {view}, installed op {op} \
+                 {checksum:032x}, but view {view}'s log has {logged:032x} there"
+            ));
+        }
+        Ok(())
+    }
+
     /// Replica `replica`, normal in `view` with commit point `commit_min`: every header its
     /// journal holds above the commit point and from the view's start_view window up, for an op
     /// the view's log names, is the log's.

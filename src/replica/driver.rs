@@ -160,6 +160,17 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         &self.journal
     }
 
+    /// Record every header the journal installs from now on (`journal_installs_drain`): for
+    /// the simulator's checkers, which compare each with the log of the view it was installed in.
+    pub fn journal_installs_trace(&mut self) {
+        self.journal.installs_trace();
+    }
+
+    /// Hands each header the journal installed since the last drain to `each` (op, checksum).
+    pub fn journal_installs_drain(&mut self, each: impl FnMut(u64, u128)) {
+        self.journal.installs_drain(each);
+    }
+
     pub fn state_machine(&self) -> &M {
         &self.state_machine
     }
