@@ -351,6 +351,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if header.checksum != checksum || !self.journal.acknowledgeable(op, checksum) {
             return;
         }
+        // Only ops of this view's log: hash chained to the head. Below a start_view's window
+        // the journal may still hold an op of an older view (repaired down the chain later); a
+        // resent or replayed copy of that prepare must not be acknowledged in this view, whose
+        // log may hold another prepare there (VOPR seed 2648725024586690011: a backup
+        // acknowledged view 2's op 75 in view 4, whose op 75 was another).
+        if !self.chained_to_head(op) {
+            return;
+        }
         // Only ops the primary may still wait for.
         if op <= self.commit_max && op + self.config.pipeline_max as u64 <= self.commit_max {
             return;
@@ -635,6 +643,24 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// The lowest op from which the log up to `self.op` is hash chained without gaps.
+    /// Whether the journal's headers from `op` up to the head are hash chained: `op` is in the
+    /// log this replica holds for its view. Walks `self.op - op` headers (none for the head).
+    pub(super) fn chained_to_head(&self, op: u64) -> bool {
+        if op > self.op {
+            return false;
+        }
+        let Some(mut next) = self.journal.header(self.op).copied() else {
+            return false;
+        };
+        for below in (op..self.op).rev() {
+            match self.journal.header(below) {
+                Some(h) if h.checksum == next.parent => next = *h,
+                _ => return false,
+            }
+        }
+        true
+    }
+
     pub(super) fn chain_floor(&self) -> u64 {
         let Some(mut next) = self.journal.header(self.op).copied() else {
             return self.op + 1;
