@@ -303,6 +303,9 @@ pub struct Simulator {
     normal_view: Vec<Option<u32>>,
     /// Headers installed during the event being checked (a buffer reused).
     installs: Vec<(u64, u128)>,
+    /// Per replica: it was recovering after its last event (its recovery's result is checked
+    /// once, as it ends).
+    recovering: Vec<bool>,
     pub tick: u64,
     pub faults: FaultCounts,
     pub(crate) faults_enabled: bool,
@@ -464,6 +467,7 @@ impl Simulator {
             view_logs: ViewLogs::default(),
             normal_view: vec![None; options.replica_count as usize],
             installs: Vec::new(),
+            recovering: vec![false; options.replica_count as usize],
             options,
             cluster,
             rng,
@@ -588,6 +592,7 @@ impl Simulator {
         );
         replica.journal_installs_trace();
         self.normal_view[index] = None;
+        self.recovering[index] = true;
         self.replicas[index] = Slot::Up(Box::new(replica));
         self.network
             .set_process_up(Process::Replica(index as u8), true);
@@ -1506,7 +1511,27 @@ impl Simulator {
                     journal.header(op).map(|h| h.checksum)
                 });
         }
-        if replica.status() == Status::Recovering {
+        let recovering = replica.status() == Status::Recovering;
+        if std::mem::replace(&mut self.recovering[index], recovering)
+            && !recovering
+            && replica.status() != Status::RecoveringHead
+        {
+            let journal = replica.journal();
+            self.durability.on_recovered(
+                replica_index,
+                replica.log_view(),
+                replica.checkpoint().op,
+                |op, checksum| {
+                    journal.header(op).is_some_and(|h| h.checksum == checksum)
+                        || journal.is_faulty_slot(op)
+                },
+                |op, checksum| {
+                    self.view_logs
+                        .superseded_after(replica.log_view(), op, checksum)
+                },
+            )?;
+        }
+        if recovering {
             return Ok(sent);
         }
         if let Some(op) = aimed_ack {

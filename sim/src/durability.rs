@@ -54,6 +54,9 @@ pub struct DurabilityStats {
     /// Opens whose chosen superblock state was not on every copy (a crash cut a write short,
     /// or a copy is damaged): the open rewrites it before acting on it (§8).
     pub opens_superblock_split: u64,
+    /// Recoveries that took their head as certain, checked to hold every prepare acknowledged
+    /// in their log_view.
+    pub recoveries_checked: u64,
 }
 
 pub struct Durability {
@@ -71,6 +74,9 @@ pub struct Durability {
     /// at (`observe_superblock_floor`).
     superblock_floor: Vec<Option<(u64, VsrState)>>,
     superblock_floor_generation: Vec<Option<u64>>,
+    /// Per replica: its disk was lost (`vsr recover`): what it acknowledged before is gone by
+    /// design, and its rejoin flags every slot it does not hold as faulty instead.
+    disk_lost: Vec<bool>,
     /// Per replica: every checkpoint its durable superblock has recorded (as durable or the one
     /// before), read at each superblock generation.
     checkpoints_recorded: Vec<BTreeSet<(u64, u128)>>,
@@ -139,6 +145,7 @@ impl Durability {
             superblocks: vec![None; replica_count as usize],
             superblock_floor: vec![None; replica_count as usize],
             superblock_floor_generation: vec![None; replica_count as usize],
+            disk_lost: vec![false; replica_count as usize],
             checkpoints_recorded: vec![BTreeSet::new(); replica_count as usize],
             opened_checkpoint_op: vec![0; replica_count as usize],
             stats: DurabilityStats::default(),
@@ -445,6 +452,46 @@ impl Durability {
         Ok(())
     }
 
+    /// Replica `replica` finished recovery and takes its head as certain (not RecoveringHead),
+    /// in `log_view`, from the checkpoint at `checkpoint_op`. The promise of journal recovery
+    /// (docs/protocol.md §7): a head taken as certain holds every prepare this replica
+    /// acknowledged in its log_view (no view change can have truncated those) above the
+    /// checkpoint, as a header, clean or not, or its slot is flagged faulty; else the replica
+    /// would vote, and nack, without an op it promised to keep. `held(op, checksum)` says
+    /// whether the journal has it so. Checked at once, not only if a do_view_change later
+    /// counts the op. One exception, `superseded(op, checksum)`: a newer view started with
+    /// another prepare at that op, so this one never committed and the promise binds no one (a
+    /// replica installing that view's start_view repairs the slot before the view is durable
+    /// here; a crash in between reopens the older log_view without it: seed
+    /// 4538265127707089907).
+    pub fn on_recovered(
+        &mut self,
+        replica: u8,
+        log_view: u32,
+        checkpoint_op: u64,
+        held: impl Fn(u64, u128) -> bool,
+        superseded: impl Fn(u64, u128) -> bool,
+    ) -> Promise {
+        if self.disk_lost[replica as usize] {
+            return Ok(());
+        }
+        self.stats.recoveries_checked += 1;
+        for (&(op, checksum), acks) in self.acks.range((checkpoint_op + 1, 0)..) {
+            if acks.view_max[replica as usize] != Some(log_view)
+                || held(op, checksum)
+                || superseded(op, checksum)
+            {
+                continue;
+            }
+            return Err(format!(
+                "durability: replica {replica} recovered in log_view {log_view} with its head \
+                 certain but holds no trace of op {op} ({checksum:032x}), which it \
+                 acknowledged in that view"
+            ));
+        }
+        Ok(())
+    }
+
     /// Replica `replica` (re)opened: the checkpoints its superblock records now are those it
     /// starts from, not ones it recorded since (their chunks may since have been damaged).
     pub fn on_open(&mut self, replica: u8, storage: &SimStorage) {
@@ -595,6 +642,7 @@ impl Durability {
 
     /// Replica `replica` lost its data file: `vsr recover` starts it afresh.
     pub fn on_disk_lost(&mut self, replica: u8) {
+        self.disk_lost[replica as usize] = true;
         self.superblock_floor[replica as usize] = None;
         self.superblock_floor_generation[replica as usize] = None;
     }

@@ -115,6 +115,15 @@ impl ViewLogs {
         }
     }
 
+    /// Whether a view after `view` has a log naming another prepare at `op` than `checksum`: a
+    /// view that started without it proves it never committed (a view change keeps every
+    /// committed op), so an acknowledgement of it in `view` no longer binds anyone.
+    pub fn superseded_after(&self, view: u32, op: u64, checksum: u128) -> bool {
+        self.logs
+            .range(view + 1..)
+            .any(|(_, log)| log.get(&op).is_some_and(|&c| c != checksum))
+    }
+
     /// Replica `replica`, normal in `view` throughout one event, installed the header `op`,
     /// `checksum` in its journal: a backup in normal status installs only headers of its view's
     /// log (its primary's, the view's prepares, and headers the chain proves; §6), so where the
