@@ -324,7 +324,13 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if op_min > op_max {
             return;
         }
-        let floor = self.chain_floor().min(self.commit_min + 1);
+        // Served: the ops hash chained to our head, and committed ops. Above the commit point
+        // and below the chain's floor the journal may hold ops of an older view, left below a
+        // start_view's window (or a new primary's) until repair walks the chain down to them:
+        // never served, for a backup installs its primary's headers without proof (VOPR seed
+        // 4202832586690229075: a new primary served its own view 15's op 312, below its window,
+        // where view 20 had committed another).
+        let floor = self.chain_floor();
         let per_message = self.config.headers_per_message();
         let headers: Vec<Header> = (op_min..=op_max)
             .rev()
