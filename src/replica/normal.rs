@@ -351,12 +351,14 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if header.checksum != checksum || !self.journal.acknowledgeable(op, checksum) {
             return;
         }
-        // Only ops of this view's log: hash chained to the head. Below a start_view's window
-        // the journal may still hold an op of an older view (repaired down the chain later); a
-        // resent or replayed copy of that prepare must not be acknowledged in this view, whose
-        // log may hold another prepare there (VOPR seed 2648725024586690011: a backup
-        // acknowledged view 2's op 75 in view 4, whose op 75 was another).
-        if !self.chained_to_head(op) {
+        // Only ops of this view's log: prepared in this view (by its primary), or hash chained
+        // to the head. Below a start_view's window the journal may still hold an op of an older
+        // view (repaired down the chain later); a resent or replayed copy of that prepare must
+        // not be acknowledged in this view, whose log may hold another prepare there (VOPR seed
+        // 2648725024586690011: a backup acknowledged view 2's op 75 in view 4, whose op 75 was
+        // another). A prepare of this view needs no walk: a gap above it (a lost prepare) must
+        // not hold its acknowledgement back.
+        if header.view != self.view && !self.chained_to_head(op) {
             return;
         }
         // Only ops the primary may still wait for.
