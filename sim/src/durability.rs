@@ -57,6 +57,8 @@ pub struct DurabilityStats {
     /// Recoveries that took their head as certain, checked to hold every prepare acknowledged
     /// in their log_view.
     pub recoveries_checked: u64,
+    /// Checkpoints written here whose predecessor was checked to be held by a quorum.
+    pub checkpoint_holds_checked: u64,
 }
 
 pub struct Durability {
@@ -259,16 +261,46 @@ impl Durability {
         }
     }
 
-    /// Replica `replica` announced the checkpoint `op`/`id` as durable.
+    /// Replica `replica` announced the checkpoint `op`/`id` as durable (installed by a state
+    /// sync if `synced`). One it wrote itself overwrote the area of the checkpoint before the
+    /// one it replaced as durable, so that one (the superblock's previous now) must have been
+    /// held by a replication quorum (docs/storage.md, Checkpoints: the fault model keeps each
+    /// block of a checkpoint intact on some replica of a quorum that wrote it, not on the one
+    /// replica that got furthest). Checked at the end of the write; holders only grow meanwhile
+    /// (a checkpoint recorded by a replica's superblock counts for good, as it did for the
+    /// replica's decision).
     pub fn on_checkpoint_durable(
         &mut self,
         replica: u8,
         storage: &SimStorage,
         op: u64,
         id: u128,
+        synced: bool,
     ) -> Promise {
         let name = CheckpointName { op, id };
-        self.on_checkpoint_advertised(replica, storage, name, None)
+        self.on_checkpoint_advertised(replica, storage, name, None)?;
+        if synced {
+            return Ok(());
+        }
+        let held = self.durable_state(replica, storage)?.checkpoint_previous.op;
+        if held == 0 {
+            return Ok(());
+        }
+        let holders = self
+            .checkpoints_recorded
+            .iter()
+            .filter(|recorded| recorded.last().is_some_and(|&(op, _)| op >= held))
+            .count();
+        let quorum = vsr::config::quorums(self.checkpoints_recorded.len()).0;
+        self.stats.checkpoint_holds_checked += 1;
+        if holders < quorum {
+            return Err(format!(
+                "durability: replica {replica} wrote checkpoint {op} while checkpoint {held}, \
+                 the one before, was held by {holders} replica(s), fewer than a replication \
+                 quorum ({quorum})"
+            ));
+        }
+        Ok(())
     }
 
     fn on_checkpoint_advertised(

@@ -266,11 +266,12 @@ fn print_counters(sim: &Simulator) {
     );
     let d = sim.durability.stats;
     println!(
-        "durability: acknowledgements={} do_view_changes={} nacks={} start_views={} replies={} checkpoints={} checkpoint_chunks_checked={} opens_superblock_split={} recoveries_checked={}",
+        "durability: acknowledgements={} do_view_changes={} nacks={} start_views={} replies={} checkpoints={} checkpoint_chunks_checked={} opens_superblock_split={} recoveries_checked={} checkpoint_holds_checked={}",
         d.acknowledgements, d.do_view_changes, d.nacks, d.start_views, d.replies, d.checkpoints,
         d.checkpoint_chunks_checked,
         d.opens_superblock_split,
         d.recoveries_checked,
+        d.checkpoint_holds_checked,
     );
     let v = sim.view_logs.stats;
     println!("view_log: recorded={} checked={}", v.recorded, v.checked);

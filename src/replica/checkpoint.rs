@@ -315,6 +315,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
             self.emit(Event::CheckpointDurable {
                 op: durable.op,
                 id: durable.id,
+                synced: false,
             });
             // The journal may now take ops up to the new limit.
             self.commit_journal();

@@ -52,8 +52,10 @@ pub enum Event {
     /// The replica stays `Recovering` and does nothing more: the driver stops it.
     OpenFailed(SuperBlockError),
     /// A checkpoint became this replica's durable one (written here, or installed by state
-    /// sync): every replica's checkpoint at `op` must have the same `id`.
-    CheckpointDurable { op: u64, id: u128 },
+    /// sync, `synced`): every replica's checkpoint at `op` must have the same `id`. One written
+    /// here started only once the checkpoint before it was held by a replication quorum (the
+    /// simulator checks it).
+    CheckpointDurable { op: u64, id: u128, synced: bool },
     /// This replica acknowledged the prepare `op` with `checksum` in `view`: a backup sent its
     /// prepare_ok, or the primary counted its own. The promise behind it (docs/protocol.md 4):
     /// the prepare and its header-ring entry are durable here, and this replica will never

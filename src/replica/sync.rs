@@ -635,6 +635,7 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.emit(Event::CheckpointDurable {
             op: checkpoint.op,
             id: checkpoint.id,
+            synced: true,
         });
         self.commit_journal();
         self.repair();
