@@ -263,6 +263,13 @@ impl Checker {
         Ok(())
     }
 
+    /// The checksum of committed op `op`, if the history has reached it.
+    pub fn committed_checksum(&self, op: u64) -> Option<u128> {
+        op.checked_sub(1)
+            .and_then(|i| self.history_checksums.get(i as usize))
+            .copied()
+    }
+
     /// Every acknowledged op must still be canonical.
     pub fn check_acknowledged(&self) -> CheckResult {
         for (&op, &checksum) in &self.acknowledged {

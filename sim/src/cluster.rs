@@ -904,12 +904,13 @@ impl Simulator {
     /// cluster survives:
     /// - replicas in RecoveringHead (a crash tore their ring and a prepare; they may have
     ///   acknowledged what they lost) leave too few voters for any view change;
-    /// - an op above every replica's commit point is intact on no replica's disk, and too few
-    ///   replicas can prove they never acknowledged it (a replica whose slot for it is damaged,
-    ///   or lost its head, proves nothing), so the view change can neither repair it nor
-    ///   truncate it. One replica's only copy damaged where the atlas allows it, and another's
-    ///   write of it torn by a crash (crash tears, as in TigerBeetle's simulator, are outside
-    ///   the atlas), make this.
+    /// - an op above every replica's commit point, as the voters hold it, is intact on no
+    ///   replica's disk, and too few replicas can prove they never acknowledged it (a replica
+    ///   whose slot for it is damaged, or lost its head, proves nothing), so the view change
+    ///   can neither repair it nor truncate it. One replica's only copy damaged where the atlas
+    ///   allows it, and another's write of it torn by a crash (crash tears, as in TigerBeetle's
+    ///   simulator, are outside the atlas), make this; so does that copy damaged while the
+    ///   other replica lost its head.
     fn stuck_by_double_fault(&self) -> Option<String> {
         let up: Vec<&SimReplica> = self
             .replicas
@@ -935,8 +936,12 @@ impl Simulator {
         let commit_max = up.iter().map(|r| r.commit_max()).max()?;
         let op_max = up.iter().map(|r| r.op()).max()?;
         for op in commit_max + 1..=op_max {
+            // The versions the view change can choose: the voters' (a replica in
+            // RecoveringHead sends no do_view_change, so its own copy of another version
+            // repairs nothing; seed 785571975232547351).
             let checksums: Vec<u128> = up
                 .iter()
+                .filter(|r| r.status() != Status::RecoveringHead)
                 .filter_map(|r| r.journal().header(op).map(|h| h.checksum))
                 .collect();
             let held = checksums
@@ -1447,12 +1452,13 @@ impl Simulator {
                 Event::OpenFailed(error) => {
                     return Err(format!("replica {index} failed to open: {error}"))
                 }
-                Event::CheckpointDurable { op, id } => {
+                Event::CheckpointDurable { op, id, synced } => {
                     self.durability.on_checkpoint_durable(
                         replica_index,
                         replica.storage(),
                         op,
                         id,
+                        synced,
                     )?;
                     self.checker.observe_checkpoint(index, op, id)?
                 }
@@ -1572,7 +1578,10 @@ impl Simulator {
         let result = match (before, normal) {
             (Some(before), Some(view)) if before == view => {
                 installs.iter().try_for_each(|&(op, checksum)| {
-                    self.view_logs.check_install(index, view, op, checksum)
+                    self.view_logs
+                        .check_install(index, view, op, checksum, |op| {
+                            self.checker.committed_checksum(op)
+                        })
                 })
             }
             _ => Ok(()),

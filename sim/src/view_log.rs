@@ -39,6 +39,9 @@ pub struct ViewLogs {
     /// them holds the view's log from there up. Below its window a start_view leaves headers of
     /// older views in place, to be repaired down the hash chain.
     floors: BTreeMap<u32, u64>,
+    /// view -> the highest commit point its start_views announced: every op up to it is
+    /// committed, so the view's log there is the canonical history.
+    commits: BTreeMap<u32, u64>,
     pub stats: ViewLogStats,
 }
 
@@ -54,6 +57,8 @@ impl ViewLogs {
                     .map(Header::read_from)
                     .filter(|h| h.valid_checksum() && h.command() == Some(Command::Prepare))
                     .collect();
+                let commit = self.commits.entry(sv.view).or_insert(0);
+                *commit = (*commit).max(sv.commit_max);
                 self.on_start_view(replica, sv.view, sv.op, &headers)
             }
             Some(Command::Prepare) => self.record(header.view, header.op, header.checksum, || {
@@ -100,6 +105,7 @@ impl ViewLogs {
             }
             self.logs.remove(&oldest);
             self.floors.remove(&oldest);
+            self.commits.remove(&oldest);
         }
         let log = self.logs.entry(view).or_default();
         match log.insert(op, checksum) {
@@ -128,15 +134,21 @@ impl ViewLogs {
     /// `checksum` in its journal: a backup in normal status installs only headers of its view's
     /// log (its primary's, the view's prepares, and headers the chain proves; §6), so where the
     /// log names `op` the header must be the log's. Unlike `check_normal` this holds below the
-    /// start_view window too: it is what was just installed, not what was left there.
+    /// start_view window too: it is what was just installed, not what was left there. At or
+    /// below the commit point the view's start_views announced, the log is the committed
+    /// history (`committed(op)`, once the history reaches it).
     pub fn check_install(
         &mut self,
         replica: usize,
         view: u32,
         op: u64,
         checksum: u128,
+        committed: impl Fn(u64) -> Option<u128>,
     ) -> Result<(), String> {
-        let Some(&logged) = self.logs.get(&view).and_then(|log| log.get(&op)) else {
+        let logged = self.logs.get(&view).and_then(|log| log.get(&op)).copied();
+        let commit = self.commits.get(&view).copied().unwrap_or(0);
+        let Some(logged) = logged.or_else(|| (op <= commit).then(|| committed(op)).flatten())
+        else {
             return Ok(());
         };
         self.stats.checked += 1;
