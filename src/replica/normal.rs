@@ -351,14 +351,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if header.checksum != checksum || !self.journal.acknowledgeable(op, checksum) {
             return;
         }
-        // Only ops of this view's log: prepared in this view (by its primary), or hash chained
-        // to the head. Below a start_view's window the journal may still hold an op of an older
-        // view (repaired down the chain later); a resent or replayed copy of that prepare must
-        // not be acknowledged in this view, whose log may hold another prepare there (VOPR seed
-        // 2648725024586690011: a backup acknowledged view 2's op 75 in view 4, whose op 75 was
-        // another). A prepare of this view needs no walk: a gap above it (a lost prepare) must
-        // not hold its acknowledgement back.
-        if header.view != self.view && !self.chained_to_head(op) {
+        // Only ops of this view's log (`in_view_log`). Below a start_view's window the journal
+        // may still hold an op of an older view (repaired down the chain later); a resent or
+        // replayed copy of that prepare must not be acknowledged in this view, whose log may
+        // hold another prepare there (VOPR seed 2648725024586690011: a backup acknowledged view
+        // 2's op 75 in view 4, whose op 75 was another).
+        if !self.in_view_log(&header) {
             return;
         }
         // Only ops the primary may still wait for.
@@ -645,6 +643,24 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
     }
 
     /// The lowest op from which the log up to `self.op` is hash chained without gaps.
+    /// Whether `header` (held in the journal) is an op of this view's log: prepared in this view
+    /// (by its only primary), or one of the view's start_view headers (the durable view
+    /// headers: the window the new primary re-sends from its pipeline), or hash chained to the
+    /// head. The first two need no walk, so a gap above them (a lost prepare, repaired later)
+    /// does not hold their acknowledgement back.
+    pub(super) fn in_view_log(&self, header: &Header) -> bool {
+        if header.view == self.view {
+            return true;
+        }
+        let state = self.durable_state();
+        let in_view_headers = state.log_view == self.view
+            && state
+                .view_headers
+                .iter()
+                .any(|h| h.op == header.op && h.checksum == header.checksum);
+        in_view_headers || self.chained_to_head(header.op)
+    }
+
     /// Whether the journal's headers from `op` up to the head are hash chained: `op` is in the
     /// log this replica holds for its view. Walks `self.op - op` headers (none for the head).
     pub(super) fn chained_to_head(&self, op: u64) -> bool {

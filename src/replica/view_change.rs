@@ -691,14 +691,17 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         if self.view_change.start_view_install_pending && header.view == self.view {
             return;
         }
-        if header.op < self.commit_min {
+        // Our durable checkpoint, too: while a sync's checkpoint is recorded but not yet
+        // loaded, commit_min still trails it (and op_limit already counts from it).
+        let committed = self.commit_min.max(self.checkpoint().op);
+        if header.op < committed {
             // A start_view older than our state (sent when the view began, delivered late),
             // after a state sync put our commit point above its head: installing it would cut
             // committed ops. Ask the primary for its current head instead (VOPR seed
             // 28707700472960594).
             self.log(format_args!(
-                "start_view head {} below commit_min {}: stale, asking again",
-                header.op, self.commit_min
+                "start_view head {} below our commit point {committed}: stale, asking again",
+                header.op
             ));
             self.send_request_start_view();
             return;
