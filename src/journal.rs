@@ -821,7 +821,14 @@ impl Journal {
             if self.headers[slot].checksum != vh.checksum {
                 let was_faulty = self.faulty[slot];
                 self.set_header(vh);
-                self.faulty[slot] = was_faulty;
+                // The ring names this prepare, and a ring entry is written only once its prepare
+                // is durable: the prepare was here and may have been acknowledged. A slot that
+                // now holds another one lost it (a lost or misdirected write), so it is faulty,
+                // never a nack (VOPR seed 1971068892604625808: view 3's op 9, repaired and
+                // acknowledged in view 5, lost; the slot read back as view 4's op 9, which the
+                // recovery table takes as the newer write, and the view header made it a nack).
+                let lost = self.dirty[slot] && self.ring_durable[slot].checksum == vh.checksum;
+                self.faulty[slot] = was_faulty || lost;
             }
         }
     }
