@@ -911,6 +911,8 @@ impl Simulator {
     ///   allows it, and another's write of it torn by a crash (crash tears, as in TigerBeetle's
     ///   simulator, are outside the atlas), make this; so does that copy damaged while the
     ///   other replica lost its head.
+    /// - every replica either lost its head or lost the only copy of its checkpoint (no peer
+    ///   holds it or a newer one to sync from), so none can lead a view or serve a state.
     fn stuck_by_double_fault(&self) -> Option<String> {
         let up: Vec<&SimReplica> = self
             .replicas
@@ -931,6 +933,23 @@ impl Simulator {
         if head_lost > 0 && voters < up[0].quorum_view_change() {
             return Some(format!(
                 "{head_lost} replica(s) lost their head and the {voters} left cannot form a view-change quorum"
+            ));
+        }
+        // A replica whose durable checkpoint is damaged fetches the state from a peer holding
+        // that checkpoint or a newer one; where none does (it wrote the only copy while the
+        // others lagged, and the copy was damaged), it cannot serve or lead. With every other
+        // replica in RecoveringHead, nobody can (seed 282571419510913469).
+        let orphans = (0..up.len())
+            .filter(|&i| {
+                let op = up[i].checkpoint().op;
+                !up[i].state_available()
+                    && (0..up.len()).all(|j| j == i || up[j].checkpoint().op < op)
+            })
+            .count();
+        if orphans > 0 && head_lost > 0 && orphans + head_lost == up.len() {
+            return Some(format!(
+                "{orphans} replica(s) lost the only copy of their checkpoint and the other \
+                 {head_lost} lost their head"
             ));
         }
         let commit_max = up.iter().map(|r| r.commit_max()).max()?;
