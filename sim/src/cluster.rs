@@ -899,7 +899,7 @@ impl Simulator {
         ))
     }
 
-    /// A stall the protocol must not resolve, so not a liveness failure. Two shapes, each the
+    /// A stall the protocol must not resolve, so not a liveness failure. Three shapes, each the
     /// work of two faults on different replicas, beyond the one the fault atlas guarantees the
     /// cluster survives:
     /// - replicas in RecoveringHead (a crash tore their ring and a prepare; they may have

@@ -642,12 +642,11 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
         self.primary_pipeline_drain();
     }
 
-    /// The lowest op from which the log up to `self.op` is hash chained without gaps.
     /// Whether `header` (held in the journal) is an op of this view's log: prepared in this view
     /// (by its only primary), or one of the view's start_view headers (the durable view
-    /// headers: the window the new primary re-sends from its pipeline), or hash chained to the
-    /// head. The first two need no walk, so a gap above them (a lost prepare, repaired later)
-    /// does not hold their acknowledgement back.
+    /// headers: the window the new primary re-sends from its pipeline), or committed here, or
+    /// hash chained to the head (at or above `chain_floor`). The first two need no walk, so a
+    /// gap above them (a lost prepare, repaired later) does not hold their acknowledgement back.
     pub(super) fn in_view_log(&self, header: &Header) -> bool {
         if header.view == self.view {
             return true;
@@ -658,27 +657,12 @@ impl<S: Storage, B: MessageBus, T: Time, M: StateMachine> Replica<S, B, T, M> {
                 .view_headers
                 .iter()
                 .any(|h| h.op == header.op && h.checksum == header.checksum);
-        in_view_headers || self.chained_to_head(header.op)
+        in_view_headers
+            || header.op <= self.commit_min
+            || (header.op <= self.op && self.chain_floor() <= header.op)
     }
 
-    /// Whether the journal's headers from `op` up to the head are hash chained: `op` is in the
-    /// log this replica holds for its view. Walks `self.op - op` headers (none for the head).
-    pub(super) fn chained_to_head(&self, op: u64) -> bool {
-        if op > self.op {
-            return false;
-        }
-        let Some(mut next) = self.journal.header(self.op).copied() else {
-            return false;
-        };
-        for below in (op..self.op).rev() {
-            match self.journal.header(below) {
-                Some(h) if h.checksum == next.parent => next = *h,
-                _ => return false,
-            }
-        }
-        true
-    }
-
+    /// The lowest op from which the log up to `self.op` is hash chained without gaps.
     pub(super) fn chain_floor(&self) -> u64 {
         let Some(mut next) = self.journal.header(self.op).copied() else {
             return self.op + 1;
